@@ -1,0 +1,1 @@
+"""campaigns: admin (layout in ../shared/STYLE.md)."""

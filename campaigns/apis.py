@@ -1,0 +1,1 @@
+"""campaigns: apis (layout in ../shared/STYLE.md)."""

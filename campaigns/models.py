@@ -1,0 +1,1 @@
+"""campaigns: models (layout in ../shared/STYLE.md)."""

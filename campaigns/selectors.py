@@ -1,0 +1,1 @@
+"""campaigns: selectors (layout in ../shared/STYLE.md)."""

@@ -1,0 +1,1 @@
+"""campaigns: serializers (layout in ../shared/STYLE.md)."""

@@ -1,0 +1,1 @@
+"""campaigns: services (layout in ../shared/STYLE.md)."""

@@ -1,0 +1,1 @@
+"""campaigns: tasks (layout in ../shared/STYLE.md)."""

@@ -1,0 +1,1 @@
+"""coaching: admin (layout in ../shared/STYLE.md)."""

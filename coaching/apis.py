@@ -1,0 +1,1 @@
+"""coaching: apis (layout in ../shared/STYLE.md)."""

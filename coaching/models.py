@@ -1,0 +1,1 @@
+"""coaching: models (layout in ../shared/STYLE.md)."""

@@ -1,0 +1,1 @@
+"""coaching: selectors (layout in ../shared/STYLE.md)."""

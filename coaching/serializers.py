@@ -1,0 +1,1 @@
+"""coaching: serializers (layout in ../shared/STYLE.md)."""

@@ -1,0 +1,1 @@
+"""coaching: services (layout in ../shared/STYLE.md)."""

@@ -1,0 +1,1 @@
+"""coaching: tasks (layout in ../shared/STYLE.md)."""

@@ -1,0 +1,1 @@
+"""compliance: apis (layout in ../shared/STYLE.md)."""

@@ -1,0 +1,1 @@
+"""compliance: selectors (layout in ../shared/STYLE.md)."""

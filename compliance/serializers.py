@@ -1,0 +1,1 @@
+"""compliance: serializers (layout in ../shared/STYLE.md)."""

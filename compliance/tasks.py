@@ -1,0 +1,1 @@
+"""compliance: tasks (layout in ../shared/STYLE.md)."""

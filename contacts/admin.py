@@ -1,0 +1,1 @@
+"""contacts: admin (layout in ../shared/STYLE.md)."""

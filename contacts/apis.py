@@ -1,0 +1,1 @@
+"""contacts: apis (layout in ../shared/STYLE.md)."""

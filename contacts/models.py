@@ -1,0 +1,1 @@
+"""contacts: models (layout in ../shared/STYLE.md)."""

@@ -1,0 +1,1 @@
+"""contacts: selectors (layout in ../shared/STYLE.md)."""

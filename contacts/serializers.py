@@ -1,0 +1,1 @@
+"""contacts: serializers (layout in ../shared/STYLE.md)."""

@@ -1,0 +1,1 @@
+"""contacts: services (layout in ../shared/STYLE.md)."""

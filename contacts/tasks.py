@@ -1,0 +1,1 @@
+"""contacts: tasks (layout in ../shared/STYLE.md)."""

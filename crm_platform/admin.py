@@ -1,0 +1,118 @@
+from django import forms
+from django.conf import settings
+from django.contrib import admin, messages
+from django.contrib.postgres.forms import SimpleArrayField
+from django.core.exceptions import ValidationError
+from django.template.response import TemplateResponse
+from django.utils import timezone
+
+from crm_platform import services
+from crm_platform.actor import Actor
+from crm_platform.api.scopes import scope_choices
+from crm_platform.models import ApiKey
+
+admin.site.site_header = settings.ADMIN_SITE_HEADER
+admin.site.site_title = "crm_platform"
+admin.site.index_title = "Back office"
+
+
+class ApiKeyForm(forms.ModelForm):
+    scopes = forms.MultipleChoiceField(
+        choices=scope_choices, widget=forms.CheckboxSelectMultiple, help_text="admin does not include phi:read."
+    )
+    allowed_ips = SimpleArrayField(
+        forms.CharField(max_length=50), required=False, help_text="Comma-separated addresses or CIDR networks."
+    )
+
+    class Meta:
+        model = ApiKey
+        fields = ["name", "description", "scopes", "allowed_ips", "expires_at"]
+
+
+class StatusFilter(admin.SimpleListFilter):
+    title = "status"
+    parameter_name = "status"
+
+    def lookups(self, request, model_admin):
+        return [("active", "Active"), ("expired", "Expired"), ("revoked", "Revoked")]
+
+    def queryset(self, request, queryset):
+        now = timezone.now()
+        if self.value() == "revoked":
+            return queryset.filter(revoked_at__isnull=False)
+        if self.value() == "expired":
+            return queryset.filter(revoked_at__isnull=True, expires_at__lte=now)
+        if self.value() == "active":
+            return queryset.filter(revoked_at__isnull=True).exclude(expires_at__lte=now)
+        return queryset
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    form = ApiKeyForm
+    list_display = ["name", "prefix", "scope_list", "status", "expires_at", "last_used_at", "created_at"]
+    list_filter = [StatusFilter]
+    search_fields = ["name", "=prefix"]
+    readonly_fields = ["prefix", "status", "created_at", "created_by", "revoked_at", "last_used_at", "rotated_from"]
+    list_select_related = ["created_by"]
+    actions = ["revoke_keys", "rotate_key"]
+
+    @admin.display(description="scopes")
+    def scope_list(self, obj):
+        return ", ".join(obj.scopes)
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # keys are revoked, never deleted: the audit trail points at them
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.readonly_fields if obj else []
+
+    def save_model(self, request, obj, form, change):
+        actor = Actor.from_request(request)
+        data = {name: form.cleaned_data[name] for name in form.Meta.fields}
+        try:
+            if change:
+                services.api_key_update(api_key=obj, actor=actor, **data)
+            else:
+                key, raw = services.api_key_create(actor=actor, created_by=request.user, **data)
+                obj.__dict__.update({k: v for k, v in key.__dict__.items() if not k.startswith("_")})
+                obj._state.adding = False
+                request._api_key_raw = raw
+        except ValidationError as exc:
+            # The form validated shapes; the service found a rule broken. Show it, change nothing.
+            raise forms.ValidationError(exc.messages) from exc
+
+    def response_add(self, request, obj, post_url_continue=None):
+        return self._show_once(request, obj, request._api_key_raw)
+
+    def _show_once(self, request, key, raw):
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "API key created",
+            "key": key,
+            "raw_key": raw,
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "admin/crm_platform/apikey/created.html", context)
+
+    @admin.action(description="Revoke selected keys (they stop at once)")
+    def revoke_keys(self, request, queryset):
+        actor = Actor.from_request(request)
+        for key in queryset:
+            services.api_key_revoke(api_key=key, actor=actor)
+        self.message_user(request, f"Revoked {queryset.count()} key(s).", messages.SUCCESS)
+
+    @admin.action(description="Rotate the selected key (the old one keeps working for the overlap period)")
+    def rotate_key(self, request, queryset):
+        if queryset.count() != 1:
+            self.message_user(request, "Select exactly one key to rotate.", messages.ERROR)
+            return None
+        overlap = timezone.timedelta(hours=settings.API_KEY_ROTATION_OVERLAP_HOURS)
+        try:
+            key, raw = services.api_key_rotate(
+                api_key=queryset.get(), actor=Actor.from_request(request), overlap=overlap, created_by=request.user
+            )
+        except ValidationError as exc:
+            self.message_user(request, " ".join(exc.messages), messages.ERROR)
+            return None
+        return self._show_once(request, key, raw)

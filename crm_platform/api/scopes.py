@@ -1,0 +1,70 @@
+"""The one registry of API scopes.
+
+A key's scopes decide what it may do. Each resource has `<resource>:read` and
+`<resource>:write`; `phi:read` is needed to see medical fields at all; `admin` grants every
+scope except `phi:read`. Staff using the API with their session are checked against the
+Django permission a scope names (superusers pass; a scope with no permission is for
+superusers only until its app gives it one).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Scope:
+    name: str
+    description: str
+    staff_permission: str | None = None
+
+
+RESOURCES: dict[str, str] = {
+    "contacts": "contacts, companies and their timelines",
+    "leads": "leads and lead capture",
+    "deals": "deals and pipelines",
+    "tickets": "support tickets",
+    "events": "inbound app events",
+    "webhooks": "outbound webhook endpoints and deliveries",
+    "coaching": "health goals, logs, insights and the AI assistant",
+    "campaigns": "email and SMS campaigns",
+    "scheduling": "availability and consultations",
+}
+
+PHI_READ = "phi:read"
+ADMIN = "admin"
+
+_SPECIAL = [
+    Scope(PHI_READ, "see medical fields (conditions, medications, labs, notes, measurements)"),
+    Scope("gdpr:write", "run GDPR/CCPA export and erasure"),
+    Scope("audit:read", "read the audit log"),
+    Scope(ADMIN, "every scope except phi:read, and the operator jobs"),
+]
+
+SCOPES: dict[str, Scope] = {}
+for _resource, _what in RESOURCES.items():
+    SCOPES[f"{_resource}:read"] = Scope(f"{_resource}:read", f"read {_what}")
+    SCOPES[f"{_resource}:write"] = Scope(f"{_resource}:write", f"create and change {_what}")
+for _scope in _SPECIAL:
+    SCOPES[_scope.name] = _scope
+
+
+def set_staff_permission(scope: str, permission: str) -> None:
+    """Let an app name the Django permission that stands for `scope` when staff use the API."""
+    current = SCOPES[scope]
+    SCOPES[scope] = Scope(current.name, current.description, permission)
+
+
+def scope_choices() -> list[tuple[str, str]]:
+    return [(s.name, f"{s.name}: {s.description}") for s in SCOPES.values()]
+
+
+def unknown_scopes(scopes) -> list[str]:
+    return sorted(set(scopes) - SCOPES.keys())
+
+
+def grants(held, required: str) -> bool:
+    """Whether a set of held scopes grants `required`. `admin` grants all but phi:read."""
+    if required in held:
+        return True
+    return ADMIN in held and required != PHI_READ and required in SCOPES

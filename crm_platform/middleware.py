@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+import logging
+import re
+import time
+
+from django.core.exceptions import BadRequest, PermissionDenied, RequestDataTooBig, SuspiciousOperation
+from django.http import Http404
+
+from crm_platform.actor import new_request_id
+from crm_platform.api.errors import STATUS_CODES, error_response
+from crm_platform.logging import request_id_var
+
+logger = logging.getLogger("crm_platform.request")
+
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+# HTML pages keep Django's HTML errors; everything else answers in JSON.
+_HTML_PREFIXES = ("/admin/", "/api/docs/", "/api/redoc/")
+
+
+class RequestIdMiddleware:
+    """Take X-Request-ID from the client (when well formed) or make one; put it on the
+    request, on every log line of the request, and on the response. Logs one access line
+    per request: method, path (never the query string or body), status and duration."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        incoming = request.headers.get("X-Request-ID", "")
+        request.request_id = incoming if _VALID_REQUEST_ID.match(incoming) else new_request_id()
+        token = request_id_var.set(request.request_id)
+        started = time.perf_counter()
+        try:
+            response = self.get_response(request)
+            response["X-Request-ID"] = request.request_id
+            logger.info(
+                "%s %s %s",
+                request.method,
+                request.path,
+                response.status_code,
+                extra={
+                    "method": request.method,
+                    "path": request.path,
+                    "status": response.status_code,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                },
+            )
+            return response
+        finally:
+            request_id_var.reset(token)
+
+
+def wants_html(request) -> bool:
+    return request.path.startswith(_HTML_PREFIXES)
+
+
+class JsonErrorMiddleware:
+    """Every 4xx/5xx outside the HTML pages answers `{"error": {code, message, fields}}`,
+    including Django's own 404/405/500 and exceptions raised outside DRF."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if response.status_code < 400 or wants_html(request):
+            return response
+        if response.get("Content-Type", "").startswith("application/json"):
+            return response
+        replacement = error_response(response.status_code, _message_for(response.status_code))
+        for header in ("Allow", "Retry-After", "WWW-Authenticate"):
+            if header in response:
+                replacement[header] = response[header]
+        return replacement
+
+    def process_exception(self, request, exception):
+        if wants_html(request):
+            return None
+        if isinstance(exception, Http404):
+            return error_response(404, "Not found.")
+        if isinstance(exception, PermissionDenied):
+            return error_response(403, "You do not have permission to do this.")
+        if isinstance(exception, RequestDataTooBig):
+            return error_response(413, "The request body is too large.")
+        if isinstance(exception, (BadRequest, SuspiciousOperation)):
+            return error_response(400, "Bad request.")
+        logger.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(500, "Something went wrong on our side; the request id identifies it.")
+
+
+def _message_for(status: int) -> str:
+    return {
+        400: "Bad request.",
+        401: "Authentication is required.",
+        403: "You do not have permission to do this.",
+        404: "Not found.",
+        405: "Method not allowed.",
+        413: "The request body is too large.",
+        429: "Too many requests.",
+        500: "Something went wrong on our side; the request id identifies it.",
+        503: "Service unavailable.",
+    }.get(status, STATUS_CODES.get(status, "error").replace("_", " ").capitalize() + ".")

@@ -1,0 +1,24 @@
+"""The periodic jobs, declared once in code.
+
+`manage.py setup_periodic_tasks` writes them to django-celery-beat's tables (upsert by name,
+keeping the `enabled` flag staff set in the admin). Each entry: task, queue, either `every`
+(seconds) or `crontab` (fields as in celery.schedules.crontab), and `expires` (seconds after
+which a queued run is dropped instead of running late).
+"""
+
+SCHEDULE: dict[str, dict] = {
+    "platform.heartbeat": {
+        "task": "crm_platform.tasks.heartbeat",
+        "every": 60,
+        "queue": "default",
+        "expires": 50,
+        "description": "Beat and worker liveness marker.",
+    },
+    "platform.clear_expired_sessions": {
+        "task": "crm_platform.tasks.clear_expired_sessions",
+        "crontab": {"minute": "17", "hour": "3"},
+        "queue": "bulk",
+        "expires": 3600,
+        "description": "Delete expired staff sessions.",
+    },
+}

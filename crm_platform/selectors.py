@@ -1,0 +1,125 @@
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import logging
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db.models import Q
+from django.utils import timezone
+
+from crm_platform.models import ApiKey
+
+logger = logging.getLogger(__name__)
+
+KEY_PREFIX = "crm_"
+LAST_USED_RESOLUTION = timedelta(seconds=60)
+_CACHED_FIELDS = (
+    "id",
+    "name",
+    "prefix",
+    "hashed_key",
+    "scopes",
+    "allowed_ips",
+    "expires_at",
+    "revoked_at",
+    "last_used_at",
+)
+
+
+class ApiKeyInvalid(Exception):
+    """The presented key is unknown, malformed, revoked, expired, or not allowed from this address."""
+
+
+def hash_key(raw_key: str) -> str:
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+def split_key(raw_key: str) -> str | None:
+    """The lookup prefix of a key shaped `crm_<prefix>_<secret>`, or None."""
+    if not raw_key.startswith(KEY_PREFIX):
+        return None
+    prefix, sep, secret = raw_key[len(KEY_PREFIX) :].partition("_")
+    if not sep or not prefix or not secret or len(prefix) > 16:
+        return None
+    return prefix
+
+
+def cache_key_for(hashed_key: str) -> str:
+    return f"apikey:v1:{hashed_key}"
+
+
+def api_key_verify(*, raw_key: str, ip: str | None, now: datetime | None = None) -> ApiKey:
+    """The active ApiKey for a presented key, or ApiKeyInvalid.
+
+    One indexed lookup by prefix and one constant-time compare of hashes; the verified row is
+    remembered in Redis for API_KEY_CACHE_SECONDS (a revocation clears it). last_used_at is
+    written at most once a minute per key.
+    """
+    now = now or timezone.now()
+    prefix = split_key(raw_key)
+    if prefix is None:
+        raise ApiKeyInvalid("malformed key")
+    hashed = hash_key(raw_key)
+    key = _cached(hashed)
+    if key is None:
+        key = ApiKey.objects.filter(prefix=prefix).only(*_CACHED_FIELDS).first()
+        if key is None or not hmac.compare_digest(key.hashed_key, hashed):
+            raise ApiKeyInvalid("unknown key")
+        _remember(key)
+    if not key.is_active_at(now):
+        raise ApiKeyInvalid("revoked or expired key")
+    if key.allowed_ips and not ip_allowed(ip, key.allowed_ips):
+        raise ApiKeyInvalid("key not allowed from this address")
+    if key.last_used_at is None or now - key.last_used_at >= LAST_USED_RESOLUTION:
+        _touch(key, now)
+    return key
+
+
+def ip_allowed(ip: str | None, allowed: list[str]) -> bool:
+    if ip is None:
+        return False
+    address = ipaddress.ip_address(ip)
+    for entry in allowed:
+        try:
+            if address in ipaddress.ip_network(entry, strict=False):
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+def _cached(hashed: str) -> ApiKey | None:
+    try:
+        data = cache.get(cache_key_for(hashed))
+    except Exception:  # Redis down: fall back to PostgreSQL, the source of truth
+        logger.warning("api key cache unavailable")
+        return None
+    if data is None:
+        return None
+    for field in ("expires_at", "revoked_at", "last_used_at"):
+        if data[field] is not None:
+            data[field] = datetime.fromisoformat(data[field])
+    return ApiKey(**data)
+
+
+def _remember(key: ApiKey) -> None:
+    data = {field: getattr(key, field) for field in _CACHED_FIELDS}
+    for field in ("expires_at", "revoked_at", "last_used_at"):
+        if data[field] is not None:
+            data[field] = data[field].isoformat()
+    try:
+        cache.set(cache_key_for(key.hashed_key), data, timeout=settings.API_KEY_CACHE_SECONDS)
+    except Exception:
+        logger.warning("api key cache unavailable")
+
+
+def _touch(key: ApiKey, now: datetime) -> None:
+    # Conditional update: concurrent requests after the minute is up write once between them.
+    stale = Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - LAST_USED_RESOLUTION)
+    ApiKey.objects.filter(stale, pk=key.pk).update(last_used_at=now)
+    key.last_used_at = now
+    _remember(key)

@@ -1,0 +1,26 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+
+from crm_platform import health
+from crm_platform.api.permissions import PublicRoute
+from crm_platform.api.throttling import AddressRateThrottle
+from crm_platform.apis import MeApi
+
+_public = {"permission_classes": [PublicRoute], "authentication_classes": [], "throttle_classes": [AddressRateThrottle]}
+
+api_v1 = [
+    path("me", MeApi.as_view(), name="me"),
+    *[path("", include(f"{app}.urls")) for app in ("contacts", "leads", "campaigns", "scheduling", "coaching")],
+    *[path("", include(f"{app}.urls")) for app in ("compliance", "integrations")],
+]
+
+urlpatterns = [
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("admin/", admin.site.urls),
+    path("api/v1/", include((api_v1, "api"), namespace="v1")),
+    path("api/schema/", SpectacularAPIView.as_view(**_public), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema", **_public), name="api-docs"),
+    path("api/redoc/", SpectacularRedocView.as_view(url_name="api-schema", **_public), name="api-redoc"),
+]

@@ -1,0 +1,1 @@
+"""integrations: admin (layout in ../shared/STYLE.md)."""

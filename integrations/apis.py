@@ -1,0 +1,1 @@
+"""integrations: apis (layout in ../shared/STYLE.md)."""

@@ -1,0 +1,1 @@
+"""integrations: models (layout in ../shared/STYLE.md)."""

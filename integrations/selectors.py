@@ -1,0 +1,1 @@
+"""integrations: selectors (layout in ../shared/STYLE.md)."""

@@ -1,0 +1,1 @@
+"""integrations: serializers (layout in ../shared/STYLE.md)."""

@@ -1,0 +1,1 @@
+"""integrations: services (layout in ../shared/STYLE.md)."""

@@ -1,0 +1,1 @@
+"""integrations: tasks (layout in ../shared/STYLE.md)."""

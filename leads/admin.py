@@ -1,0 +1,1 @@
+"""leads: admin (layout in ../shared/STYLE.md)."""

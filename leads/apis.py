@@ -1,0 +1,1 @@
+"""leads: apis (layout in ../shared/STYLE.md)."""

@@ -1,0 +1,1 @@
+"""leads: models (layout in ../shared/STYLE.md)."""

@@ -1,0 +1,1 @@
+"""leads: selectors (layout in ../shared/STYLE.md)."""

@@ -1,0 +1,1 @@
+"""leads: serializers (layout in ../shared/STYLE.md)."""

@@ -1,0 +1,1 @@
+"""leads: services (layout in ../shared/STYLE.md)."""

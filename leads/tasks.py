@@ -1,0 +1,1 @@
+"""leads: tasks (layout in ../shared/STYLE.md)."""

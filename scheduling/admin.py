@@ -1,0 +1,1 @@
+"""scheduling: admin (layout in ../shared/STYLE.md)."""

@@ -1,0 +1,1 @@
+"""scheduling: apis (layout in ../shared/STYLE.md)."""

@@ -1,0 +1,1 @@
+"""scheduling: models (layout in ../shared/STYLE.md)."""

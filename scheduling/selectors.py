@@ -1,0 +1,1 @@
+"""scheduling: selectors (layout in ../shared/STYLE.md)."""

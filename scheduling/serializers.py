@@ -1,0 +1,1 @@
+"""scheduling: serializers (layout in ../shared/STYLE.md)."""

@@ -1,0 +1,1 @@
+"""scheduling: services (layout in ../shared/STYLE.md)."""

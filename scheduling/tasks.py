@@ -1,0 +1,1 @@
+"""scheduling: tasks (layout in ../shared/STYLE.md)."""

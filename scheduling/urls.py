@@ -1,0 +1,3 @@
+"""Routes of the scheduling app, mounted under /api/v1/ by crm_platform.urls."""
+
+urlpatterns: list = []
