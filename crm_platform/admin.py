@@ -28,6 +28,16 @@ class ApiKeyForm(forms.ModelForm):
         model = ApiKey
         fields = ["name", "description", "scopes", "allowed_ips", "expires_at"]
 
+    def clean(self):
+        data = super().clean()
+        try:
+            services.api_key_validate(scopes=data.get("scopes") or [], allowed_ips=data.get("allowed_ips") or [])
+        except ValidationError as exc:
+            for field, errors in exc.message_dict.items():
+                if field not in self.errors:
+                    self.add_error(field, errors)
+        return data
+
 
 class StatusFilter(admin.SimpleListFilter):
     title = "status"
@@ -70,17 +80,13 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         actor = Actor.from_request(request)
         data = {name: form.cleaned_data[name] for name in form.Meta.fields}
-        try:
-            if change:
-                services.api_key_update(api_key=obj, actor=actor, **data)
-            else:
-                key, raw = services.api_key_create(actor=actor, created_by=request.user, **data)
-                obj.__dict__.update({k: v for k, v in key.__dict__.items() if not k.startswith("_")})
-                obj._state.adding = False
-                request._api_key_raw = raw
-        except ValidationError as exc:
-            # The form validated shapes; the service found a rule broken. Show it, change nothing.
-            raise forms.ValidationError(exc.messages) from exc
+        if change:
+            services.api_key_update(api_key=obj, actor=actor, **data)
+        else:
+            key, raw = services.api_key_create(actor=actor, created_by=request.user, **data)
+            obj.__dict__.update({k: v for k, v in key.__dict__.items() if not k.startswith("_")})
+            obj._state.adding = False
+            request._api_key_raw = raw
 
     def response_add(self, request, obj, post_url_continue=None):
         return self._show_once(request, obj, request._api_key_raw)

@@ -24,7 +24,8 @@ def _new_secret() -> tuple[str, str]:
     return prefix, f"{KEY_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
 
 
-def _validate(scopes: list[str], allowed_ips: list[str]) -> None:
+def api_key_validate(*, scopes: list[str], allowed_ips: list[str]) -> None:
+    """Raise ValidationError naming the fields when scopes or allowed IPs are not acceptable."""
     errors = {}
     unknown = unknown_scopes(scopes)
     if unknown:
@@ -63,7 +64,7 @@ def api_key_create(
     Raises ValidationError for unknown scopes or malformed IP networks."""
     allowed_ips = list(allowed_ips or [])
     scopes = sorted(set(scopes))
-    _validate(scopes, allowed_ips)
+    api_key_validate(scopes=scopes, allowed_ips=allowed_ips)
     if not name.strip():
         raise ValidationError({"name": ["A key needs a name."]})
     for _ in range(5):
@@ -97,7 +98,9 @@ def api_key_update(*, api_key: ApiKey, actor: Actor, **fields) -> ApiKey:
     unknown = set(fields) - editable
     if unknown:
         raise ValidationError(f"Not editable: {', '.join(sorted(unknown))}")
-    _validate(fields.get("scopes", api_key.scopes), fields.get("allowed_ips", api_key.allowed_ips))
+    api_key_validate(
+        scopes=fields.get("scopes", api_key.scopes), allowed_ips=fields.get("allowed_ips", api_key.allowed_ips)
+    )
     before = {name: getattr(api_key, name) for name in fields}
     for name, value in fields.items():
         setattr(api_key, name, value)

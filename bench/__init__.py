@@ -1,0 +1,1 @@
+"""Benchmarks: one module per measured capability, run as `python -m bench.<name>`."""

@@ -1,0 +1,162 @@
+"""Plumbing shared by the benchmarks: a real gunicorn on loopback, wrk, and its figures."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import string
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+_LUA_SAFE = frozenset((string.ascii_letters + string.digits + "{}[]:,._- ").encode())
+_UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
+
+
+class BenchError(RuntimeError):
+    """The measurement itself went wrong (server down, wrong answers): no figure to report."""
+
+
+@dataclass(frozen=True)
+class Figure:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    non_2xx: int
+    socket_errors: int
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def gunicorn(*, workers: int, app: str = "crm_platform.wsgi", settings: str = "bench.settings") -> Iterator[str]:
+    """A real gunicorn (sync workers) on a free loopback port; yields its base URL and always stops it.
+
+    Its output goes to a temporary file (a pipe nobody reads would stall it), shown if it fails to start."""
+    port = free_port()
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": settings, "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "gunicorn", app, "--bind", f"127.0.0.1:{port}", "--workers", str(workers)]
+    command += ["--log-level", "warning", "--graceful-timeout", "5"]
+    base = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryFile() as log:
+        # Its own session, so a master that will not stop can be killed together with its workers.
+        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log, start_new_session=True)
+        try:
+            _wait_healthy(proc, base, log)
+            yield base
+        finally:
+            _stop(proc)
+
+
+def _wait_healthy(proc: subprocess.Popen, base: str, log, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            log.seek(0)
+            raise BenchError("gunicorn exited:\n" + log.read().decode(errors="replace")[-4000:])
+        with contextlib.suppress(requests.RequestException):
+            if requests.get(base + "/healthz", timeout=1).status_code == 200:
+                return
+        time.sleep(0.1)
+    raise BenchError(f"gunicorn did not answer /healthz within {timeout:.0f}s")
+
+
+def _stop(proc: subprocess.Popen, timeout: float = 15.0) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def ensure_wrk() -> str:
+    """The path of wrk, installing the Debian package when we may; BenchError when it is missing."""
+    path = shutil.which("wrk")
+    if path is None and os.geteuid() == 0 and shutil.which("apt-get"):
+        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+        if subprocess.run(["apt-get", "install", "-y", "wrk"], check=False, **quiet).returncode != 0:
+            subprocess.run(["apt-get", "update"], check=False, **quiet)
+            subprocess.run(["apt-get", "install", "-y", "wrk"], check=False, **quiet)
+        path = shutil.which("wrk")
+    if path is None:
+        raise BenchError("wrk is not installed: `apt-get install -y wrk` (Debian/Ubuntu) and run again.")
+    return path
+
+
+def wrk(
+    url: str,
+    *,
+    connections: int,
+    threads: int,
+    duration: float,
+    headers: dict[str, str] | None = None,
+    method: str = "GET",
+    body: str | None = None,
+) -> Figure:
+    """Load `url` with wrk and return its figure. A body or another method goes through a Lua script."""
+    command = [ensure_wrk(), f"-t{threads}", f"-c{connections}", f"-d{duration:g}s", "--latency", "--timeout", "5s"]
+    for name, value in (headers or {}).items():
+        command += ["-H", f"{name}: {value}"]
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+        if method != "GET" or body is not None:
+            script.write(f"wrk.method = {_lua(method)}\n")
+            if body is not None:
+                script.write(f"wrk.body = {_lua(body)}\n")
+            script.flush()
+            command += ["-s", script.name]
+        result = subprocess.run([*command, url], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise BenchError(f"wrk failed ({result.returncode}): {result.stderr.strip() or result.stdout.strip()}")
+    return parse_wrk(result.stdout)
+
+
+def _lua(text: str) -> str:
+    """A Lua string literal: safe ASCII as is, every other byte as a three-digit decimal escape."""
+    return '"' + "".join(chr(b) if b in _LUA_SAFE else f"\\{b:03d}" for b in text.encode()) + '"'
+
+
+def parse_wrk(output: str) -> Figure:
+    """Requests/s, p50 and p99 (in ms) and the error counts from `wrk --latency` output."""
+
+    def latency(percentile: str) -> float:
+        match = re.search(rf"^\s*{percentile}%\s+([\d.]+)(us|ms|s|m|h)\s*$", output, re.MULTILINE)
+        if match is None:
+            raise BenchError(f"no {percentile}% latency in wrk output:\n{output}")
+        return float(match[1]) * _UNIT_MS[match[2]]
+
+    rps = re.search(r"^Requests/sec:\s+([\d.]+)", output, re.MULTILINE)
+    done = re.search(r"^\s*(\d+) requests in ", output, re.MULTILINE)
+    if rps is None or done is None:
+        raise BenchError(f"unexpected wrk output:\n{output}")
+    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    sockets = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    return Figure(
+        rps=float(rps[1]),
+        p50_ms=latency("50"),
+        p99_ms=latency("99"),
+        requests=int(done[1]),
+        non_2xx=int(non_2xx[1]) if non_2xx else 0,
+        socket_errors=sum(int(n) for n in sockets.groups()) if sockets else 0,
+    )
+
+
+def mark(passed: bool) -> str:
+    return "PASS" if passed else "MISS"

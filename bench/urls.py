@@ -1,0 +1,13 @@
+"""The product's routes plus the ceiling views; served only under bench.settings."""
+
+from django.urls import path
+
+from bench import ceiling
+from crm_platform.urls import urlpatterns as product_urlpatterns
+
+urlpatterns = [
+    *product_urlpatterns,
+    path("bench/ceiling/django", ceiling.plain_django, name="bench-ceiling-django"),
+    path("bench/ceiling/drf", ceiling.PlainDrfApi.as_view(), name="bench-ceiling-drf"),
+    path("bench/ceiling/insert", ceiling.OneInsertApi.as_view(), name="bench-ceiling-insert"),
+]

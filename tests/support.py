@@ -1,0 +1,110 @@
+"""Helpers for tests that start real processes: servers of their own, gunicorn, a worker."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON_BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout: float = 20.0, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(interval)
+    raise TimeoutError(f"condition not met within {timeout}s")
+
+
+class OwnRedis:
+    """A Redis server of the test's own, so a test may stop it without disturbing others."""
+
+    def __init__(self, workdir: Path):
+        self.port = free_port()
+        self.workdir = workdir
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> OwnRedis:
+        binary = shutil.which("redis-server")
+        assert binary, "redis-server is installed by scripts/services"
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            cwd=self.workdir,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_until(lambda: _answers(self.port))
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+
+def _answers(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
+        s.sendall(b"PING\r\n")
+        return s.recv(16).startswith(b"+PONG")
+    return False
+
+
+def django_env(**overrides: str) -> dict[str, str]:
+    """The environment for a child process of the project (settings read .data/services.env)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "COV_"))}
+    env.update({"DJANGO_DEBUG": "true", "PYTHONUNBUFFERED": "1", "DJANGO_SETTINGS_MODULE": "crm_platform.settings"})
+    env.update(overrides)
+    return env
+
+
+@contextlib.contextmanager
+def gunicorn(env: dict[str, str], workers: int = 1):
+    """A real gunicorn serving the project on a free loopback port; yields its base URL."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(PYTHON_BIN / "gunicorn"), "crm_platform.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", str(workers)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: _http_ok(base + "/healthz") or proc.poll() is not None, timeout=30)
+        if proc.poll() is not None:
+            raise RuntimeError("gunicorn exited:\n" + proc.stdout.read().decode(errors="replace"))
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=1).status_code == 200
+    except requests.RequestException:
+        return False

@@ -1,0 +1,96 @@
+import re
+
+import pytest
+from django.contrib.auth.models import Group
+
+from compliance.models import AuditEvent
+from crm_platform.models import ApiKey
+from crm_platform.roles import ROLES
+from crm_platform.selectors import hash_key
+
+pytestmark = pytest.mark.django_db
+
+ADD_URL = "/admin/crm_platform/apikey/add/"
+LIST_URL = "/admin/crm_platform/apikey/"
+
+
+def test_roles_exist_with_least_permissions():
+    assert set(Group.objects.filter(name__in=ROLES).values_list("name", flat=True)) == set(ROLES)
+    admin_perms = set(Group.objects.get(name="Administrator").permissions.values_list("codename", flat=True))
+    assert {"add_apikey", "change_apikey", "view_auditevent"} <= admin_perms
+    assert "delete_apikey" not in admin_perms
+    assert not Group.objects.get(name="Sales").permissions.filter(codename__contains="apikey").exists()
+
+
+def test_admin_start_page_is_titled_and_links_the_main_areas(admin_client):
+    html = admin_client.get("/admin/").content.decode()
+    assert "crm_platform · Health CRM" in html
+    assert 'id="main-areas"' in html
+    for url in (LIST_URL, "/admin/compliance/auditevent/", "/api/docs/"):
+        assert f'href="{url}"' in html
+
+
+def test_admin_shows_the_scope_registry_on_the_key_form(admin_client):
+    html = admin_client.get(ADD_URL).content.decode()
+    assert "phi:read: see medical fields" in html and "gdpr:write" in html
+
+
+def test_admin_creates_a_key_and_shows_it_once(admin_client, admin_user):
+    response = admin_client.post(ADD_URL, {"name": "partner", "scopes": ["contacts:read", "leads:read"]})
+    assert response.status_code == 200
+    raw = re.search(r'id="raw-api-key"[^>]*>([^<]+)<', response.content.decode()).group(1)
+    key = ApiKey.objects.get(name="partner")
+    assert key.hashed_key == hash_key(raw) and key.created_by == admin_user
+    assert raw not in admin_client.get(f"/admin/crm_platform/apikey/{key.pk}/change/").content.decode()
+    audit = AuditEvent.objects.get(action="api_key.create", object_id=str(key.pk))
+    assert (audit.actor_kind, audit.actor_id) == ("user", str(admin_user.pk))
+
+
+def test_admin_refuses_unknown_scope(admin_client):
+    response = admin_client.post(ADD_URL, {"name": "x", "scopes": ["everything"]})
+    assert response.status_code == 200
+    assert "Select a valid choice" in response.content.decode()
+    assert not ApiKey.objects.exists()
+
+
+def test_admin_refuses_bad_ip_without_writing(admin_client):
+    response = admin_client.post(ADD_URL, {"name": "x", "scopes": ["contacts:read"], "allowed_ips": "10.0.0.0/8,nope"})
+    assert response.status_code == 200
+    assert "Not an address or network: nope" in response.content.decode()
+    assert not ApiKey.objects.exists()
+
+
+def test_admin_revoke_action(admin_client, make_key, api_client):
+    key, raw = make_key()
+    admin_client.post(LIST_URL, {"action": "revoke_keys", "_selected_action": [key.pk]})
+    key.refresh_from_db()
+    assert key.status == "revoked"
+    assert api_client.get("/api/v1/me", HTTP_AUTHORIZATION=f"Bearer {raw}").status_code == 401
+
+
+def test_admin_rotate_action_shows_the_new_key(admin_client, make_key, api_client):
+    key, _ = make_key()
+    response = admin_client.post(LIST_URL, {"action": "rotate_key", "_selected_action": [key.pk]})
+    raw = re.search(r'id="raw-api-key"[^>]*>([^<]+)<', response.content.decode()).group(1)
+    assert api_client.get("/api/v1/me", HTTP_AUTHORIZATION=f"Bearer {raw}").status_code == 200
+    key.refresh_from_db()
+    assert key.expires_at is not None and key.rotated_to.hashed_key == hash_key(raw)
+
+
+def test_keys_cannot_be_deleted_in_the_admin(admin_client, make_key):
+    key, _ = make_key()
+    assert admin_client.get(f"/admin/crm_platform/apikey/{key.pk}/delete/").status_code == 403
+
+
+def test_audit_log_is_read_only_in_the_admin(admin_client, make_key):
+    make_key()
+    event = AuditEvent.objects.first()
+    assert admin_client.get("/admin/compliance/auditevent/").status_code == 200
+    assert admin_client.post(f"/admin/compliance/auditevent/{event.pk}/delete/", {"post": "yes"}).status_code == 403
+    assert AuditEvent.objects.filter(pk=event.pk).exists()
+
+
+def test_sales_staff_cannot_manage_keys(client, staff_user):
+    staff_user.groups.add(Group.objects.get(name="Sales"))
+    client.force_login(staff_user)
+    assert client.get(LIST_URL).status_code == 403

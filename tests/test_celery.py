@@ -1,0 +1,96 @@
+import subprocess
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.conf import settings
+from django.contrib.sessions.models import Session
+from django.core.management import call_command
+from django.utils import timezone
+from django_celery_beat.models import PeriodicTask
+
+from crm_platform.celery import app as celery_app
+from crm_platform.schedules import SCHEDULE
+from crm_platform.tasks import clear_expired_sessions
+from tests.support import PYTHON_BIN, ROOT, django_env
+
+
+def test_celery_is_configured_for_safe_delivery():
+    conf = celery_app.conf
+    assert conf.task_acks_late and conf.task_reject_on_worker_lost
+    assert conf.task_serializer == "json" and conf.accept_content == ["json"]
+    assert {q.name for q in conf.task_queues} == {"default", "sync", "messaging", "ai", "bulk"}
+    assert conf.task_time_limit and conf.task_soft_time_limit < conf.task_time_limit
+    assert conf.worker_prefetch_multiplier == 1
+
+
+@pytest.fixture
+def worker(transactional_db):
+    """A real Celery worker on a queue of this test's own, against the test database and Redis."""
+    queue = f"test-{uuid.uuid4().hex[:8]}"
+    db = settings.DATABASES["default"]
+    env = django_env(
+        DATABASE_URL=f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        CELERY_BROKER_URL=celery_app.conf.broker_url,
+        CELERY_RESULT_BACKEND=celery_app.conf.result_backend,
+    )
+    proc = subprocess.Popen(
+        [str(PYTHON_BIN / "celery"), "-A", "crm_platform", "worker", "-Q", queue, "--pool", "solo", "-l", "WARNING"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        yield queue
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.mark.integration
+def test_a_real_worker_runs_a_task_to_completion(worker):
+    Session.objects.create(session_key="old", session_data="x", expire_date=timezone.now() - timedelta(days=1))
+    Session.objects.create(session_key="live", session_data="x", expire_date=timezone.now() + timedelta(days=1))
+    result = clear_expired_sessions.apply_async(queue=worker)
+    assert result.get(timeout=60) == 1
+    assert list(Session.objects.values_list("session_key", flat=True)) == ["live"]
+
+
+@pytest.mark.django_db
+def test_setup_periodic_tasks_is_idempotent_and_keeps_paused_jobs_paused(capsys):
+    call_command("setup_periodic_tasks")
+    assert set(PeriodicTask.objects.values_list("name", flat=True)) >= set(SCHEDULE)
+    heartbeat = PeriodicTask.objects.get(name="platform.heartbeat")
+    assert heartbeat.interval.every == 60 and heartbeat.expire_seconds == 50 and heartbeat.queue == "default"
+    PeriodicTask.objects.filter(name="platform.heartbeat").update(enabled=False)  # paused in the admin
+    call_command("setup_periodic_tasks")
+    out = capsys.readouterr().out
+    assert "unchanged  platform.heartbeat" in out
+    assert PeriodicTask.objects.get(name="platform.heartbeat").enabled is False
+    assert PeriodicTask.objects.filter(name__in=list(SCHEDULE)).count() == len(SCHEDULE)
+
+
+@pytest.mark.django_db
+def test_setup_periodic_tasks_updates_changed_and_drops_undeclared_managed_jobs(system_actor):
+    from crm_platform.services import periodic_tasks_sync
+
+    periodic_tasks_sync(actor=system_actor)
+    PeriodicTask.objects.create(name="hand-made", task="x.y", interval=PeriodicTask.objects.first().interval)
+    changed = {**SCHEDULE, "platform.heartbeat": {**SCHEDULE["platform.heartbeat"], "every": 30}}
+    del changed["platform.clear_expired_sessions"]
+    report = periodic_tasks_sync(actor=system_actor, schedule=changed)
+    assert report["updated"] == ["platform.heartbeat"]
+    assert report["deleted"] == ["platform.clear_expired_sessions"]
+    assert PeriodicTask.objects.get(name="platform.heartbeat").interval.every == 30
+    assert PeriodicTask.objects.filter(name="hand-made").exists()
+
+
+def test_every_scheduled_task_exists_and_has_an_expiry():
+    for name, spec in SCHEDULE.items():
+        assert spec["task"] in celery_app.tasks, name
+        assert spec.get("expires"), name
+        assert spec["queue"] in {"default", "sync", "messaging", "ai", "bulk"}

@@ -1,0 +1,76 @@
+"""One JSON error shape for every 4xx/5xx, and the request id."""
+
+import logging
+
+import pytest
+
+pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.urls")]
+
+
+def assert_error_shape(response, status, code=None):
+    assert response.status_code == status
+    assert response["Content-Type"].startswith("application/json")
+    body = response.json()
+    assert set(body) == {"error"}
+    assert set(body["error"]) == {"code", "message", "fields"}
+    if code:
+        assert body["error"]["code"] == code
+    return body["error"]
+
+
+def test_malformed_json_is_400(key_client):
+    response = key_client(["contacts:write"]).post("/t/echo", "{not json", content_type="application/json")
+    assert_error_shape(response, 400, "parse_error")
+
+
+def test_validation_errors_name_the_fields(key_client):
+    response = key_client(["contacts:write"]).post("/t/echo", {"email": "nope", "age": -1}, format="json")
+    error = assert_error_shape(response, 400, "validation_error")
+    assert set(error["fields"]) == {"email", "age"}
+
+
+def test_wrong_content_type_is_415(key_client):
+    response = key_client(["contacts:write"]).post(
+        "/t/echo", "email=a", content_type="application/x-www-form-urlencoded"
+    )
+    assert_error_shape(response, 415)
+
+
+def test_django_404_is_json(client):
+    assert_error_shape(client.get("/api/v1/no-such-thing"), 404, "not_found")
+    assert_error_shape(client.get("/nowhere"), 404, "not_found")
+
+
+def test_method_not_allowed_is_json(key_client):
+    response = key_client().delete("/api/v1/me")
+    assert_error_shape(response, 405, "method_not_allowed")
+
+
+def test_django_view_method_not_allowed_is_json(client):
+    response = client.post("/healthz")
+    assert_error_shape(response, 405, "method_not_allowed")
+    assert response["Allow"] == "GET"
+
+
+def test_unhandled_exception_is_json_500_and_logged_with_request_id(key_client, caplog):
+    client = key_client()
+    client.raise_request_exception = False
+    with caplog.at_level(logging.ERROR):
+        response = client.get("/t/boom", HTTP_X_REQUEST_ID="req-boom-1")
+    error = assert_error_shape(response, 500, "server_error")
+    assert "boom" not in error["message"]
+    assert response["X-Request-ID"] == "req-boom-1"
+    record = next(r for r in caplog.records if r.name == "crm_platform.request" and r.levelno == logging.ERROR)
+    assert record.request_id == "req-boom-1"
+
+
+def test_request_id_is_echoed_or_made(client):
+    assert client.get("/healthz", HTTP_X_REQUEST_ID="abc-123").headers["X-Request-ID"] == "abc-123"
+    made = client.get("/healthz", HTTP_X_REQUEST_ID="bad id with spaces\n").headers["X-Request-ID"]
+    assert made != "bad id with spaces\n" and len(made) == 32
+
+
+def test_admin_pages_keep_html_errors(admin_client):
+    response = admin_client.get("/admin/no-such-app/")
+    assert response.status_code == 404
+    assert response["Content-Type"].startswith("text/html")

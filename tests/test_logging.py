@@ -1,0 +1,59 @@
+import json
+import logging
+
+import pytest
+
+from crm_platform.logging import RequestIdFilter, request_id_var
+
+
+def test_json_lines_carry_the_request_id():
+    from pythonjsonlogger.json import JsonFormatter
+
+    formatter = JsonFormatter(
+        "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s",
+        rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+    )
+    record = logging.LogRecord("crm", logging.INFO, __file__, 1, "hello", None, None)
+    token = request_id_var.set("rid-42")
+    try:
+        RequestIdFilter().filter(record)
+    finally:
+        request_id_var.reset(token)
+    line = json.loads(formatter.format(record))
+    assert line["request_id"] == "rid-42" and line["message"] == "hello" and line["level"] == "INFO"
+
+
+@pytest.mark.integration
+def test_production_mode_logs_json_lines():
+    import subprocess
+
+    from tests.support import PYTHON_BIN, ROOT, django_env
+
+    env = django_env(DJANGO_DEBUG="false", DJANGO_SECRET_KEY="k" * 60, DJANGO_ALLOWED_HOSTS="crm.example.com")
+    code = "import logging; logging.getLogger('crm.test').warning('structured %s', 'line')"
+    result = subprocess.run(
+        [str(PYTHON_BIN / "python"), "manage.py", "shell", "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    line = json.loads(result.stderr.strip().splitlines()[-1])
+    assert line["message"] == "structured line" and line["level"] == "WARNING" and line["logger"] == "crm.test"
+    assert line["request_id"] == "-"
+
+
+@pytest.mark.django_db
+def test_access_log_has_request_id_and_no_secrets_or_bodies(key_client, make_key, caplog):
+    _, raw = make_key()
+    client = key_client()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    with caplog.at_level(logging.DEBUG):
+        client.post(
+            "/api/v1/me?token=secret-query", {"password": "hunter2-body"}, format="json", HTTP_X_REQUEST_ID="rq-9"
+        )
+    access = [r for r in caplog.records if r.name == "crm_platform.request"]
+    assert access and access[0].request_id == "rq-9" and access[0].status == 405
+    text = caplog.text + " ".join(str(r.__dict__) for r in caplog.records)
+    for secret in (raw, "secret-query", "hunter2-body"):
+        assert secret not in text

@@ -1,0 +1,49 @@
+"""Production mode: `check --deploy` clean with a secret and hosts; no secret, no start."""
+
+import subprocess
+
+import pytest
+
+from tests.support import PYTHON_BIN, ROOT, django_env
+
+
+def manage(*args, **env):
+    child_env = django_env(**env)
+    return subprocess.run(
+        [str(PYTHON_BIN / "python"), "manage.py", *args], cwd=ROOT, env=child_env, capture_output=True, text=True
+    )
+
+
+@pytest.mark.integration
+def test_production_mode_passes_check_deploy():
+    result = manage(
+        "check",
+        "--deploy",
+        "--fail-level",
+        "WARNING",
+        DJANGO_DEBUG="false",
+        DJANGO_SECRET_KEY="x" * 30 + "Q7#kP2$wZ9!mN4&vB8^cL1*rT6@yH3%jF5",
+        DJANGO_ALLOWED_HOSTS="crm.example.com",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("missing", ["DJANGO_SECRET_KEY", "DJANGO_ALLOWED_HOSTS"])
+def test_production_mode_refuses_to_start_without_secrets(missing):
+    env = {"DJANGO_DEBUG": "false", "DJANGO_SECRET_KEY": "s" * 60, "DJANGO_ALLOWED_HOSTS": "crm.example.com"}
+    env[missing] = ""
+    child = django_env(**env)
+    del child[missing]
+    result = subprocess.run(
+        [str(PYTHON_BIN / "python"), "manage.py", "check"], cwd=ROOT, env=child, capture_output=True, text=True
+    )
+    assert result.returncode != 0
+    assert missing in result.stderr
+
+
+@pytest.mark.integration
+def test_secret_key_never_appears_in_output():
+    secret = "very-secret-value-" + "z" * 40
+    result = manage("check", DJANGO_DEBUG="false", DJANGO_SECRET_KEY=secret, DJANGO_ALLOWED_HOSTS="a.example")
+    assert secret not in result.stdout + result.stderr

@@ -1,0 +1,66 @@
+import pytest
+from django.conf import settings
+from django.test import override_settings
+
+from crm_platform.api.throttling import parse_rate, sliding_window_hit
+
+pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.urls")]
+
+
+def rates(**overrides):
+    return override_settings(
+        REST_FRAMEWORK={
+            **settings.REST_FRAMEWORK,
+            "DEFAULT_THROTTLE_RATES": {**settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"], **overrides},
+        }
+    )
+
+
+def test_key_over_its_rate_gets_429_with_retry_after(key_client):
+    client = key_client()
+    with rates(api_key="3/min"):
+        statuses = [client.get("/t/echo").status_code for _ in range(4)]
+        response = client.get("/t/echo")
+    assert statuses == [200, 200, 200, 429]
+    assert response.status_code == 429
+    assert response.json()["error"]["code"] == "throttled"
+    assert 1 <= int(response["Retry-After"]) <= 60
+
+
+def test_each_key_has_its_own_budget(key_client):
+    first, second = key_client(name="one"), key_client(name="two")
+    with rates(api_key="2/min"):
+        assert [first.get("/t/echo").status_code for _ in range(3)] == [200, 200, 429]
+        assert second.get("/t/echo").status_code == 200
+
+
+def test_staff_users_are_limited_per_user(admin_client):
+    with rates(user="2/min"):
+        assert [admin_client.get("/t/echo").status_code for _ in range(3)] == [200, 200, 429]
+
+
+def test_public_routes_are_limited_per_address(client):
+    with rates(anon="2/min"):
+        assert [client.get("/api/schema/").status_code for _ in range(3)] == [200, 200, 429]
+        assert client.get("/api/schema/", REMOTE_ADDR="10.9.9.9").status_code == 200
+
+
+def test_rate_limiter_fails_open_when_redis_is_down(key_client):
+    client = key_client()
+    with rates(api_key="1/min"), override_settings(REDIS_URL="redis://127.0.0.1:1/0"):
+        assert [client.get("/t/echo").status_code for _ in range(3)] == [200, 200, 200]
+
+
+def test_sliding_window_counts_the_previous_window():
+    # 10/min: 10 hits late in one window still weigh on the start of the next.
+    for _ in range(10):
+        assert sliding_window_hit("unit", 10, 60, now=119.0) is None
+    wait = sliding_window_hit("unit", 10, 60, now=121.0)
+    assert wait is not None and wait >= 1
+    assert sliding_window_hit("unit", 10, 60, now=175.0) is None
+
+
+def test_parse_rate():
+    assert parse_rate("100/min") == (100, 60)
+    assert parse_rate("5/s") == (5, 1)
+    assert parse_rate("100000/minute") == (100000, 60)
