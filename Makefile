@@ -53,7 +53,8 @@ run: migrate
 	@echo "  Ctrl-C stops web, worker and beat (make stop stops PostgreSQL and Redis)."
 	@echo "================================================================"
 	@echo
-	PORT=$(PORT) PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile
+	@# Ctrl-C ends honcho by a signal (exit status above 128): that is a clean stop, not an error.
+	PORT=$(PORT) PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile || test $$? -gt 128
 
 lint: install
 	$(BIN)/ruff check .

@@ -79,7 +79,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         actor = Actor.from_request(request)
-        data = {name: form.cleaned_data[name] for name in form.Meta.fields}
+        data = {name: form.cleaned_data[name] for name in ApiKeyForm.Meta.fields}
         if change:
             services.api_key_update(api_key=obj, actor=actor, **data)
         else:

@@ -7,13 +7,6 @@ which a queued run is dropped instead of running late).
 """
 
 SCHEDULE: dict[str, dict] = {
-    "platform.heartbeat": {
-        "task": "crm_platform.tasks.heartbeat",
-        "every": 60,
-        "queue": "default",
-        "expires": 50,
-        "description": "Beat and worker liveness marker.",
-    },
     "platform.clear_expired_sessions": {
         "task": "crm_platform.tasks.clear_expired_sessions",
         "crontab": {"minute": "17", "hour": "3"},

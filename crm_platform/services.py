@@ -101,14 +101,17 @@ def api_key_update(*, api_key: ApiKey, actor: Actor, **fields) -> ApiKey:
     api_key_validate(
         scopes=fields.get("scopes", api_key.scopes), allowed_ips=fields.get("allowed_ips", api_key.allowed_ips)
     )
-    before = {name: getattr(api_key, name) for name in fields}
+    # Compare with the stored row: the caller's instance may already carry the new values (the admin's does).
+    key = ApiKey.objects.select_for_update().get(pk=api_key.pk)
+    before = {name: getattr(key, name) for name in fields}
     for name, value in fields.items():
-        setattr(api_key, name, value)
-    api_key.save(update_fields=list(fields))
+        setattr(key, name, value)
+    key.save(update_fields=list(fields))
     changed = {name: (before[name], value) for name, value in fields.items() if before[name] != value}
-    audit_record(actor=actor, action="api_key.update", obj=api_key, changes=changed)
-    _forget(api_key)
-    return api_key
+    if changed:
+        audit_record(actor=actor, action="api_key.update", obj=key, changes=changed)
+    _forget(key)
+    return key
 
 
 @transaction.atomic

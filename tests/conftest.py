@@ -6,6 +6,7 @@ from django.test import override_settings
 from rest_framework.test import APIClient
 
 from crm_platform.actor import Actor
+from crm_platform.celery import app as celery_app
 from crm_platform.redis import get_redis
 from crm_platform.services import api_key_create
 
@@ -26,6 +27,8 @@ def _isolated_redis():
     hashers = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     # Static assets from the app folders, as in development: the suite does not run collectstatic.
     static = {"WHITENOISE_USE_FINDERS": True, "WHITENOISE_AUTOREFRESH": True}
+    # Celery too: tasks sent by tests, and the workers they start, use this worker's database.
+    celery_app.conf.update(broker_url=url, result_backend=url)
     with override_settings(REDIS_URL=url, CACHES=caches, PASSWORD_HASHERS=hashers, **static):
         yield url
 

@@ -94,3 +94,19 @@ def test_sales_staff_cannot_manage_keys(client, staff_user):
     staff_user.groups.add(Group.objects.get(name="Sales"))
     client.force_login(staff_user)
     assert client.get(LIST_URL).status_code == 403
+
+
+def test_admin_edits_scopes_and_the_change_takes_effect(
+    admin_client, make_key, api_client, django_capture_on_commit_callbacks
+):
+    key, raw = make_key(["contacts:read"])
+    assert api_client.get("/api/v1/me", HTTP_AUTHORIZATION=f"Bearer {raw}").json()["scopes"] == ["contacts:read"]
+    with django_capture_on_commit_callbacks(execute=True):  # the cached verification is dropped on commit
+        response = admin_client.post(
+            f"/admin/crm_platform/apikey/{key.pk}/change/",
+            {"name": key.name, "scopes": ["leads:read"], "allowed_ips": ""},
+        )
+    assert response.status_code == 302
+    assert api_client.get("/api/v1/me", HTTP_AUTHORIZATION=f"Bearer {raw}").json()["scopes"] == ["leads:read"]
+    event = AuditEvent.objects.get(action="api_key.update")
+    assert event.changes == {"scopes": {"old": ["contacts:read"], "new": ["leads:read"]}}

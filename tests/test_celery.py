@@ -64,28 +64,35 @@ def test_a_real_worker_runs_a_task_to_completion(worker):
 def test_setup_periodic_tasks_is_idempotent_and_keeps_paused_jobs_paused(capsys):
     call_command("setup_periodic_tasks")
     assert set(PeriodicTask.objects.values_list("name", flat=True)) >= set(SCHEDULE)
-    heartbeat = PeriodicTask.objects.get(name="platform.heartbeat")
-    assert heartbeat.interval.every == 60 and heartbeat.expire_seconds == 50 and heartbeat.queue == "default"
-    PeriodicTask.objects.filter(name="platform.heartbeat").update(enabled=False)  # paused in the admin
+    job = PeriodicTask.objects.get(name="platform.clear_expired_sessions")
+    assert (job.crontab.hour, job.crontab.minute, job.expire_seconds, job.queue) == ("3", "17", 3600, "bulk")
+    PeriodicTask.objects.filter(pk=job.pk).update(enabled=False)  # paused in the admin
     call_command("setup_periodic_tasks")
     out = capsys.readouterr().out
-    assert "unchanged  platform.heartbeat" in out
-    assert PeriodicTask.objects.get(name="platform.heartbeat").enabled is False
+    assert "unchanged  platform.clear_expired_sessions" in out
+    assert PeriodicTask.objects.get(pk=job.pk).enabled is False
     assert PeriodicTask.objects.filter(name__in=list(SCHEDULE)).count() == len(SCHEDULE)
 
 
 @pytest.mark.django_db
 def test_setup_periodic_tasks_updates_changed_and_drops_undeclared_managed_jobs(system_actor):
+    from django_celery_beat.models import IntervalSchedule
+
     from crm_platform.services import periodic_tasks_sync
 
     periodic_tasks_sync(actor=system_actor)
-    PeriodicTask.objects.create(name="hand-made", task="x.y", interval=PeriodicTask.objects.first().interval)
-    changed = {**SCHEDULE, "platform.heartbeat": {**SCHEDULE["platform.heartbeat"], "every": 30}}
-    del changed["platform.clear_expired_sessions"]
+    every_minute, _ = IntervalSchedule.objects.get_or_create(every=60, period=IntervalSchedule.SECONDS)
+    PeriodicTask.objects.create(name="hand-made", task="x.y", interval=every_minute)
+    sessions = SCHEDULE["platform.clear_expired_sessions"]
+    changed = {
+        "platform.clear_expired_sessions": {**sessions, "crontab": {"minute": "0", "hour": "4"}},
+        "platform.probe": {"task": "crm_platform.tasks.clear_expired_sessions", "every": 30, "expires": 20},
+    }
     report = periodic_tasks_sync(actor=system_actor, schedule=changed)
-    assert report["updated"] == ["platform.heartbeat"]
-    assert report["deleted"] == ["platform.clear_expired_sessions"]
-    assert PeriodicTask.objects.get(name="platform.heartbeat").interval.every == 30
+    assert (report["created"], report["updated"]) == (["platform.probe"], ["platform.clear_expired_sessions"])
+    assert PeriodicTask.objects.get(name="platform.clear_expired_sessions").crontab.hour == "4"
+    del changed["platform.probe"]
+    assert periodic_tasks_sync(actor=system_actor, schedule=changed)["deleted"] == ["platform.probe"]
     assert PeriodicTask.objects.filter(name="hand-made").exists()
 
 
@@ -94,3 +101,13 @@ def test_every_scheduled_task_exists_and_has_an_expiry():
         assert spec["task"] in celery_app.tasks, name
         assert spec.get("expires"), name
         assert spec["queue"] in {"default", "sync", "messaging", "ai", "bulk"}
+
+
+@pytest.mark.integration
+def test_a_task_sent_to_one_queue_is_not_delivered_to_another():
+    """Each named queue has its own routing key; a task for `bulk` must not land in `default`."""
+    assert celery_app.conf.broker_url == settings.REDIS_URL  # this test worker's own Redis database
+    with celery_app.connection_for_write() as conn:
+        clear_expired_sessions.apply_async(queue="bulk", connection=conn)
+        redis = conn.default_channel.client
+        assert (redis.llen("bulk"), redis.llen("default")) == (1, 0)

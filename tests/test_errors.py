@@ -74,3 +74,15 @@ def test_admin_pages_keep_html_errors(admin_client):
     response = admin_client.get("/admin/no-such-app/")
     assert response.status_code == 404
     assert response["Content-Type"].startswith("text/html")
+
+
+def test_service_conflict_is_409_naming_what_conflicts(key_client):
+    response = key_client(["contacts:write"]).post("/t/domain-error", {"kind": "conflict"}, format="json")
+    error = assert_error_shape(response, 409, "conflict")
+    assert error["fields"] == {"contacts": [1, 2]}
+
+
+def test_service_validation_error_is_400_with_fields(key_client):
+    response = key_client(["contacts:write"]).post("/t/domain-error", {"kind": "invalid"}, format="json")
+    error = assert_error_shape(response, 400, "validation_error")
+    assert error["fields"] == {"email": ["Already taken."]}

@@ -2,12 +2,14 @@
 pagination, filters) until the domain apps bring real ones."""
 
 import django_filters
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.urls import path
 from rest_framework import generics, serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from compliance.models import AuditEvent
+from crm_platform.errors import ConflictError
 from crm_platform.urls import urlpatterns as product_urlpatterns
 
 
@@ -46,6 +48,17 @@ class BoomApi(APIView):
         raise RuntimeError("boom")
 
 
+class DomainErrorApi(APIView):
+    """Raises what services raise, as a service called from a view would."""
+
+    required_scopes = {"POST": "contacts:write"}
+
+    def post(self, request):
+        if request.data.get("kind") == "conflict":
+            raise ConflictError("Email and user id name two contacts.", fields={"contacts": [1, 2]})
+        raise DjangoValidationError({"email": ["Already taken."]})
+
+
 class AuditFilter(django_filters.FilterSet):
     class Meta:
         model = AuditEvent
@@ -72,4 +85,5 @@ urlpatterns = [
     path("t/undeclared", UndeclaredApi.as_view()),
     path("t/boom", BoomApi.as_view()),
     path("t/audit", AuditListApi.as_view()),
+    path("t/domain-error", DomainErrorApi.as_view()),
 ]
