@@ -65,7 +65,7 @@ format: install
 	$(BIN)/ruff check --fix .
 
 test: install services lint
-	DJANGO_DEBUG=true $(BIN)/pytest -n 2 --dist loadgroup --cov --cov-report=term:skip-covered $(PYTEST_ARGS)
+	DJANGO_ENV_FILE= DJANGO_DEBUG=true $(BIN)/pytest -n 2 --dist loadgroup --cov --cov-report=term:skip-covered $(PYTEST_ARGS)
 
 bench: install services
 	@for b in bench/[a-z]*.py; do m=$$(basename $$b .py); case $$m in settings|urls|ceiling|common) continue;; esac; \

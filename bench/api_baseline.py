@@ -1,7 +1,7 @@
 """GET /api/v1/me with an API key, through a real gunicorn on loopback (2 workers, 8 connections, 10 s),
 against the ceiling of a plain DRF view measured by the same server in the same run.
 
-    DJANGO_DEBUG=true .venv/bin/python -m bench.api_baseline [--duration 10] [--connections 8]
+    DJANGO_DEBUG=true .venv/bin/python -m bench.api_baseline [--duration 10] [--connections 8] [--rounds 1]
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import requests  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 
 from bench.ceiling import ensure_ceiling_table  # noqa: E402
-from bench.common import BenchError, Figure, gunicorn, mark, wrk  # noqa: E402
+from bench.common import BenchError, Figure, gunicorn, mark, wrk, wrk_interleaved  # noqa: E402
 from crm_platform.actor import Actor  # noqa: E402
 from crm_platform.models import ApiKey  # noqa: E402
 from crm_platform.services import api_key_create, api_key_revoke  # noqa: E402
@@ -38,7 +38,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=10, help="seconds of load per figure (default 10)")
     parser.add_argument("--connections", type=int, default=8, help="concurrent connections (default 8)")
     parser.add_argument("--api-keys", type=int, default=10_000, help="API keys in the table at least (default 10,000)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="interleave the figures in this many slices of duration/rounds seconds (default 1); "
+        "use 5 or more when other work shares the machine",
+    )
     args = parser.parse_args(argv)
+    if args.rounds < 1 or args.duration <= 0 or args.connections < THREADS:
+        parser.error(f"need --rounds >= 1, --duration > 0 and --connections >= {THREADS}")
 
     ensure_api_key_volume(args.api_keys)
     ensure_ceiling_table()
@@ -48,16 +57,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with gunicorn(workers=WORKERS) as base:
             check_ok(base + "/api/v1/me", auth)
-            load = {"connections": args.connections, "threads": THREADS, "duration": args.duration}
-            ours = measure(base + "/api/v1/me", auth, **load)
-            drf = measure(base + "/bench/ceiling/drf", {}, **load)
-            plain = measure(base + "/bench/ceiling/django", {}, **load)
+            figures = measure(
+                {
+                    "ours": {"url": base + "/api/v1/me", "headers": auth},
+                    "drf": {"url": base + "/bench/ceiling/drf"},
+                    "plain": {"url": base + "/bench/ceiling/django"},
+                },
+                rounds=args.rounds,
+                duration=args.duration,
+                connections=args.connections,
+                threads=THREADS,
+            )
     except BenchError as error:
         print(f"benchmark failed: {error}", file=sys.stderr)
         return 1
     finally:
         api_key_revoke(api_key=key, actor=actor)
-    report(args, ours=ours, drf=drf, plain=plain)
+    report(args, **figures)
     return 0
 
 
@@ -75,20 +91,23 @@ def check_ok(url: str, headers: dict[str, str]) -> None:
         raise BenchError(f"GET {url} answered {response.status_code}, not 200: {response.text[:300]}")
 
 
-def measure(url: str, headers: dict[str, str], **load) -> Figure:
-    """Warm the workers up (imports, connections, caches), then measure; every answer must be 2xx."""
-    wrk(url, headers=headers, **{**load, "duration": WARMUP_SECONDS})
-    figure = wrk(url, headers=headers, **load)
-    if figure.non_2xx:
-        raise BenchError(f"{url}: {figure.non_2xx} of {figure.requests} answers were not 2xx")
-    return figure
+def measure(targets: dict[str, dict], *, rounds: int, duration: float, **load) -> dict[str, Figure]:
+    """Warm the workers up on every target (imports, connections, caches), then measure; every answer must be 2xx."""
+    for target in targets.values():
+        wrk(**target, **load, duration=WARMUP_SECONDS)
+    figures = wrk_interleaved(targets, rounds=rounds, duration=duration, **load)
+    for name, figure in figures.items():
+        if figure.non_2xx:
+            raise BenchError(f"{targets[name]['url']}: {figure.non_2xx} of {figure.requests} answers were not 2xx")
+    return figures
 
 
 def report(args, *, ours: Figure, drf: Figure, plain: Figure) -> None:
     ratio = ours.rps / drf.rps
+    slices = f" in {args.rounds} interleaved slices" if args.rounds > 1 else ""
     print(
         f"GET /api/v1/me: gunicorn {WORKERS} sync workers, wrk -t{THREADS} -c{args.connections} "
-        f"-d{args.duration:g}s, loopback, same machine"
+        f"-d{args.duration:g}s{slices}, loopback, same machine"
     )
     print(f"{'':32} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'sock err':>8}")
     rows = [

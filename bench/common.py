@@ -8,6 +8,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import string
 import subprocess
 import sys
@@ -45,12 +46,15 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def gunicorn(*, workers: int, app: str = "crm_platform.wsgi", settings: str = "bench.settings") -> Iterator[str]:
+def gunicorn(
+    *, workers: int, app: str = "crm_platform.wsgi", settings: str = "bench.settings", env: dict[str, str] | None = None
+) -> Iterator[str]:
     """A real gunicorn (sync workers) on a free loopback port; yields its base URL and always stops it.
 
-    Its output goes to a temporary file (a pipe nobody reads would stall it), shown if it fails to start."""
+    `env` replaces this process's environment (tests use it to point a server at other stores). Its
+    output goes to a temporary file (a pipe nobody reads would stall it), shown if it fails to start."""
     port = free_port()
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": settings, "PYTHONUNBUFFERED": "1"}
+    env = {**(os.environ if env is None else env), "DJANGO_SETTINGS_MODULE": settings, "PYTHONUNBUFFERED": "1"}
     command = [sys.executable, "-m", "gunicorn", app, "--bind", f"127.0.0.1:{port}", "--workers", str(workers)]
     command += ["--log-level", "warning", "--graceful-timeout", "5"]
     base = f"http://127.0.0.1:{port}"
@@ -126,6 +130,30 @@ def wrk(
     if result.returncode != 0:
         raise BenchError(f"wrk failed ({result.returncode}): {result.stderr.strip() or result.stdout.strip()}")
     return parse_wrk(result.stdout)
+
+
+def wrk_interleaved(targets: dict[str, dict], *, rounds: int, duration: float, **load) -> dict[str, Figure]:
+    """Load each target in turn, `rounds` times, `duration / rounds` seconds a slice, and merge each
+    target's slices; on a shared machine a neighbour's burst then falls on every target alike.
+
+    `targets` maps a name to wrk's keyword arguments (url, headers, method, body)."""
+    slices: dict[str, list[Figure]] = {name: [] for name in targets}
+    for _ in range(rounds):
+        for name, target in targets.items():
+            slices[name].append(wrk(**target, **load, duration=duration / rounds))
+    return {name: merge(figures) for name, figures in slices.items()}
+
+
+def merge(figures: list[Figure]) -> Figure:
+    """Slices of equal length: mean requests/s, median p50 and p99 (percentiles of slices do not add up)."""
+    return Figure(
+        rps=statistics.fmean(f.rps for f in figures),
+        p50_ms=statistics.median(f.p50_ms for f in figures),
+        p99_ms=statistics.median(f.p99_ms for f in figures),
+        requests=sum(f.requests for f in figures),
+        non_2xx=sum(f.non_2xx for f in figures),
+        socket_errors=sum(f.socket_errors for f in figures),
+    )
 
 
 def _lua(text: str) -> str:

@@ -42,4 +42,6 @@ class MeApi(APIView):
                 "is_superuser": user.is_superuser,
                 "groups": sorted(user.groups.values_list("name", flat=True)),
             }
-        return Response(self.OutputSerializer(data).data)
+        # The dict already has the documented shape; running it through the serializer would
+        # cost a fifth of this hot route's time (bench.api_baseline) and change nothing.
+        return Response(data)

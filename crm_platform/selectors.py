@@ -3,20 +3,23 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import json
 import logging
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.core.cache import cache
 from django.db.models import Q
 from django.utils import timezone
+from redis.exceptions import RedisError
 
 from crm_platform.models import ApiKey
+from crm_platform.redis import get_redis
 
 logger = logging.getLogger(__name__)
 
 KEY_PREFIX = "crm_"
 LAST_USED_RESOLUTION = timedelta(seconds=60)
+_DATETIME_FIELDS = ("expires_at", "revoked_at", "last_used_at")
 _CACHED_FIELDS = (
     "id",
     "name",
@@ -94,13 +97,14 @@ def ip_allowed(ip: str | None, allowed: list[str]) -> bool:
 
 def _cached(hashed: str) -> ApiKey | None:
     try:
-        data = cache.get(cache_key_for(hashed))
-    except Exception:  # Redis down: fall back to PostgreSQL, the source of truth
+        raw = get_redis().get(cache_key_for(hashed))
+    except RedisError:  # Redis down: fall back to PostgreSQL, the source of truth
         logger.warning("api key cache unavailable")
         return None
-    if data is None:
+    if raw is None:
         return None
-    for field in ("expires_at", "revoked_at", "last_used_at"):
+    data = json.loads(raw)
+    for field in _DATETIME_FIELDS:
         if data[field] is not None:
             data[field] = datetime.fromisoformat(data[field])
     return ApiKey(**data)
@@ -108,13 +112,22 @@ def _cached(hashed: str) -> ApiKey | None:
 
 def _remember(key: ApiKey) -> None:
     data = {field: getattr(key, field) for field in _CACHED_FIELDS}
-    for field in ("expires_at", "revoked_at", "last_used_at"):
+    for field in _DATETIME_FIELDS:
         if data[field] is not None:
             data[field] = data[field].isoformat()
     try:
-        cache.set(cache_key_for(key.hashed_key), data, timeout=settings.API_KEY_CACHE_SECONDS)
-    except Exception:
+        get_redis().set(cache_key_for(key.hashed_key), json.dumps(data), ex=settings.API_KEY_CACHE_SECONDS)
+    except RedisError:
         logger.warning("api key cache unavailable")
+
+
+def api_key_forget(hashed_key: str) -> None:
+    """Drop a key's cached verification (after a revocation or change)."""
+    try:
+        get_redis().delete(cache_key_for(hashed_key))
+    except RedisError:
+        # Redis down: the entry expires by itself within API_KEY_CACHE_SECONDS.
+        logger.warning("api key cache unavailable; cached entry expires on its own")
 
 
 def _touch(key: ApiKey, now: datetime) -> None:

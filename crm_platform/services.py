@@ -1,11 +1,9 @@
 from __future__ import annotations
 
 import ipaddress
-import logging
 import secrets
 from datetime import datetime, timedelta
 
-from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -14,9 +12,7 @@ from compliance.services import audit_record
 from crm_platform.actor import Actor
 from crm_platform.api.scopes import unknown_scopes
 from crm_platform.models import ApiKey
-from crm_platform.selectors import KEY_PREFIX, cache_key_for, hash_key
-
-logger = logging.getLogger(__name__)
+from crm_platform.selectors import KEY_PREFIX, api_key_forget, hash_key
 
 
 def _new_secret() -> tuple[str, str]:
@@ -159,15 +155,7 @@ def api_key_rotate(*, api_key: ApiKey, actor: Actor, overlap: timedelta, created
 def _forget(key: ApiKey) -> None:
     """Drop the cached verification once the change is committed (a request in between would
     otherwise cache the old row again)."""
-
-    def clear():
-        try:
-            cache.delete(cache_key_for(key.hashed_key))
-        except Exception:
-            # Redis down: the entry expires by itself within API_KEY_CACHE_SECONDS.
-            logger.warning("api key cache unavailable; cached entry expires on its own")
-
-    transaction.on_commit(clear)
+    transaction.on_commit(lambda: api_key_forget(key.hashed_key))
 
 
 MANAGED_MARK = "[managed] "

@@ -5,6 +5,7 @@ DJANGO_DEBUG is unset) has no default for any secret and passes `manage.py check
 `.env.example` documents every variable.
 """
 
+import os
 from pathlib import Path
 
 import environ
@@ -13,8 +14,11 @@ from kombu import Exchange, Queue
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
-# Real environment variables win; then .env; then the URLs scripts/services wrote.
-environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+# Real environment variables win; then the env file (.env, or DJANGO_ENV_FILE; empty: none, as
+# the test suite runs); then the URLs scripts/services wrote.
+ENV_FILE = os.environ.get("DJANGO_ENV_FILE", str(BASE_DIR / ".env"))
+if ENV_FILE:
+    environ.Env.read_env(ENV_FILE, overwrite=False)
 environ.Env.read_env(BASE_DIR / ".data" / "services.env", overwrite=False)
 
 DEBUG = env.bool("DJANGO_DEBUG", default=False)

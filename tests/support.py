@@ -11,16 +11,10 @@ import sys
 import time
 from pathlib import Path
 
-import requests
+from bench.common import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON_BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until(predicate, timeout: float = 20.0, interval: float = 0.1):
@@ -73,38 +67,13 @@ def _answers(port: int) -> bool:
 def django_env(**overrides: str) -> dict[str, str]:
     """The environment for a child process of the project (settings read .data/services.env)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "COV_"))}
-    env.update({"DJANGO_DEBUG": "true", "PYTHONUNBUFFERED": "1", "DJANGO_SETTINGS_MODULE": "crm_platform.settings"})
+    env.update(
+        {
+            "DJANGO_DEBUG": "true",
+            "DJANGO_ENV_FILE": "",  # a developer's .env must not change what a test sees
+            "PYTHONUNBUFFERED": "1",
+            "DJANGO_SETTINGS_MODULE": "crm_platform.settings",
+        }
+    )
     env.update(overrides)
     return env
-
-
-@contextlib.contextmanager
-def gunicorn(env: dict[str, str], workers: int = 1):
-    """A real gunicorn serving the project on a free loopback port; yields its base URL."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [str(PYTHON_BIN / "gunicorn"), "crm_platform.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", str(workers)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(lambda: _http_ok(base + "/healthz") or proc.poll() is not None, timeout=30)
-        if proc.poll() is not None:
-            raise RuntimeError("gunicorn exited:\n" + proc.stdout.read().decode(errors="replace"))
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=1).status_code == 200
-    except requests.RequestException:
-        return False

@@ -3,7 +3,8 @@ import requests
 from django.db import connection
 from django.test import override_settings
 
-from tests.support import OwnRedis, django_env, free_port, gunicorn
+from bench.common import free_port, gunicorn
+from tests.support import OwnRedis, django_env
 
 
 def test_healthz_answers_without_database(client):
@@ -47,7 +48,7 @@ def test_readyz_is_degraded_not_down_when_redis_stops(client, tmp_path):
 @pytest.mark.integration
 def test_real_server_without_postgres_is_not_ready_but_alive():
     env = django_env(DATABASE_URL=f"postgres://nobody:nothing@127.0.0.1:{free_port()}/none")
-    with gunicorn(env) as base:
+    with gunicorn(workers=1, settings="crm_platform.settings", env=env) as base:
         assert requests.get(base + "/healthz", timeout=5).status_code == 200
         response = requests.get(base + "/readyz", timeout=10)
         assert requests.get(base + "/healthz", timeout=5).status_code == 200
