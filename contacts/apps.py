@@ -1,7 +1,55 @@
 from django.apps import AppConfig
 
+MODELS = ("contact", "company", "activity", "note", "ticket", "order", "subscription", "externalref")
+EDITABLE = ("contact", "company", "note", "ticket")
+CONFIG = [
+    f"contacts.{action}_{model}"
+    for model in ("customfielddefinition", "lifecyclerule", "lifecyclesettings")
+    for action in ("view", "add", "change")
+]
+
 
 class ContactsConfig(AppConfig):
     """Contacts, companies, the activity timeline, notes, tickets, orders and subscriptions."""
 
     name = "contacts"
+
+    def ready(self):
+        from compliance.registry import PHI, PII, register_personal_fields
+        from crm_platform.api.scopes import set_staff_permission
+        from crm_platform.roles import ADMINISTRATOR, COACH, COMPLIANCE_OFFICER, MARKETING, SALES
+        from crm_platform.roles import register_role_permissions as grant
+
+        set_staff_permission("contacts:read", "contacts.view_contact")
+        set_staff_permission("contacts:write", "contacts.change_contact")
+        set_staff_permission("tickets:read", "contacts.view_ticket")
+        set_staff_permission("tickets:write", "contacts.change_ticket")
+        view = [f"contacts.view_{m}" for m in MODELS]
+        edit = [f"contacts.{action}_{m}" for m in EDITABLE for action in ("add", "change")]
+        grant(ADMINISTRATOR, [*view, *edit, "contacts.merge_contact", *CONFIG])
+        grant(SALES, [*view, *edit, "contacts.merge_contact"])
+        grant(MARKETING, [*view, "contacts.change_contact"])
+        grant(COACH, [*view, "contacts.add_note", "contacts.add_ticket", "contacts.change_ticket"])
+        grant(COMPLIANCE_OFFICER, view)
+
+        register_personal_fields(
+            "contacts.Contact",
+            {
+                "email": PII,
+                "external_id": PII,
+                "first_name": PII,
+                "last_name": PII,
+                "phone": PII,
+                "date_of_birth": PII,
+                "address_line1": PII,
+                "address_line2": PII,
+                "city": PII,
+                "postal_code": PII,
+                "properties": PII,
+            },
+        )
+        register_personal_fields("contacts.Activity", {"properties": PHI})
+        register_personal_fields("contacts.Note", {"body": PHI})
+        register_personal_fields("contacts.Ticket", {"subject": PII, "body": PHI})
+        register_personal_fields("contacts.Order", {"items": PHI})
+        register_personal_fields("contacts.Subscription", {"plan": PHI})

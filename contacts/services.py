@@ -1,1 +1,764 @@
-"""contacts: services (layout in ../shared/STYLE.md)."""
+"""Every write to contacts and their timeline. Each service takes an `actor`, runs in one
+transaction, writes its audit row there, and raises ValidationError (400) or ConflictError
+(409) before writing anything."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterable
+from decimal import Decimal
+from typing import Any
+
+import phonenumbers
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from compliance.services import audit_record
+from contacts import lifecycle
+from contacts.models import (
+    Activity,
+    Company,
+    Contact,
+    CustomFieldDefinition,
+    LifecycleRule,
+    LifecycleTransition,
+    Note,
+    Order,
+    Subscription,
+    Ticket,
+)
+from crm_platform.actor import Actor
+from crm_platform.errors import ConflictError
+from crm_platform.outbox import outbox_publish
+
+# Fields a caller may write on a contact (identity fields are handled on their own).
+EDITABLE_FIELDS = frozenset(
+    {
+        "first_name",
+        "last_name",
+        "phone",
+        "date_of_birth",
+        "address_line1",
+        "address_line2",
+        "city",
+        "region",
+        "postal_code",
+        "country",
+        "time_zone",
+        "language",
+        "company",
+        "owner",
+        "source",
+        "engagement_tier",
+        "churn_risk",
+        "is_paid",
+        "onboarding_status",
+        "last_login_at",
+        "last_active_at",
+        "tags",
+        "properties",
+    }
+)
+IDENTITY_FIELDS = frozenset({"email", "external_id"})
+
+
+# ----------------------------------------------------------------------------- normalizing
+
+
+def normalize_email(value: str | None) -> str | None:
+    """Lower-cased and trimmed, or None for empty. ValidationError when it is not an address."""
+    if value is None:
+        return None
+    value = str(value).strip().lower()
+    if not value:
+        return None
+    try:
+        validate_email(value)
+    except ValidationError:
+        raise ValidationError({"email": ["Enter a valid email address."]}) from None
+    return value
+
+
+def normalize_phone(value: str | None, *, default_region: str | None = None) -> str:
+    """E.164 (+14155550123), or "" for empty. ValidationError when it is not a possible number."""
+    if not value:
+        return ""
+    try:
+        parsed = phonenumbers.parse(str(value), default_region or None)
+    except phonenumbers.NumberParseException:
+        raise ValidationError({"phone": ["Enter a phone number in international form, e.g. +14155550123."]}) from None
+    if not phonenumbers.is_valid_number(parsed):
+        raise ValidationError({"phone": ["This is not a valid phone number."]})
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def normalize_external_id(value: Any) -> str | None:
+    if value is None:
+        return None
+    value = str(value).strip()
+    if len(value) > 128:
+        raise ValidationError({"external_id": ["At most 128 characters."]})
+    return value or None
+
+
+def _clean_fields(fields: dict[str, Any], *, country: str = "") -> dict[str, Any]:
+    """Validate and normalize writable fields; ValidationError names every bad field."""
+    unknown = set(fields) - EDITABLE_FIELDS
+    errors: dict[str, list[str]] = {}
+    if unknown:
+        errors.update({name: ["Unknown or read-only field."] for name in sorted(unknown)})
+    cleaned = {k: v for k, v in fields.items() if k in EDITABLE_FIELDS}
+    if "phone" in cleaned:
+        try:
+            cleaned["phone"] = normalize_phone(cleaned["phone"], default_region=cleaned.get("country") or country)
+        except ValidationError as exc:
+            errors.update(exc.message_dict)
+    if "tags" in cleaned:
+        tags = cleaned["tags"] or []
+        if not isinstance(tags, list) or not all(isinstance(t, str) and 0 < len(t.strip()) <= 50 for t in tags):
+            errors["tags"] = ["A list of tags of 1 to 50 characters."]
+        else:
+            cleaned["tags"] = sorted({t.strip().lower() for t in tags})
+    if cleaned.get("country"):
+        cleaned["country"] = str(cleaned["country"]).upper()
+    if "properties" in cleaned:
+        try:
+            cleaned["properties"] = validate_properties(cleaned["properties"])
+        except ValidationError as exc:
+            errors.update(exc.message_dict)
+    # Field-level checks the model declares (choices, ranges, lengths).
+    probe = Contact(**{k: v for k, v in cleaned.items() if k not in ("company", "owner")})
+    try:
+        probe.clean_fields(exclude=[f.name for f in Contact._meta.fields if f.name not in cleaned or f.is_relation])
+    except ValidationError as exc:
+        for name, messages in exc.message_dict.items():
+            errors.setdefault(name, messages)
+    if errors:
+        raise ValidationError(errors)
+    # Take the model's own conversions (a date given as text becomes a date).
+    for name in cleaned:
+        if name not in ("company", "owner"):
+            cleaned[name] = getattr(probe, name)
+    return cleaned
+
+
+def validate_properties(properties: Any) -> dict[str, Any]:
+    """Custom properties against the definitions staff manage. Unknown keys are refused."""
+    if not isinstance(properties, dict):
+        raise ValidationError({"properties": ["An object of custom properties."]})
+    definitions = {d.key: d for d in CustomFieldDefinition.objects.all()}
+    errors = []
+    for key, value in properties.items():
+        definition = definitions.get(key)
+        if definition is None:
+            errors.append(f"{key}: no such custom field.")
+        elif value is not None and not _property_ok(definition, value):
+            errors.append(
+                f"{key}: expected {definition.type}" + (f" in {definition.choices}" if definition.choices else "")
+            )
+    if errors:
+        raise ValidationError({"properties": errors})
+    return properties
+
+
+def _property_ok(definition: CustomFieldDefinition, value: Any) -> bool:
+    kind = definition.type
+    if kind == CustomFieldDefinition.Type.STRING:
+        return isinstance(value, str) and len(value) <= 1000
+    if kind == CustomFieldDefinition.Type.NUMBER:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind == CustomFieldDefinition.Type.BOOLEAN:
+        return isinstance(value, bool)
+    if kind == CustomFieldDefinition.Type.DATE:
+        try:
+            dt.date.fromisoformat(str(value))
+        except ValueError:
+            return False
+        return True
+    return value in definition.choices
+
+
+# ----------------------------------------------------------------------------- identity
+
+
+def contact_find(*, email: str | None = None, external_id: str | None = None) -> Contact | None:
+    """The contact these identifiers name, following merges to the survivor.
+
+    ConflictError when the email and the external id name two different people."""
+    by_email = Contact.objects.filter(email=email).first() if email else None
+    by_external = Contact.objects.filter(external_id=external_id).first() if external_id else None
+    by_email, by_external = _survivor(by_email), _survivor(by_external)
+    if by_email and by_external and by_email.pk != by_external.pk:
+        raise ConflictError(
+            "The email and the app user id belong to two different contacts; merge them first.",
+            fields={"email": [f"contact {by_email.pk}"], "external_id": [f"contact {by_external.pk}"]},
+            code="identity_conflict",
+        )
+    return by_email or by_external
+
+
+def _survivor(contact: Contact | None) -> Contact | None:
+    seen = set()
+    while contact is not None and contact.merged_into_id and contact.pk not in seen:
+        seen.add(contact.pk)
+        contact = Contact.objects.get(pk=contact.merged_into_id)
+    return contact
+
+
+# ----------------------------------------------------------------------------- create/update
+
+
+def contact_create(
+    *,
+    actor: Actor,
+    email: str | None = None,
+    external_id: str | None = None,
+    lifecycle_stage: str = lifecycle.Stage.VISITOR,
+    **fields: Any,
+) -> Contact:
+    """Create a contact. ValidationError for bad fields or no identity; ConflictError (409)
+    naming the existing contact when the email or app user id is taken."""
+    email, external_id = normalize_email(email), normalize_external_id(external_id)
+    if not email and not external_id:
+        raise ValidationError({"email": ["Give an email or an app user id (external_id)."]})
+    if lifecycle_stage not in lifecycle.Stage.values:
+        raise ValidationError({"lifecycle_stage": [f"Not a lifecycle stage: {lifecycle_stage!r}."]})
+    cleaned = _clean_fields(fields)
+    with transaction.atomic():
+        existing = contact_find(email=email, external_id=external_id)
+        if existing is not None:
+            raise _taken(existing, email=email, external_id=external_id)
+        try:
+            with transaction.atomic():
+                contact = Contact.objects.create(
+                    email=email, external_id=external_id, lifecycle_stage=lifecycle_stage, **cleaned
+                )
+        except IntegrityError:  # a concurrent request created it first
+            existing = contact_find(email=email, external_id=external_id)
+            if existing is None:
+                raise
+            raise _taken(existing, email=email, external_id=external_id) from None
+        audit_record(actor=actor, action="contact.create", obj=contact, changes=_audit_changes({}, cleaned))
+        outbox_publish(topic="contact.created", obj=contact, payload=contact_payload(contact), actor=actor)
+    return contact
+
+
+def _taken(existing: Contact, *, email, external_id) -> ConflictError:
+    field = "email" if email and existing.email == email else "external_id"
+    return ConflictError(
+        f"A contact with this {field.replace('_', ' ')} exists: {existing.pk}.",
+        fields={field: [f"contact {existing.pk}"]},
+        code="duplicate_contact",
+    )
+
+
+def contact_update(*, contact: Contact, actor: Actor, **fields: Any) -> Contact:
+    """Change a contact's fields (and email/external_id, which stay unique: ConflictError)."""
+    identity = {k: fields.pop(k) for k in list(fields) if k in IDENTITY_FIELDS}
+    cleaned = _clean_fields(fields, country=contact.country)
+    if "email" in identity:
+        cleaned["email"] = normalize_email(identity["email"])
+    if "external_id" in identity:
+        cleaned["external_id"] = normalize_external_id(identity["external_id"])
+    with transaction.atomic():
+        locked = Contact.objects.select_for_update().get(pk=contact.pk)
+        if not (cleaned.get("email", locked.email) or cleaned.get("external_id", locked.external_id)):
+            raise ValidationError({"email": ["A contact keeps an email or an app user id."]})
+        for field in IDENTITY_FIELDS & cleaned.keys():
+            value = cleaned[field]
+            if value and Contact.objects.filter(**{field: value}).exclude(pk=locked.pk).exists():
+                other = Contact.objects.filter(**{field: value}).first()
+                raise _taken(other, email=cleaned.get("email"), external_id=cleaned.get("external_id"))
+        changes = _apply(locked, cleaned)
+        if changes:
+            try:
+                with transaction.atomic():
+                    locked.save(update_fields=[*changes, "updated_at"])
+            except IntegrityError:
+                raise ConflictError("The email or app user id was just taken by another contact.") from None
+            audit_record(actor=actor, action="contact.update", obj=locked, changes=changes)
+            outbox_publish(
+                topic="contact.updated",
+                obj=locked,
+                payload={**contact_payload(locked), "changed": sorted(changes)},
+                actor=actor,
+            )
+    return locked
+
+
+def _apply(contact: Contact, cleaned: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    changes = {}
+    for name, value in cleaned.items():
+        current = getattr(contact, name)
+        if current != value:
+            changes[name] = (current, value)
+            setattr(contact, name, value)
+    return changes
+
+
+def _audit_changes(before: dict, after: dict) -> dict:
+    return {name: (before.get(name), value) for name, value in after.items()}
+
+
+def contact_upsert(
+    *,
+    actor: Actor,
+    email: str | None = None,
+    external_id: str | None = None,
+    **fields: Any,
+) -> tuple[Contact, bool]:
+    """Create the contact these identifiers name, or update it. Returns (contact, created).
+
+    Safe under concurrency: the unique indexes decide, and a loser of the race updates the
+    winner's row. ConflictError when email and external id name two different contacts."""
+    email, external_id = normalize_email(email), normalize_external_id(external_id)
+    if not email and not external_id:
+        raise ValidationError({"email": ["Give an email or an app user id (external_id)."]})
+    for _ in range(3):
+        existing = contact_find(email=email, external_id=external_id)
+        if existing is None:
+            try:
+                return contact_create(actor=actor, email=email, external_id=external_id, **fields), True
+            except ConflictError as exc:
+                if exc.code != "duplicate_contact":
+                    raise
+                continue  # someone created it meanwhile: update theirs
+        identity = {}
+        if email and not existing.email:
+            identity["email"] = email
+        if external_id and not existing.external_id:
+            identity["external_id"] = external_id
+        return contact_update(contact=existing, actor=actor, **identity, **fields), False
+    raise ConflictError("The contact kept changing under this request; try again.")
+
+
+def contact_archive(*, contact: Contact, actor: Actor, archived: bool = True) -> Contact:
+    """Hide a contact from lists (reversible). Erasure is the compliance app's job."""
+    with transaction.atomic():
+        locked = Contact.objects.select_for_update().get(pk=contact.pk)
+        if locked.is_archived != archived:
+            locked.is_archived = archived
+            locked.save(update_fields=["is_archived", "updated_at"])
+            audit_record(actor=actor, action="contact.archive" if archived else "contact.unarchive", obj=locked)
+            outbox_publish(
+                topic="contact.archived" if archived else "contact.restored", obj=locked, payload={}, actor=actor
+            )
+    return locked
+
+
+def contact_payload(contact: Contact) -> dict[str, Any]:
+    """What other systems hear about a contact (the PHI guard filters it per destination)."""
+    return {
+        "id": contact.pk,
+        "email": contact.email,
+        "external_id": contact.external_id,
+        "first_name": contact.first_name,
+        "last_name": contact.last_name,
+        "phone": contact.phone,
+        "lifecycle_stage": contact.lifecycle_stage,
+        "engagement_tier": contact.engagement_tier,
+        "lead_score": contact.lead_score,
+        "is_paid": contact.is_paid,
+        "onboarding_status": contact.onboarding_status,
+        "tags": contact.tags,
+    }
+
+
+# ----------------------------------------------------------------------------- merge
+
+_merge_handlers: list[Callable[..., None]] = []
+
+
+def register_merge_handler(handler: Callable[..., None]) -> None:
+    """Apps whose rows point at contacts (deals, consents, ...) move them to the survivor:
+    handler(*, loser_id, survivor_id) runs inside the merge's transaction."""
+    if handler not in _merge_handlers:
+        _merge_handlers.append(handler)
+
+
+_MERGE_FILLABLE = (
+    "first_name",
+    "last_name",
+    "phone",
+    "date_of_birth",
+    "address_line1",
+    "address_line2",
+    "city",
+    "region",
+    "postal_code",
+    "country",
+    "time_zone",
+    "language",
+    "company_id",
+    "owner_id",
+    "source",
+)
+
+
+def contact_merge(*, survivor: Contact, loser: Contact, actor: Actor) -> Contact:
+    """Move the loser's timeline, notes, tickets, orders, subscriptions, external refs (and
+    whatever other apps registered) to the survivor, fill the survivor's empty fields from the
+    loser, and archive the loser with a pointer. ValidationError when merging into itself or
+    with an already merged contact."""
+    from django.contrib.contenttypes.models import ContentType
+
+    from contacts.models import ExternalRef
+
+    if survivor.pk == loser.pk:
+        raise ValidationError({"loser": ["A contact cannot be merged into itself."]})
+    with transaction.atomic():
+        first, second = sorted([survivor.pk, loser.pk])
+        locked = {c.pk: c for c in Contact.objects.select_for_update().filter(pk__in=[first, second]).order_by("pk")}
+        survivor, loser = locked[survivor.pk], locked[loser.pk]
+        if loser.merged_into_id or survivor.merged_into_id:
+            raise ValidationError({"loser": ["One of these contacts was already merged."]})
+        moved = {}
+        for model in (Activity, Note, Ticket, Order, Subscription, LifecycleTransition):
+            moved[model._meta.model_name] = model.objects.filter(contact_id=loser.pk).update(contact_id=survivor.pk)
+        contact_type = ContentType.objects.get_for_model(Contact)
+        refs = ExternalRef.objects.filter(content_type=contact_type, object_id=loser.pk)
+        clashing = ExternalRef.objects.filter(content_type=contact_type, object_id=survivor.pk).values("provider")
+        moved["externalref"] = refs.exclude(provider__in=clashing).update(object_id=survivor.pk)
+        for handler in _merge_handlers:
+            handler(loser_id=loser.pk, survivor_id=survivor.pk)
+        filled = [f for f in _MERGE_FILLABLE if not getattr(survivor, f) and getattr(loser, f)]
+        for field in filled:
+            setattr(survivor, field, getattr(loser, field))
+        survivor.tags = sorted(set(survivor.tags) | set(loser.tags))
+        survivor.properties = {**loser.properties, **survivor.properties}
+        survivor.is_paid = survivor.is_paid or loser.is_paid
+        survivor.save()
+        loser.is_archived = True
+        loser.merged_into = survivor
+        loser.save(update_fields=["is_archived", "merged_into", "updated_at"])
+        audit_record(
+            actor=actor,
+            action="contact.merge",
+            obj=survivor,
+            changes={"loser": loser.pk, "filled": sorted(f.removesuffix("_id") for f in filled), **moved},
+        )
+        audit_record(actor=actor, action="contact.merged_away", obj=loser, changes={"survivor": survivor.pk})
+        outbox_publish(
+            topic="contact.merged", obj=survivor, payload={"survivor": survivor.pk, "loser": loser.pk}, actor=actor
+        )
+    return survivor
+
+
+# ----------------------------------------------------------------------------- lifecycle
+
+
+def lifecycle_transition(
+    *,
+    contact: Contact,
+    to_stage: str,
+    reason: str,
+    actor: Actor,
+    occurred_at: dt.datetime | None = None,
+) -> Contact:
+    """Move a contact along the state machine and record it. A move to the current stage does
+    nothing; a move the table does not allow raises ValidationError naming both stages."""
+    if to_stage not in lifecycle.Stage.values:
+        raise ValidationError({"lifecycle_stage": [f"Not a lifecycle stage: {to_stage!r}."]})
+    with transaction.atomic():
+        locked = Contact.objects.select_for_update().get(pk=contact.pk)
+        if locked.lifecycle_stage == to_stage:
+            return locked
+        if not lifecycle.is_allowed(locked.lifecycle_stage, to_stage):
+            raise ValidationError(
+                {
+                    "lifecycle_stage": [
+                        f"A contact cannot move from {lifecycle.Stage(locked.lifecycle_stage).label} "
+                        f"to {lifecycle.Stage(to_stage).label}."
+                    ]
+                }
+            )
+        from_stage = locked.lifecycle_stage
+        locked.lifecycle_stage = to_stage
+        locked.save(update_fields=["lifecycle_stage", "updated_at"])
+        LifecycleTransition.objects.create(
+            contact=locked,
+            from_stage=from_stage,
+            to_stage=to_stage,
+            reason=reason[:200],
+            actor_kind=actor.kind,
+            actor_id=str(actor.id)[:64],
+            occurred_at=occurred_at or timezone.now(),
+        )
+        audit_record(
+            actor=actor,
+            action="contact.lifecycle",
+            obj=locked,
+            changes={"lifecycle_stage": (from_stage, to_stage), "reason": reason[:200]},
+        )
+        outbox_publish(
+            topic="contact.lifecycle_changed",
+            obj=locked,
+            payload={"id": locked.pk, "from": from_stage, "to": to_stage, "reason": reason[:200]},
+            actor=actor,
+        )
+    return locked
+
+
+def lifecycle_apply_event(*, contact: Contact, event_type: str, actor: Actor, occurred_at=None) -> Contact:
+    """Apply the enabled lifecycle rules for an event: move to the rule's stage when the state
+    machine allows it from where the contact stands; otherwise leave the stage as it is."""
+    targets = LifecycleRule.objects.filter(enabled=True, event_type__in=[event_type, "any_activity"]).values_list(
+        "to_stage", flat=True
+    )
+    for to_stage in targets:
+        if lifecycle.is_allowed(contact.lifecycle_stage, to_stage):
+            contact = lifecycle_transition(
+                contact=contact, to_stage=to_stage, reason=f"event {event_type}", actor=actor, occurred_at=occurred_at
+            )
+    return contact
+
+
+# ----------------------------------------------------------------------------- timeline
+
+
+def activity_record(
+    *,
+    contact: Contact,
+    type: str,
+    actor: Actor,
+    occurred_at: dt.datetime | None = None,
+    source: str = "",
+    properties: dict | None = None,
+    apply_lifecycle: bool = True,
+) -> Activity:
+    """Append to the timeline; mark the contact active; apply the lifecycle rules for `type`."""
+    if not type or len(type) > 64:
+        raise ValidationError({"type": ["An activity type of 1 to 64 characters."]})
+    occurred_at = occurred_at or timezone.now()
+    with transaction.atomic():
+        activity = Activity.objects.create(
+            contact=contact, type=type, occurred_at=occurred_at, source=source[:50], properties=properties or {}
+        )
+        Contact.objects.filter(pk=contact.pk).filter(
+            Q(last_active_at__isnull=True) | Q(last_active_at__lt=occurred_at)
+        ).update(last_active_at=occurred_at)
+        audit_record(actor=actor, action="activity.create", obj=activity, changes={"type": type})
+        if apply_lifecycle:
+            lifecycle_apply_event(contact=contact, event_type=type, actor=actor, occurred_at=occurred_at)
+    return activity
+
+
+def note_create(*, contact: Contact, body: str, actor: Actor, author=None) -> Note:
+    if not body or not body.strip():
+        raise ValidationError({"body": ["A note needs text."]})
+    with transaction.atomic():
+        note = Note.objects.create(contact=contact, body=body, author=author)
+        audit_record(actor=actor, action="note.create", obj=note, changes={"contact": contact.pk})
+    return note
+
+
+TICKET_SLA_HOURS = {"urgent": 4, "high": 24, "normal": 72, "low": 168}
+
+
+def ticket_create(
+    *, contact: Contact, subject: str, actor: Actor, body: str = "", priority: str = "normal", owner=None
+) -> Ticket:
+    """Open a ticket; its SLA due time follows from its priority."""
+    if priority not in Ticket.Priority.values:
+        raise ValidationError({"priority": [f"One of {', '.join(Ticket.Priority.values)}."]})
+    if not subject or not subject.strip():
+        raise ValidationError({"subject": ["A ticket needs a subject."]})
+    with transaction.atomic():
+        ticket = Ticket.objects.create(
+            contact=contact,
+            subject=subject.strip()[:200],
+            body=body,
+            priority=priority,
+            owner=owner,
+            sla_due_at=timezone.now() + dt.timedelta(hours=TICKET_SLA_HOURS[priority]),
+        )
+        audit_record(actor=actor, action="ticket.create", obj=ticket, changes={"priority": priority})
+        outbox_publish(
+            topic="ticket.created",
+            obj=ticket,
+            payload={"id": ticket.pk, "contact": contact.pk, "priority": priority},
+            actor=actor,
+        )
+    return ticket
+
+
+def ticket_update(*, ticket: Ticket, actor: Actor, **fields: Any) -> Ticket:
+    allowed = {"status", "priority", "owner", "subject", "body"}
+    unknown = set(fields) - allowed
+    if unknown:
+        raise ValidationError({name: ["Unknown or read-only field."] for name in unknown})
+    if "status" in fields and fields["status"] not in Ticket.Status.values:
+        raise ValidationError({"status": [f"One of {', '.join(Ticket.Status.values)}."]})
+    if "priority" in fields and fields["priority"] not in Ticket.Priority.values:
+        raise ValidationError({"priority": [f"One of {', '.join(Ticket.Priority.values)}."]})
+    with transaction.atomic():
+        locked = Ticket.objects.select_for_update().get(pk=ticket.pk)
+        changes = _apply(locked, fields)
+        if changes:
+            locked.save()
+            audit_record(actor=actor, action="ticket.update", obj=locked, changes=changes)
+    return locked
+
+
+# ----------------------------------------------------------------------------- commerce
+
+
+def order_record(
+    *,
+    contact: Contact,
+    amount: Decimal,
+    actor: Actor,
+    currency: str = "USD",
+    status: str = Order.Status.PAID,
+    paid_at: dt.datetime | None = None,
+    items: list | None = None,
+    external_id: str | None = None,
+) -> tuple[Order, bool]:
+    """Record an order (idempotent on external_id). A paid order marks the contact paid and
+    applies the lifecycle rules: `order_placed`, and `recurring_order` from the second on."""
+    amount = Decimal(str(amount))
+    if amount < 0:
+        raise ValidationError({"amount": ["An amount cannot be negative."]})
+    if status not in Order.Status.values:
+        raise ValidationError({"status": [f"One of {', '.join(Order.Status.values)}."]})
+    if not isinstance(currency, str) or len(currency) != 3 or not currency.isalpha():
+        raise ValidationError({"currency": ["A three-letter ISO 4217 code."]})
+    with transaction.atomic():
+        if external_id:
+            existing = Order.objects.filter(external_id=external_id).first()
+            if existing is not None:
+                return existing, False
+        order = Order.objects.create(
+            contact=contact,
+            amount=amount,
+            currency=currency.upper(),
+            status=status,
+            paid_at=paid_at or (timezone.now() if status == Order.Status.PAID else None),
+            items=items or [],
+            external_id=external_id or None,
+        )
+        audit_record(actor=actor, action="order.create", obj=order, changes={"amount": str(amount), "status": status})
+        outbox_publish(
+            topic="order.created",
+            obj=order,
+            payload={"id": order.pk, "contact": contact.pk, "amount": str(amount), "currency": order.currency},
+            actor=actor,
+        )
+        if status == Order.Status.PAID:
+            Contact.objects.filter(pk=contact.pk, is_paid=False).update(is_paid=True)
+            contact.refresh_from_db(fields=["lifecycle_stage", "is_paid"])
+            contact = lifecycle_apply_event(contact=contact, event_type="order_placed", actor=actor)
+            if Order.objects.filter(contact=contact, status=Order.Status.PAID).count() >= 2:
+                lifecycle_apply_event(contact=contact, event_type="recurring_order", actor=actor)
+    return order, True
+
+
+def subscription_start(
+    *,
+    contact: Contact,
+    plan: str,
+    actor: Actor,
+    amount: Decimal = Decimal("0"),
+    currency: str = "USD",
+    started_at: dt.datetime | None = None,
+    renews_at: dt.datetime | None = None,
+    external_id: str | None = None,
+) -> tuple[Subscription, bool]:
+    """Start a subscription (idempotent on external_id) and apply `subscription_started`."""
+    if not plan or not str(plan).strip():
+        raise ValidationError({"plan": ["A subscription needs a plan."]})
+    with transaction.atomic():
+        if external_id:
+            existing = Subscription.objects.filter(external_id=external_id).first()
+            if existing is not None:
+                return existing, False
+        started_at = started_at or timezone.now()
+        subscription = Subscription.objects.create(
+            contact=contact,
+            plan=str(plan).strip()[:100],
+            amount=Decimal(str(amount)),
+            currency=currency.upper(),
+            started_at=started_at,
+            renews_at=renews_at or started_at + dt.timedelta(days=30),
+            external_id=external_id or None,
+        )
+        audit_record(actor=actor, action="subscription.start", obj=subscription, changes={"plan": subscription.plan})
+        outbox_publish(
+            topic="subscription.started",
+            obj=subscription,
+            payload={"id": subscription.pk, "contact": contact.pk, "plan": subscription.plan},
+            actor=actor,
+        )
+        contact.refresh_from_db(fields=["lifecycle_stage"])
+        lifecycle_apply_event(contact=contact, event_type="subscription_started", actor=actor)
+    return subscription, True
+
+
+def subscription_cancel(*, subscription: Subscription, actor: Actor, at: dt.datetime | None = None) -> Subscription:
+    with transaction.atomic():
+        locked = Subscription.objects.select_for_update().get(pk=subscription.pk)
+        if locked.status != Subscription.Status.CANCELLED:
+            locked.status = Subscription.Status.CANCELLED
+            locked.cancelled_at = at or timezone.now()
+            locked.save(update_fields=["status", "cancelled_at"])
+            audit_record(actor=actor, action="subscription.cancel", obj=locked)
+            outbox_publish(
+                topic="subscription.cancelled",
+                obj=locked,
+                payload={"id": locked.pk, "contact": locked.contact_id, "plan": locked.plan},
+                actor=actor,
+            )
+    return locked
+
+
+def company_upsert(*, name: str, actor: Actor, domain: str | None = None, **fields: Any) -> tuple[Company, bool]:
+    """A company by domain (lower-cased), created when missing."""
+    domain = domain.strip().lower() if domain else None
+    if not name or not name.strip():
+        raise ValidationError({"name": ["A company needs a name."]})
+    with transaction.atomic():
+        if domain:
+            company, created = Company.objects.get_or_create(domain=domain, defaults={"name": name.strip(), **fields})
+        else:
+            company, created = Company.objects.create(name=name.strip(), **fields), True
+        if created:
+            audit_record(actor=actor, action="company.create", obj=company)
+    return company, created
+
+
+def contacts_set_scores(*, rows: Iterable[tuple[int, int, list]], actor: Actor) -> int:
+    """Set lead scores and their explanations for many contacts in one statement per batch
+    (the scoring job's write path). Returns the number of contacts whose score changed."""
+    from django.db import connection
+
+    rows = list(rows)
+    changed = 0
+    with transaction.atomic(), connection.cursor() as cursor:
+        for start in range(0, len(rows), 5000):
+            batch = rows[start : start + 5000]
+            ids = [r[0] for r in batch]
+            scores = [r[1] for r in batch]
+            explanations = [_json(r[2]) for r in batch]
+            cursor.execute(
+                """
+                UPDATE contacts_contact AS c
+                   SET lead_score = v.score, score_explanation = v.explanation::jsonb
+                  FROM unnest(%s::bigint[], %s::smallint[], %s::text[]) AS v(id, score, explanation)
+                 WHERE c.id = v.id
+                   AND (c.lead_score IS DISTINCT FROM v.score
+                        OR c.score_explanation IS DISTINCT FROM v.explanation::jsonb)
+                """,
+                [ids, scores, explanations],
+            )
+            changed += cursor.rowcount
+        audit_record(actor=actor, action="contact.scores", object_type="contacts.contact", changes={"count": changed})
+    return changed
+
+
+def _json(value) -> str:
+    import json
+
+    return json.dumps(value, separators=(",", ":"))

@@ -51,3 +51,61 @@ class ApiKey(models.Model):
         if self.expires_at is not None and self.expires_at <= now:
             return "expired"
         return "active"
+
+
+class StaffProfile(models.Model):
+    """What the CRM needs to know about a staff member: manager, coverage, capacity."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="staff_profile")
+    manager = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="reports"
+    )
+    team = models.CharField(max_length=50, blank=True)
+    regions = ArrayField(models.CharField(max_length=50), default=list, blank=True)
+    sources = ArrayField(models.CharField(max_length=50), default=list, blank=True)
+    capacity = models.PositiveIntegerField(default=50, help_text="Open leads this person can hold.")
+    accepts_leads = models.BooleanField(default=True)
+
+    def __str__(self) -> str:
+        return f"profile of {self.user}"
+
+
+class OutboxMessage(models.Model):
+    """Something the outside must hear about, written in the same transaction as the change.
+
+    The relay (integrations) delivers due rows; until a destination is registered for a topic,
+    rows simply wait."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        DELIVERED = "delivered"
+        FAILED = "failed"
+        DEAD = "dead"
+
+    topic = models.CharField(max_length=100)
+    destination = models.CharField(max_length=50, blank=True, help_text="Empty: routed by topic when relayed.")
+    object_type = models.CharField(max_length=100)
+    object_id = models.CharField(max_length=64)
+    payload = models.JSONField(default=dict)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    last_error = models.TextField(blank=True)
+    request_id = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [
+            models.Index(
+                fields=["next_attempt_at", "id"],
+                name="outbox_due_idx",
+                condition=models.Q(status__in=["pending", "failed"]),
+            ),
+            models.Index(fields=["object_type", "object_id", "id"], name="outbox_object_idx"),
+            models.Index(fields=["topic", "-id"], name="outbox_topic_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.topic} {self.object_type}:{self.object_id} ({self.status})"

@@ -3,7 +3,8 @@
 The groups are created by a data migration (crm_platform 0002). The permissions below are
 granted after every migrate (`roles_sync`, run on post_migrate, once Django has created the
 permission rows). Granting is additive: a permission staff added to a group by hand stays.
-Each app adds the permissions its models need here when it arrives.
+Each app declares the permissions its models need with `register_role_permissions` in its
+AppConfig.ready(), beside its own models.
 """
 
 ADMINISTRATOR = "Administrator"
@@ -31,6 +32,15 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
     COACH: [],
     COMPLIANCE_OFFICER: ["compliance.view_auditevent", "crm_platform.view_apikey", "auth.view_user"],
 }
+
+
+def register_role_permissions(role: str, labels: list[str]) -> None:
+    """Grant `labels` ("app_label.codename") to `role` on the next migrate."""
+    if role not in ROLE_PERMISSIONS:
+        raise ValueError(f"unknown role {role!r}")
+    for label in labels:
+        if label not in ROLE_PERMISSIONS[role]:
+            ROLE_PERMISSIONS[role].append(label)
 
 
 def roles_sync() -> None:

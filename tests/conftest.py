@@ -14,7 +14,9 @@ from crm_platform.services import api_key_create
 def _worker_redis_url() -> str:
     """Each xdist worker gets its own Redis database, so flushing it disturbs nobody else."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
-    index = 1 + int(worker.removeprefix("gw") or 0) % 15
+    # Two suites on one Redis (two checkouts, say) keep apart with TEST_REDIS_DB_OFFSET.
+    offset = int(os.environ.get("TEST_REDIS_DB_OFFSET", "1"))
+    index = (offset + int(worker.removeprefix("gw") or 0)) % 16
     base = settings.REDIS_URL.rsplit("/", 1)[0]
     return f"{base}/{index}"
 
