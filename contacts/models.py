@@ -3,7 +3,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
 from django.contrib.postgres.fields import ArrayField
-from django.contrib.postgres.indexes import GinIndex
+from django.contrib.postgres.indexes import GinIndex, OpClass
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import F, Q
@@ -103,10 +103,12 @@ class Contact(models.Model):
             models.CheckConstraint(condition=Q(lead_score__lte=100), name="contact_lead_score_0_100"),
         ]
         indexes = [
-            # Admin and API search: name prefixes, phone; filters.
-            models.Index(Lower("last_name"), Lower("first_name"), name="contact_name_lower_idx"),
-            models.Index(Lower("first_name"), name="contact_first_name_lower_idx"),
-            models.Index(fields=["phone"], name="contact_phone_idx", condition=~Q(phone="")),
+            # Admin and API search: prefixes of email, names and phone (pattern opclasses let
+            # LIKE 'x%' use the index whatever the database's collation).
+            models.Index(OpClass(Lower("last_name"), name="varchar_pattern_ops"), name="contact_last_name_prefix"),
+            models.Index(OpClass(Lower("first_name"), name="varchar_pattern_ops"), name="contact_first_name_prefix"),
+            models.Index(OpClass("email", name="varchar_pattern_ops"), name="contact_email_prefix"),
+            models.Index(OpClass("phone", name="varchar_pattern_ops"), name="contact_phone_prefix"),
             models.Index(fields=["lifecycle_stage", "-id"], name="contact_stage_idx"),
             models.Index(fields=["engagement_tier", "-id"], name="contact_tier_idx"),
             models.Index(fields=["owner", "-id"], name="contact_owner_idx"),

@@ -5,6 +5,7 @@ transaction, writes its audit row there, and raises ValidationError (400) or Con
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any
@@ -730,35 +731,53 @@ def company_upsert(*, name: str, actor: Actor, domain: str | None = None, **fiel
 
 
 def contacts_set_scores(*, rows: Iterable[tuple[int, int, list]], actor: Actor) -> int:
-    """Set lead scores and their explanations for many contacts in one statement per batch
-    (the scoring job's write path). Returns the number of contacts whose score changed."""
+    """Set lead scores and their explanations for many contacts, one statement per batch (the
+    scoring job's write path). Returns how many contacts changed."""
+    return _bulk_set(
+        rows=[(cid, score, _json(explanation)) for cid, score, explanation in rows],
+        assignments="lead_score = v.a, score_explanation = v.b::jsonb",
+        columns="%s::bigint[], %s::smallint[], %s::text[]",
+        names="v(id, a, b)",
+        changed="c.lead_score IS DISTINCT FROM v.a OR c.score_explanation IS DISTINCT FROM v.b::jsonb",
+        action="contact.scores",
+        actor=actor,
+    )
+
+
+def contacts_set_clv(*, rows: Iterable[tuple[int, Decimal]], actor: Actor) -> int:
+    """Set customer lifetime values for many contacts, one statement per batch (the nightly
+    CLV job's write path). Returns how many contacts changed."""
+    return _bulk_set(
+        rows=[(cid, Decimal(value).quantize(Decimal("0.01"))) for cid, value in rows],
+        assignments="clv = v.a",
+        columns="%s::bigint[], %s::numeric[]",
+        names="v(id, a)",
+        changed="c.clv IS DISTINCT FROM v.a",
+        action="contact.clv",
+        actor=actor,
+    )
+
+
+_BULK_BATCH = 5000
+
+
+def _bulk_set(*, rows, assignments, columns, names, changed, action, actor) -> int:
     from django.db import connection
 
     rows = list(rows)
-    changed = 0
+    total = 0
+    sql = (
+        f"UPDATE contacts_contact AS c SET {assignments} "  # noqa: S608 - fragments are literals above
+        f"FROM unnest({columns}) AS {names} WHERE c.id = v.id AND ({changed})"
+    )
     with transaction.atomic(), connection.cursor() as cursor:
-        for start in range(0, len(rows), 5000):
-            batch = rows[start : start + 5000]
-            ids = [r[0] for r in batch]
-            scores = [r[1] for r in batch]
-            explanations = [_json(r[2]) for r in batch]
-            cursor.execute(
-                """
-                UPDATE contacts_contact AS c
-                   SET lead_score = v.score, score_explanation = v.explanation::jsonb
-                  FROM unnest(%s::bigint[], %s::smallint[], %s::text[]) AS v(id, score, explanation)
-                 WHERE c.id = v.id
-                   AND (c.lead_score IS DISTINCT FROM v.score
-                        OR c.score_explanation IS DISTINCT FROM v.explanation::jsonb)
-                """,
-                [ids, scores, explanations],
-            )
-            changed += cursor.rowcount
-        audit_record(actor=actor, action="contact.scores", object_type="contacts.contact", changes={"count": changed})
-    return changed
+        for start in range(0, len(rows), _BULK_BATCH):
+            batch = rows[start : start + _BULK_BATCH]
+            cursor.execute(sql, [list(column) for column in zip(*batch, strict=True)])
+            total += cursor.rowcount
+        audit_record(actor=actor, action=action, object_type="contacts.contact", changes={"count": total})
+    return total
 
 
 def _json(value) -> str:
-    import json
-
     return json.dumps(value, separators=(",", ":"))
