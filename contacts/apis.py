@@ -1,1 +1,200 @@
-"""contacts: apis (layout in ../shared/STYLE.md)."""
+"""The contacts API: thin views that parse, call one service or selector, and serialize."""
+
+from __future__ import annotations
+
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
+from rest_framework import generics, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from contacts import selectors, services
+from contacts import serializers as s
+from contacts.filters import ContactFilter, TicketFilter
+from contacts.models import Company, Contact, Note, Order, Subscription, Ticket
+from crm_platform.actor import Actor
+from crm_platform.api.pagination import CursorPagination
+
+
+def _input(serializer_class, request, *, partial: bool = False) -> dict:
+    serializer = serializer_class(data=request.data, partial=partial)
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)
+
+
+class ContactListApi(generics.ListAPIView):
+    """Contacts, newest first; archived ones only with ?archived=true."""
+
+    scope_resource = "contacts"
+    serializer_class = s.ContactOutput
+    filterset_class = ContactFilter
+
+    def get_queryset(self):
+        archived = self.request.query_params.get("archived") == "true"
+        return selectors.contact_list(include_archived=archived)
+
+    @extend_schema(request=s.ContactCreateInput, responses={201: s.ContactOutput})
+    def post(self, request):
+        data = _input(s.ContactCreateInput, request)
+        contact = services.contact_create(actor=Actor.from_request(request), **data)
+        return Response(s.ContactOutput(contact).data, status=status.HTTP_201_CREATED)
+
+
+class ContactDetailApi(APIView):
+    scope_resource = "contacts"
+
+    @extend_schema(responses=s.ContactOutput)
+    def get(self, request, pk: int):
+        contact = get_object_or_404(selectors.contact_list(include_archived=True), pk=pk)
+        return Response(s.ContactOutput(contact).data)
+
+    @extend_schema(request=s.ContactInput, responses=s.ContactOutput)
+    def patch(self, request, pk: int):
+        contact = get_object_or_404(Contact, pk=pk)
+        data = _input(s.ContactInput, request, partial=True)
+        contact = services.contact_update(contact=contact, actor=Actor.from_request(request), **data)
+        return Response(s.ContactOutput(contact).data)
+
+    @extend_schema(responses={204: None})
+    def delete(self, request, pk: int):
+        """Archive (reversible, hidden from lists). Erasure is the GDPR `erase` action."""
+        contact = get_object_or_404(Contact, pk=pk)
+        services.contact_archive(contact=contact, actor=Actor.from_request(request))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class ContactTimelineApi(generics.ListAPIView):
+    scope_resource = "contacts"
+    serializer_class = s.ActivityOutput
+
+    class Pagination(CursorPagination):
+        ordering = ("-occurred_at", "-id")
+
+    pagination_class = Pagination
+
+    def get_queryset(self):
+        contact = get_object_or_404(Contact, pk=self.kwargs["pk"])
+        return selectors.contact_timeline(contact=contact)
+
+
+class ContactMergeApi(APIView):
+    """Merge `loser` into this contact (the survivor)."""
+
+    scope_resource = "contacts"
+
+    @extend_schema(request=s.MergeInput, responses=s.ContactOutput)
+    def post(self, request, pk: int):
+        survivor = get_object_or_404(Contact, pk=pk)
+        data = _input(s.MergeInput, request)
+        contact = services.contact_merge(survivor=survivor, loser=data["loser"], actor=Actor.from_request(request))
+        return Response(s.ContactOutput(contact).data)
+
+
+class ContactLifecycleApi(APIView):
+    scope_resource = "contacts"
+
+    @extend_schema(request=s.LifecycleInput, responses=s.ContactOutput)
+    def post(self, request, pk: int):
+        contact = get_object_or_404(Contact, pk=pk)
+        data = _input(s.LifecycleInput, request)
+        contact = services.lifecycle_transition(
+            contact=contact, to_stage=data["stage"], reason=data["reason"], actor=Actor.from_request(request)
+        )
+        return Response(s.ContactOutput(contact).data)
+
+
+class CompanyListApi(generics.ListAPIView):
+    scope_resource = "contacts"
+    serializer_class = s.CompanyOutput
+    queryset = Company.objects.all()
+    filterset_fields = ["domain"]
+
+    @extend_schema(request=s.CompanyInput, responses={201: s.CompanyOutput})
+    def post(self, request):
+        data = _input(s.CompanyInput, request)
+        company, created = services.company_upsert(actor=Actor.from_request(request), **data)
+        return Response(s.CompanyOutput(company).data, status=201 if created else 200)
+
+
+class CompanyDetailApi(generics.RetrieveAPIView):
+    scope_resource = "contacts"
+    serializer_class = s.CompanyOutput
+    queryset = Company.objects.all()
+
+
+class NoteListApi(generics.ListAPIView):
+    scope_resource = "contacts"
+    serializer_class = s.NoteOutput
+    filterset_fields = ["contact"]
+    queryset = Note.objects.all()
+
+    @extend_schema(request=s.NoteInput, responses={201: s.NoteOutput})
+    def post(self, request):
+        data = _input(s.NoteInput, request)
+        author = request.user if request.user.is_staff else None
+        note = services.note_create(actor=Actor.from_request(request), author=author, **data)
+        return Response(s.NoteOutput(note).data, status=201)
+
+
+class TicketListApi(generics.ListAPIView):
+    scope_resource = "tickets"
+    serializer_class = s.TicketOutput
+    filterset_class = TicketFilter
+    queryset = Ticket.objects.all()
+
+    @extend_schema(request=s.TicketInput, responses={201: s.TicketOutput})
+    def post(self, request):
+        data = _input(s.TicketInput, request)
+        ticket = services.ticket_create(actor=Actor.from_request(request), **data)
+        return Response(s.TicketOutput(ticket).data, status=201)
+
+
+class TicketDetailApi(APIView):
+    scope_resource = "tickets"
+
+    @extend_schema(responses=s.TicketOutput)
+    def get(self, request, pk: int):
+        return Response(s.TicketOutput(get_object_or_404(Ticket, pk=pk)).data)
+
+    @extend_schema(request=s.TicketUpdateInput, responses=s.TicketOutput)
+    def patch(self, request, pk: int):
+        ticket = get_object_or_404(Ticket, pk=pk)
+        data = _input(s.TicketUpdateInput, request, partial=True)
+        ticket = services.ticket_update(ticket=ticket, actor=Actor.from_request(request), **data)
+        return Response(s.TicketOutput(ticket).data)
+
+
+class OrderListApi(generics.ListAPIView):
+    scope_resource = "contacts"
+    serializer_class = s.OrderOutput
+    filterset_fields = ["contact", "status"]
+    queryset = Order.objects.all()
+
+    @extend_schema(request=s.OrderInput, responses={201: s.OrderOutput})
+    def post(self, request):
+        data = _input(s.OrderInput, request)
+        order, created = services.order_record(actor=Actor.from_request(request), **data)
+        return Response(s.OrderOutput(order).data, status=201 if created else 200)
+
+
+class SubscriptionListApi(generics.ListAPIView):
+    scope_resource = "contacts"
+    serializer_class = s.SubscriptionOutput
+    filterset_fields = ["contact", "status"]
+    queryset = Subscription.objects.all()
+
+    @extend_schema(request=s.SubscriptionInput, responses={201: s.SubscriptionOutput})
+    def post(self, request):
+        data = _input(s.SubscriptionInput, request)
+        subscription, created = services.subscription_start(actor=Actor.from_request(request), **data)
+        return Response(s.SubscriptionOutput(subscription).data, status=201 if created else 200)
+
+
+class SubscriptionCancelApi(APIView):
+    scope_resource = "contacts"
+
+    @extend_schema(request=None, responses=s.SubscriptionOutput)
+    def post(self, request, pk: int):
+        subscription = get_object_or_404(Subscription, pk=pk)
+        subscription = services.subscription_cancel(subscription=subscription, actor=Actor.from_request(request))
+        return Response(s.SubscriptionOutput(subscription).data)

@@ -88,7 +88,7 @@ def normalize_phone(value: str | None, *, default_region: str | None = None) -> 
     if not value:
         return ""
     try:
-        parsed = phonenumbers.parse(str(value), default_region or None)
+        parsed = phonenumbers.parse(str(value), (default_region or "").upper() or None)
     except phonenumbers.NumberParseException:
         raise ValidationError({"phone": ["Enter a phone number in international form, e.g. +14155550123."]}) from None
     if not phonenumbers.is_valid_number(parsed):

@@ -1,0 +1,162 @@
+import pytest
+from django.utils import timezone
+
+from contacts import services
+from contacts.models import Contact
+from contacts.tests.factories import ContactFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def reader(key_client):
+    return key_client(["contacts:read"])
+
+
+@pytest.fixture
+def writer(key_client):
+    return key_client(["contacts:read", "contacts:write"])
+
+
+def test_create_returns_201_with_normalized_fields(writer):
+    response = writer.post(
+        "/api/v1/contacts", {"email": "Ann@Example.com", "phone": "+44 20 7946 0958", "tags": ["VIP"]}, format="json"
+    )
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert (body["email"], body["phone"], body["tags"], body["lifecycle_stage"]) == (
+        "ann@example.com",
+        "+442079460958",
+        ["vip"],
+        "visitor",
+    )
+
+
+def test_duplicate_email_is_409_naming_the_existing_contact(writer):
+    existing = ContactFactory(email="ann@example.com")
+    response = writer.post("/api/v1/contacts", {"email": "ANN@example.com"}, format="json")
+    assert response.status_code == 409
+    error = response.json()["error"]
+    assert error["code"] == "duplicate_contact" and error["fields"] == {"email": [f"contact {existing.pk}"]}
+
+
+def test_bad_input_is_400_with_every_field_named(writer):
+    response = writer.post(
+        "/api/v1/contacts", {"email": "nope", "churn_risk": 3, "engagement_tier": "x"}, format="json"
+    )
+    assert response.status_code == 400
+    assert {"email", "churn_risk", "engagement_tier"} <= set(response.json()["error"]["fields"])
+    assert not Contact.objects.exists()
+
+
+def test_read_scope_cannot_write_and_no_key_is_401(reader, api_client):
+    assert reader.post("/api/v1/contacts", {"email": "a@b.co"}, format="json").status_code == 403
+    assert api_client.get("/api/v1/contacts").status_code == 401
+
+
+def test_list_filters_and_search(reader):
+    ann = ContactFactory(email="ann.lee@example.com", first_name="Ann", last_name="Lee", tags=["vip"])
+    ContactFactory(email="bob@example.com", first_name="Bob", last_name="Stone", lifecycle_stage="lead")
+    ContactFactory(email="zed@example.com", phone="+14155550123")
+
+    def emails(**params):
+        response = reader.get("/api/v1/contacts", params)
+        assert response.status_code == 200, response.content
+        return sorted(row["email"] for row in response.json()["results"])
+
+    assert emails(q="ann") == ["ann.lee@example.com"]
+    assert emails(q="Ann Lee") == ["ann.lee@example.com"]
+    assert emails(q="lee ann") == ["ann.lee@example.com"]
+    assert emails(q="bob@") == ["bob@example.com"]
+    assert emails(q="415 555") == ["zed@example.com"]
+    assert emails(stage="lead") == ["bob@example.com"]
+    assert emails(tag="VIP") == ["ann.lee@example.com"]
+    assert emails(email="ANN.LEE@example.com") == ["ann.lee@example.com"]
+    assert emails(updated_since=(timezone.now() + timezone.timedelta(hours=1)).isoformat()) == []
+    assert reader.get("/api/v1/contacts", {"stage": "nope"}).status_code == 400
+    assert ann.pk
+
+
+def test_delete_archives_and_hides_from_lists(writer):
+    contact = ContactFactory()
+    assert writer.delete(f"/api/v1/contacts/{contact.pk}").status_code == 204
+    assert writer.get("/api/v1/contacts").json()["results"] == []
+    assert writer.get(f"/api/v1/contacts/{contact.pk}").json()["is_archived"] is True
+    assert len(writer.get("/api/v1/contacts", {"archived": "true"}).json()["results"]) == 1
+
+
+def test_patch_updates_and_unknown_contact_is_404(writer):
+    contact = ContactFactory()
+    response = writer.patch(f"/api/v1/contacts/{contact.pk}", {"engagement_tier": "gold"}, format="json")
+    assert response.status_code == 200 and response.json()["engagement_tier"] == "gold"
+    missing = writer.patch("/api/v1/contacts/999999", {"engagement_tier": "gold"}, format="json")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+
+
+def test_timeline_is_newest_first_and_paged(reader, system_actor):
+    contact = ContactFactory()
+    for n in range(3):
+        services.activity_record(
+            contact=contact,
+            type=f"t{n}",
+            actor=system_actor,
+            occurred_at=timezone.now() - timezone.timedelta(days=3 - n),
+            apply_lifecycle=False,
+        )
+    page = reader.get(f"/api/v1/contacts/{contact.pk}/timeline", {"limit": 2}).json()
+    assert [row["type"] for row in page["results"]] == ["t2", "t1"]
+    assert [row["type"] for row in reader.get(page["next"]).json()["results"]] == ["t0"]
+
+
+def test_merge_endpoint(writer):
+    survivor, loser = ContactFactory(), ContactFactory()
+    response = writer.post(f"/api/v1/contacts/{survivor.pk}/merge", {"loser": loser.pk}, format="json")
+    assert response.status_code == 200
+    loser.refresh_from_db()
+    assert loser.merged_into_id == survivor.pk
+    again = writer.post(f"/api/v1/contacts/{survivor.pk}/merge", {"loser": loser.pk}, format="json")
+    assert again.status_code == 400
+
+
+def test_lifecycle_endpoint_refuses_a_disallowed_move(writer):
+    contact = ContactFactory()
+    ok = writer.post(f"/api/v1/contacts/{contact.pk}/lifecycle", {"stage": "lead", "reason": "form"}, format="json")
+    assert ok.status_code == 200 and ok.json()["lifecycle_stage"] == "lead"
+    bad = writer.post(f"/api/v1/contacts/{contact.pk}/lifecycle", {"stage": "won_back", "reason": "x"}, format="json")
+    assert bad.status_code == 400 and "lifecycle_stage" in bad.json()["error"]["fields"]
+
+
+def test_tickets_need_their_own_scope(key_client):
+    contact = ContactFactory()
+    payload = {"contact": contact.pk, "subject": "Refill late", "priority": "high"}
+    assert key_client(["contacts:write"]).post("/api/v1/tickets", payload, format="json").status_code == 403
+    response = key_client(["tickets:write"]).post("/api/v1/tickets", payload, format="json")
+    assert response.status_code == 201 and response.json()["sla_due_at"]
+
+
+def test_orders_and_subscriptions(writer):
+    contact = ContactFactory(lifecycle_stage="patient")
+    order = writer.post(
+        "/api/v1/orders", {"contact": contact.pk, "amount": "49.00", "external_id": "o1"}, format="json"
+    )
+    assert order.status_code == 201
+    assert (
+        writer.post(
+            "/api/v1/orders", {"contact": contact.pk, "amount": "49.00", "external_id": "o1"}, format="json"
+        ).status_code
+        == 200
+    )
+    sub = writer.post("/api/v1/subscriptions", {"contact": contact.pk, "plan": "monthly"}, format="json")
+    assert sub.status_code == 201
+    contact.refresh_from_db()
+    assert contact.lifecycle_stage == "subscriber"
+    cancelled = writer.post(f"/api/v1/subscriptions/{sub.json()['id']}/cancel")
+    assert cancelled.json()["status"] == "cancelled"
+
+
+def test_contact_list_queries_are_bounded(reader, django_assert_max_num_queries):
+    for _ in range(20):
+        ContactFactory()
+    reader.get("/api/v1/contacts")  # the key is now cached
+    with django_assert_max_num_queries(2):
+        assert len(reader.get("/api/v1/contacts").json()["results"]) == 20
