@@ -30,7 +30,24 @@ def audit_record(
     if obj is not None:
         object_type = obj._meta.label_lower
         object_id = obj.pk
-    return AuditEvent.objects.create(
+    event = _event(actor, action, object_type, object_id, changes)
+    event.save(force_insert=True)
+    return event
+
+
+def audit_record_many(
+    *, actor: Actor, action: str, object_type: str, rows: list[tuple[str | int, Mapping[str, Any]]]
+) -> int:
+    """audit_record for many objects of one type in one INSERT (bulk paths): `rows` are
+    (object id, changes) pairs. Same guarantees: caller's transaction, no personal values."""
+    AuditEvent.objects.bulk_create(
+        [_event(actor, action, object_type, object_id, changes) for object_id, changes in rows], batch_size=1000
+    )
+    return len(rows)
+
+
+def _event(actor: Actor, action: str, object_type: str, object_id, changes) -> AuditEvent:
+    return AuditEvent(
         actor_kind=actor.kind,
         actor_id=str(actor.id)[:64],
         action=action,

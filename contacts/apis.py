@@ -10,10 +10,12 @@ from rest_framework.views import APIView
 
 from contacts import selectors, services
 from contacts import serializers as s
+from contacts.bulk import contacts_bulk_upsert
 from contacts.filters import ContactFilter, TicketFilter
 from contacts.models import Company, Contact, Note, Order, Subscription, Ticket
 from crm_platform.actor import Actor
 from crm_platform.api.pagination import CursorPagination
+from crm_platform.api.throttling import BulkRateThrottle, PrincipalRateThrottle
 
 
 def _input(serializer_class, request, *, partial: bool = False) -> dict:
@@ -198,3 +200,18 @@ class SubscriptionCancelApi(APIView):
         subscription = get_object_or_404(Subscription, pk=pk)
         subscription = services.subscription_cancel(subscription=subscription, actor=Actor.from_request(request))
         return Response(s.SubscriptionOutput(subscription).data)
+
+
+class ContactBulkUpsertApi(APIView):
+    """Create or update up to 1,000 contacts keyed by email or external_id; one result per row.
+    A bad row does not fail the others. Limited per key (API_THROTTLE_BULK_RATE)."""
+
+    scope_resource = "contacts"
+    throttle_classes = [PrincipalRateThrottle, BulkRateThrottle]
+
+    @extend_schema(request=s.BulkUpsertInput, responses=s.BulkUpsertOutput)
+    def post(self, request):
+        data = _input(s.BulkUpsertInput, request)
+        results = contacts_bulk_upsert(rows=data["contacts"], actor=Actor.from_request(request))
+        counts = {key: sum(1 for r in results if r["status"] == key) for key in ("created", "updated", "error")}
+        return Response({"results": results, **counts})

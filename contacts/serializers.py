@@ -194,3 +194,23 @@ class SubscriptionInput(serializers.Serializer):
     currency = serializers.CharField(min_length=3, max_length=3, required=False)
     started_at = serializers.DateTimeField(required=False)
     renews_at = serializers.DateTimeField(required=False, allow_null=True)
+
+
+class BulkUpsertInput(serializers.Serializer):
+    """Each row is checked by the service, so one bad row cannot fail the request."""
+
+    contacts = serializers.ListField(child=serializers.JSONField(), min_length=1, max_length=1000)
+
+
+class BulkUpsertResult(serializers.Serializer):
+    index = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=["created", "updated", "error"])
+    id = serializers.IntegerField(required=False)
+    errors = serializers.DictField(required=False)
+
+
+class BulkUpsertOutput(serializers.Serializer):
+    results = BulkUpsertResult(many=True)
+    created = serializers.IntegerField()
+    updated = serializers.IntegerField()
+    error = serializers.IntegerField()

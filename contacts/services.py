@@ -52,6 +52,8 @@ EDITABLE_FIELDS = frozenset(
         "language",
         "company",
         "owner",
+        "company_id",
+        "owner_id",
         "source",
         "engagement_tier",
         "churn_risk",
@@ -105,7 +107,7 @@ def normalize_external_id(value: Any) -> str | None:
     return value or None
 
 
-def _clean_fields(fields: dict[str, Any], *, country: str = "") -> dict[str, Any]:
+def _clean_fields(fields: dict[str, Any], *, country: str = "", definitions: dict | None = None) -> dict[str, Any]:
     """Validate and normalize writable fields; ValidationError names every bad field."""
     unknown = set(fields) - EDITABLE_FIELDS
     errors: dict[str, list[str]] = {}
@@ -127,11 +129,12 @@ def _clean_fields(fields: dict[str, Any], *, country: str = "") -> dict[str, Any
         cleaned["country"] = str(cleaned["country"]).upper()
     if "properties" in cleaned:
         try:
-            cleaned["properties"] = validate_properties(cleaned["properties"])
+            cleaned["properties"] = validate_properties(cleaned["properties"], definitions=definitions)
         except ValidationError as exc:
             errors.update(exc.message_dict)
     # Field-level checks the model declares (choices, ranges, lengths).
-    probe = Contact(**{k: v for k, v in cleaned.items() if k not in ("company", "owner")})
+    relations = ("company", "owner", "company_id", "owner_id")
+    probe = Contact(**{k: v for k, v in cleaned.items() if k not in relations})
     try:
         probe.clean_fields(exclude=[f.name for f in Contact._meta.fields if f.name not in cleaned or f.is_relation])
     except ValidationError as exc:
@@ -141,16 +144,17 @@ def _clean_fields(fields: dict[str, Any], *, country: str = "") -> dict[str, Any
         raise ValidationError(errors)
     # Take the model's own conversions (a date given as text becomes a date).
     for name in cleaned:
-        if name not in ("company", "owner"):
+        if name not in relations:
             cleaned[name] = getattr(probe, name)
     return cleaned
 
 
-def validate_properties(properties: Any) -> dict[str, Any]:
+def validate_properties(properties: Any, *, definitions: dict | None = None) -> dict[str, Any]:
     """Custom properties against the definitions staff manage. Unknown keys are refused."""
     if not isinstance(properties, dict):
         raise ValidationError({"properties": ["An object of custom properties."]})
-    definitions = {d.key: d for d in CustomFieldDefinition.objects.all()}
+    if definitions is None:
+        definitions = {d.key: d for d in CustomFieldDefinition.objects.all()}
     errors = []
     for key, value in properties.items():
         definition = definitions.get(key)

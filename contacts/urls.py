@@ -6,6 +6,7 @@ from contacts import apis
 
 urlpatterns = [
     path("contacts", apis.ContactListApi.as_view(), name="contact-list"),
+    path("contacts/bulk-upsert", apis.ContactBulkUpsertApi.as_view(), name="contact-bulk-upsert"),
     path("contacts/<int:pk>", apis.ContactDetailApi.as_view(), name="contact-detail"),
     path("contacts/<int:pk>/timeline", apis.ContactTimelineApi.as_view(), name="contact-timeline"),
     path("contacts/<int:pk>/merge", apis.ContactMergeApi.as_view(), name="contact-merge"),

@@ -32,3 +32,24 @@ def outbox_publish(
         payload=payload,
         request_id=actor.request_id[:64],
     )
+
+
+def outbox_publish_many(
+    *, topic: str, object_type: str, rows: list[tuple[str | int, dict[str, Any]]], actor: Actor
+) -> int:
+    """outbox_publish for many objects of one type in one INSERT (bulk paths): `rows` are
+    (object id, payload) pairs."""
+    OutboxMessage.objects.bulk_create(
+        [
+            OutboxMessage(
+                topic=topic,
+                object_type=object_type,
+                object_id=str(object_id),
+                payload=payload,
+                request_id=actor.request_id[:64],
+            )
+            for object_id, payload in rows
+        ],
+        batch_size=1000,
+    )
+    return len(rows)

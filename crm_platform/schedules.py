@@ -14,4 +14,18 @@ SCHEDULE: dict[str, dict] = {
         "expires": 3600,
         "description": "Delete expired staff sessions.",
     },
+    "leads.lead_scores_recompute_all": {
+        "task": "leads.tasks.lead_scores_recompute_all",
+        "crontab": {"minute": "5"},
+        "queue": "bulk",
+        "expires": 3000,
+        "description": "Recompute every contact's lead score (scores decay with time).",
+    },
+    "leads.clv_recompute_all": {
+        "task": "leads.tasks.clv_recompute_all",
+        "crontab": {"minute": "40", "hour": "2"},
+        "queue": "bulk",
+        "expires": 4 * 3600,
+        "description": "Recompute every customer's lifetime value from paid orders.",
+    },
 }

@@ -167,6 +167,7 @@ REST_FRAMEWORK = {
         "api_key": env("API_THROTTLE_KEY_RATE", default="100000/min"),
         "user": env("API_THROTTLE_USER_RATE", default="600/min"),
         "anon": env("API_THROTTLE_ANON_RATE", default="1000/min"),
+        "bulk": env("API_THROTTLE_BULK_RATE", default="1000/hour"),
     },
     "DEFAULT_PAGINATION_CLASS": "crm_platform.api.pagination.CursorPagination",
     "PAGE_SIZE": 50,

@@ -114,3 +114,16 @@ class AddressRateThrottle(RedisRateThrottle):
 
     def identity(self, request):
         return client_ip(request._request) or "unknown"
+
+
+class BulkRateThrottle(RedisRateThrottle):
+    """Bulk endpoints, per API key or staff user (rate `bulk`, seed 002: 1,000 requests/hour)."""
+
+    rate_name = "bulk"
+
+    def identity(self, request):
+        if isinstance(request.auth, ApiKey):
+            return f"key:{request.auth.pk}"
+        if request.user and request.user.is_authenticated:
+            return f"user:{request.user.pk}"
+        return None
