@@ -364,3 +364,11 @@ class ContactDuplicateDismissal(models.Model):
 
     def __str__(self) -> str:
         return f"{self.first_id} ≠ {self.second_id}"
+
+
+# Module-level names for the choice sets the API schema names (drf-spectacular's
+# ENUM_NAME_OVERRIDES imports them by path).
+TicketStatus = Ticket.Status
+TicketPriority = Ticket.Priority
+OrderStatus = Order.Status
+SubscriptionStatus = Subscription.Status

@@ -194,6 +194,14 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "OAS_VERSION": "3.0.3",
     "COMPONENT_SPLIT_REQUEST": True,
+    # One name per choice set that several serializers share.
+    "ENUM_NAME_OVERRIDES": {
+        "LifecycleStageEnum": "contacts.lifecycle.Stage",
+        "TicketStatusEnum": "contacts.models.TicketStatus",
+        "TicketPriorityEnum": "contacts.models.TicketPriority",
+        "OrderStatusEnum": "contacts.models.OrderStatus",
+        "SubscriptionStatusEnum": "contacts.models.SubscriptionStatus",
+    },
     "APPEND_COMPONENTS": {
         "securitySchemes": {
             "ApiKey": {"type": "http", "scheme": "bearer", "description": "`Authorization: Bearer <api key>`"}
