@@ -1,0 +1,147 @@
+import re
+
+import pytest
+from django.contrib.auth.models import Group
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from compliance.models import AuditEvent
+from contacts.models import Contact, ContactDuplicateDismissal, LifecycleTransition
+from contacts.tests.factories import ContactFactory
+
+pytestmark = pytest.mark.django_db
+LIST = "/admin/contacts/contact/"
+
+
+def test_changelist_searches_by_email_name_and_phone(admin_client):
+    ContactFactory(email="ann.lee@example.com", first_name="Ann", last_name="Lee", phone="+14155550123")
+    ContactFactory(email="bob@example.com", first_name="Bob", last_name="Stone")
+    for term in ("ann.lee@", "ann", "Ann Lee", "+1415555"):
+        html = admin_client.get(LIST, {"q": term}).content.decode()
+        assert "ann.lee@example.com" in html and "bob@example.com" not in html, term
+
+
+def test_changelist_has_a_bounded_number_of_queries(admin_client, django_assert_max_num_queries):
+    ContactFactory.create_batch(60)
+    admin_client.get(LIST)
+    with django_assert_max_num_queries(12):
+        response = admin_client.get(LIST, {"lifecycle_stage__exact": "visitor"})
+    assert response.status_code == 200
+
+
+def test_change_page_shows_timeline_and_history(admin_client, system_actor):
+    from contacts.services import activity_record, lifecycle_transition
+
+    contact = ContactFactory()
+    activity_record(contact=contact, type="page_viewed", actor=system_actor, apply_lifecycle=False)
+    lifecycle_transition(contact=contact, to_stage="lead", reason="form", actor=system_actor)
+    html = admin_client.get(f"{LIST}{contact.pk}/change/").content.decode().lower()
+    assert "page_viewed" in html and "timeline (latest 50)" in html and "lifecycle history" in html
+
+
+def test_add_through_the_admin_goes_through_the_service(admin_client):
+    response = admin_client.post(
+        f"{LIST}add/",
+        {
+            "email": " New@Example.com ",
+            "first_name": "New",
+            "engagement_tier": "bronze",
+            "onboarding_status": "created",
+            "churn_risk": "0",
+            "tags": "",
+            "properties": "{}",
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    contact = Contact.objects.get(email="new@example.com")
+    assert AuditEvent.objects.filter(action="contact.create", object_id=str(contact.pk), actor_kind="user").exists()
+
+
+def test_duplicate_email_is_a_form_error_in_the_admin(admin_client):
+    ContactFactory(email="taken@example.com")
+    response = admin_client.post(
+        f"{LIST}add/",
+        {
+            "email": "TAKEN@example.com",
+            "engagement_tier": "bronze",
+            "onboarding_status": "created",
+            "churn_risk": "0",
+            "tags": "",
+            "properties": "{}",
+        },
+    )
+    assert response.status_code == 200
+    assert "Another contact has this value." in response.content.decode()
+    assert Contact.objects.count() == 1
+
+
+def _action(client, action, contacts, **extra):
+    data = {"action": action, "_selected_action": [c.pk for c in contacts], **extra}
+    return client.post(LIST, data)
+
+
+def test_bulk_actions_assign_owner_add_tag_move_stage(admin_client, admin_user):
+    contacts = ContactFactory.create_batch(3)
+    form = _action(admin_client, "assign_owner", contacts)
+    assert "Assign an owner" in form.content.decode()
+    _action(admin_client, "assign_owner", contacts, owner=admin_user.pk, apply="1")
+    assert Contact.objects.filter(owner=admin_user).count() == 3
+    _action(admin_client, "add_tag", contacts, tag="VIP", apply="1")
+    assert Contact.objects.filter(tags__contains=["vip"]).count() == 3
+    _action(admin_client, "move_stage", contacts, stage="lead", reason="campaign", apply="1")
+    assert LifecycleTransition.objects.filter(to_stage="lead", reason="campaign").count() == 3
+    response = _action(admin_client, "move_stage", contacts, stage="won_back", reason="x", apply="1")
+    assert response.status_code == 302
+    assert Contact.objects.filter(lifecycle_stage="lead").count() == 3
+
+
+def test_merge_flow(admin_client):
+    keep, drop = ContactFactory(email="keep@example.com"), ContactFactory(email="drop@example.com")
+    redirect = _action(admin_client, "merge_two", [keep, drop])
+    page = admin_client.get(redirect["Location"])
+    assert "Choose the contact that stays" in page.content.decode()
+    admin_client.post("/admin/contacts/contact/merge/", {"first": keep.pk, "second": drop.pk, "survivor": keep.pk})
+    drop.refresh_from_db()
+    assert drop.merged_into_id == keep.pk and drop.is_archived
+
+
+def test_duplicate_review_lists_and_dismisses(admin_client):
+    a = ContactFactory(phone="+14155550199")
+    b = ContactFactory(phone="+14155550199")
+    html = admin_client.get("/admin/contacts/contact/duplicates/").content.decode()
+    assert f"#{a.pk}" in html and f"#{b.pk}" in html and "same phone" in html
+    admin_client.post("/admin/contacts/contact/duplicates/", {"dismiss": f"{a.pk}-{b.pk}"})
+    assert ContactDuplicateDismissal.objects.filter(first=a, second=b).exists()
+    assert f"#{a.pk}" not in admin_client.get("/admin/contacts/contact/duplicates/").content.decode()
+
+
+def test_csv_import_previews_then_imports(admin_client):
+    ContactFactory(email="old@example.com")
+    csv_text = "email,first_name,phone,tags\nold@example.com,Olga,,\nnew@example.com,Nia,+14155550100,a;b\nbad,X,,\n"
+    upload = SimpleUploadedFile("contacts.csv", csv_text.encode(), content_type="text/csv")
+    preview = admin_client.post("/admin/contacts/contact/import/", {"file": upload}).content.decode()
+    assert "nothing has been written yet" in preview
+    assert [m for m in re.findall(r'<tr class="(\w+)">', preview)] == ["update", "create", "error"]
+    assert not Contact.objects.filter(email="new@example.com").exists()
+    admin_client.post("/admin/contacts/contact/import/", {"confirm": "1", "payload": csv_text})
+    assert Contact.objects.get(email="new@example.com").tags == ["a", "b"]
+    assert Contact.objects.get(email="old@example.com").first_name == "Olga"
+
+
+def test_csv_export_streams_the_selection_and_is_audited(admin_client):
+    contacts = ContactFactory.create_batch(2)
+    response = _action(admin_client, "export_csv", contacts)
+    body = b"".join(response.streaming_content).decode()
+    assert body.splitlines()[0].startswith("id,email,external_id")
+    assert all(c.email in body for c in contacts)
+    assert AuditEvent.objects.filter(action="contact.export_csv").exists()
+
+
+def test_groups_see_what_they_need(client, django_user_model):
+    user = django_user_model.objects.create_user(username="s", password="a-long-pass-123", is_staff=True)
+    user.groups.add(Group.objects.get(name="Marketing"))
+    client.force_login(user)
+    contact = ContactFactory()
+    assert client.get(LIST).status_code == 200
+    assert client.get("/admin/contacts/lifecyclerule/").status_code == 403
+    assert client.get("/admin/contacts/contact/duplicates/").status_code == 200
+    assert client.get("/admin/contacts/contact/merge/", {"first": contact.pk, "second": contact.pk}).status_code == 403

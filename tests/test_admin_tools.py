@@ -1,0 +1,32 @@
+import pytest
+from django.db import connection
+
+from contacts.models import Contact
+from contacts.tests.factories import ContactFactory
+from crm_platform import admin_tools
+from crm_platform.admin_tools import EstimatedCountPaginator
+
+pytestmark = pytest.mark.django_db
+
+
+def test_filtered_count_stops_at_the_cap(monkeypatch, django_assert_num_queries):
+    monkeypatch.setattr(admin_tools, "COUNT_CAP", 5)
+    ContactFactory.create_batch(9, engagement_tier="gold")
+    paginator = EstimatedCountPaginator(Contact.objects.filter(engagement_tier="gold").order_by("pk"), 3)
+    with django_assert_num_queries(1) as captured:
+        assert paginator.count == 6
+    assert "LIMIT 6" in captured.captured_queries[0]["sql"]
+
+
+def test_unfiltered_count_uses_the_planner_estimate_on_big_tables(monkeypatch):
+    monkeypatch.setattr(admin_tools, "COUNT_CAP", 5)
+    ContactFactory.create_batch(20)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE contacts_contact")
+    estimate = EstimatedCountPaginator(Contact.objects.order_by("pk"), 10).count
+    assert estimate == admin_tools._estimate("contacts_contact") and estimate > 5
+
+
+def test_small_tables_are_counted_exactly():
+    ContactFactory.create_batch(3)
+    assert EstimatedCountPaginator(Contact.objects.order_by("pk"), 10).count == 3
