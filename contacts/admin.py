@@ -39,7 +39,7 @@ from contacts.models import (
     Ticket,
 )
 from crm_platform.actor import Actor
-from crm_platform.admin_tools import FastChangeListMixin
+from crm_platform.admin_tools import AuditedAdminMixin, FastChangeListMixin
 from crm_platform.errors import ConflictError
 
 User = get_user_model()
@@ -547,7 +547,7 @@ def _preview(rows: list[dict]) -> list[dict]:
 
 
 @admin.register(Company)
-class CompanyAdmin(FastChangeListMixin, admin.ModelAdmin):
+class CompanyAdmin(AuditedAdminMixin, FastChangeListMixin, admin.ModelAdmin):
     list_display = ["name", "domain", "industry", "size", "created_at"]
     search_fields = ["name", "=domain"]
     list_filter = ["industry"]
@@ -668,19 +668,19 @@ class SubscriptionAdmin(FastChangeListMixin, admin.ModelAdmin):
 
 
 @admin.register(CustomFieldDefinition)
-class CustomFieldDefinitionAdmin(admin.ModelAdmin):
+class CustomFieldDefinitionAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_display = ["key", "label", "type", "required"]
 
 
 @admin.register(LifecycleRule)
-class LifecycleRuleAdmin(admin.ModelAdmin):
+class LifecycleRuleAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_display = ["event_type", "to_stage", "enabled", "description"]
     list_editable = ["enabled"]
     list_filter = ["enabled", "to_stage"]
 
 
 @admin.register(LifecycleSettings)
-class LifecycleSettingsAdmin(admin.ModelAdmin):
+class LifecycleSettingsAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_display = ["__str__", "at_risk_churn_risk", "churned_after_days"]
 
     def has_add_permission(self, request):

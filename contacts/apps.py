@@ -16,6 +16,7 @@ class ContactsConfig(AppConfig):
 
     def ready(self):
         from compliance.registry import PHI, PII, register_personal_fields
+        from crm_platform.admin_tools import register_dashboard_panel
         from crm_platform.api.scopes import set_staff_permission
         from crm_platform.roles import ADMINISTRATOR, COACH, COMPLIANCE_OFFICER, MARKETING, SALES
         from crm_platform.roles import register_role_permissions as grant
@@ -32,6 +33,7 @@ class ContactsConfig(AppConfig):
         grant(COACH, [*view, "contacts.add_note", "contacts.add_ticket", "contacts.change_ticket"])
         grant(COMPLIANCE_OFFICER, view)
 
+        register_dashboard_panel("Contacts by lifecycle stage", _lifecycle_panel, permission="contacts.view_contact")
         register_personal_fields(
             "contacts.Contact",
             {
@@ -53,3 +55,10 @@ class ContactsConfig(AppConfig):
         register_personal_fields("contacts.Ticket", {"subject": PII, "body": PHI})
         register_personal_fields("contacts.Order", {"items": PHI})
         register_personal_fields("contacts.Subscription", {"plan": PHI})
+
+
+def _lifecycle_panel(request):
+    from contacts.selectors import lifecycle_stage_counts
+    from crm_platform.charts import bar_chart
+
+    return bar_chart(lifecycle_stage_counts())

@@ -521,6 +521,38 @@ def lifecycle_apply_event(*, contact: Contact, event_type: str, actor: Actor, oc
     return contact
 
 
+def lifecycle_sweep(*, actor: Actor, now: dt.datetime | None = None, batch: int = 1000) -> dict[str, int]:
+    """The thresholds' moves (LifecycleSettings): engaged contacts whose churn risk is above
+    the threshold become At-Risk; contacts inactive for longer than the threshold become
+    Churned. Each move is a normal transition (history, audit, outbox); safe to run again."""
+    from contacts.models import LifecycleSettings
+
+    now = now or timezone.now()
+    thresholds = LifecycleSettings.objects.get_or_create(id=1)[0]
+    can_be_at_risk = [s for s, targets in lifecycle.ALLOWED.items() if lifecycle.Stage.AT_RISK in targets]
+    can_churn = [s for s, targets in lifecycle.ALLOWED.items() if lifecycle.Stage.CHURNED in targets]
+    inactive_since = now - dt.timedelta(days=thresholds.churned_after_days)
+    moves = {
+        lifecycle.Stage.CHURNED: Contact.objects.filter(lifecycle_stage__in=can_churn, is_archived=False).filter(
+            Q(last_active_at__lt=inactive_since) | Q(last_active_at__isnull=True, created_at__lt=inactive_since)
+        ),
+        lifecycle.Stage.AT_RISK: Contact.objects.filter(
+            lifecycle_stage__in=can_be_at_risk, is_archived=False, churn_risk__gt=thresholds.at_risk_churn_risk
+        ),
+    }
+    moved = {}
+    for to_stage, candidates in moves.items():
+        count = 0
+        ids = list(candidates.order_by("pk").values_list("pk", flat=True))
+        for start in range(0, len(ids), batch):
+            for contact in Contact.objects.filter(pk__in=ids[start : start + batch]):
+                if lifecycle.is_allowed(contact.lifecycle_stage, to_stage):
+                    lifecycle_transition(contact=contact, to_stage=to_stage, reason="threshold", actor=actor)
+                    count += 1
+        moved[to_stage.value] = count
+    return moved
+
+
 # ----------------------------------------------------------------------------- timeline
 
 

@@ -1,6 +1,8 @@
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
 from django.contrib.postgres.forms import SimpleArrayField
 from django.core.exceptions import ValidationError
 from django.template.response import TemplateResponse
@@ -8,8 +10,9 @@ from django.utils import timezone
 
 from crm_platform import services
 from crm_platform.actor import Actor
+from crm_platform.admin_tools import AuditedAdminMixin
 from crm_platform.api.scopes import scope_choices
-from crm_platform.models import ApiKey
+from crm_platform.models import ApiKey, StaffProfile
 
 admin.site.site_header = settings.ADMIN_SITE_HEADER
 admin.site.site_title = "crm_platform"
@@ -122,3 +125,22 @@ class ApiKeyAdmin(admin.ModelAdmin):
             self.message_user(request, " ".join(exc.messages), messages.ERROR)
             return None
         return self._show_once(request, key, raw)
+
+
+class StaffProfileInline(admin.StackedInline):
+    model = StaffProfile
+    fk_name = "user"
+    can_delete = False
+    raw_id_fields = ["manager"]
+    verbose_name = verbose_name_plural = "CRM profile (manager, coverage, capacity)"
+
+
+User = get_user_model()
+admin.site.unregister(User)
+
+
+@admin.register(User)
+class StaffUserAdmin(AuditedAdminMixin, UserAdmin):
+    inlines = [StaffProfileInline]
+    list_select_related = ["staff_profile"]
+    list_display = ["username", "email", "first_name", "last_name", "is_staff", "is_active"]

@@ -43,3 +43,68 @@ class FastChangeListMixin:
     paginator = EstimatedCountPaginator
     show_full_result_count = False
     list_per_page = 50
+
+
+class AuditedAdminMixin:
+    """For configuration models edited directly in the admin (rules, settings, profiles):
+    every save and delete, inlines included, writes an audit row with the changed field names
+    in the same transaction. Domain records go through their services instead."""
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        _audit_form(request, obj, form, "update" if change else "create")
+
+    def delete_model(self, request, obj):
+        _audit(request, obj, "delete", {})
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        for obj in queryset:
+            _audit(request, obj, "delete", {})
+        super().delete_queryset(request, queryset)
+
+    def save_formset(self, request, form, formset, change):
+        super().save_formset(request, form, formset, change)
+        for obj, fields in formset.changed_objects:
+            _audit(request, obj, "update", {name: True for name in fields})
+        for obj in formset.new_objects:
+            _audit(request, obj, "create", {})
+        for obj in formset.deleted_objects:
+            _audit(request, obj, "delete", {})
+
+
+def _audit_form(request, obj, form, verb: str) -> None:
+    changes = {name: (form.initial.get(name), form.cleaned_data.get(name)) for name in form.changed_data}
+    _audit(request, obj, verb, changes)
+
+
+def _audit(request, obj, verb: str, changes: dict) -> None:
+    from compliance.services import audit_record
+    from crm_platform.actor import Actor
+
+    audit_record(actor=Actor.from_request(request), action=f"admin.{verb}", obj=obj, changes=changes)
+
+
+# ---------------------------------------------------------------------------- dashboard
+# Apps contribute panels (a title, a permission, and a function returning HTML) in ready();
+# /admin/dashboard/ shows the panels the user may see.
+_panels: list[tuple[str, str | None, object]] = []
+
+
+def register_dashboard_panel(title: str, render, *, permission: str | None = None) -> None:
+    """render(request) -> safe HTML. Panels show in registration order."""
+    if all(existing[0] != title for existing in _panels):
+        _panels.append((title, permission, render))
+
+
+def dashboard_view(request):
+    from django.contrib import admin
+    from django.template.response import TemplateResponse
+
+    panels = [
+        {"title": title, "body": render(request)}
+        for title, permission, render in _panels
+        if permission is None or request.user.has_perm(permission)
+    ]
+    context = {**admin.site.each_context(request), "title": "Dashboard", "panels": panels}
+    return TemplateResponse(request, "admin/dashboard.html", context)

@@ -28,4 +28,11 @@ SCHEDULE: dict[str, dict] = {
         "expires": 4 * 3600,
         "description": "Recompute every customer's lifetime value from paid orders.",
     },
+    "contacts.lifecycle_sweep": {
+        "task": "contacts.tasks.lifecycle_sweep",
+        "crontab": {"minute": "20", "hour": "4"},
+        "queue": "bulk",
+        "expires": 4 * 3600,
+        "description": "Move contacts to At-Risk (churn risk over the threshold) and Churned (inactive too long).",
+    },
 }

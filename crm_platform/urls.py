@@ -3,6 +3,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from crm_platform import health
+from crm_platform.admin_tools import dashboard_view
 from crm_platform.api.permissions import PublicRoute
 from crm_platform.api.throttling import AddressRateThrottle
 from crm_platform.apis import MeApi
@@ -18,6 +19,7 @@ api_v1 = [
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("admin/dashboard/", admin.site.admin_view(dashboard_view), name="admin-dashboard"),
     path("admin/", admin.site.urls),
     path("api/v1/", include((api_v1, "api"), namespace="v1")),
     path("api/schema/", SpectacularAPIView.as_view(**_public), name="api-schema"),

@@ -110,3 +110,56 @@ def test_admin_edits_scopes_and_the_change_takes_effect(
     assert api_client.get("/api/v1/me", HTTP_AUTHORIZATION=f"Bearer {raw}").json()["scopes"] == ["leads:read"]
     event = AuditEvent.objects.get(action="api_key.update")
     assert event.changes == {"scopes": {"old": ["contacts:read"], "new": ["leads:read"]}}
+
+
+def test_staff_profile_is_edited_on_the_user_page_and_audited(admin_client, staff_user, admin_user):
+    from crm_platform.models import StaffProfile
+
+    url = f"/admin/auth/user/{staff_user.pk}/change/"
+    page = admin_client.get(url)
+    assert "CRM profile" in page.content.decode()
+    data = {
+        "username": staff_user.username,
+        "email": staff_user.email,
+        "is_active": "on",
+        "is_staff": "on",
+        "date_joined_0": "2026-01-01",
+        "date_joined_1": "00:00:00",
+        "staff_profile-TOTAL_FORMS": "1",
+        "staff_profile-INITIAL_FORMS": "0",
+        "staff_profile-0-manager": admin_user.pk,
+        "staff_profile-0-team": "east",
+        "staff_profile-0-regions": "NY,NJ",
+        "staff_profile-0-sources": "website_form",
+        "staff_profile-0-capacity": "40",
+        "staff_profile-0-accepts_leads": "on",
+    }
+    response = admin_client.post(url, data)
+    assert response.status_code == 302, response.content.decode()[:3000]
+    profile = StaffProfile.objects.get(user=staff_user)
+    assert (profile.manager, profile.regions, profile.capacity) == (admin_user, ["NY", "NJ"], 40)
+    assert AuditEvent.objects.filter(action="admin.create", object_type="crm_platform.staffprofile").exists()
+
+
+def test_config_changes_in_the_admin_are_audited(admin_client):
+    from contacts.models import LifecycleRule
+
+    rule = LifecycleRule.objects.get(event_type="order_placed")
+    admin_client.post(
+        f"/admin/contacts/lifecyclerule/{rule.pk}/change/",
+        {"event_type": "order_placed", "to_stage": "active_customer", "description": "x"},
+    )
+    rule.refresh_from_db()
+    assert rule.enabled is False
+    event = AuditEvent.objects.get(action="admin.update", object_id=str(rule.pk))
+    assert event.changes["enabled"] == {"old": True, "new": False}
+
+
+def test_dashboard_renders_svg_charts_for_staff_and_refuses_anonymous(admin_client, client):
+    from contacts.tests.factories import ContactFactory
+
+    ContactFactory.create_batch(3, lifecycle_stage="lead")
+    html = admin_client.get("/admin/dashboard/").content.decode()
+    assert "Contacts by lifecycle stage" in html and "<svg" in html and "Lead: 3" in html
+    assert "http" not in html.split("<svg", 1)[1].split("</svg>")[0].replace("http://www.w3.org/2000/svg", "")
+    assert client.get("/admin/dashboard/").status_code == 302

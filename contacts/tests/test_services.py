@@ -1,9 +1,11 @@
 import threading
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 from django.core.exceptions import ValidationError
 from django.db import connection
+from django.utils import timezone
 
 from compliance.models import AuditEvent
 from contacts import services
@@ -207,3 +209,20 @@ def test_bulk_score_and_clv_writes_change_only_what_differs(system_actor):
     assert services.contacts_set_clv(rows=[(a.pk, Decimal("123.456"))], actor=system_actor) == 1
     a.refresh_from_db()
     assert a.clv == Decimal("123.46")
+
+
+def test_lifecycle_sweep_follows_the_thresholds_staff_set(system_actor):
+    from contacts.models import LifecycleSettings
+    from contacts.tasks import lifecycle_sweep
+
+    now = timezone.now()
+    risky = ContactFactory(lifecycle_stage=Stage.SUBSCRIBER, churn_risk=0.8, last_active_at=now)
+    calm = ContactFactory(lifecycle_stage=Stage.SUBSCRIBER, churn_risk=0.5, last_active_at=now)
+    gone = ContactFactory(lifecycle_stage=Stage.ACTIVE_CUSTOMER, last_active_at=now - timedelta(days=120))
+    visitor = ContactFactory(lifecycle_stage=Stage.VISITOR, last_active_at=now - timedelta(days=400))
+    assert lifecycle_sweep.apply().get() == {"churned": 1, "at_risk": 1}
+    for contact, stage in ((risky, "at_risk"), (calm, "subscriber"), (gone, "churned"), (visitor, "visitor")):
+        contact.refresh_from_db()
+        assert contact.lifecycle_stage == stage
+    LifecycleSettings.objects.update(at_risk_churn_risk=0.4)
+    assert lifecycle_sweep.apply().get() == {"churned": 0, "at_risk": 1}
