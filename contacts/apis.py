@@ -120,10 +120,19 @@ class CompanyListApi(generics.ListAPIView):
         return Response(s.CompanyOutput(company).data, status=201 if created else 200)
 
 
-class CompanyDetailApi(generics.RetrieveAPIView):
+class CompanyDetailApi(APIView):
     scope_resource = "contacts"
-    serializer_class = s.CompanyOutput
-    queryset = Company.objects.all()
+
+    @extend_schema(responses=s.CompanyOutput)
+    def get(self, request, pk: int):
+        return Response(s.CompanyOutput(get_object_or_404(Company, pk=pk)).data)
+
+    @extend_schema(request=s.CompanyInput, responses=s.CompanyOutput)
+    def patch(self, request, pk: int):
+        company = get_object_or_404(Company, pk=pk)
+        data = _input(s.CompanyInput, request, partial=True)
+        company = services.company_update(company=company, actor=Actor.from_request(request), **data)
+        return Response(s.CompanyOutput(company).data)
 
 
 class NoteListApi(generics.ListAPIView):

@@ -766,6 +766,33 @@ def company_upsert(*, name: str, actor: Actor, domain: str | None = None, **fiel
     return company, created
 
 
+def company_update(*, company: Company, actor: Actor, **fields: Any) -> Company:
+    """Change a company's name, domain (unique, lower-cased), industry or size."""
+    allowed = {"name", "domain", "industry", "size"}
+    unknown = set(fields) - allowed
+    if unknown:
+        raise ValidationError({name: ["Unknown or read-only field."] for name in sorted(unknown)})
+    if "domain" in fields:
+        fields["domain"] = fields["domain"].strip().lower() if fields["domain"] else None
+    if "name" in fields and not str(fields["name"]).strip():
+        raise ValidationError({"name": ["A company needs a name."]})
+    with transaction.atomic():
+        locked = Company.objects.select_for_update().get(pk=company.pk)
+        domain = fields.get("domain")
+        if domain and Company.objects.filter(domain=domain).exclude(pk=locked.pk).exists():
+            other = Company.objects.get(domain=domain)
+            raise ConflictError(
+                f"Company {other.pk} has this domain.",
+                fields={"domain": [f"company {other.pk}"]},
+                code="duplicate_company",
+            )
+        changes = _apply(locked, fields)
+        if changes:
+            locked.save()
+            audit_record(actor=actor, action="company.update", obj=locked, changes=changes)
+    return locked
+
+
 def contacts_set_scores(*, rows: Iterable[tuple[int, int, list]], actor: Actor) -> int:
     """Set lead scores and their explanations for many contacts, one statement per batch (the
     scoring job's write path). Returns how many contacts changed."""

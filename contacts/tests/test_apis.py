@@ -160,3 +160,15 @@ def test_contact_list_queries_are_bounded(reader, django_assert_max_num_queries)
     reader.get("/api/v1/contacts")  # the key is now cached
     with django_assert_max_num_queries(2):
         assert len(reader.get("/api/v1/contacts").json()["results"]) == 20
+
+
+def test_companies_create_read_update_and_refuse_a_taken_domain(writer):
+    created = writer.post("/api/v1/companies", {"name": "Acme", "domain": "ACME.com"}, format="json")
+    assert created.status_code == 201 and created.json()["domain"] == "acme.com"
+    other = writer.post("/api/v1/companies", {"name": "Other", "domain": "other.com"}, format="json").json()
+    company_id = created.json()["id"]
+    patched = writer.patch(f"/api/v1/companies/{company_id}", {"industry": "health"}, format="json")
+    assert patched.status_code == 200 and patched.json()["industry"] == "health"
+    taken = writer.patch(f"/api/v1/companies/{company_id}", {"domain": "other.com"}, format="json")
+    assert taken.status_code == 409 and taken.json()["error"]["fields"] == {"domain": [f"company {other['id']}"]}
+    assert writer.get(f"/api/v1/companies/{company_id}").json()["name"] == "Acme"
