@@ -33,6 +33,10 @@ class ContactsConfig(AppConfig):
         grant(COACH, [*view, "contacts.add_note", "contacts.add_ticket", "contacts.change_ticket"])
         grant(COMPLIANCE_OFFICER, view)
 
+        from contacts.defaults import ensure_defaults
+        from crm_platform.defaults import register_defaults
+
+        register_defaults(ensure_defaults)
         register_dashboard_panel("Contacts by lifecycle stage", _lifecycle_panel, permission="contacts.view_contact")
         register_personal_fields(
             "contacts.Contact",

@@ -8,7 +8,7 @@ class CrmPlatformConfig(AppConfig):
     def ready(self):
         from django.db.models.signals import post_migrate
 
-        from crm_platform.roles import roles_sync
+        from crm_platform.defaults import defaults_sync
 
         def sync_after_last_app(sender, apps=None, **kwargs):
             # Django creates each app's permissions on that app's post_migrate; after the last
@@ -16,10 +16,10 @@ class CrmPlatformConfig(AppConfig):
             from django.apps import apps as registry
 
             if sender is list(registry.get_app_configs())[-1]:
-                roles_sync()
+                defaults_sync()
 
         # A bridge to Django's own permission creation, which also runs on post_migrate.
-        post_migrate.connect(sync_after_last_app, dispatch_uid="crm_platform.roles_sync", weak=False)
+        post_migrate.connect(sync_after_last_app, dispatch_uid="crm_platform.defaults_sync", weak=False)
 
         from compliance.registry import PII, register_personal_fields
 

@@ -1,8 +1,8 @@
 """Staff roles: the groups and the least permissions each needs.
 
 The groups are created by a data migration (crm_platform 0002). The permissions below are
-granted after every migrate (`roles_sync`, run on post_migrate, once Django has created the
-permission rows). Granting is additive: a permission staff added to a group by hand stays.
+granted after every migrate (`roles_sync`, run by crm_platform.defaults once Django has
+created the permission rows). Granting is additive: a permission staff added to a group by hand stays.
 Each app declares the permissions its models need with `register_role_permissions` in its
 AppConfig.ready(), beside its own models.
 """

@@ -201,6 +201,8 @@ SPECTACULAR_SETTINGS = {
         "TicketPriorityEnum": "contacts.models.TicketPriority",
         "OrderStatusEnum": "contacts.models.OrderStatus",
         "SubscriptionStatusEnum": "contacts.models.SubscriptionStatus",
+        "LeadStatusEnum": "leads.models.LeadStatus",
+        "LeadSourceEnum": "leads.models.LeadSource",
     },
     "APPEND_COMPONENTS": {
         "securitySchemes": {

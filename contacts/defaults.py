@@ -1,4 +1,6 @@
-from django.db import migrations
+"""The lifecycle rules and thresholds a new installation starts with (seed 004)."""
+
+from contacts.models import LifecycleRule, LifecycleSettings
 
 RULES = [
     ("lead_captured", "lead", "Lead captured."),
@@ -16,16 +18,9 @@ RULES = [
 ]
 
 
-def create(apps, schema_editor):
-    LifecycleRule = apps.get_model("contacts", "LifecycleRule")
-    LifecycleSettings = apps.get_model("contacts", "LifecycleSettings")
-    for event_type, to_stage, description in RULES:
-        LifecycleRule.objects.get_or_create(
-            event_type=event_type, to_stage=to_stage, defaults={"description": description}
+def ensure_defaults() -> None:
+    if not LifecycleRule.objects.exists():
+        LifecycleRule.objects.bulk_create(
+            [LifecycleRule(event_type=e, to_stage=s, description=d) for e, s, d in RULES], ignore_conflicts=True
         )
     LifecycleSettings.objects.get_or_create(id=1)
-
-
-class Migration(migrations.Migration):
-    dependencies = [("contacts", "0001_initial")]
-    operations = [migrations.RunPython(create, migrations.RunPython.noop)]

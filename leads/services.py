@@ -1,1 +1,0 @@
-"""leads: services (layout in ../shared/STYLE.md)."""

@@ -1,0 +1,263 @@
+"""The leads admin renders, searches, and acts through the services."""
+
+import pytest
+from django.contrib.auth.models import Group
+
+from compliance.models import AuditEvent
+from contacts.models import Subscription
+from crm_platform.models import OutboxMessage
+from leads.models import Deal, DealStageChange, Lead, LeadStatusChange, ScoringRule, StageAutomation
+from leads.services import deal_create, lead_capture
+
+pytestmark = pytest.mark.django_db
+
+LEADS = "/admin/leads/lead/"
+DEALS = "/admin/leads/deal/"
+
+
+@pytest.fixture
+def lead(system_actor):
+    return lead_capture(
+        actor=system_actor,
+        source="assessment",
+        email="admin-lead@example.com",
+        first_name="Ada",
+        last_name="Lovelace",
+        assessment={"sleep_hours": 5},
+        persona="Night Owl",
+    )
+
+
+@pytest.fixture
+def deal(system_actor, lead):
+    return deal_create(actor=system_actor, name="Ada - Premium", amount=149, contact=lead.contact, plan="Premium")
+
+
+def staff_in(django_user_model, group, username):
+    user = django_user_model.objects.create_user(username=username, password="a-long-test-password", is_staff=True)
+    user.groups.add(Group.objects.get(name=group))
+    return user
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        LEADS,
+        DEALS,
+        f"{DEALS}add/",
+        f"{DEALS}board/",
+        "/admin/leads/pipeline/",
+        "/admin/leads/stageautomation/",
+        "/admin/leads/leadassignmentrule/",
+        "/admin/leads/scoringrule/",
+        "/admin/leads/scoringrule/add/",
+        "/admin/leads/clvsettings/",
+    ],
+)
+def test_pages_render(admin_client, deal, url):
+    assert admin_client.get(url).status_code == 200
+
+
+def test_change_pages_show_history(admin_client, lead, deal, system_actor, stages):
+    from leads.services import deal_move_stage, lead_set_status
+
+    lead_set_status(lead=lead, status="contacted", actor=system_actor, reason="left a voicemail")
+    deal_move_stage(deal=deal, stage=stages["proposal"], actor=system_actor)
+    html = admin_client.get(f"{LEADS}{lead.pk}/change/").content.decode()
+    assert "left a voicemail" in html and "Ada Lovelace" in html
+    html = admin_client.get(f"{DEALS}{deal.pk}/change/").content.decode()
+    assert "Proposal" in html and "Appointment" in html
+    pipeline_page = admin_client.get(f"/admin/leads/pipeline/{deal.pipeline_id}/change/").content.decode()
+    assert "closedwon" in pipeline_page
+
+
+def test_lead_search_by_email_and_name(admin_client, lead, system_actor):
+    lead_capture(actor=system_actor, source="api", email="someone@example.com", first_name="Bob")
+    by_email = admin_client.get(LEADS, {"q": "admin-lead@example.com"}).content.decode()
+    assert "someone@example.com" not in by_email and f"{LEADS}{lead.pk}/change/" in by_email
+    by_name = admin_client.get(LEADS, {"q": "lovelace"}).content.decode()
+    assert f"{LEADS}{lead.pk}/change/" in by_name and "someone@example.com" not in by_name
+
+
+def test_deal_changelist_filters_and_searches(admin_client, deal, stages, system_actor):
+    other = deal_create(actor=system_actor, name="Zed corp", amount=5, stage=stages["proposal"])
+    html = admin_client.get(DEALS, {"stage__id__exact": stages["proposal"].pk}).content.decode()
+    assert f"{DEALS}{other.pk}/change/" in html and f"{DEALS}{deal.pk}/change/" not in html
+    html = admin_client.get(DEALS, {"q": "admin-lead@example.com"}).content.decode()
+    assert f"{DEALS}{deal.pk}/change/" in html and f"{DEALS}{other.pk}/change/" not in html
+    html = admin_client.get(DEALS, {"q": "zed"}).content.decode()
+    assert f"{DEALS}{other.pk}/change/" in html
+
+
+def test_deal_changelist_queries_do_not_grow_with_rows(admin_client, system_actor, make_contact, make_staff):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    rep = make_staff("rep")
+
+    def make(n, start):
+        for i in range(n):
+            contact = make_contact(f"row{start + i}@example.com")
+            deal_create(actor=system_actor, name=f"row {start + i}", amount=1, contact=contact, owner=rep)
+
+    make(2, 0)
+    with CaptureQueriesContext(connection) as few:
+        admin_client.get(DEALS)
+    make(20, 2)
+    with CaptureQueriesContext(connection) as many:
+        admin_client.get(DEALS)
+    assert len(many) == len(few)
+
+
+def test_move_stage_action_asks_for_the_stage_then_moves_through_the_service(admin_client, deal, stages):
+    ask = admin_client.post(DEALS, {"action": "move_stage", "_selected_action": [deal.pk]})
+    assert ask.status_code == 200 and "Move deals to a stage" in ask.content.decode()
+    done = admin_client.post(
+        DEALS, {"action": "move_stage", "_selected_action": [deal.pk], "apply": "1", "stage": stages["closedwon"].pk}
+    )
+    assert done.status_code == 302
+    deal.refresh_from_db()
+    assert deal.stage.key == "closedwon"
+    assert DealStageChange.objects.filter(deal=deal, to_stage__key="closedwon", actor_kind="user").exists()
+    assert Subscription.objects.filter(contact=deal.contact, plan="Premium").exists()  # automations fired
+    assert OutboxMessage.objects.filter(topic="onboarding.requested").exists()
+
+
+def test_assign_owner_actions(admin_client, lead, deal, make_staff):
+    rep = make_staff("rep")
+    admin_client.post(LEADS, {"action": "assign_owner", "_selected_action": [lead.pk], "apply": "1", "owner": rep.pk})
+    admin_client.post(DEALS, {"action": "assign_owner", "_selected_action": [deal.pk], "apply": "1", "owner": rep.pk})
+    assert Lead.objects.get(pk=lead.pk).owner == rep
+    assert Deal.objects.get(pk=deal.pk).owner == rep
+    assert AuditEvent.objects.filter(action="lead.assign", actor_kind="user").exists()
+
+
+def test_lead_status_actions_report_refusals(admin_client, lead, system_actor):
+    from leads.services import lead_set_status
+
+    other = lead_capture(actor=system_actor, source="api", email="done@example.com")
+    lead_set_status(lead=other, status="converted", actor=system_actor)
+    response = admin_client.post(
+        LEADS, {"action": "mark_qualified", "_selected_action": [lead.pk, other.pk]}, follow=True
+    )
+    html = response.content.decode()
+    assert "1 lead(s) now qualified" in html and "A converted lead stays converted." in html
+    assert Lead.objects.get(pk=lead.pk).status == "qualified"
+    assert Lead.objects.get(pk=other.pk).status == "converted"
+
+
+def test_lead_change_form_changes_status_through_the_service(admin_client, lead):
+    url = f"{LEADS}{lead.pk}/change/"
+    response = admin_client.post(url, {"status": "contacted", "reason": "emailed", "owner": ""})
+    assert response.status_code == 302
+    change = LeadStatusChange.objects.get(lead=lead)
+    assert (change.to_status, change.reason, change.actor_kind) == ("contacted", "emailed", "user")
+    admin_client.post(url, {"status": "converted", "owner": ""})
+    refused = admin_client.post(url, {"status": "new", "owner": ""}, follow=True)
+    assert "A converted lead stays converted." in refused.content.decode()
+    assert Lead.objects.get(pk=lead.pk).status == "converted"
+
+
+def test_adding_a_deal_in_the_admin_goes_through_the_service(admin_client, lead, stages, pipeline):
+    response = admin_client.post(
+        f"{DEALS}add/",
+        {
+            "name": "Admin deal",
+            "pipeline": pipeline.pk,
+            "stage": stages["qualification"].pk,
+            "amount": "300",
+            "currency": "USD",
+            "contact": lead.contact_id,
+            "plan": "",
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    deal = Deal.objects.get(name="Admin deal")
+    assert DealStageChange.objects.filter(deal=deal, from_stage=None, to_stage=stages["qualification"]).exists()
+    assert OutboxMessage.objects.filter(topic="deal.created", object_id=str(deal.pk)).exists()
+
+
+def test_changing_the_stage_in_the_deal_form_moves_it(admin_client, deal, stages):
+    response = admin_client.post(
+        f"{DEALS}{deal.pk}/change/",
+        {
+            "name": deal.name,
+            "stage": stages["closedlost"].pk,
+            "amount": "149",
+            "currency": "USD",
+            "contact": deal.contact_id,
+            "plan": "Premium",
+        },
+    )
+    assert response.status_code == 302
+    assert Deal.objects.get(pk=deal.pk).stage.key == "closedlost"
+    assert OutboxMessage.objects.filter(topic="feedback_survey.requested").exists()
+
+
+def test_switching_an_automation_off_in_the_admin(admin_client, stages):
+    survey = StageAutomation.objects.get(stage=stages["closedlost"], action="feedback_survey")
+    admin_client.post("/admin/leads/stageautomation/", {"action": "switch_off", "_selected_action": [survey.pk]})
+    survey.refresh_from_db()
+    assert survey.enabled is False
+    assert AuditEvent.objects.filter(action="stageautomation.update", object_id=str(survey.pk)).exists()
+
+
+def test_scoring_rule_saved_in_the_admin_is_checked_and_audited(admin_client):
+    add = "/admin/leads/scoringrule/add/"
+    bad = admin_client.post(add, {"name": "Bad", "kind": "profile", "points": 5, "field": "email", "operator": "gte"})
+    assert bad.status_code == 200 and not ScoringRule.objects.filter(name="Bad").exists()
+    good = admin_client.post(
+        add, {"name": "Webinar", "kind": "event", "points": 8, "event_type": "webinar_attended", "enabled": "on"}
+    )
+    assert good.status_code == 302
+    rule = ScoringRule.objects.get(name="Webinar")
+    assert AuditEvent.objects.filter(action="scoringrule.create", object_id=str(rule.pk)).exists()
+
+
+def test_board_shows_stages_and_deals(admin_client, deal):
+    html = admin_client.get(f"{DEALS}board/").content.decode()
+    assert 'id="stage-appointment"' in html and "Ada - Premium" in html and 'id="stage-closedwon"' in html
+
+
+def test_medical_fields_only_for_groups_that_need_them(client, django_user_model, lead, deal):
+    marketing = staff_in(django_user_model, "Marketing", "mk")
+    client.force_login(marketing)
+    html = client.get(f"{LEADS}{lead.pk}/change/").content.decode()
+    assert "sleep_hours" not in html and "Night Owl" not in html
+    sales = staff_in(django_user_model, "Sales", "sl")
+    client.force_login(sales)
+    html = client.get(f"{LEADS}{lead.pk}/change/").content.decode()
+    assert "sleep_hours" in html and "Night Owl" in html
+
+
+def test_group_permissions_in_the_admin(client, django_user_model, deal):
+    coach = staff_in(django_user_model, "Coach", "co")
+    client.force_login(coach)
+    assert client.get(LEADS).status_code == 200
+    assert client.get(DEALS).status_code == 403
+    marketing = staff_in(django_user_model, "Marketing", "mk")
+    client.force_login(marketing)
+    client.post(LEADS, {"action": "mark_qualified", "_selected_action": [deal.contact.leads.get().pk]})
+    assert Lead.objects.get(contact=deal.contact).status == "new"  # marketing views leads, does not edit them
+    sales = staff_in(django_user_model, "Sales", "sl")
+    client.force_login(sales)
+    assert client.get(f"{DEALS}{deal.pk}/change/").status_code == 200
+    assert client.get("/admin/leads/stageautomation/").status_code == 200
+    assert client.post("/admin/leads/scoringrule/add/", {"name": "x"}).status_code == 403
+
+
+def test_board_queries_do_not_grow_with_deals(admin_client, system_actor, stages):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    deal_create(actor=system_actor, name="first", amount=1)
+    with CaptureQueriesContext(connection) as few:
+        admin_client.get(f"{DEALS}board/")
+    for i in range(12):
+        deal_create(
+            actor=system_actor, name=f"more {i}", amount=1, stage=stages["proposal" if i % 2 else "appointment"]
+        )
+    with CaptureQueriesContext(connection) as many:
+        html = admin_client.get(f"{DEALS}board/").content.decode()
+    assert len(many) == len(few)
+    assert "more 11" in html and "13 deal(s)" in html
