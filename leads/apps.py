@@ -17,6 +17,7 @@ class LeadsConfig(AppConfig):
     def ready(self):
         from compliance.registry import PHI, PII, register_personal_fields
         from contacts.services import register_merge_handler
+        from crm_platform.admin_tools import register_dashboard_panel
         from crm_platform.api.scopes import set_staff_permission
         from crm_platform.defaults import register_defaults
         from crm_platform.roles import ADMINISTRATOR, COACH, COMPLIANCE_OFFICER, MARKETING, SALES
@@ -47,3 +48,43 @@ class LeadsConfig(AppConfig):
 
         register_merge_handler(leads_merge_contacts)
         register_defaults(ensure_defaults)
+        register_dashboard_panel("Pipeline: deals per stage", _pipeline_panel, permission="leads.view_deal")
+        register_dashboard_panel(
+            "Funnels: conversion over the last 90 days", _funnels_panel, permission="leads.view_lead"
+        )
+
+
+def _pipeline_panel(request):
+    from django.utils.html import format_html
+
+    from crm_platform.charts import bar_chart
+    from leads.models import Pipeline
+    from leads.selectors import pipeline_stats
+
+    pipeline = Pipeline.objects.filter(is_default=True).first()
+    if pipeline is None:
+        return bar_chart([])
+    stats = pipeline_stats(pipeline=pipeline)
+    rate = f"{stats['win_rate']:.0%}" if stats["win_rate"] is not None else "—"
+    return format_html(
+        "{}<p>Weighted open amount: {} · win rate: {}</p>",
+        bar_chart([(row["name"], row["count"]) for row in stats["stages"]]),
+        f"{stats['totals']['weighted_amount']:,.2f}",
+        rate,
+    )
+
+
+def _funnels_panel(request):
+    from django.utils import timezone
+
+    from contacts.lifecycle import FUNNELS
+    from crm_platform.charts import bar_chart
+    from leads.selectors import funnels
+
+    until = timezone.now()
+    since = until - timezone.timedelta(days=90)
+    rows = []
+    for name in FUNNELS:
+        result = funnels(name=name, since=since, until=until)
+        rows.append((f"{name} ({result['converted']}/{result['entered']})", round(100 * (result["rate"] or 0), 1)))
+    return bar_chart(rows, unit="%")

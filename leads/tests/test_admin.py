@@ -261,3 +261,12 @@ def test_board_queries_do_not_grow_with_deals(admin_client, system_actor, stages
         html = admin_client.get(f"{DEALS}board/").content.decode()
     assert len(many) == len(few)
     assert "more 11" in html and "13 deal(s)" in html
+
+
+def test_dashboard_shows_pipeline_and_funnel_charts(admin_client, system_actor):
+    from leads.services import lead_capture
+
+    lead_capture(actor=system_actor, source="website_form", email="dash@example.com")
+    html = admin_client.get("/admin/dashboard/").content.decode()
+    assert "Pipeline: deals per stage" in html and "Funnels: conversion over the last 90 days" in html
+    assert html.count("<svg") >= 3 and "consultation (" in html
