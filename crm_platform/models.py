@@ -109,3 +109,28 @@ class OutboxMessage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.topic} {self.object_type}:{self.object_id} ({self.status})"
+
+
+class IdempotencyRecord(models.Model):
+    """One Idempotency-Key of one client (API key or staff user): the request's fingerprint
+    and, once done, the response to replay. Kept IDEMPOTENCY_TTL_DAYS, then purged."""
+
+    class Status(models.TextChoices):
+        IN_FLIGHT = "in_flight"
+        COMPLETED = "completed"
+
+    owner = models.CharField(max_length=40, help_text="key:<id> or user:<id>")
+    key = models.CharField(max_length=255)
+    request_hash = models.CharField(max_length=64)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.IN_FLIGHT)
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_body = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["owner", "key"], name="idempotency_owner_key_uniq")]
+        indexes = [models.Index(fields=["created_at"], name="idempotency_created_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.owner} {self.key} ({self.status})"
