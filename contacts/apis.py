@@ -16,6 +16,7 @@ from contacts.models import Company, Contact, Note, Order, Subscription, Ticket
 from crm_platform.actor import Actor
 from crm_platform.api.pagination import CursorPagination
 from crm_platform.api.throttling import BulkRateThrottle, PrincipalRateThrottle
+from crm_platform.idempotency import idempotent
 
 
 def _input(serializer_class, request, *, partial: bool = False) -> dict:
@@ -36,6 +37,7 @@ class ContactListApi(generics.ListAPIView):
         return selectors.contact_list(include_archived=archived)
 
     @extend_schema(request=s.ContactCreateInput, responses={201: s.ContactOutput})
+    @idempotent()
     def post(self, request):
         data = _input(s.ContactCreateInput, request)
         contact = services.contact_create(actor=Actor.from_request(request), **data)
@@ -87,6 +89,7 @@ class ContactMergeApi(APIView):
     scope_resource = "contacts"
 
     @extend_schema(request=s.MergeInput, responses=s.ContactOutput)
+    @idempotent()
     def post(self, request, pk: int):
         survivor = get_object_or_404(Contact, pk=pk)
         data = _input(s.MergeInput, request)
@@ -98,6 +101,7 @@ class ContactLifecycleApi(APIView):
     scope_resource = "contacts"
 
     @extend_schema(request=s.LifecycleInput, responses=s.ContactOutput)
+    @idempotent()
     def post(self, request, pk: int):
         contact = get_object_or_404(Contact, pk=pk)
         data = _input(s.LifecycleInput, request)
@@ -114,6 +118,7 @@ class CompanyListApi(generics.ListAPIView):
     filterset_fields = ["domain"]
 
     @extend_schema(request=s.CompanyInput, responses={201: s.CompanyOutput})
+    @idempotent()
     def post(self, request):
         data = _input(s.CompanyInput, request)
         company, created = services.company_upsert(actor=Actor.from_request(request), **data)
@@ -142,6 +147,7 @@ class NoteListApi(generics.ListAPIView):
     queryset = Note.objects.all()
 
     @extend_schema(request=s.NoteInput, responses={201: s.NoteOutput})
+    @idempotent()
     def post(self, request):
         data = _input(s.NoteInput, request)
         author = request.user if request.user.is_staff else None
@@ -156,6 +162,7 @@ class TicketListApi(generics.ListAPIView):
     queryset = Ticket.objects.all()
 
     @extend_schema(request=s.TicketInput, responses={201: s.TicketOutput})
+    @idempotent()
     def post(self, request):
         data = _input(s.TicketInput, request)
         ticket = services.ticket_create(actor=Actor.from_request(request), **data)
@@ -184,6 +191,7 @@ class OrderListApi(generics.ListAPIView):
     queryset = Order.objects.all()
 
     @extend_schema(request=s.OrderInput, responses={201: s.OrderOutput})
+    @idempotent()
     def post(self, request):
         data = _input(s.OrderInput, request)
         order, created = services.order_record(actor=Actor.from_request(request), **data)
@@ -197,6 +205,7 @@ class SubscriptionListApi(generics.ListAPIView):
     queryset = Subscription.objects.all()
 
     @extend_schema(request=s.SubscriptionInput, responses={201: s.SubscriptionOutput})
+    @idempotent()
     def post(self, request):
         data = _input(s.SubscriptionInput, request)
         subscription, created = services.subscription_start(actor=Actor.from_request(request), **data)
@@ -207,6 +216,7 @@ class SubscriptionCancelApi(APIView):
     scope_resource = "contacts"
 
     @extend_schema(request=None, responses=s.SubscriptionOutput)
+    @idempotent()
     def post(self, request, pk: int):
         subscription = get_object_or_404(Subscription, pk=pk)
         subscription = services.subscription_cancel(subscription=subscription, actor=Actor.from_request(request))
@@ -221,6 +231,7 @@ class ContactBulkUpsertApi(APIView):
     throttle_classes = [PrincipalRateThrottle, BulkRateThrottle]
 
     @extend_schema(request=s.BulkUpsertInput, responses=s.BulkUpsertOutput)
+    @idempotent()
     def post(self, request):
         data = _input(s.BulkUpsertInput, request)
         results = contacts_bulk_upsert(rows=data["contacts"], actor=Actor.from_request(request))

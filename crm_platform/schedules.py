@@ -35,4 +35,11 @@ SCHEDULE: dict[str, dict] = {
         "expires": 4 * 3600,
         "description": "Move contacts to At-Risk (churn risk over the threshold) and Churned (inactive too long).",
     },
+    "platform.idempotency_purge": {
+        "task": "crm_platform.tasks.idempotency_purge",
+        "crontab": {"minute": "47", "hour": "3"},
+        "queue": "bulk",
+        "expires": 3600,
+        "description": "Delete Idempotency-Key records past IDEMPOTENCY_TTL_DAYS.",
+    },
 }

@@ -184,6 +184,10 @@ REST_FRAMEWORK = {
 # Seconds a verified API key is remembered in Redis; a revocation clears it at once.
 API_KEY_CACHE_SECONDS = env.int("API_KEY_CACHE_SECONDS", default=30)
 API_KEY_ROTATION_OVERLAP_HOURS = env.int("API_KEY_ROTATION_OVERLAP_HOURS", default=24)
+# Idempotency-Key records: kept this many days; a claim in flight longer than this many
+# seconds (its process died) may be taken over by a retry.
+IDEMPOTENCY_TTL_DAYS = env.int("IDEMPOTENCY_TTL_DAYS", default=7)
+IDEMPOTENCY_IN_FLIGHT_SECONDS = env.int("IDEMPOTENCY_IN_FLIGHT_SECONDS", default=300)
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "crm_platform API",

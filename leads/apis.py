@@ -22,6 +22,7 @@ from crm_platform.actor import Actor
 from crm_platform.api.pagination import CursorPagination
 from crm_platform.api.permissions import has_scope
 from crm_platform.api.scopes import PHI_READ
+from crm_platform.idempotency import idempotent
 from leads import selectors, services
 from leads import serializers as out
 from leads.filters import DealFilter, LeadFilter
@@ -99,6 +100,7 @@ class LeadListApi(_PhiListMixin, generics.ListAPIView):
         return selectors.lead_list()
 
     @extend_schema(request=InputSerializer, responses={201: out.LeadOutput}, summary="Capture a lead")
+    @idempotent()
     def post(self, request):
         data = _valid(self.InputSerializer, request.data)
         lead = services.lead_capture(actor=Actor.from_request(request), **data)
@@ -159,6 +161,7 @@ class DealListApi(_PhiListMixin, generics.ListAPIView):
         return selectors.deal_list()
 
     @extend_schema(request=InputSerializer, responses={201: out.DealOutput}, summary="Open a deal")
+    @idempotent()
     def post(self, request):
         data = _valid(self.InputSerializer, request.data)
         if "stage" in data:
@@ -220,6 +223,7 @@ class DealMoveApi(APIView):
         stage = serializers.CharField(max_length=50, help_text="Stage key (e.g. closedwon) or id.")
 
     @extend_schema(request=InputSerializer, responses=out.DealOutput, summary="Move a deal to a stage")
+    @idempotent()
     def post(self, request, pk: int):
         deal = get_object_or_404(Deal, pk=pk)
         data = _valid(self.InputSerializer, request.data)

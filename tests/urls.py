@@ -10,6 +10,7 @@ from rest_framework.views import APIView
 
 from compliance.models import AuditEvent
 from crm_platform.errors import ConflictError
+from crm_platform.idempotency import idempotent
 from crm_platform.urls import urlpatterns as product_urlpatterns
 
 
@@ -59,6 +60,14 @@ class DomainErrorApi(APIView):
         raise DjangoValidationError({"email": ["Already taken."]})
 
 
+class IdempotentRequiredApi(APIView):
+    required_scopes = {"POST": "events:write"}
+
+    @idempotent(required=True)
+    def post(self, request):
+        return Response({"echo": request.data}, status=202)
+
+
 class AuditFilter(django_filters.FilterSet):
     class Meta:
         model = AuditEvent
@@ -86,4 +95,5 @@ urlpatterns = [
     path("t/boom", BoomApi.as_view()),
     path("t/audit", AuditListApi.as_view()),
     path("t/domain-error", DomainErrorApi.as_view()),
+    path("t/idempotent-required", IdempotentRequiredApi.as_view()),
 ]

@@ -1,0 +1,139 @@
+"""Idempotency-Key for effectful POSTs (CONTRACTS.md; IETF httpapi draft, Stripe practice).
+
+    class ThingApi(APIView):
+        @idempotent()                 # honoured when the client sends a key
+        def post(self, request): ...
+
+        @idempotent(required=True)    # a missing key is a 400
+
+Keys belong to the client (API key, or staff user). The first request with a key claims it
+in a committed row (so a concurrent duplicate sees it at once and gets 409), runs, and
+stores its response in the same transaction as its effect. The same key and body later
+replays that response with `Idempotent-Replayed: true`; the same key with another body is a
+422. A request refused by an exception (bad input, permission) releases the key, so a
+corrected retry may use it. Records are kept IDEMPOTENCY_TTL_DAYS, then purged by beat.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import hashlib
+import json
+import re
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from rest_framework.renderers import JSONRenderer
+from rest_framework.response import Response
+
+from crm_platform.api.errors import error_body
+from crm_platform.models import ApiKey, IdempotencyRecord
+
+HEADER = "Idempotency-Key"
+REPLAYED = "Idempotent-Replayed"
+_VALID_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces
+
+
+def idempotent(*, required: bool = False):
+    def decorator(method):
+        @functools.wraps(method)
+        def wrapper(view, request, *args, **kwargs):
+            key = request.headers.get(HEADER)
+            if key is None:
+                if required:
+                    return _error(400, "idempotency_key_missing", f"This route needs an {HEADER} header.")
+                return method(view, request, *args, **kwargs)
+            if not _VALID_KEY.match(key):
+                return _error(400, "idempotency_key_invalid", f"{HEADER} is 1 to 255 printable characters.")
+            fingerprint = request_fingerprint(request)
+            record, outcome = idempotency_claim(owner=owner_of(request), key=key, fingerprint=fingerprint)
+            if outcome == "replay":
+                return Response(record.response_body, status=record.response_status, headers={REPLAYED: "true"})
+            if outcome == "mismatch":
+                return _error(422, "idempotency_key_reused", f"This {HEADER} was used with another request body.")
+            if outcome == "in_flight":
+                return _error(409, "idempotency_key_in_flight", f"A request with this {HEADER} is still running.")
+            try:
+                with transaction.atomic():
+                    response = method(view, request, *args, **kwargs)
+                    if response.status_code >= 500:
+                        raise _Unstored(response)
+                    idempotency_complete(record=record, response=response)
+            except _Unstored as unstored:
+                idempotency_release(record=record)
+                return unstored.response
+            except BaseException:
+                idempotency_release(record=record)
+                raise
+            return response
+
+        return wrapper
+
+    return decorator
+
+
+class _Unstored(Exception):
+    def __init__(self, response):
+        self.response = response
+
+
+def _error(status_code: int, code: str, message: str) -> Response:
+    return Response(error_body(code, message), status=status_code)
+
+
+def owner_of(request) -> str:
+    if isinstance(request.auth, ApiKey):
+        return f"key:{request.auth.pk}"
+    return f"user:{request.user.pk}"
+
+
+def request_fingerprint(request) -> str:
+    digest = hashlib.sha256()
+    digest.update(f"{request.method} {request.path}\n".encode())
+    digest.update(request.body)
+    return digest.hexdigest()
+
+
+def idempotency_claim(*, owner: str, key: str, fingerprint: str) -> tuple[IdempotencyRecord, str]:
+    """Claim `key` for this request, in a committed row. Returns (record, outcome) where outcome
+    is "claimed", "replay", "mismatch" or "in_flight". A claim left in flight longer than
+    IDEMPOTENCY_IN_FLIGHT_SECONDS (its process died) is taken over."""
+    try:
+        with transaction.atomic():
+            return IdempotencyRecord.objects.create(owner=owner, key=key, request_hash=fingerprint), "claimed"
+    except IntegrityError:
+        pass
+    record = IdempotencyRecord.objects.get(owner=owner, key=key)
+    if record.request_hash != fingerprint:
+        return record, "mismatch"
+    if record.status == IdempotencyRecord.Status.COMPLETED:
+        return record, "replay"
+    abandoned = timezone.now() - dt.timedelta(seconds=settings.IDEMPOTENCY_IN_FLIGHT_SECONDS)
+    taken = IdempotencyRecord.objects.filter(
+        pk=record.pk, status=IdempotencyRecord.Status.IN_FLIGHT, created_at__lt=abandoned
+    ).update(created_at=timezone.now())
+    return record, "claimed" if taken else "in_flight"
+
+
+def idempotency_complete(*, record: IdempotencyRecord, response: Response) -> None:
+    """Store the response to replay; call inside the transaction that holds the effect."""
+    body = json.loads(JSONRenderer().render(response.data)) if response.data is not None else None
+    IdempotencyRecord.objects.filter(pk=record.pk).update(
+        status=IdempotencyRecord.Status.COMPLETED,
+        response_status=response.status_code,
+        response_body=body,
+        completed_at=timezone.now(),
+    )
+
+
+def idempotency_release(*, record: IdempotencyRecord) -> None:
+    IdempotencyRecord.objects.filter(pk=record.pk, status=IdempotencyRecord.Status.IN_FLIGHT).delete()
+
+
+def idempotency_purge(*, older_than: dt.timedelta | None = None) -> int:
+    """Delete records past the retention (IDEMPOTENCY_TTL_DAYS); returns how many went."""
+    older_than = older_than or dt.timedelta(days=settings.IDEMPOTENCY_TTL_DAYS)
+    deleted, _ = IdempotencyRecord.objects.filter(created_at__lt=timezone.now() - older_than).delete()
+    return deleted

@@ -1,0 +1,118 @@
+import threading
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from contacts.models import Contact
+from crm_platform.models import IdempotencyRecord
+from crm_platform.tasks import idempotency_purge
+
+pytestmark = pytest.mark.django_db
+URL = "/api/v1/contacts"
+
+
+@pytest.fixture
+def writer(key_client):
+    return key_client(["contacts:write"])
+
+
+def post(client, body, key=None):
+    headers = {"HTTP_IDEMPOTENCY_KEY": key} if key else {}
+    return client.post(URL, body, format="json", **headers)
+
+
+def test_same_key_and_body_replays_the_first_response(writer):
+    first = post(writer, {"email": "a@example.com"}, key="k-1")
+    again = post(writer, {"email": "a@example.com"}, key="k-1")
+    assert first.status_code == again.status_code == 201
+    assert again.json() == first.json() and again["Idempotent-Replayed"] == "true"
+    assert "Idempotent-Replayed" not in first
+    assert Contact.objects.count() == 1
+
+
+def test_same_key_other_body_is_422(writer):
+    post(writer, {"email": "a@example.com"}, key="k-1")
+    response = post(writer, {"email": "b@example.com"}, key="k-1")
+    assert response.status_code == 422 and response.json()["error"]["code"] == "idempotency_key_reused"
+    assert Contact.objects.count() == 1
+
+
+def test_key_still_in_flight_is_409_until_it_is_abandoned(writer, settings):
+    first = post(writer, {"email": "a@example.com"}, key="k-2")
+    record = IdempotencyRecord.objects.get(key="k-2")
+    IdempotencyRecord.objects.filter(pk=record.pk).update(status="in_flight", response_body=None)
+    busy = post(writer, {"email": "a@example.com"}, key="k-2")
+    assert busy.status_code == 409 and busy.json()["error"]["code"] == "idempotency_key_in_flight"
+    IdempotencyRecord.objects.filter(pk=record.pk).update(
+        created_at=timezone.now() - timedelta(seconds=settings.IDEMPOTENCY_IN_FLIGHT_SECONDS + 1)
+    )
+    taken_over = post(writer, {"email": "a@example.com"}, key="k-2")
+    assert taken_over.status_code == 409 and taken_over.json()["error"]["code"] == "duplicate_contact"
+    assert first.status_code == 201
+
+
+def test_a_refused_request_releases_its_key(writer):
+    bad = post(writer, {"email": "not-an-email"}, key="k-3")
+    assert bad.status_code == 400
+    assert not IdempotencyRecord.objects.filter(key="k-3").exists()
+    good = post(writer, {"email": "fixed@example.com"}, key="k-3")
+    assert good.status_code == 201
+
+
+def test_keys_belong_to_their_client(key_client):
+    one, two = key_client(["contacts:write"], name="one"), key_client(["contacts:write"], name="two")
+    assert post(one, {"email": "a@example.com"}, key="same").status_code == 201
+    other = post(two, {"email": "b@example.com"}, key="same")
+    assert other.status_code == 201 and "Idempotent-Replayed" not in other
+
+
+@pytest.mark.parametrize("bad", ["", "has space", "x" * 256])
+def test_malformed_key_is_400(writer, bad):
+    response = writer.post(URL, {"email": "a@example.com"}, format="json", HTTP_IDEMPOTENCY_KEY=bad)
+    assert response.status_code == 400 and response.json()["error"]["code"] in (
+        "idempotency_key_invalid",
+        "idempotency_key_missing",
+    )
+
+
+@pytest.mark.urls("tests.urls")
+def test_required_key_missing_is_400(key_client):
+    client = key_client(["events:write"])
+    missing = client.post("/t/idempotent-required", {"a": 1}, format="json")
+    assert missing.status_code == 400 and missing.json()["error"]["code"] == "idempotency_key_missing"
+    ok = client.post("/t/idempotent-required", {"a": 1}, format="json", HTTP_IDEMPOTENCY_KEY="e-1")
+    assert ok.status_code == 202 and ok.json() == {"echo": {"a": 1}}
+
+
+def test_two_identical_requests_racing_make_one_contact(transactional_db, make_key):
+    _, raw = make_key(["contacts:write"])
+    barrier = threading.Barrier(6)
+    statuses = []
+
+    def send():
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+        try:
+            barrier.wait()
+            statuses.append(post(client, {"email": "race@example.com"}, key="race-1").status_code)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=send) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert Contact.objects.filter(email="race@example.com").count() == 1
+    assert statuses.count(201) >= 1 and set(statuses) <= {201, 409}
+
+
+def test_purge_job_deletes_old_records(writer):
+    post(writer, {"email": "a@example.com"}, key="old")
+    post(writer, {"email": "b@example.com"}, key="new")
+    IdempotencyRecord.objects.filter(key="old").update(created_at=timezone.now() - timedelta(days=8))
+    assert idempotency_purge.apply().get() == 1
+    assert list(IdempotencyRecord.objects.values_list("key", flat=True)) == ["new"]
