@@ -28,6 +28,8 @@ class AuditEvent(models.Model):
 
     class Meta:
         ordering = ["-id"]
+        # The one permission that lets staff see medical fields (PHI) anywhere in the product.
+        permissions = [("view_phi", "Can see medical fields (PHI)")]
         indexes = [
             models.Index(fields=["object_type", "object_id", "-id"], name="audit_object_idx"),
             models.Index(fields=["actor_kind", "actor_id", "-id"], name="audit_actor_idx"),

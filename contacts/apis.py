@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, status
+from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -15,6 +16,7 @@ from contacts.filters import ContactFilter, TicketFilter
 from contacts.models import Company, Contact, Note, Order, Subscription, Ticket
 from crm_platform.actor import Actor
 from crm_platform.api.pagination import CursorPagination
+from crm_platform.api.phi import phi_context
 from crm_platform.api.throttling import BulkRateThrottle, PrincipalRateThrottle
 from crm_platform.idempotency import idempotent
 
@@ -23,6 +25,13 @@ def _input(serializer_class, request, *, partial: bool = False) -> dict:
     serializer = serializer_class(data=request.data, partial=partial)
     serializer.is_valid(raise_exception=True)
     return dict(serializer.validated_data)
+
+
+class MayMergeContacts(BasePermission):
+    message = "Merging contacts needs the permission contacts.merge_contact."
+
+    def has_permission(self, request, view) -> bool:
+        return not getattr(request.user, "is_staff", False) or request.user.has_perm("contacts.merge_contact")
 
 
 class ContactListApi(generics.ListAPIView):
@@ -84,9 +93,10 @@ class ContactTimelineApi(generics.ListAPIView):
 
 
 class ContactMergeApi(APIView):
-    """Merge `loser` into this contact (the survivor)."""
+    """Merge `loser` into this contact (the survivor). Staff also need contacts.merge_contact."""
 
     scope_resource = "contacts"
+    permission_classes = [*APIView.permission_classes, MayMergeContacts]
 
     @extend_schema(request=s.MergeInput, responses=s.ContactOutput)
     @idempotent()
@@ -152,7 +162,7 @@ class NoteListApi(generics.ListAPIView):
         data = _input(s.NoteInput, request)
         author = request.user if request.user.is_staff else None
         note = services.note_create(actor=Actor.from_request(request), author=author, **data)
-        return Response(s.NoteOutput(note).data, status=201)
+        return Response(s.NoteOutput(note, context=phi_context(request)).data, status=201)
 
 
 class TicketListApi(generics.ListAPIView):
@@ -166,7 +176,7 @@ class TicketListApi(generics.ListAPIView):
     def post(self, request):
         data = _input(s.TicketInput, request)
         ticket = services.ticket_create(actor=Actor.from_request(request), **data)
-        return Response(s.TicketOutput(ticket).data, status=201)
+        return Response(s.TicketOutput(ticket, context=phi_context(request)).data, status=201)
 
 
 class TicketDetailApi(APIView):
@@ -174,14 +184,14 @@ class TicketDetailApi(APIView):
 
     @extend_schema(responses=s.TicketOutput)
     def get(self, request, pk: int):
-        return Response(s.TicketOutput(get_object_or_404(Ticket, pk=pk)).data)
+        return Response(s.TicketOutput(get_object_or_404(Ticket, pk=pk), context=phi_context(request)).data)
 
     @extend_schema(request=s.TicketUpdateInput, responses=s.TicketOutput)
     def patch(self, request, pk: int):
         ticket = get_object_or_404(Ticket, pk=pk)
         data = _input(s.TicketUpdateInput, request, partial=True)
         ticket = services.ticket_update(ticket=ticket, actor=Actor.from_request(request), **data)
-        return Response(s.TicketOutput(ticket).data)
+        return Response(s.TicketOutput(ticket, context=phi_context(request)).data)
 
 
 class OrderListApi(generics.ListAPIView):
@@ -195,7 +205,7 @@ class OrderListApi(generics.ListAPIView):
     def post(self, request):
         data = _input(s.OrderInput, request)
         order, created = services.order_record(actor=Actor.from_request(request), **data)
-        return Response(s.OrderOutput(order).data, status=201 if created else 200)
+        return Response(s.OrderOutput(order, context=phi_context(request)).data, status=201 if created else 200)
 
 
 class SubscriptionListApi(generics.ListAPIView):
@@ -209,7 +219,9 @@ class SubscriptionListApi(generics.ListAPIView):
     def post(self, request):
         data = _input(s.SubscriptionInput, request)
         subscription, created = services.subscription_start(actor=Actor.from_request(request), **data)
-        return Response(s.SubscriptionOutput(subscription).data, status=201 if created else 200)
+        return Response(
+            s.SubscriptionOutput(subscription, context=phi_context(request)).data, status=201 if created else 200
+        )
 
 
 class SubscriptionCancelApi(APIView):
@@ -220,7 +232,7 @@ class SubscriptionCancelApi(APIView):
     def post(self, request, pk: int):
         subscription = get_object_or_404(Subscription, pk=pk)
         subscription = services.subscription_cancel(subscription=subscription, actor=Actor.from_request(request))
-        return Response(s.SubscriptionOutput(subscription).data)
+        return Response(s.SubscriptionOutput(subscription, context=phi_context(request)).data)
 
 
 class ContactBulkUpsertApi(APIView):

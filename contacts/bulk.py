@@ -85,7 +85,7 @@ def contacts_bulk_upsert(*, rows: list[dict[str, Any]], actor: Actor) -> list[di
             updates[index] = (match["id"], fields)
         for index in merged:  # the one-at-a-time service follows the merge to the survivor
             _one_by_one(index, prepared[index], results, actor)
-        _update(updates, results, actor)
+        _update(updates, prepared, results, actor)
         _create(creates, prepared, results, actor)
     return results
 
@@ -169,7 +169,7 @@ def _read_back(column: str, ref: str) -> str:
     return ref
 
 
-def _update(updates: dict[int, tuple[int, dict[str, Any]]], results, actor: Actor) -> None:
+def _update(updates: dict[int, tuple[int, dict[str, Any]]], prepared, results, actor: Actor) -> None:
     if not updates:
         return
     columns = sorted({name for _, fields in updates.values() for name in fields})
@@ -191,8 +191,8 @@ def _update(updates: dict[int, tuple[int, dict[str, Any]]], results, actor: Acto
             cursor.execute(sql, [timezone.now(), *unnest_params])
     except IntegrityError:
         # An email or external id filled in here was taken meanwhile: settle each row alone.
-        for index, (_, fields) in updates.items():
-            _one_by_one(index, (fields.get("email"), fields.get("external_id"), fields), results, actor)
+        for index in updates:
+            _one_by_one(index, prepared[index], results, actor)
         return
     for index, (contact_id, _) in updates.items():
         results[index].update(status="updated", id=contact_id)

@@ -109,3 +109,22 @@ def lifecycle_stage_counts() -> list[tuple[str, int]]:
         return cache.get_or_set("dashboard:lifecycle_stage_counts", compute, timeout=300)
     except Exception:  # Redis down: compute without the cache
         return compute()
+
+
+def activity_types() -> list[str]:
+    """The distinct activity types, by a recursive skip scan of the (type, occurred_at) index."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            WITH RECURSIVE t(type) AS (
+                (SELECT type FROM contacts_activity ORDER BY type LIMIT 1)
+                UNION ALL
+                SELECT (SELECT a.type FROM contacts_activity a WHERE a.type > t.type ORDER BY a.type LIMIT 1)
+                  FROM t WHERE t.type IS NOT NULL
+            )
+            SELECT type FROM t WHERE type IS NOT NULL LIMIT 500
+            """
+        )
+        return [row[0] for row in cursor.fetchall()]

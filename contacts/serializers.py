@@ -5,6 +5,7 @@ from rest_framework import serializers
 
 from contacts.lifecycle import Stage
 from contacts.models import Activity, Company, Contact, Note, Order, Subscription, Ticket
+from crm_platform.api.phi import PhiFieldsMixin
 
 User = get_user_model()
 
@@ -97,7 +98,9 @@ class LifecycleInput(serializers.Serializer):
     reason = serializers.CharField(max_length=200)
 
 
-class ActivityOutput(serializers.ModelSerializer):
+class ActivityOutput(PhiFieldsMixin, serializers.ModelSerializer):
+    phi_fields = ("properties",)
+
     class Meta:
         model = Activity
         fields = ["id", "type", "occurred_at", "source", "properties"]
@@ -118,7 +121,9 @@ class CompanyInput(serializers.Serializer):
     size = serializers.IntegerField(min_value=0, required=False, allow_null=True)
 
 
-class NoteOutput(serializers.ModelSerializer):
+class NoteOutput(PhiFieldsMixin, serializers.ModelSerializer):
+    phi_fields = ("body",)
+
     class Meta:
         model = Note
         fields = ["id", "contact", "author", "body", "created_at"]
@@ -130,7 +135,9 @@ class NoteInput(serializers.Serializer):
     body = serializers.CharField(max_length=20000)
 
 
-class TicketOutput(serializers.ModelSerializer):
+class TicketOutput(PhiFieldsMixin, serializers.ModelSerializer):
+    phi_fields = ("body",)
+
     class Meta:
         model = Ticket
         fields = ["id", "contact", "subject", "body", "status", "priority", "sla_due_at", "owner", "created_at"]
@@ -151,7 +158,9 @@ class TicketUpdateInput(serializers.Serializer):
     body = serializers.CharField(max_length=20000, required=False, allow_blank=True)
 
 
-class OrderOutput(serializers.ModelSerializer):
+class OrderOutput(PhiFieldsMixin, serializers.ModelSerializer):
+    phi_fields = ("items",)
+
     class Meta:
         model = Order
         fields = ["id", "contact", "external_id", "amount", "currency", "status", "paid_at", "items", "created_at"]
@@ -168,7 +177,9 @@ class OrderInput(serializers.Serializer):
     items = serializers.ListField(child=serializers.DictField(), required=False, max_length=500)
 
 
-class SubscriptionOutput(serializers.ModelSerializer):
+class SubscriptionOutput(PhiFieldsMixin, serializers.ModelSerializer):
+    phi_fields = ("plan",)
+
     class Meta:
         model = Subscription
         fields = [

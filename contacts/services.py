@@ -119,6 +119,10 @@ def _clean_fields(fields: dict[str, Any], *, country: str = "", definitions: dic
             cleaned["phone"] = normalize_phone(cleaned["phone"], default_region=cleaned.get("country") or country)
         except ValidationError as exc:
             errors.update(exc.message_dict)
+    for name in ("company_id", "owner_id"):
+        value = cleaned.get(name)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+            errors[name.removesuffix("_id")] = ["An id."]
     if "tags" in cleaned:
         tags = cleaned["tags"] or []
         if not isinstance(tags, list) or not all(isinstance(t, str) and 0 < len(t.strip()) <= 50 for t in tags):
@@ -140,6 +144,8 @@ def _clean_fields(fields: dict[str, Any], *, country: str = "", definitions: dic
     except ValidationError as exc:
         for name, messages in exc.message_dict.items():
             errors.setdefault(name, messages)
+    except (TypeError, ValueError):  # a value of the wrong JSON type (a number for a date, ...)
+        errors.setdefault("non_field_errors", ["A field has a value of the wrong type."])
     if errors:
         raise ValidationError(errors)
     # Take the model's own conversions (a date given as text becomes a date).
@@ -379,7 +385,7 @@ _merge_handlers: list[Callable[..., None]] = []
 
 def register_merge_handler(handler: Callable[..., None]) -> None:
     """Apps whose rows point at contacts (deals, consents, ...) move them to the survivor:
-    handler(*, loser_id, survivor_id) runs inside the merge's transaction."""
+    handler(*, loser_id, survivor_id, actor) runs inside the merge's transaction."""
     if handler not in _merge_handlers:
         _merge_handlers.append(handler)
 
@@ -428,7 +434,7 @@ def contact_merge(*, survivor: Contact, loser: Contact, actor: Actor) -> Contact
         clashing = ExternalRef.objects.filter(content_type=contact_type, object_id=survivor.pk).values("provider")
         moved["externalref"] = refs.exclude(provider__in=clashing).update(object_id=survivor.pk)
         for handler in _merge_handlers:
-            handler(loser_id=loser.pk, survivor_id=survivor.pk)
+            handler(loser_id=loser.pk, survivor_id=survivor.pk, actor=actor)
         filled = [f for f in _MERGE_FILLABLE if not getattr(survivor, f) and getattr(loser, f)]
         for field in filled:
             setattr(survivor, field, getattr(loser, field))
@@ -450,6 +456,25 @@ def contact_merge(*, survivor: Contact, loser: Contact, actor: Actor) -> Contact
             topic="contact.merged", obj=survivor, payload={"survivor": survivor.pk, "loser": loser.pk}, actor=actor
         )
     return survivor
+
+
+def contact_duplicate_dismiss(*, first_id: int, second_id: int, actor: Actor) -> None:
+    """Staff say two contacts are different people: the duplicate review stops listing them."""
+    from contacts.models import ContactDuplicateDismissal
+
+    first_id, second_id = sorted((first_id, second_id))
+    if first_id == second_id or Contact.objects.filter(pk__in=[first_id, second_id]).count() != 2:
+        raise ValidationError({"dismiss": ["Two existing contacts."]})
+    with transaction.atomic():
+        _, created = ContactDuplicateDismissal.objects.get_or_create(first_id=first_id, second_id=second_id)
+        if created:
+            audit_record(
+                actor=actor,
+                action="contact.duplicate_dismissed",
+                object_type="contacts.contact",
+                object_id=first_id,
+                changes={"other": second_id},
+            )
 
 
 # ----------------------------------------------------------------------------- lifecycle
@@ -510,14 +535,25 @@ def lifecycle_transition(
 def lifecycle_apply_event(*, contact: Contact, event_type: str, actor: Actor, occurred_at=None) -> Contact:
     """Apply the enabled lifecycle rules for an event: move to the rule's stage when the state
     machine allows it from where the contact stands; otherwise leave the stage as it is."""
-    targets = LifecycleRule.objects.filter(enabled=True, event_type__in=[event_type, "any_activity"]).values_list(
-        "to_stage", flat=True
+    targets = list(
+        LifecycleRule.objects.filter(enabled=True, event_type__in=[event_type, "any_activity"]).values_list(
+            "to_stage", flat=True
+        )
     )
-    for to_stage in targets:
-        if lifecycle.is_allowed(contact.lifecycle_stage, to_stage):
-            contact = lifecycle_transition(
-                contact=contact, to_stage=to_stage, reason=f"event {event_type}", actor=actor, occurred_at=occurred_at
-            )
+    if not targets:
+        return contact
+    with transaction.atomic():
+        # Decide on the row as it is now (locked), not on the caller's copy of it.
+        contact = Contact.objects.select_for_update().get(pk=contact.pk)
+        for to_stage in targets:
+            if lifecycle.is_allowed(contact.lifecycle_stage, to_stage):
+                contact = lifecycle_transition(
+                    contact=contact,
+                    to_stage=to_stage,
+                    reason=f"event {event_type}",
+                    actor=actor,
+                    occurred_at=occurred_at,
+                )
     return contact
 
 
@@ -668,15 +704,19 @@ def order_record(
             existing = Order.objects.filter(external_id=external_id).first()
             if existing is not None:
                 return existing, False
-        order = Order.objects.create(
-            contact=contact,
-            amount=amount,
-            currency=currency.upper(),
-            status=status,
-            paid_at=paid_at or (timezone.now() if status == Order.Status.PAID else None),
-            items=items or [],
-            external_id=external_id or None,
-        )
+        try:
+            with transaction.atomic():
+                order = Order.objects.create(
+                    contact=contact,
+                    amount=amount,
+                    currency=currency.upper(),
+                    status=status,
+                    paid_at=paid_at or (timezone.now() if status == Order.Status.PAID else None),
+                    items=items or [],
+                    external_id=external_id or None,
+                )
+        except IntegrityError:  # the same order, recorded by a concurrent request
+            return Order.objects.get(external_id=external_id), False
         audit_record(actor=actor, action="order.create", obj=order, changes={"amount": str(amount), "status": status})
         outbox_publish(
             topic="order.created",
@@ -713,15 +753,19 @@ def subscription_start(
             if existing is not None:
                 return existing, False
         started_at = started_at or timezone.now()
-        subscription = Subscription.objects.create(
-            contact=contact,
-            plan=str(plan).strip()[:100],
-            amount=Decimal(str(amount)),
-            currency=currency.upper(),
-            started_at=started_at,
-            renews_at=renews_at or started_at + dt.timedelta(days=30),
-            external_id=external_id or None,
-        )
+        try:
+            with transaction.atomic():
+                subscription = Subscription.objects.create(
+                    contact=contact,
+                    plan=str(plan).strip()[:100],
+                    amount=Decimal(str(amount)),
+                    currency=currency.upper(),
+                    started_at=started_at,
+                    renews_at=renews_at or started_at + dt.timedelta(days=30),
+                    external_id=external_id or None,
+                )
+        except IntegrityError:  # the same subscription, recorded by a concurrent request
+            return Subscription.objects.get(external_id=external_id), False
         audit_record(actor=actor, action="subscription.start", obj=subscription, changes={"plan": subscription.plan})
         outbox_publish(
             topic="subscription.started",

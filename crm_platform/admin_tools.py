@@ -108,3 +108,32 @@ def dashboard_view(request):
     ]
     context = {**admin.site.each_context(request), "title": "Dashboard", "panels": panels}
     return TemplateResponse(request, "admin/dashboard.html", context)
+
+
+PHI_PERMISSION = "compliance.view_phi"
+
+
+class PhiAdminMixin:
+    """Hide `phi_fields` (form fields, read-only fields and list columns) from staff without
+    compliance.view_phi. Works for ModelAdmins and inlines."""
+
+    phi_fields: tuple[str, ...] = ()
+
+    def _hides_phi(self, request) -> bool:
+        return bool(self.phi_fields) and not request.user.has_perm(PHI_PERMISSION)
+
+    def get_fields(self, request, obj=None):
+        fields = super().get_fields(request, obj)
+        return [f for f in fields if f not in self.phi_fields] if self._hides_phi(request) else fields
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = super().get_readonly_fields(request, obj)
+        return [f for f in fields if f not in self.phi_fields] if self._hides_phi(request) else fields
+
+    def get_exclude(self, request, obj=None):
+        exclude = list(super().get_exclude(request, obj) or [])
+        return [*exclude, *self.phi_fields] if self._hides_phi(request) else exclude or None
+
+    def get_list_display(self, request):
+        columns = super().get_list_display(request)
+        return [c for c in columns if c not in self.phi_fields] if self._hides_phi(request) else columns

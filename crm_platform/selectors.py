@@ -95,13 +95,24 @@ def ip_allowed(ip: str | None, allowed: list[str]) -> bool:
     return False
 
 
+# The cache entry of a key that was just changed or revoked holds this marker until it expires:
+# a request that loaded the row before the change must not put the old row back in the cache.
+_FORGOTTEN = b"forgotten"
+# SET only when the entry is not the marker (one atomic step).
+_SET_UNLESS_FORGOTTEN = """
+if redis.call('GET', KEYS[1]) == ARGV[3] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+"""
+
+
 def _cached(hashed: str) -> ApiKey | None:
     try:
         raw = get_redis().get(cache_key_for(hashed))
     except RedisError:  # Redis down: fall back to PostgreSQL, the source of truth
         logger.warning("api key cache unavailable")
         return None
-    if raw is None:
+    if raw is None or raw == _FORGOTTEN:
         return None
     data = json.loads(raw)
     for field in _DATETIME_FIELDS:
@@ -116,15 +127,23 @@ def _remember(key: ApiKey) -> None:
         if data[field] is not None:
             data[field] = data[field].isoformat()
     try:
-        get_redis().set(cache_key_for(key.hashed_key), json.dumps(data), ex=settings.API_KEY_CACHE_SECONDS)
+        get_redis().eval(
+            _SET_UNLESS_FORGOTTEN,
+            1,
+            cache_key_for(key.hashed_key),
+            json.dumps(data),
+            settings.API_KEY_CACHE_SECONDS,
+            _FORGOTTEN,
+        )
     except RedisError:
         logger.warning("api key cache unavailable")
 
 
 def api_key_forget(hashed_key: str) -> None:
-    """Drop a key's cached verification (after a revocation or change)."""
+    """After a key changed or was revoked: its cached verification is replaced by a marker for
+    API_KEY_CACHE_SECONDS, during which every request reads the row from PostgreSQL."""
     try:
-        get_redis().delete(cache_key_for(hashed_key))
+        get_redis().set(cache_key_for(hashed_key), _FORGOTTEN, ex=settings.API_KEY_CACHE_SECONDS)
     except RedisError:
         # Redis down: the entry expires by itself within API_KEY_CACHE_SECONDS.
         logger.warning("api key cache unavailable; cached entry expires on its own")

@@ -2,7 +2,7 @@
 
 Writes go through the services (capture, status, assignment, stage moves, rule saves), so
 the admin leaves the same history, audit and outbox rows as the API. Medical fields
-(assessment, persona, a deal's plan) show only to staff holding leads.view_phi."""
+(assessment, persona, a deal's plan) show only to staff holding compliance.view_phi."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from django.utils.html import format_html, format_html_join
 from contacts.models import Contact
 from contacts.selectors import contact_search
 from crm_platform.actor import Actor
+from crm_platform.admin_tools import PHI_PERMISSION, FastChangeListMixin
 from crm_platform.errors import ConflictError
 from leads import selectors, services
 from leads.models import (
@@ -32,7 +33,6 @@ from leads.models import (
     StageAutomation,
 )
 
-PHI_PERMISSION = "leads.view_phi"
 BOARD_DEALS_PER_STAGE = 25
 HISTORY_ROWS = 50
 
@@ -105,7 +105,7 @@ class LeadForm(forms.ModelForm):
 
 
 @admin.register(Lead)
-class LeadAdmin(_ActionPage, admin.ModelAdmin):
+class LeadAdmin(_ActionPage, FastChangeListMixin, admin.ModelAdmin):
     form = LeadForm
     list_display = ["id", "contact", "source", "status", "owner", "created_at"]
     list_filter = ["status", "source", "owner", ("created_at", admin.DateFieldListFilter)]
@@ -249,7 +249,7 @@ class DealForm(forms.ModelForm):
 
 
 @admin.register(Deal)
-class DealAdmin(_ActionPage, admin.ModelAdmin):
+class DealAdmin(_ActionPage, FastChangeListMixin, admin.ModelAdmin):
     form = DealForm
     list_display = ["name", "contact", "pipeline", "stage", "amount", "currency", "owner", "close_date"]
     list_filter = ["pipeline", "stage", "owner"]
@@ -327,7 +327,7 @@ class DealAdmin(_ActionPage, admin.ModelAdmin):
         chosen = request.GET.get("pipeline")
         pipeline = (
             get_object_or_404(Pipeline, pk=chosen)
-            if chosen and chosen.isdigit()
+            if chosen and chosen.isascii() and chosen.isdecimal()
             else next((p for p in pipelines if p.is_default), pipelines[0])
         )
         stats = selectors.pipeline_stats(pipeline=pipeline)

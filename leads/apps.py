@@ -33,10 +33,10 @@ class LeadsConfig(AppConfig):
         view_all = _perms(["view"], RECORDS + HISTORY + CONFIG)
         grant(ADMINISTRATOR, [*view_all, *_perms(["add", "change", "delete"], RECORDS + CONFIG)])
         # Sales reads assessments to recommend a plan and sets the plan a won deal starts.
-        grant(SALES, [*view_all, *_perms(["add", "change"], RECORDS), "leads.view_phi"])
+        grant(SALES, [*view_all, *_perms(["add", "change"], RECORDS)])
         grant(MARKETING, _perms(["view"], ("lead", "leadstatuschange", "scoringrule", "leadassignmentrule")))
         # Coaches see who came in as a lead; deals and pipelines are not theirs to see or edit.
-        grant(COACH, [*_perms(["view"], ("lead", "leadstatuschange")), "leads.view_phi"])
+        grant(COACH, [*_perms(["view"], ("lead", "leadstatuschange"))])
         grant(COMPLIANCE_OFFICER, _perms(["view"], RECORDS + HISTORY))
 
         register_personal_fields(

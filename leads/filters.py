@@ -37,4 +37,8 @@ class DealFilter(django_filters.FilterSet):
 
     def filter_stage(self, queryset, name, value):
         value = value.strip()
-        return queryset.filter(stage_id=int(value)) if value.isdigit() else queryset.filter(stage__key=value)
+        return (
+            queryset.filter(stage_id=int(value))
+            if value.isascii() and value.isdecimal()
+            else queryset.filter(stage__key=value)
+        )

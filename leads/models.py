@@ -58,7 +58,6 @@ class Lead(models.Model):
 
     class Meta:
         ordering = ["-id"]
-        permissions = [("view_phi", "Can see medical fields of leads and deals (assessment, persona, plan)")]
         constraints = [
             # Capture reuses the open lead; the index makes that hold under concurrent captures.
             models.UniqueConstraint(

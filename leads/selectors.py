@@ -73,7 +73,7 @@ def stage_resolve(*, pipeline_id: int, value: Any) -> Stage:
     naming `stage` when there is no such stage."""
     text = str(value).strip() if value is not None else ""
     stage = None
-    if text.isdigit():
+    if text.isascii() and text.isdecimal():
         stage = Stage.objects.filter(pk=int(text)).first()
     elif text:
         stage = Stage.objects.filter(pipeline_id=pipeline_id, key=text).first()

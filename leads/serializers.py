@@ -7,18 +7,8 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from contacts.models import Activity, Contact
+from crm_platform.api.phi import PhiFieldsMixin
 from leads.models import Deal, Lead, Pipeline, Stage
-
-
-class _PhiAware(serializers.Serializer):
-    phi_fields: tuple[str, ...] = ()
-
-    def to_representation(self, instance):
-        data = super().to_representation(instance)
-        if not self.context.get("phi"):
-            for name in self.phi_fields:
-                data.pop(name, None)
-        return data
 
 
 class ContactSummaryOutput(serializers.ModelSerializer):
@@ -28,7 +18,7 @@ class ContactSummaryOutput(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class LeadOutput(_PhiAware, serializers.ModelSerializer):
+class LeadOutput(PhiFieldsMixin, serializers.ModelSerializer):
     phi_fields = ("assessment", "persona")
     contact = ContactSummaryOutput(read_only=True)
     assessment = serializers.JSONField(read_only=True, required=False, help_text="Only with phi:read.")
@@ -71,7 +61,7 @@ class PipelineOutput(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class DealOutput(_PhiAware, serializers.ModelSerializer):
+class DealOutput(PhiFieldsMixin, serializers.ModelSerializer):
     phi_fields = ("plan",)
     stage = StageOutput(read_only=True)
     plan = serializers.CharField(read_only=True, required=False, help_text="Only with phi:read.")
@@ -97,7 +87,7 @@ class DealOutput(_PhiAware, serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class CrmActivityOutput(_PhiAware, serializers.ModelSerializer):
+class CrmActivityOutput(PhiFieldsMixin, serializers.ModelSerializer):
     phi_fields = ("properties",)
     properties = serializers.JSONField(read_only=True, required=False, help_text="Only with phi:read.")
 

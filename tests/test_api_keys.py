@@ -148,3 +148,15 @@ def test_create_api_key_command_refuses_unknown_scope():
 def test_create_api_key_command_refuses_bad_ip():
     with pytest.raises(CommandError, match="allowed_ips"):
         call_command("create_api_key", "--name", "x", "--scopes", "contacts:read", "--allowed-ips", "not-an-ip")
+
+
+def test_a_stale_writer_cannot_put_a_revoked_key_back_in_the_cache(api_client, make_key, system_actor):
+    """A request that loaded the row before the revocation tries to cache it afterwards."""
+    from crm_platform.selectors import _remember, api_key_forget
+
+    key, raw = make_key()
+    stale_copy = ApiKey.objects.get(pk=key.pk)
+    ApiKey.objects.filter(pk=key.pk).update(revoked_at=timezone.now())
+    api_key_forget(key.hashed_key)  # what the revocation does on commit
+    _remember(stale_copy)  # the late writer
+    assert api_client.get("/api/v1/me", HTTP_AUTHORIZATION=f"Bearer {raw}").status_code == 401

@@ -53,9 +53,15 @@ def test_staff_session_uses_django_permissions(client, staff_user, monkeypatch):
     assert client.get("/t/echo").status_code == 200
 
 
-def test_superuser_session_reads_but_needs_a_phi_permission(admin_client):
+def test_phi_needs_view_phi_for_staff(admin_client, client, staff_user):
+    from django.contrib.auth.models import Group
+
     assert admin_client.get("/t/echo").status_code == 200
-    assert admin_client.get("/t/phi").status_code == 403
+    assert admin_client.get("/t/phi").status_code == 200  # a superuser holds every permission
+    client.force_login(staff_user)
+    assert client.get("/t/phi").status_code == 403
+    staff_user.groups.add(Group.objects.get(name="Coach"))  # Coach holds compliance.view_phi
+    assert client.get("/t/phi").status_code == 200
 
 
 def test_non_staff_session_is_not_an_api_caller(client, django_user_model):

@@ -145,3 +145,26 @@ def test_groups_see_what_they_need(client, django_user_model):
     assert client.get("/admin/contacts/lifecyclerule/").status_code == 403
     assert client.get("/admin/contacts/contact/duplicates/").status_code == 200
     assert client.get("/admin/contacts/contact/merge/", {"first": contact.pk, "second": contact.pk}).status_code == 403
+
+
+def test_medical_fields_are_hidden_from_staff_without_view_phi(client, admin_client, django_user_model, system_actor):
+    from contacts.services import activity_record
+
+    contact = ContactFactory()
+    activity_record(
+        contact=contact, type="lab_result", actor=system_actor, properties={"hba1c": 9.1}, apply_lifecycle=False
+    )
+    marketer = django_user_model.objects.create_user(username="mk", password="a-long-pass-123", is_staff=True)
+    marketer.groups.add(Group.objects.get(name="Marketing"))
+    coach = django_user_model.objects.create_user(username="co", password="a-long-pass-123", is_staff=True)
+    coach.groups.add(Group.objects.get(name="Coach"))
+    client.force_login(marketer)
+    assert "hba1c" not in client.get(f"{LIST}{contact.pk}/change/").content.decode()
+    client.force_login(coach)
+    assert "hba1c" in client.get(f"{LIST}{contact.pk}/change/").content.decode()
+
+
+def test_csv_export_neutralizes_spreadsheet_formulas(admin_client):
+    contact = ContactFactory(first_name="=HYPERLINK(\"http://evil\")", last_name="+1+1")
+    body = b"".join(_action(admin_client, "export_csv", [contact]).streaming_content).decode()
+    assert "'=HYPERLINK" in body and "'+1+1" in body

@@ -172,3 +172,34 @@ def test_companies_create_read_update_and_refuse_a_taken_domain(writer):
     taken = writer.patch(f"/api/v1/companies/{company_id}", {"domain": "other.com"}, format="json")
     assert taken.status_code == 409 and taken.json()["error"]["fields"] == {"domain": [f"company {other['id']}"]}
     assert writer.get(f"/api/v1/companies/{company_id}").json()["name"] == "Acme"
+
+
+def test_medical_fields_need_phi_read(key_client, system_actor):
+    contact = ContactFactory()
+    services.activity_record(
+        contact=contact, type="lab_result", actor=system_actor, properties={"hba1c": 9.1}, apply_lifecycle=False
+    )
+    services.ticket_create(contact=contact, subject="Side effects", body="nausea since dose change", actor=system_actor)
+    plain = key_client(["contacts:read", "tickets:read"], name="plain")
+    medical = key_client(["contacts:read", "tickets:read", "phi:read"], name="medical")
+    admin_scope = key_client(["admin"], name="admin")
+    for client, sees in ((plain, False), (admin_scope, False), (medical, True)):
+        timeline = client.get(f"/api/v1/contacts/{contact.pk}/timeline").json()["results"][0]
+        ticket = client.get("/api/v1/tickets").json()["results"][0]
+        assert ("properties" in timeline) is sees and ("body" in ticket) is sees
+    assert "hba1c" not in str(plain.get(f"/api/v1/contacts/{contact.pk}/timeline").content)
+
+
+def test_only_staff_who_may_merge_can_merge_through_the_api(client, django_user_model):
+    from django.contrib.auth.models import Group
+
+    survivor, loser = ContactFactory(), ContactFactory()
+    marketer = django_user_model.objects.create_user(username="m", password="a-long-pass-123", is_staff=True)
+    marketer.groups.add(Group.objects.get(name="Marketing"))
+    client.force_login(marketer)
+    response = client.post(
+        f"/api/v1/contacts/{survivor.pk}/merge", {"loser": loser.pk}, content_type="application/json"
+    )
+    assert response.status_code == 403
+    loser.refresh_from_db()
+    assert loser.merged_into_id is None

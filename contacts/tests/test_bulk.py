@@ -104,3 +104,20 @@ def test_bulk_upsert_of_a_thousand_uses_a_bounded_number_of_queries(writer, djan
         body = writer.post(URL, {"contacts": rows}, format="json").json()
     assert (body["created"], body["updated"], body["error"]) == (500, 500, 0)
     assert Contact.objects.get(email="p499@example.com").first_name == "N499"
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        {"email": "a@example.com", "company_id": "abc"},
+        {"email": "a@example.com", "owner_id": [1]},
+        {"email": "a@example.com", "date_of_birth": 20200101},
+        {"email": "a@example.com", "tags": "not-a-list"},
+        ["not", "an", "object"],
+    ],
+)
+def test_wrongly_typed_rows_are_row_errors_not_500s(writer, row):
+    response = writer.post(URL, {"contacts": [row, {"email": "ok@example.com"}]}, format="json")
+    assert response.status_code == 200
+    statuses = [r["status"] for r in response.json()["results"]]
+    assert statuses == ["error", "created"]

@@ -222,11 +222,10 @@ def lead_payload(lead: Lead) -> dict[str, Any]:
     }
 
 
-def leads_merge_contacts(*, loser_id: int, survivor_id: int) -> None:
+def leads_merge_contacts(*, loser_id: int, survivor_id: int, actor: Actor) -> None:
     """contacts' merge handler: the loser's leads and deals move to the survivor. When both
     have an open lead, the survivor's stays open and the loser's is closed as unqualified,
-    with the reason in its history. Runs inside the merge's transaction."""
-    actor = Actor.system("contact merge")
+    with the reason in its history. Runs inside the merge's transaction, as the merge's actor."""
     kept = Lead.objects.select_for_update().filter(contact_id=survivor_id, status__in=Lead.OPEN_STATUSES).first()
     if kept is not None:
         duplicates = list(Lead.objects.select_for_update().filter(contact_id=loser_id, status__in=Lead.OPEN_STATUSES))

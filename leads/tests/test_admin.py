@@ -227,6 +227,10 @@ def test_medical_fields_only_for_groups_that_need_them(client, django_user_model
     sales = staff_in(django_user_model, "Sales", "sl")
     client.force_login(sales)
     html = client.get(f"{LEADS}{lead.pk}/change/").content.decode()
+    assert "sleep_hours" not in html  # medical fields: Coach, Compliance officer, Administrator only
+    coach = staff_in(django_user_model, "Coach", "co")
+    client.force_login(coach)
+    html = client.get(f"{LEADS}{lead.pk}/change/").content.decode()
     assert "sleep_hours" in html and "Night Owl" in html
 
 
