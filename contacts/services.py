@@ -346,6 +346,37 @@ def contact_upsert(
     raise ConflictError("The contact kept changing under this request; try again.")
 
 
+def contact_sync(
+    *,
+    actor: Actor,
+    source: str,
+    occurred_at: dt.datetime,
+    email: str | None = None,
+    external_id: str | None = None,
+    **fields: Any,
+) -> tuple[Contact, bool, dict[str, Any]]:
+    """Upsert from an outside source under the conflict policy (contacts.conflict): fields of a
+    group the source may not overwrite, or older than what the group last saw, are stale —
+    returned, not applied. Returns (contact, created, stale fields). Inbound app events and
+    provider adapters write contacts through this."""
+    from contacts import conflict
+
+    with transaction.atomic():
+        email, external_id = normalize_email(email), normalize_external_id(external_id)
+        existing = contact_find(email=email, external_id=external_id)
+        stamps = dict(existing.group_timestamps) if existing else {}
+        identity = {k: v for k, v in (("email", email), ("external_id", external_id)) if v}
+        applied, stale, stamps = conflict.resolve(
+            stamps=stamps, source=source, occurred_at=occurred_at, fields={**identity, **fields}
+        )
+        applied.update(identity)  # identifiers find the contact whatever the policy says
+        contact, created = contact_upsert(actor=actor, **applied)
+        if contact.group_timestamps != stamps:
+            Contact.objects.filter(pk=contact.pk).update(group_timestamps=stamps)
+            contact.group_timestamps = stamps
+    return contact, created, {k: v for k, v in stale.items() if k not in identity}
+
+
 def contact_archive(*, contact: Contact, actor: Actor, archived: bool = True) -> Contact:
     """Hide a contact from lists (reversible). Erasure is the compliance app's job."""
     with transaction.atomic():

@@ -165,6 +165,6 @@ def test_medical_fields_are_hidden_from_staff_without_view_phi(client, admin_cli
 
 
 def test_csv_export_neutralizes_spreadsheet_formulas(admin_client):
-    contact = ContactFactory(first_name="=HYPERLINK(\"http://evil\")", last_name="+1+1")
+    contact = ContactFactory(first_name='=HYPERLINK("http://evil")', last_name="+1+1")
     body = b"".join(_action(admin_client, "export_csv", [contact]).streaming_content).decode()
     assert "'=HYPERLINK" in body and "'+1+1" in body
