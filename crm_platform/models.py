@@ -73,17 +73,30 @@ class StaffProfile(models.Model):
 class OutboxMessage(models.Model):
     """Something the outside must hear about, written in the same transaction as the change.
 
-    The relay (integrations) delivers due rows; until a destination is registered for a topic,
-    rows simply wait."""
+    A row written by outbox_publish has no destination: the relay (integrations) routes it,
+    writing one child row per interested destination (`parent` points back) and marking the
+    parent `routed`; each child is then delivered, retried and dead-lettered on its own."""
 
     class Status(models.TextChoices):
         PENDING = "pending"
         DELIVERED = "delivered"
         FAILED = "failed"
         DEAD = "dead"
+        ROUTED = "routed"
 
     topic = models.CharField(max_length=100)
     destination = models.CharField(max_length=50, blank=True, help_text="Empty: routed by topic when relayed.")
+    parent = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        related_name="children",
+        # Purging a parent must not touch its children (they are purged on their own schedule).
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        db_index=False,
+        help_text="The unrouted row this delivery was fanned out from.",
+    )
     object_type = models.CharField(max_length=100)
     object_id = models.CharField(max_length=64)
     payload = models.JSONField(default=dict)
@@ -105,6 +118,18 @@ class OutboxMessage(models.Model):
             ),
             models.Index(fields=["object_type", "object_id", "id"], name="outbox_object_idx"),
             models.Index(fields=["topic", "-id"], name="outbox_topic_idx"),
+            # The router's claim: unrouted rows in id order.
+            models.Index(
+                fields=["id"], name="outbox_unrouted_idx", condition=models.Q(destination="", status="pending")
+            ),
+            # Per-destination ordering: "is there an earlier undelivered row for this object here?"
+            models.Index(
+                fields=["destination", "object_type", "object_id", "id"],
+                name="outbox_dest_object_idx",
+                condition=models.Q(status__in=["pending", "failed"]),
+            ),
+            models.Index(fields=["parent"], name="outbox_parent_idx", condition=models.Q(parent__isnull=False)),
+            models.Index(fields=["status", "delivered_at"], name="outbox_purge_idx"),
         ]
 
     def __str__(self) -> str:

@@ -7,12 +7,38 @@ PHI guard there, on its way out.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from django.db import models
+from django.db import models, transaction
+from kombu.exceptions import KombuError
+from redis.exceptions import RedisError
 
 from crm_platform.actor import Actor
 from crm_platform.models import OutboxMessage
+
+logger = logging.getLogger(__name__)
+
+RELAY_TASK = "integrations.tasks.outbox_relay"
+
+
+def _kick_relay() -> None:
+    """Ask a worker to relay now. Best effort: with the broker down the rows wait in
+    PostgreSQL and the beat sweep delivers them, so a failed kick is only logged."""
+    from crm_platform.celery import app
+
+    try:
+        app.send_task(RELAY_TASK, queue="sync", expires=60, retry=False)
+    except (KombuError, RedisError, OSError) as exc:
+        logger.warning("outbox relay kick not sent (%s); the sweep will deliver", type(exc).__name__)
+
+
+def _kick_relay_on_commit() -> None:
+    connection = transaction.get_connection()
+    # One kick per transaction, however many rows it wrote.
+    if connection.in_atomic_block and any(entry[1] is _kick_relay for entry in connection.run_on_commit):
+        return
+    transaction.on_commit(_kick_relay, robust=True)
 
 
 def outbox_publish(
@@ -24,7 +50,7 @@ def outbox_publish(
     destination: str = "",
 ) -> OutboxMessage:
     """Record that `topic` happened to `obj`. Call inside the service's transaction."""
-    return OutboxMessage.objects.create(
+    message = OutboxMessage.objects.create(
         topic=topic,
         destination=destination,
         object_type=obj._meta.label_lower,
@@ -32,6 +58,8 @@ def outbox_publish(
         payload=payload,
         request_id=actor.request_id[:64],
     )
+    _kick_relay_on_commit()
+    return message
 
 
 def outbox_publish_many(
@@ -52,4 +80,6 @@ def outbox_publish_many(
         ],
         batch_size=1000,
     )
+    if rows:
+        _kick_relay_on_commit()
     return len(rows)

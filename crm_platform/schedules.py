@@ -43,3 +43,17 @@ SCHEDULE: dict[str, dict] = {
         "description": "Delete Idempotency-Key records past IDEMPOTENCY_TTL_DAYS.",
     },
 }
+SCHEDULE["integrations.outbox_sweep"] = {
+    "task": "integrations.tasks.outbox_relay",
+    "every": 5,
+    "queue": "sync",
+    "expires": 5,
+    "description": "Route and deliver due outbox rows (catches what the on-commit kick missed, e.g. broker down).",
+}
+SCHEDULE["integrations.outbox_purge"] = {
+    "task": "integrations.tasks.outbox_purge",
+    "crontab": {"minute": "35", "hour": "3"},
+    "queue": "bulk",
+    "expires": 3600,
+    "description": "Delete delivered outbox rows (OUTBOX_RETENTION_DAYS) and old webhook delivery logs.",
+}

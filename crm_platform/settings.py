@@ -222,6 +222,14 @@ SPECTACULAR_SETTINGS = {
     ],
 }
 
+# --------------------------------------------------------------------------- outbox and webhooks
+# Outbound webhooks may target private, loopback or link-local addresses only when this is on
+# (development and tests); in production such endpoints are refused (SSRF).
+WEBHOOK_ALLOW_PRIVATE_TARGETS = env.bool("WEBHOOK_ALLOW_PRIVATE_TARGETS", default=DEBUG)
+WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=10.0)
+OUTBOX_RETENTION_DAYS = env.int("OUTBOX_RETENTION_DAYS", default=7)
+WEBHOOK_DELIVERY_RETENTION_DAYS = env.int("WEBHOOK_DELIVERY_RETENTION_DAYS", default=30)
+
 # --------------------------------------------------------------------------- Celery
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=REDIS_URL)
 CELERY_RESULT_BACKEND = env("CELERY_RESULT_BACKEND", default=REDIS_URL)

@@ -24,6 +24,7 @@ urlpatterns = [
     path("api/v1/", include((api_v1, "api"), namespace="v1")),
     # Seed 003's routes, served exactly as the assessment platform calls them.
     path("api/integrations/crm/", include("leads.urls_integrations")),
+    path("api/integrations/webhooks/", include("integrations.urls_seed003")),
     path("api/schema/", SpectacularAPIView.as_view(**_public), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema", **_public), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="api-schema", **_public), name="api-redoc"),

@@ -1,1 +1,232 @@
-"""integrations: admin (layout in ../shared/STYLE.md)."""
+"""integrations admin: the outbox (read-only, replay, purge), webhook endpoints and their delivery log.
+
+Actions call relay/services functions; secrets are shown once, in the message after creation.
+"""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.views.main import ChangeList
+from django.contrib.postgres.forms import SimpleArrayField
+from django.core.exceptions import ValidationError
+from django.utils.html import format_html
+
+from crm_platform.actor import Actor
+from crm_platform.admin_tools import FastChangeListMixin
+from crm_platform.models import OutboxMessage
+from integrations import relay, selectors, services
+from integrations.events import EVENT_TYPES
+from integrations.models import WebhookDelivery, WebhookEndpoint
+from integrations.webhooks import url_check
+
+# ----------------------------------------------------------------------------- outbox
+
+
+@admin.register(OutboxMessage)
+class OutboxMessageAdmin(FastChangeListMixin, admin.ModelAdmin):
+    list_display = ("id", "topic", "destination", "object_type", "object_id", "status", "attempts", "next_attempt_at")
+    list_filter = ("status", "destination", "topic")
+    search_fields = ("=object_id", "=destination", "=topic")
+    ordering = ("-id",)
+    actions = ("replay", "purge_delivered")
+    readonly_fields = [f.name for f in OutboxMessage._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False  # read-only; replay and purge are actions guarded by the change permission
+
+    @admin.action(description="Replay: send again now", permissions=["replay"])
+    def replay(self, request, queryset):
+        count = relay.outbox_replay(ids=queryset.values_list("pk", flat=True), actor=Actor.from_request(request))
+        self.message_user(request, f"{count} row(s) will be sent again.", messages.SUCCESS)
+
+    @admin.action(description="Purge delivered rows past the retention", permissions=["replay"])
+    def purge_delivered(self, request, queryset):
+        count = relay.outbox_purge()
+        self.message_user(request, f"{count} delivered row(s) older than {relay.retention_days()} days deleted.")
+
+    def has_replay_permission(self, request):
+        return request.user.has_perm("crm_platform.change_outboxmessage")
+
+
+# ----------------------------------------------------------------------------- webhook endpoints
+
+
+class WebhookEndpointForm(forms.ModelForm):
+    url = forms.URLField(max_length=2000, assume_scheme="https")
+    event_types = forms.MultipleChoiceField(
+        choices=[(name, name) for name in EVENT_TYPES],
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="None checked: every event type.",
+    )
+    phi_fields = SimpleArrayField(forms.CharField(max_length=60), required=False, help_text="Comma-separated.")
+
+    class Meta:
+        model = WebhookEndpoint
+        fields = ("url", "description", "event_types", "rate_limit_per_minute", "may_receive_phi", "phi_fields")
+
+    def clean(self):
+        """The service's own checks, so a refused URL or field shows beside it."""
+        cleaned = super().clean()
+        checks = {"url": url_check, "phi_fields": services.check_phi_fields}
+        for name, check in checks.items():
+            if name in cleaned and (self.instance.pk is None or name in self.changed_data):
+                try:
+                    check(cleaned[name])
+                except ValidationError as exc:
+                    self.add_error(name, exc.message_dict.get(name, exc.messages))
+        return cleaned
+
+
+@admin.register(WebhookEndpoint)
+class WebhookEndpointAdmin(admin.ModelAdmin):
+    form = WebhookEndpointForm
+    list_display = (
+        "id",
+        "url",
+        "description",
+        "enabled",
+        "attention",
+        "success_rate",
+        "p95_latency",
+        "deliveries_7d",
+        "owner",
+    )
+    list_filter = ("enabled", "needs_attention", "may_receive_phi")
+    search_fields = ("url", "description")
+    list_select_related = ("owner",)
+    readonly_fields = ("owner", "failing_since", "disabled_at", "disabled_reason", "needs_attention", "created_at")
+    actions = ("enable", "disable", "send_test", "replay_failed")
+
+    def get_changelist(self, request, **kwargs):
+        return _EndpointChangeList
+
+    @admin.display(description="⚠", boolean=False)
+    def attention(self, obj):
+        if obj.needs_attention:
+            return format_html('<strong style="color:#ba2121">disabled: {}</strong>', obj.disabled_reason)
+        return ""
+
+    @admin.display(description="success (7 d)")
+    def success_rate(self, obj):
+        return f"{100 * obj.stat_succeeded / obj.stat_total:.1f}%" if obj.stat_total else "-"
+
+    @admin.display(description="p95 latency")
+    def p95_latency(self, obj):
+        return f"{obj.stat_p95_ms:.0f} ms" if obj.stat_p95_ms is not None else "-"
+
+    @admin.display(description="deliveries (7 d)")
+    def deliveries_7d(self, obj):
+        return obj.stat_total
+
+    def save_model(self, request, obj, form, change):
+        actor = Actor.from_request(request)
+        data = {name: form.cleaned_data[name] for name in form.Meta.fields if name in form.cleaned_data}
+        if change:
+            services.webhook_endpoint_update(endpoint=obj, data=data, actor=actor)
+            return
+        endpoint, secret = services.webhook_endpoint_create(actor=actor, **data)
+        obj.pk = endpoint.pk
+        self.message_user(
+            request,
+            format_html("Signing secret (shown only now, copy it): <code>{}</code>", secret),
+            messages.WARNING,
+        )
+
+    @admin.action(description="Enable", permissions=["change"])
+    def enable(self, request, queryset):
+        actor = Actor.from_request(request)
+        for endpoint in queryset:
+            services.webhook_endpoint_enable(endpoint=endpoint, actor=actor)
+        self.message_user(request, f"{len(queryset)} endpoint(s) enabled.")
+
+    @admin.action(description="Disable", permissions=["change"])
+    def disable(self, request, queryset):
+        actor = Actor.from_request(request)
+        for endpoint in queryset:
+            services.webhook_endpoint_disable(endpoint=endpoint, actor=actor)
+        self.message_user(request, f"{len(queryset)} endpoint(s) disabled.")
+
+    @admin.action(description="Send a test event", permissions=["change"])
+    def send_test(self, request, queryset):
+        actor = Actor.from_request(request)
+        for endpoint in queryset:
+            try:
+                delivery = services.webhook_endpoint_test(endpoint=endpoint, actor=actor)
+            except ValidationError as exc:
+                self.message_user(request, f"{endpoint}: {'; '.join(exc.messages)}", messages.ERROR)
+                continue
+            level = messages.SUCCESS if delivery.succeeded else messages.ERROR
+            outcome = delivery.status_code or delivery.error
+            self.message_user(request, f"{endpoint}: {outcome} in {delivery.latency_ms} ms", level)
+
+    @admin.action(description="Replay failed and dead deliveries", permissions=["change"])
+    def replay_failed(self, request, queryset):
+        destinations = [f"webhook:{pk}" for pk in queryset.values_list("pk", flat=True)]
+        ids = OutboxMessage.objects.filter(
+            destination__in=destinations, status__in=[OutboxMessage.Status.FAILED, OutboxMessage.Status.DEAD]
+        ).values_list("pk", flat=True)
+        count = relay.outbox_replay(ids=ids, actor=Actor.from_request(request))
+        self.message_user(request, f"{count} message(s) will be sent again.")
+
+
+class _EndpointChangeList(ChangeList):
+    """Adds the page's delivery statistics in one query (not joined into the count queries)."""
+
+    def get_results(self, request):
+        super().get_results(request)
+        self.result_list = list(self.result_list)
+        pks = [endpoint.pk for endpoint in self.result_list]
+        stats = {e.pk: e for e in selectors.webhook_endpoints_with_stats(WebhookEndpoint.objects.filter(pk__in=pks))}
+        for endpoint in self.result_list:
+            for name in ("stat_total", "stat_succeeded", "stat_p95_ms"):
+                setattr(endpoint, name, getattr(stats[endpoint.pk], name))
+
+
+# ----------------------------------------------------------------------------- deliveries
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(FastChangeListMixin, admin.ModelAdmin):
+    list_display = (
+        "id",
+        "at",
+        "endpoint",
+        "event_type",
+        "webhook_id",
+        "attempt",
+        "succeeded",
+        "status_code",
+        "latency_ms",
+    )
+    list_filter = ("succeeded", "event_type")
+    list_select_related = ("endpoint",)
+    search_fields = ("=webhook_id",)
+    ordering = ("-id",)
+    readonly_fields = [f.name for f in WebhookDelivery._meta.fields]
+    actions = ("replay",)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.action(description="Replay these messages", permissions=["replay"])
+    def replay(self, request, queryset):
+        ids = queryset.exclude(message_id__isnull=True).values_list("message_id", flat=True)
+        count = relay.outbox_replay(ids=set(ids), actor=Actor.from_request(request))
+        self.message_user(request, f"{count} message(s) will be sent again.")
+
+    def has_replay_permission(self, request):
+        return request.user.has_perm("crm_platform.change_outboxmessage")

@@ -1,1 +1,215 @@
-"""integrations: apis (layout in ../shared/STYLE.md)."""
+"""integrations API: outbound webhook endpoints (/api/v1/webhook-endpoints) and seed 003's
+webhook routes. Thin views: validate, call one service or selector, serialize.
+
+An API key sees and manages the endpoints it registered; staff (session) see all of them."""
+
+from __future__ import annotations
+
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
+from rest_framework import generics, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from crm_platform.actor import Actor
+from crm_platform.api.pagination import CursorPagination
+from crm_platform.models import ApiKey
+from integrations import selectors, services
+from integrations import serializers as io
+from integrations.models import WebhookDelivery, WebhookEndpoint
+
+
+def _owner(request) -> ApiKey | None:
+    return request.auth if isinstance(request.auth, ApiKey) else None
+
+
+def _endpoints(request):
+    return selectors.webhook_endpoint_list(owner=_owner(request))
+
+
+def _valid(serializer_class, data, *, partial: bool = False) -> dict:
+    serializer = serializer_class(data=data, partial=partial)
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)
+
+
+class WebhookEndpointListApi(generics.ListAPIView):
+    """Webhook endpoints, newest first. POST registers one and answers with its signing secret,
+    shown this once."""
+
+    scope_resource = "webhooks"
+    serializer_class = io.WebhookEndpointOutput
+    pagination_class = CursorPagination
+
+    def get_queryset(self):
+        return _endpoints(self.request).select_related(None)
+
+    @extend_schema(request=io.WebhookEndpointInput, responses={201: io.WebhookEndpointCreatedOutput})
+    def post(self, request):
+        data = _valid(io.WebhookEndpointInput, request.data)
+        endpoint, secret = services.webhook_endpoint_create(
+            **data, owner=_owner(request), actor=Actor.from_request(request)
+        )
+        endpoint.secret = secret
+        return Response(io.WebhookEndpointCreatedOutput(endpoint).data, status=status.HTTP_201_CREATED)
+
+
+class WebhookEndpointDetailApi(APIView):
+    """One endpoint. PATCH changes it (never the secret); DELETE disables it (its log stays)."""
+
+    scope_resource = "webhooks"
+
+    def _get(self, pk: int) -> WebhookEndpoint:
+        return get_object_or_404(_endpoints(self.request), pk=pk)
+
+    @extend_schema(responses=io.WebhookEndpointOutput)
+    def get(self, request, pk: int):
+        return Response(io.WebhookEndpointOutput(self._get(pk)).data)
+
+    @extend_schema(request=io.WebhookEndpointInput, responses=io.WebhookEndpointOutput)
+    def patch(self, request, pk: int):
+        endpoint = self._get(pk)
+        data = _valid(io.WebhookEndpointInput, request.data, partial=True)
+        endpoint = services.webhook_endpoint_update(endpoint=endpoint, data=data, actor=Actor.from_request(request))
+        return Response(io.WebhookEndpointOutput(endpoint).data)
+
+    @extend_schema(request=None, responses={204: None})
+    def delete(self, request, pk: int):
+        endpoint = self._get(pk)
+        if endpoint.enabled:
+            services.webhook_endpoint_disable(
+                endpoint=endpoint, actor=Actor.from_request(request), reason="disabled through the API"
+            )
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class WebhookEndpointTestApi(APIView):
+    """Send a signed `webhook.test` event now and answer with the delivery's outcome."""
+
+    required_scopes = {"POST": "webhooks:write"}
+
+    @extend_schema(request=None, responses=io.WebhookDeliveryOutput)
+    def post(self, request, pk: int):
+        endpoint = get_object_or_404(_endpoints(request), pk=pk)
+        delivery = services.webhook_endpoint_test(endpoint=endpoint, actor=Actor.from_request(request))
+        return Response(io.WebhookDeliveryOutput(delivery).data)
+
+
+class WebhookEndpointDeliveriesApi(generics.ListAPIView):
+    """An endpoint's delivery log, newest first."""
+
+    scope_resource = "webhooks"
+    serializer_class = io.WebhookDeliveryOutput
+    pagination_class = CursorPagination
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # schema generation: no request, no pk
+            return WebhookDelivery.objects.none()
+        endpoint = get_object_or_404(_endpoints(self.request), pk=self.kwargs["pk"])
+        return WebhookDelivery.objects.filter(endpoint=endpoint)
+
+
+class WebhookEndpointStatsApi(APIView):
+    """An endpoint's delivery statistics over the last 7 days."""
+
+    scope_resource = "webhooks"
+
+    @extend_schema(responses=io.WebhookStatsOutput)
+    def get(self, request, pk: int):
+        endpoint = get_object_or_404(_endpoints(request), pk=pk)
+        return Response(selectors.webhook_stats(endpoints=WebhookEndpoint.objects.filter(pk=endpoint.pk)))
+
+
+# ----------------------------------------------------------------------------- seed 003 aliases
+
+
+def _seed_endpoint(endpoint: WebhookEndpoint, secret: str | None = None) -> dict:
+    body = {
+        "id": endpoint.pk,
+        "name": endpoint.description,
+        "url": endpoint.url,
+        "events": endpoint.event_types,
+        "active": endpoint.enabled,
+    }
+    if secret is not None:
+        body["secret"] = secret
+    return body
+
+
+def _seed_stats(endpoint_id: int | None, stats: dict) -> dict:
+    return {
+        "endpointId": endpoint_id,
+        "totalDeliveries": stats["total"],
+        "successfulDeliveries": stats["succeeded"],
+        "failedDeliveries": stats["failed"],
+        "successRate": stats["success_rate"],
+        "p95LatencyMs": stats["p95_latency_ms"],
+    }
+
+
+class SeedWebhookEndpointsApi(APIView):
+    """Seed 003: `POST /api/integrations/webhooks/endpoints` with `{name, url, events, secret?}`.
+    The caller may supply its own secret; its underscore event names map onto ours."""
+
+    required_scopes = {"POST": "webhooks:write"}
+
+    @extend_schema(request=io.SeedEndpointInput, responses={201: io.SeedEndpointOutput})
+    def post(self, request):
+        data = _valid(io.SeedEndpointInput, request.data)
+        endpoint, secret = services.webhook_endpoint_create(
+            url=data["url"],
+            description=data.get("name", ""),
+            event_types=data.get("events", ()),
+            secret=data.get("secret") or None,
+            owner=_owner(request),
+            actor=Actor.from_request(request),
+        )
+        return Response(_seed_endpoint(endpoint, secret), status=status.HTTP_201_CREATED)
+
+
+class SeedWebhookStatsApi(APIView):
+    """Seed 003: `GET /api/integrations/webhooks/stats/<endpointId>` (one endpoint) or
+    `GET /api/integrations/webhooks/stats/` (all the caller's endpoints, with one entry each)."""
+
+    required_scopes = {"GET": "webhooks:read"}
+
+    @extend_schema(responses=io.SeedStatsOutput, operation_id="seed003_webhook_stats_all")
+    def get(self, request, endpoint_id: int | None = None):
+        if endpoint_id is not None:
+            endpoint = get_object_or_404(_endpoints(request), pk=endpoint_id)
+            stats = selectors.webhook_stats(endpoints=WebhookEndpoint.objects.filter(pk=endpoint.pk))
+            return Response(_seed_stats(endpoint.pk, stats))
+        endpoints = _endpoints(request)
+        body = _seed_stats(None, selectors.webhook_stats(endpoints=endpoints))
+        body["endpoints"] = [
+            _seed_stats(e.pk, selectors.stats_shape(e.stat_total, e.stat_succeeded, e.stat_p95_ms))
+            for e in selectors.webhook_endpoints_with_stats(endpoints.order_by("id")[:200])
+        ]
+        return Response(body)
+
+
+class SeedWebhookStatsOneApi(SeedWebhookStatsApi):
+    """Seed 003: one endpoint's statistics (its own operation in the schema)."""
+
+    @extend_schema(responses=io.SeedStatsOutput, operation_id="seed003_webhook_stats_one")
+    def get(self, request, endpoint_id: int | None = None):
+        return super().get(request, endpoint_id)
+
+
+class SeedWebhookTestApi(APIView):
+    """Seed 003: `POST /api/integrations/webhooks/test/<endpointId>` sends a signed test event."""
+
+    required_scopes = {"POST": "webhooks:write"}
+
+    @extend_schema(request=None, responses=io.SeedTestOutput)
+    def post(self, request, endpoint_id: int):
+        endpoint = get_object_or_404(_endpoints(request), pk=endpoint_id)
+        delivery = services.webhook_endpoint_test(endpoint=endpoint, actor=Actor.from_request(request))
+        return Response(
+            {
+                "success": delivery.succeeded,
+                "statusCode": delivery.status_code,
+                "latencyMs": delivery.latency_ms,
+                "error": delivery.error,
+            }
+        )

@@ -1,7 +1,70 @@
 from django.apps import AppConfig
 
+# What webhook subscribers may receive (top-level payload fields). Medical fields (plan, persona,
+# assessment, items, ...) are not here: an endpoint gets one only when flagged may_receive_phi
+# and the field is on its own PHI list.
+WEBHOOK_FIELDS = (
+    "id",
+    "contact",
+    "company",
+    "owner",
+    "email",
+    "external_id",
+    "first_name",
+    "last_name",
+    "phone",
+    "lifecycle_stage",
+    "engagement_tier",
+    "lead_score",
+    "is_paid",
+    "onboarding_status",
+    "tags",
+    "changed",
+    "survivor",
+    "loser",
+    "source",
+    "status",
+    "from",
+    "to",
+    "reused",
+    "created_at",
+    "name",
+    "pipeline",
+    "stage",
+    "from_stage",
+    "days_in_previous_stage",
+    "won",
+    "lost",
+    "amount",
+    "currency",
+    "close_date",
+    "priority",
+)
+
 
 class IntegrationsConfig(AppConfig):
     """Inbound events, the outbox relay, provider adapters and outbound webhooks."""
 
     name = "integrations"
+
+    def ready(self) -> None:
+        from compliance.guard import register_allow_list
+        from crm_platform.api.scopes import set_staff_permission
+        from crm_platform.roles import ADMINISTRATOR
+        from crm_platform.roles import register_role_permissions as grant
+        from integrations.destinations import register_destination
+        from integrations.webhooks import WebhookDestination
+
+        register_destination(WebhookDestination())
+        register_allow_list("webhook", WEBHOOK_FIELDS)
+        set_staff_permission("webhooks:read", "integrations.view_webhookendpoint")
+        set_staff_permission("webhooks:write", "integrations.change_webhookendpoint")
+        grant(
+            ADMINISTRATOR,
+            [
+                *[f"integrations.{a}_webhookendpoint" for a in ("view", "add", "change")],
+                "integrations.view_webhookdelivery",
+                "crm_platform.view_outboxmessage",
+                "crm_platform.change_outboxmessage",
+            ],
+        )

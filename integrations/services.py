@@ -1,1 +1,162 @@
-"""integrations: services (layout in ../shared/STYLE.md)."""
+"""integrations: services. Webhook endpoint management; the relay's own functions live in
+integrations.relay (outbox_route_batch, outbox_deliver_batch, outbox_replay, outbox_purge)."""
+
+from __future__ import annotations
+
+import secrets as pysecrets
+from collections.abc import Iterable
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from compliance.guard import phi_field_names
+from compliance.services import audit_record
+from crm_platform.actor import Actor
+from crm_platform.models import ApiKey
+from integrations.events import TEST_EVENT, normalize_event_type
+from integrations.models import WebhookDelivery, WebhookEndpoint
+from integrations.webhooks import (
+    endpoint_disable,
+    secret_generate,
+    secret_normalize,
+    url_check,
+    webhook_body,
+    webhook_send,
+)
+
+EDITABLE = ("url", "description", "event_types", "rate_limit_per_minute", "may_receive_phi", "phi_fields")
+
+
+def _event_types(names: Iterable[str]) -> list[str]:
+    normalized, unknown = [], []
+    for name in names:
+        event_type = normalize_event_type(name)
+        if event_type is None:
+            unknown.append(name)
+        elif event_type not in normalized:
+            normalized.append(event_type)
+    if unknown:
+        raise ValidationError({"event_types": [f"Unknown event type: {', '.join(unknown)}."]})
+    return normalized
+
+
+def check_phi_fields(names: Iterable[str]) -> list[str]:
+    """Medical field names an endpoint may receive; raises ValidationError for any other name."""
+    names = list(dict.fromkeys(names))
+    other = sorted(set(names) - phi_field_names())
+    if other:
+        raise ValidationError({"phi_fields": [f"Not medical fields: {', '.join(other)}."]})
+    return names
+
+
+def webhook_endpoint_create(
+    *,
+    url: str,
+    actor: Actor,
+    description: str = "",
+    event_types: Iterable[str] = (),
+    secret: str | None = None,
+    rate_limit_per_minute: int | None = None,
+    may_receive_phi: bool = False,
+    phi_fields: Iterable[str] = (),
+    owner: ApiKey | None = None,
+) -> tuple[WebhookEndpoint, str]:
+    """Register an endpoint; returns it and its secret (the only time the secret is given out).
+    Raises ValidationError for a refused URL, unknown event types or a weak supplied secret."""
+    url_check(url)
+    endpoint = WebhookEndpoint(
+        url=url,
+        description=description,
+        event_types=_event_types(event_types),
+        secret=secret_normalize(secret) if secret else secret_generate(),
+        rate_limit_per_minute=rate_limit_per_minute,
+        may_receive_phi=may_receive_phi,
+        phi_fields=check_phi_fields(phi_fields),
+        owner=owner,
+    )
+    endpoint.full_clean(exclude=["secret"])
+    with transaction.atomic():
+        endpoint.save(force_insert=True)
+        audit_record(
+            actor=actor,
+            action="webhook_endpoint.create",
+            obj=endpoint,
+            changes={"url": endpoint.url, "event_types": endpoint.event_types, "may_receive_phi": may_receive_phi},
+        )
+    return endpoint, endpoint.secret
+
+
+def webhook_endpoint_update(*, endpoint: WebhookEndpoint, data: dict[str, Any], actor: Actor) -> WebhookEndpoint:
+    """Change the editable fields named in `data` (never the secret). Raises ValidationError."""
+    changes = {}
+    if "url" in data:
+        url_check(data["url"])
+    if "event_types" in data:
+        data = {**data, "event_types": _event_types(data["event_types"])}
+    if "phi_fields" in data:
+        data = {**data, "phi_fields": check_phi_fields(data["phi_fields"])}
+    for name in EDITABLE:
+        if name in data and getattr(endpoint, name) != data[name]:
+            changes[name] = (getattr(endpoint, name), data[name])
+            setattr(endpoint, name, data[name])
+    if not changes:
+        return endpoint
+    endpoint.full_clean(exclude=["secret"])
+    with transaction.atomic():
+        endpoint.save(update_fields=[*changes, "updated_at"])
+        audit_record(actor=actor, action="webhook_endpoint.update", obj=endpoint, changes=changes)
+    return endpoint
+
+
+def webhook_endpoint_disable(*, endpoint: WebhookEndpoint, actor: Actor, reason: str = "disabled by staff") -> None:
+    """Stop sending to an endpoint; its queued messages go dead (replayable once it is enabled)."""
+    with transaction.atomic():
+        endpoint_disable(endpoint=endpoint, reason=reason, actor=actor, by_system=False)
+
+
+def webhook_endpoint_enable(*, endpoint: WebhookEndpoint, actor: Actor) -> None:
+    with transaction.atomic():
+        WebhookEndpoint.objects.filter(pk=endpoint.pk).update(
+            enabled=True, disabled_at=None, disabled_reason="", needs_attention=False, failing_since=None
+        )
+        endpoint.enabled, endpoint.disabled_at, endpoint.disabled_reason = True, None, ""
+        endpoint.needs_attention, endpoint.failing_since = False, None
+        audit_record(actor=actor, action="webhook_endpoint.enable", obj=endpoint)
+
+
+def webhook_endpoint_test(*, endpoint: WebhookEndpoint, actor: Actor) -> WebhookDelivery:
+    """Send a signed `webhook.test` event now and return its delivery row. Does not count
+    towards the endpoint's failure run. Raises ValidationError when the URL is refused."""
+    url_check(endpoint.url)
+    now = timezone.now()
+    body = webhook_body(
+        event_type=TEST_EVENT,
+        occurred_at=now,
+        data={"endpoint_id": endpoint.pk, "message": "This is a test event from crm_platform."},
+    )
+    delivery, _ = webhook_send(
+        endpoint=endpoint,
+        webhook_id=f"msg_test_{pysecrets.token_hex(8)}",
+        event_type=TEST_EVENT,
+        body=body,
+        message_id=None,
+        attempt=1,
+    )
+    audit_record(actor=actor, action="webhook_endpoint.test", obj=endpoint, changes={"succeeded": delivery.succeeded})
+    return delivery
+
+
+def webhook_deliveries_purge(*, older_than_days: int | None = None) -> int:
+    """Delete delivery log rows past their retention (WEBHOOK_DELIVERY_RETENTION_DAYS, default 30)."""
+    days = older_than_days if older_than_days is not None else getattr(settings, "WEBHOOK_DELIVERY_RETENTION_DAYS", 30)
+    cutoff = timezone.now() - timedelta(days=days)
+    total = 0
+    while True:
+        ids = list(WebhookDelivery.objects.filter(at__lt=cutoff).values_list("pk", flat=True)[:10_000])
+        if not ids:
+            return total
+        total += WebhookDelivery.objects.filter(pk__in=ids).delete()[0]

@@ -1,3 +1,17 @@
 """Routes of the integrations app, mounted under /api/v1/ by crm_platform.urls."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from integrations import apis
+
+urlpatterns = [
+    path("webhook-endpoints", apis.WebhookEndpointListApi.as_view(), name="webhook-endpoint-list"),
+    path("webhook-endpoints/<int:pk>", apis.WebhookEndpointDetailApi.as_view(), name="webhook-endpoint-detail"),
+    path("webhook-endpoints/<int:pk>/test", apis.WebhookEndpointTestApi.as_view(), name="webhook-endpoint-test"),
+    path(
+        "webhook-endpoints/<int:pk>/deliveries",
+        apis.WebhookEndpointDeliveriesApi.as_view(),
+        name="webhook-endpoint-deliveries",
+    ),
+    path("webhook-endpoints/<int:pk>/stats", apis.WebhookEndpointStatsApi.as_view(), name="webhook-endpoint-stats"),
+]

@@ -97,6 +97,7 @@ def test_setup_periodic_tasks_updates_changed_and_drops_undeclared_managed_jobs(
 
 
 def test_every_scheduled_task_exists_and_has_an_expiry():
+    celery_app.loader.import_default_modules()  # what a worker does at start: every app's tasks
     for name, spec in SCHEDULE.items():
         assert spec["task"] in celery_app.tasks, name
         assert spec.get("expires"), name

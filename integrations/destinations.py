@@ -1,0 +1,107 @@
+"""The destination registry: where outbox messages go.
+
+A destination adapter says which topics it wants, how to fan a message out (one target for
+most providers, one per endpoint for webhooks), how to deliver one row, and its retry policy.
+Adding a provider (HubSpot, Klaviyo, ...) is a new adapter and one `register_destination` line
+in its AppConfig.ready().
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from crm_platform.models import OutboxMessage
+
+# Seconds to wait after the 1st, 2nd, ... failed attempt; after the last one fails: dead.
+DEFAULT_RETRY_SCHEDULE: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 300, 1800, 7200, 18000, 36000, 36000)
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    status_code: int | None = None
+    latency_ms: int | None = None
+    detail: str = ""
+
+
+class DeliveryError(Exception):
+    def __init__(self, message: str, *, status_code: int | None = None):
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class TransientDeliveryError(DeliveryError):
+    """Worth retrying: network error, timeout, 429, 5xx. `retry_after` (seconds) lengthens the wait."""
+
+    def __init__(self, message: str, *, status_code: int | None = None, retry_after: int | None = None):
+        super().__init__(message, status_code=status_code)
+        self.retry_after = retry_after
+
+
+class PermanentDeliveryError(DeliveryError):
+    """Retrying cannot help (4xx, target gone or refused): the row goes dead at once."""
+
+
+class DeferDelivery(Exception):
+    """Not now (e.g. the target's rate limit): try again in `seconds`, without counting an attempt."""
+
+    def __init__(self, seconds: int):
+        super().__init__(f"deferred {seconds}s")
+        self.seconds = seconds
+
+
+@runtime_checkable
+class Destination(Protocol):
+    name: str
+    topics: frozenset[str] | None  # None: every topic
+    retry_schedule: Sequence[int]
+
+    def targets(self, messages: Sequence[OutboxMessage]) -> dict[int, list[str]]:
+        """For a batch of unrouted messages: message id -> the destination values of the rows
+        to write for it (missing or empty: this destination does not want it)."""
+
+    def deliver(self, message: OutboxMessage) -> DeliveryResult:
+        """Deliver one routed row. Raises TransientDeliveryError, PermanentDeliveryError or DeferDelivery."""
+
+
+class BaseDestination:
+    """One target per wanted topic: the adapter's own name."""
+
+    name = ""
+    topics: frozenset[str] | None = None
+    retry_schedule: Sequence[int] = DEFAULT_RETRY_SCHEDULE
+
+    def targets(self, messages: Sequence[OutboxMessage]) -> dict[int, list[str]]:
+        return {m.pk: [self.name] for m in messages if self.topics is None or m.topic in self.topics}
+
+
+_registry: dict[str, Destination] = {}
+
+
+def register_destination(destination: Destination) -> None:
+    """Add (or replace, by name) a destination. Names hold no colon: "webhook:12" means the
+    "webhook" adapter, target 12."""
+    if not destination.name or ":" in destination.name:
+        raise ValueError(f"bad destination name {destination.name!r}")
+    _registry[destination.name] = destination
+
+
+def unregister_destination(name: str) -> None:
+    _registry.pop(name, None)
+
+
+def destinations() -> list[Destination]:
+    return list(_registry.values())
+
+
+def destination_for(value: str) -> Destination | None:
+    """The adapter behind a row's destination value ("webhook:12" -> the webhook adapter)."""
+    return _registry.get(value.split(":", 1)[0])
+
+
+def retry_delay(destination: Destination | None, attempts: int) -> int | None:
+    """Seconds before the next attempt after `attempts` failed ones; None when the schedule is spent."""
+    schedule = destination.retry_schedule if destination is not None else DEFAULT_RETRY_SCHEDULE
+    return schedule[attempts - 1] if 1 <= attempts <= len(schedule) else None

@@ -1,0 +1,47 @@
+import pytest
+from standardwebhooks import Webhook
+
+from crm_platform.models import OutboxMessage
+from integrations import services
+from tests.fakes.webhook_receiver import WebhookReceiver
+
+
+@pytest.fixture(autouse=True)
+def _private_targets_allowed(settings):
+    """The receiver listens on loopback; tests that check the SSRF guard switch this off."""
+    settings.WEBHOOK_ALLOW_PRIVATE_TARGETS = True
+    settings.WEBHOOK_TIMEOUT_SECONDS = 2
+
+
+@pytest.fixture
+def receiver():
+    with WebhookReceiver() as fake:
+        yield fake
+
+
+@pytest.fixture
+def make_endpoint(db, system_actor, receiver):
+    """make_endpoint(**fields) -> (WebhookEndpoint, secret), pointing at the receiver by default."""
+
+    def make(**fields):
+        fields.setdefault("url", receiver.url)
+        return services.webhook_endpoint_create(actor=system_actor, **fields)
+
+    return make
+
+
+@pytest.fixture
+def publish(db):
+    """publish(topic, object_id, payload) -> an unrouted outbox row, as outbox_publish writes it."""
+
+    def make(topic="contact.updated", object_id="1", payload=None, object_type="contacts.contact"):
+        return OutboxMessage.objects.create(
+            topic=topic, object_type=object_type, object_id=str(object_id), payload=payload or {"id": int(object_id)}
+        )
+
+    return make
+
+
+def verified(secret: str, request) -> dict:
+    """What an independent Standard Webhooks implementation makes of a received request."""
+    return Webhook(secret).verify(request.body, request.headers)

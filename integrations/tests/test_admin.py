@@ -1,0 +1,123 @@
+import pytest
+from django.urls import reverse
+
+from crm_platform.models import OutboxMessage
+from integrations import relay
+from integrations.models import WebhookDelivery, WebhookEndpoint
+
+pytestmark = pytest.mark.django_db
+
+
+def _action(admin_client, model, action, ids):
+    url = reverse(f"admin:{model}_changelist")
+    return admin_client.post(url, {"action": action, "_selected_action": [str(i) for i in ids]}, follow=True)
+
+
+def test_outbox_changelist_filters_and_is_read_only(admin_client, publish):
+    publish()
+    url = reverse("admin:crm_platform_outboxmessage_changelist")
+    response = admin_client.get(url, {"status": "pending", "topic": "contact.updated"})
+    assert response.status_code == 200 and b"contact.updated" in response.content
+    assert admin_client.get(reverse("admin:crm_platform_outboxmessage_add")).status_code == 403
+
+
+def test_replay_from_the_outbox_admin_sends_dead_rows_again(admin_client, make_endpoint, publish, receiver):
+    make_endpoint()
+    receiver.respond(410)
+    publish()
+    relay.outbox_relay(budget_seconds=10)
+    WebhookEndpoint.objects.update(enabled=True)
+    dead = OutboxMessage.objects.get(status=OutboxMessage.Status.DEAD)
+    response = _action(admin_client, "crm_platform_outboxmessage", "replay", [dead.pk])
+    assert b"1 row(s) will be sent again" in response.content
+    dead.refresh_from_db()
+    assert (dead.status, dead.attempts) == (OutboxMessage.Status.PENDING, 0)
+    relay.outbox_relay(budget_seconds=10)
+    dead.refresh_from_db()
+    assert dead.status == OutboxMessage.Status.DELIVERED
+
+
+def test_staff_without_the_outbox_change_permission_cannot_replay(client, staff_user, publish):
+    from django.contrib.auth.models import Permission
+
+    staff_user.user_permissions.add(Permission.objects.get(codename="view_outboxmessage"))
+    client.force_login(staff_user)
+    row = publish()
+    OutboxMessage.objects.filter(pk=row.pk).update(destination="webhook:1", status="dead")
+    _action(client, "crm_platform_outboxmessage", "replay", [row.pk])
+    assert OutboxMessage.objects.get(pk=row.pk).status == "dead"
+
+
+def test_adding_an_endpoint_in_the_admin_shows_the_secret_once(admin_client, receiver):
+    response = admin_client.post(
+        reverse("admin:integrations_webhookendpoint_add"),
+        {"url": receiver.url, "description": "Partner", "event_types": ["contact.created"], "phi_fields": ""},
+        follow=True,
+    )
+    endpoint = WebhookEndpoint.objects.get()
+    assert endpoint.secret.encode() in response.content
+    change = admin_client.get(reverse("admin:integrations_webhookendpoint_change", args=[endpoint.pk]))
+    assert change.status_code == 200 and endpoint.secret.encode() not in change.content
+    listing = admin_client.get(reverse("admin:integrations_webhookendpoint_changelist"))
+    assert endpoint.secret.encode() not in listing.content
+
+
+def test_the_admin_refuses_a_private_url_when_not_allowed(admin_client, settings):
+    settings.WEBHOOK_ALLOW_PRIVATE_TARGETS = False
+    response = admin_client.post(reverse("admin:integrations_webhookendpoint_add"), {"url": "http://127.0.0.1/h"})
+    assert response.status_code == 200 and b"private" in response.content
+    assert not WebhookEndpoint.objects.exists()
+
+
+def test_endpoint_changelist_shows_stats_in_one_query(admin_client, make_endpoint, system_actor, receiver):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from integrations.services import webhook_endpoint_test
+
+    endpoints = [make_endpoint()[0] for _ in range(3)]
+    receiver.respond(200, 500)
+    webhook_endpoint_test(endpoint=endpoints[0], actor=system_actor)
+    webhook_endpoint_test(endpoint=endpoints[0], actor=system_actor)
+    with CaptureQueriesContext(connection) as queries:
+        response = admin_client.get(reverse("admin:integrations_webhookendpoint_changelist"))
+    assert response.status_code == 200
+    assert b"50.0%" in response.content
+    assert sum("integrations_webhookdelivery" in q["sql"] for q in queries.captured_queries) == 1
+
+
+def test_endpoint_actions_disable_enable_and_send_test(admin_client, make_endpoint, receiver):
+    endpoint, _ = make_endpoint()
+    _action(admin_client, "integrations_webhookendpoint", "disable", [endpoint.pk])
+    endpoint.refresh_from_db()
+    assert endpoint.enabled is False
+    _action(admin_client, "integrations_webhookendpoint", "enable", [endpoint.pk])
+    endpoint.refresh_from_db()
+    assert endpoint.enabled is True and endpoint.disabled_at is None
+    response = _action(admin_client, "integrations_webhookendpoint", "send_test", [endpoint.pk])
+    assert b"200 in" in response.content
+    assert len(receiver.requests) == 1
+
+
+def test_replay_from_the_delivery_log(admin_client, make_endpoint, publish, receiver):
+    make_endpoint()
+    receiver.respond(410)
+    publish()
+    relay.outbox_relay(budget_seconds=10)
+    WebhookEndpoint.objects.update(enabled=True)
+    delivery = WebhookDelivery.objects.get()
+    _action(admin_client, "integrations_webhookdelivery", "replay", [delivery.pk])
+    relay.outbox_relay(budget_seconds=10)
+    assert OutboxMessage.objects.get(pk=delivery.message_id).status == OutboxMessage.Status.DELIVERED
+    assert len(receiver.requests) == 2
+
+
+def test_purge_action_deletes_old_delivered_rows(admin_client, publish, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    row = publish()
+    OutboxMessage.objects.filter(pk=row.pk).update(status="routed", delivered_at=timezone.now() - timedelta(days=30))
+    _action(admin_client, "crm_platform_outboxmessage", "purge_delivered", [row.pk])
+    assert not OutboxMessage.objects.exists()
