@@ -349,13 +349,14 @@ def contact_upsert(
 def contact_sync(
     *,
     actor: Actor,
-    source: str,
+    sync_source: str,
     occurred_at: dt.datetime,
     email: str | None = None,
     external_id: str | None = None,
     **fields: Any,
 ) -> tuple[Contact, bool, dict[str, Any]]:
-    """Upsert from an outside source under the conflict policy (contacts.conflict): fields of a
+    """Upsert from a source ("app", "crm", "marketing") under the conflict policy (contacts.conflict):
+    `sync_source` says who writes (`source` stays the contact's own field). Fields of a
     group the source may not overwrite, or older than what the group last saw, are stale —
     returned, not applied. Returns (contact, created, stale fields). Inbound app events and
     provider adapters write contacts through this."""
@@ -367,7 +368,7 @@ def contact_sync(
         stamps = dict(existing.group_timestamps) if existing else {}
         identity = {k: v for k, v in (("email", email), ("external_id", external_id)) if v}
         applied, stale, stamps = conflict.resolve(
-            stamps=stamps, source=source, occurred_at=occurred_at, fields={**identity, **fields}
+            stamps=stamps, source=sync_source, occurred_at=occurred_at, fields={**identity, **fields}
         )
         applied.update(identity)  # identifiers find the contact whatever the policy says
         contact, created = contact_upsert(actor=actor, **applied)

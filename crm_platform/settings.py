@@ -168,6 +168,7 @@ REST_FRAMEWORK = {
         "user": env("API_THROTTLE_USER_RATE", default="600/min"),
         "anon": env("API_THROTTLE_ANON_RATE", default="1000/min"),
         "bulk": env("API_THROTTLE_BULK_RATE", default="1000/hour"),
+        "app_user": env("API_THROTTLE_APP_USER_RATE", default="100/min"),
     },
     "DEFAULT_PAGINATION_CLASS": "crm_platform.api.pagination.CursorPagination",
     "PAGE_SIZE": 50,

@@ -7,6 +7,7 @@ from crm_platform.admin_tools import dashboard_view
 from crm_platform.api.permissions import PublicRoute
 from crm_platform.api.throttling import AddressRateThrottle
 from crm_platform.apis import MeApi
+from integrations.inbound_apis import AppEventApi
 
 _public = {"permission_classes": [PublicRoute], "authentication_classes": [], "throttle_classes": [AddressRateThrottle]}
 
@@ -25,6 +26,8 @@ urlpatterns = [
     # Seed 003's routes, served exactly as the assessment platform calls them.
     path("api/integrations/crm/", include("leads.urls_integrations")),
     path("api/integrations/webhooks/", include("integrations.urls_seed003")),
+    # Seed 002's app webhook, served exactly as the YAHealthy app calls it.
+    path("api/crm/webhooks/app-event", AppEventApi.as_view(), name="seed002-app-event"),
     path("api/schema/", SpectacularAPIView.as_view(**_public), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema", **_public), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="api-schema", **_public), name="api-redoc"),

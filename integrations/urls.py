@@ -2,9 +2,11 @@
 
 from django.urls import path
 
-from integrations import apis
+from integrations import apis, inbound_apis
 
 urlpatterns = [
+    path("events", inbound_apis.EventApi.as_view(), name="event-create"),
+    path("events/batch", inbound_apis.EventBatchApi.as_view(), name="event-batch"),
     path("webhook-endpoints", apis.WebhookEndpointListApi.as_view(), name="webhook-endpoint-list"),
     path("webhook-endpoints/<int:pk>", apis.WebhookEndpointDetailApi.as_view(), name="webhook-endpoint-detail"),
     path("webhook-endpoints/<int:pk>/test", apis.WebhookEndpointTestApi.as_view(), name="webhook-endpoint-test"),

@@ -17,24 +17,26 @@ def at(hours):
 
 def test_newer_write_of_an_equal_source_wins_and_older_is_stale(system_actor):
     contact, created, stale = contact_sync(
-        actor=system_actor, source="app", occurred_at=at(2), email="a@example.com", first_name="New"
+        actor=system_actor, sync_source="app", occurred_at=at(2), email="a@example.com", first_name="New"
     )
     assert created and stale == {}
     contact, _, stale = contact_sync(
-        actor=system_actor, source="crm", occurred_at=at(1), email="a@example.com", first_name="Old"
+        actor=system_actor, sync_source="crm", occurred_at=at(1), email="a@example.com", first_name="Old"
     )
     assert stale == {"first_name": "Old"} and contact.first_name == "New"
     contact, _, stale = contact_sync(
-        actor=system_actor, source="crm", occurred_at=at(3), email="a@example.com", first_name="Newest"
+        actor=system_actor, sync_source="crm", occurred_at=at(3), email="a@example.com", first_name="Newest"
     )
     assert stale == {} and contact.first_name == "Newest"
 
 
 def test_the_app_wins_engagement_fields_over_the_crm_whatever_the_time(system_actor):
-    contact_sync(actor=system_actor, source="app", occurred_at=at(1), email="a@example.com", engagement_tier="gold")
+    contact_sync(
+        actor=system_actor, sync_source="app", occurred_at=at(1), email="a@example.com", engagement_tier="gold"
+    )
     contact, _, stale = contact_sync(
         actor=system_actor,
-        source="crm",
+        sync_source="crm",
         occurred_at=at(5),
         email="a@example.com",
         engagement_tier="bronze",
@@ -60,6 +62,6 @@ def test_the_crm_wins_the_health_profile(monkeypatch):
 def test_an_existing_contact_without_stamps_accepts_the_first_source(system_actor):
     ContactFactory(email="x@example.com", first_name="Staff")
     contact, created, stale = contact_sync(
-        actor=system_actor, source="app", occurred_at=at(1), email="x@example.com", first_name="App"
+        actor=system_actor, sync_source="app", occurred_at=at(1), email="x@example.com", first_name="App"
     )
     assert not created and stale == {} and contact.first_name == "App"

@@ -1,0 +1,295 @@
+"""Inbound app events: the declared types, their payload schemas and handlers.
+
+An event is `{"type", "occurred_at", "user": {"external_id", "email"}, "properties", "source"}`.
+Each type has one schema (a serializer for its properties) and one handler that calls the CRM
+services; adding a type is one entry in EVENT_TYPES. Contact fields go through the conflict
+policy (contacts.services.contact_sync): an event older than what a field group last saw is
+*stale* and lands on the timeline without being applied.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+from rest_framework import serializers
+
+from contacts import services as contacts
+from contacts.models import Contact, Subscription
+from crm_platform.actor import Actor
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str
+    occurred_at: dt.datetime
+    user: dict[str, str]
+    properties: dict[str, Any]
+    source: str = "app"
+
+
+@dataclass(frozen=True)
+class EventType:
+    handler: Callable[[Event, Actor, Contact | None], dict[str, Any]]
+    schema: type[serializers.Serializer] | None = None
+    creates_user: bool = False  # may the event name a user we do not know yet?
+
+
+# ----------------------------------------------------------------------------- schemas
+
+
+class ProfileSchema(serializers.Serializer):
+    first_name = serializers.CharField(max_length=100, required=False, allow_blank=True)
+    last_name = serializers.CharField(max_length=100, required=False, allow_blank=True)
+    phone = serializers.CharField(max_length=40, required=False, allow_blank=True)
+    email = serializers.EmailField(required=False)
+    time_zone = serializers.CharField(max_length=64, required=False, allow_blank=True)
+    language = serializers.CharField(max_length=16, required=False, allow_blank=True)
+    country = serializers.CharField(max_length=2, required=False, allow_blank=True)
+
+
+class OrderSchema(serializers.Serializer):
+    order_id = serializers.CharField(max_length=128)
+    amount = serializers.DecimalField(max_digits=12, decimal_places=2, min_value=Decimal("0"))
+    currency = serializers.CharField(min_length=3, max_length=3, required=False)
+    items = serializers.ListField(child=serializers.DictField(), required=False, max_length=500)
+
+
+class SubscriptionSchema(serializers.Serializer):
+    subscription_id = serializers.CharField(max_length=128)
+    plan = serializers.CharField(max_length=100, required=False)
+    amount = serializers.DecimalField(max_digits=12, decimal_places=2, min_value=Decimal("0"), required=False)
+    currency = serializers.CharField(min_length=3, max_length=3, required=False)
+
+
+class TicketSchema(serializers.Serializer):
+    subject = serializers.CharField(max_length=200)
+    body = serializers.CharField(max_length=20000, required=False, allow_blank=True)
+    priority = serializers.ChoiceField(choices=["low", "normal", "high", "urgent"], required=False)
+
+
+class LeadSchema(serializers.Serializer):
+    source = serializers.CharField(max_length=30, required=False)
+    first_name = serializers.CharField(max_length=100, required=False, allow_blank=True)
+    last_name = serializers.CharField(max_length=100, required=False, allow_blank=True)
+    persona = serializers.CharField(max_length=100, required=False, allow_blank=True)
+    assessment = serializers.DictField(required=False)
+
+
+# ----------------------------------------------------------------------------- handlers
+
+_PROFILE_FIELDS = ("first_name", "last_name", "phone", "time_zone", "language", "country")
+
+
+def _sync(event: Event, actor: Actor, **fields) -> tuple[Contact, list[str]]:
+    contact, _, stale = contacts.contact_sync(
+        actor=actor,
+        sync_source=event.source,
+        occurred_at=event.occurred_at,
+        email=event.user.get("email"),
+        external_id=event.user.get("external_id"),
+        **fields,
+    )
+    return contact, sorted(stale)
+
+
+def _timeline(event: Event, actor: Actor, contact: Contact, stale: list[str] | None = None, **extra) -> dict:
+    properties = dict(event.properties)
+    if stale:
+        properties["_stale_fields"] = stale
+    activity = contacts.activity_record(
+        contact=contact,
+        type=event.type,
+        occurred_at=event.occurred_at,
+        source=event.source,
+        properties=properties,
+        actor=actor,
+    )
+    return {"contact": contact.pk, "activity": activity.pk, "stale": stale or [], **extra}
+
+
+def on_profile(event: Event, actor: Actor, contact: Contact | None) -> dict:
+    fields = {k: event.properties[k] for k in _PROFILE_FIELDS if k in event.properties}
+    contact, stale = _sync(event, actor, **fields)
+    return _timeline(event, actor, contact, stale)
+
+
+def on_onboarding_completed(event: Event, actor: Actor, contact: Contact | None) -> dict:
+    contact, stale = _sync(event, actor, onboarding_status=Contact.Onboarding.ONBOARDING_DONE)
+    return _timeline(event, actor, contact, stale)
+
+
+def on_logged_in(event: Event, actor: Actor, contact: Contact | None) -> dict:
+    contact, stale = _sync(event, actor, last_login_at=event.occurred_at)
+    return _timeline(event, actor, contact, stale)
+
+
+def on_timeline_only(event: Event, actor: Actor, contact: Contact | None) -> dict:
+    return _timeline(event, actor, contact)
+
+
+def on_order_placed(event: Event, actor: Actor, contact: Contact | None) -> dict:
+    p = event.properties
+    order, created = contacts.order_record(
+        contact=contact,
+        amount=p["amount"],
+        currency=p.get("currency", "USD"),
+        items=p.get("items", []),
+        external_id=p["order_id"],
+        paid_at=event.occurred_at,
+        actor=actor,
+    )
+    return {"contact": contact.pk, "order": order.pk, "created": created}
+
+
+def on_subscription_started(event: Event, actor: Actor, contact: Contact | None) -> dict:
+    p = event.properties
+    if not p.get("plan"):
+        raise ValidationError({"properties.plan": ["A started subscription names its plan."]})
+    subscription, created = contacts.subscription_start(
+        contact=contact,
+        plan=p["plan"],
+        amount=p.get("amount", Decimal("0")),
+        currency=p.get("currency", "USD"),
+        started_at=event.occurred_at,
+        external_id=p["subscription_id"],
+        actor=actor,
+    )
+    return {"contact": contact.pk, "subscription": subscription.pk, "created": created}
+
+
+def on_subscription_cancelled(event: Event, actor: Actor, contact: Contact | None) -> dict:
+    subscription = Subscription.objects.filter(external_id=event.properties["subscription_id"], contact=contact).first()
+    if subscription is None:
+        raise ValidationError({"properties.subscription_id": ["No such subscription for this user."]})
+    contacts.subscription_cancel(subscription=subscription, at=event.occurred_at, actor=actor)
+    return {"contact": contact.pk, "subscription": subscription.pk}
+
+
+def on_ticket(event: Event, actor: Actor, contact: Contact | None) -> dict:
+    p = event.properties
+    ticket = contacts.ticket_create(
+        contact=contact, subject=p["subject"], body=p.get("body", ""), priority=p.get("priority", "normal"), actor=actor
+    )
+    return {"contact": contact.pk, "ticket": ticket.pk}
+
+
+def on_lead_captured(event: Event, actor: Actor, contact: Contact | None) -> dict:
+    from leads.services import lead_capture
+
+    p = event.properties
+    lead = lead_capture(
+        actor=actor,
+        email=event.user.get("email"),
+        external_id=event.user.get("external_id"),
+        source=p.get("source", "api"),
+        first_name=p.get("first_name", ""),
+        last_name=p.get("last_name", ""),
+        persona=p.get("persona", ""),
+        assessment=p.get("assessment"),
+    )
+    return {"contact": lead.contact_id, "lead": lead.pk}
+
+
+def on_account_created(event: Event, actor: Actor, contact: Contact | None) -> dict:
+    fields = {k: event.properties[k] for k in _PROFILE_FIELDS if k in event.properties}
+    contact, stale = _sync(event, actor, source="app", **fields)
+    return _timeline(event, actor, contact, stale)
+
+
+EVENT_TYPES: dict[str, EventType] = {
+    "account_created": EventType(on_account_created, ProfileSchema, creates_user=True),
+    "onboarding_completed": EventType(on_onboarding_completed),
+    "user_logged_in": EventType(on_logged_in),
+    "profile_updated": EventType(on_profile, ProfileSchema, creates_user=True),
+    "food_logged": EventType(on_timeline_only),
+    "goal_progress": EventType(on_timeline_only),
+    "order_placed": EventType(on_order_placed, OrderSchema),
+    "subscription_started": EventType(on_subscription_started, SubscriptionSchema),
+    "subscription_cancelled": EventType(on_subscription_cancelled, SubscriptionSchema),
+    "consultation_submitted": EventType(on_timeline_only),
+    "treatment_plan_updated": EventType(on_timeline_only),
+    "prescription_approved": EventType(on_timeline_only),
+    "refill_due": EventType(on_timeline_only),
+    "renewal_approaching": EventType(on_timeline_only),
+    "support_ticket_created": EventType(on_ticket, TicketSchema),
+    "referral_made": EventType(on_timeline_only),
+    "review_left": EventType(on_timeline_only),
+    "assessment_completed": EventType(on_timeline_only, creates_user=True),
+    "lead_captured": EventType(on_lead_captured, LeadSchema, creates_user=True),
+    "page_viewed": EventType(on_timeline_only, creates_user=True),
+    "custom": EventType(on_timeline_only),
+}
+
+
+# ----------------------------------------------------------------------------- the envelope
+
+
+class UserRef(serializers.Serializer):
+    external_id = serializers.CharField(max_length=128, required=False)
+    email = serializers.EmailField(required=False)
+
+    def validate(self, data):
+        if not data.get("external_id") and not data.get("email"):
+            raise serializers.ValidationError("Name the user by external_id and/or email.")
+        return data
+
+
+class EventInput(serializers.Serializer):
+    type = serializers.ChoiceField(choices=sorted(EVENT_TYPES))
+    occurred_at = serializers.DateTimeField(required=False)
+    user = UserRef()
+    properties = serializers.DictField(required=False, default=dict)
+    source = serializers.ChoiceField(choices=["app", "crm", "marketing"], required=False, default="app")
+
+
+def event_parse(data: Any) -> Event:
+    """The envelope and the type's own schema; ValidationError (field paths) on any problem."""
+    envelope = EventInput(data=data)
+    if not envelope.is_valid():
+        raise ValidationError(_flat(envelope.errors))
+    values = envelope.validated_data
+    event_type = EVENT_TYPES[values["type"]]
+    properties = dict(values.get("properties") or {})
+    if event_type.schema is not None:
+        schema = event_type.schema(data=properties)
+        if not schema.is_valid():
+            raise ValidationError(_flat({"properties": schema.errors}))
+        properties = {**properties, **schema.validated_data}
+    return Event(
+        type=values["type"],
+        occurred_at=values.get("occurred_at") or timezone.now(),
+        user={k: v for k, v in values["user"].items() if v},
+        properties=properties,
+        source=values.get("source", "app"),
+    )
+
+
+def event_ingest(*, event: Event, actor: Actor) -> dict[str, Any]:
+    """Apply one event in one transaction. ValidationError (400) for a user we do not know when
+    the type needs one; ConflictError (409) when the email and user id name two contacts."""
+    event_type = EVENT_TYPES[event.type]
+    with transaction.atomic():
+        contact = contacts.contact_find(email=event.user.get("email"), external_id=event.user.get("external_id"))
+        if contact is None and not event_type.creates_user:
+            raise ValidationError({"user": ["Unknown user: this event type needs a user the CRM already knows."]})
+        if contact is None:
+            contact, _ = _sync(event, actor)
+        return event_type.handler(event, actor, contact)
+
+
+def _flat(errors, prefix: str = "") -> dict[str, list[str]]:
+    flat: dict[str, list[str]] = {}
+    for key, value in errors.items() if isinstance(errors, dict) else [("non_field_errors", errors)]:
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict):
+            flat.update(_flat(value, path))
+        else:
+            flat[path] = [str(v) for v in (value if isinstance(value, list) else [value])]
+    return flat
