@@ -37,6 +37,7 @@ class Figure:
     requests: int
     non_2xx: int
     socket_errors: int
+    p95_ms: float | None = None  # from the Lua `done` hook wrk() installs
 
 
 def free_port() -> int:
@@ -114,18 +115,30 @@ def wrk(
     headers: dict[str, str] | None = None,
     method: str = "GET",
     body: str | None = None,
+    paths: list[str] | None = None,
 ) -> Figure:
-    """Load `url` with wrk and return its figure. A body or another method goes through a Lua script."""
+    """Load `url` with wrk and return its figure, p95 included (a Lua `done` hook prints it).
+
+    `paths` (path and query, e.g. "/api/v1/contacts?email=a%40b.c") are requested in turn instead of
+    the URL's own, so a lookup benchmark does not hit one cached row."""
     command = [ensure_wrk(), f"-t{threads}", f"-c{connections}", f"-d{duration:g}s", "--latency", "--timeout", "5s"]
     for name, value in (headers or {}).items():
         command += ["-H", f"{name}: {value}"]
     with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
-        if method != "GET" or body is not None:
+        if method != "GET":
             script.write(f"wrk.method = {_lua(method)}\n")
-            if body is not None:
-                script.write(f"wrk.body = {_lua(body)}\n")
-            script.flush()
-            command += ["-s", script.name]
+        if body is not None:
+            script.write(f"wrk.body = {_lua(body)}\n")
+        if paths:
+            script.write("local paths = {" + ",".join(_lua(p) for p in paths) + "}\n")
+            script.write("local i = 0\n")
+            script.write("request = function() i = i % #paths + 1; return wrk.format(nil, paths[i]) end\n")
+        script.write(
+            'done = function(summary, latency, requests) io.write(string.format("p95: %d us\\n", '
+            "latency:percentile(95))) end\n"
+        )
+        script.flush()
+        command += ["-s", script.name]
         result = subprocess.run([*command, url], capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise BenchError(f"wrk failed ({result.returncode}): {result.stderr.strip() or result.stdout.strip()}")
@@ -145,7 +158,8 @@ def wrk_interleaved(targets: dict[str, dict], *, rounds: int, duration: float, *
 
 
 def merge(figures: list[Figure]) -> Figure:
-    """Slices of equal length: mean requests/s, median p50 and p99 (percentiles of slices do not add up)."""
+    """Slices of equal length: mean requests/s, median p50, p95 and p99 (percentiles of slices do not add up)."""
+    p95s = [f.p95_ms for f in figures if f.p95_ms is not None]
     return Figure(
         rps=statistics.fmean(f.rps for f in figures),
         p50_ms=statistics.median(f.p50_ms for f in figures),
@@ -153,6 +167,7 @@ def merge(figures: list[Figure]) -> Figure:
         requests=sum(f.requests for f in figures),
         non_2xx=sum(f.non_2xx for f in figures),
         socket_errors=sum(f.socket_errors for f in figures),
+        p95_ms=statistics.median(p95s) if len(p95s) == len(figures) else None,
     )
 
 
@@ -174,6 +189,7 @@ def parse_wrk(output: str) -> Figure:
     done = re.search(r"^\s*(\d+) requests in ", output, re.MULTILINE)
     if rps is None or done is None:
         raise BenchError(f"unexpected wrk output:\n{output}")
+    p95 = re.search(r"^p95: (\d+) us$", output, re.MULTILINE)
     non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
     sockets = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
     return Figure(
@@ -183,8 +199,56 @@ def parse_wrk(output: str) -> Figure:
         requests=int(done[1]),
         non_2xx=int(non_2xx[1]) if non_2xx else 0,
         socket_errors=sum(int(n) for n in sockets.groups()) if sockets else 0,
+        p95_ms=int(p95[1]) / 1000 if p95 else None,
     )
 
 
 def mark(passed: bool) -> str:
     return "PASS" if passed else "MISS"
+
+
+def percentile(values: list[float], pct: float) -> float:
+    """The pct-th percentile by linear interpolation between the closest ranks (as numpy does)."""
+    ordered = sorted(values)
+    if not ordered:
+        raise BenchError("no values to take a percentile of")
+    rank = (len(ordered) - 1) * pct / 100
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def timed(call, *, repeat: int, warmup: int = 2) -> list[float]:
+    """Milliseconds each of `repeat` calls took, after `warmup` calls that are not counted."""
+    for _ in range(warmup):
+        call()
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - started) * 1000)
+    return times
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of a benchmark's closing table: our figure, its ceiling where one applies, the
+    target, and whether we met it (None: not judged, e.g. not measurable)."""
+
+    name: str
+    figure: str
+    target: str
+    passed: bool | None
+    ceiling: str = ""
+    ratio: str = ""
+
+
+def print_table(rows: list[Row]) -> None:
+    widths = [max(len(getattr(r, f)) for r in rows) for f in ("name", "figure", "ceiling", "ratio", "target")]
+    heads = ("", "figure", "ceiling", "ratio", "target")
+    widths = [max(w, len(h)) for w, h in zip(widths, heads, strict=True)]
+    print("  ".join(h.ljust(w) for h, w in zip(heads, widths, strict=True)) + "  result")
+    for r in rows:
+        cells = (r.name, r.figure, r.ceiling, r.ratio, r.target)
+        result = "—" if r.passed is None else mark(r.passed)
+        print("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + f"  {result}")

@@ -10,4 +10,5 @@ urlpatterns = [
     path("bench/ceiling/django", ceiling.plain_django, name="bench-ceiling-django"),
     path("bench/ceiling/drf", ceiling.PlainDrfApi.as_view(), name="bench-ceiling-drf"),
     path("bench/ceiling/insert", ceiling.OneInsertApi.as_view(), name="bench-ceiling-insert"),
+    path("bench/ceiling/bulk-upsert", ceiling.BulkUpsertCeilingApi.as_view(), name="bench-ceiling-bulk-upsert"),
 ]

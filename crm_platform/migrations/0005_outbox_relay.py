@@ -5,36 +5,64 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('crm_platform', '0004_idempotencyrecord'),
+        ("crm_platform", "0004_idempotencyrecord"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='outboxmessage',
-            name='parent',
-            field=models.ForeignKey(blank=True, db_constraint=False, db_index=False, help_text='The unrouted row this delivery was fanned out from.', null=True, on_delete=django.db.models.deletion.DO_NOTHING, related_name='children', to='crm_platform.outboxmessage'),
+            model_name="outboxmessage",
+            name="parent",
+            field=models.ForeignKey(
+                blank=True,
+                db_constraint=False,
+                db_index=False,
+                help_text="The unrouted row this delivery was fanned out from.",
+                null=True,
+                on_delete=django.db.models.deletion.DO_NOTHING,
+                related_name="children",
+                to="crm_platform.outboxmessage",
+            ),
         ),
         migrations.AlterField(
-            model_name='outboxmessage',
-            name='status',
-            field=models.CharField(choices=[('pending', 'Pending'), ('delivered', 'Delivered'), ('failed', 'Failed'), ('dead', 'Dead'), ('routed', 'Routed')], default='pending', max_length=10),
+            model_name="outboxmessage",
+            name="status",
+            field=models.CharField(
+                choices=[
+                    ("pending", "Pending"),
+                    ("delivered", "Delivered"),
+                    ("failed", "Failed"),
+                    ("dead", "Dead"),
+                    ("routed", "Routed"),
+                ],
+                default="pending",
+                max_length=10,
+            ),
         ),
         migrations.AddIndex(
-            model_name='outboxmessage',
-            index=models.Index(condition=models.Q(('destination', ''), ('status', 'pending')), fields=['id'], name='outbox_unrouted_idx'),
+            model_name="outboxmessage",
+            index=models.Index(
+                condition=models.Q(("destination", ""), ("status", "pending")),
+                fields=["id"],
+                name="outbox_unrouted_idx",
+            ),
         ),
         migrations.AddIndex(
-            model_name='outboxmessage',
-            index=models.Index(condition=models.Q(('status__in', ['pending', 'failed'])), fields=['destination', 'object_type', 'object_id', 'id'], name='outbox_dest_object_idx'),
+            model_name="outboxmessage",
+            index=models.Index(
+                condition=models.Q(("status__in", ["pending", "failed"])),
+                fields=["destination", "object_type", "object_id", "id"],
+                name="outbox_dest_object_idx",
+            ),
         ),
         migrations.AddIndex(
-            model_name='outboxmessage',
-            index=models.Index(condition=models.Q(('parent__isnull', False)), fields=['parent'], name='outbox_parent_idx'),
+            model_name="outboxmessage",
+            index=models.Index(
+                condition=models.Q(("parent__isnull", False)), fields=["parent"], name="outbox_parent_idx"
+            ),
         ),
         migrations.AddIndex(
-            model_name='outboxmessage',
-            index=models.Index(fields=['status', 'delivered_at'], name='outbox_purge_idx'),
+            model_name="outboxmessage",
+            index=models.Index(fields=["status", "delivered_at"], name="outbox_purge_idx"),
         ),
     ]
