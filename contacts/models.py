@@ -109,10 +109,11 @@ class Contact(models.Model):
             models.Index(OpClass(Lower("first_name"), name="varchar_pattern_ops"), name="contact_first_name_prefix"),
             models.Index(OpClass("email", name="varchar_pattern_ops"), name="contact_email_prefix"),
             models.Index(OpClass("phone", name="varchar_pattern_ops"), name="contact_phone_prefix"),
-            models.Index(fields=["lifecycle_stage", "-id"], name="contact_stage_idx"),
-            models.Index(fields=["engagement_tier", "-id"], name="contact_tier_idx"),
-            models.Index(fields=["owner", "-id"], name="contact_owner_idx"),
-            models.Index(fields=["source", "-id"], name="contact_source_idx"),
+            # Filtered lists read newest first among contacts not archived: one index each.
+            models.Index(fields=["lifecycle_stage", "-id"], name="contact_stage_idx", condition=Q(is_archived=False)),
+            models.Index(fields=["engagement_tier", "-id"], name="contact_tier_idx", condition=Q(is_archived=False)),
+            models.Index(fields=["owner", "-id"], name="contact_owner_idx", condition=Q(is_archived=False)),
+            models.Index(fields=["source", "-id"], name="contact_source_idx", condition=Q(is_archived=False)),
             models.Index(fields=["updated_at"], name="contact_updated_idx"),
             models.Index(fields=["created_at"], name="contact_created_idx"),
             models.Index(fields=["last_active_at"], name="contact_last_active_idx"),
@@ -155,7 +156,8 @@ class CustomFieldDefinition(models.Model):
 class Activity(models.Model):
     """The timeline: append-only."""
 
-    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="activities")
+    # activity_latest_for_contact (contact, -occurred_at, -id) serves lookups by contact.
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="activities", db_index=False)
     type = models.CharField(max_length=64)
     occurred_at = models.DateTimeField(default=timezone.now)
     source = models.CharField(max_length=50, blank=True)

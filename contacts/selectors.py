@@ -42,8 +42,8 @@ def contact_search(queryset: QuerySet[Contact], query: str) -> QuerySet[Contact]
     )
 
 
-def contact_list(*, include_archived: bool = False) -> QuerySet[Contact]:
-    queryset = Contact.objects.select_related("owner", "company")
+def contact_list(*, include_archived: bool = False, related: bool = True) -> QuerySet[Contact]:
+    queryset = Contact.objects.select_related("owner", "company") if related else Contact.objects.all()
     return queryset if include_archived else queryset.filter(is_archived=False)
 
 

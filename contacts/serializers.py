@@ -46,6 +46,21 @@ CONTACT_FIELDS = [
 ]
 
 
+# ContactOutput's fields as database columns, for lists read with .values().
+CONTACT_ROW_COLUMNS = [
+    {"company": "company_id", "owner": "owner_id", "merged_into": "merged_into_id"}.get(f, f) for f in CONTACT_FIELDS
+]
+
+
+def contact_row(row: dict) -> dict:
+    """A .values() row in ContactOutput's shape (ids under the relation's name, CLV as text)."""
+    row["company"] = row.pop("company_id")
+    row["owner"] = row.pop("owner_id")
+    row["merged_into"] = row.pop("merged_into_id")
+    row["clv"] = str(row["clv"])
+    return row
+
+
 class ContactOutput(serializers.ModelSerializer):
     class Meta:
         model = Contact

@@ -6,6 +6,6 @@ class CursorPagination(pagination.CursorPagination):
 
     Views order by `ordering` (newest first by default); clients pass `?limit=` up to 200."""
 
-    ordering = "-pk"
+    ordering = "-id"  # a column name, so rows read with .values() paginate too
     page_size_query_param = "limit"
     max_page_size = 200
