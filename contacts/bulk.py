@@ -155,10 +155,17 @@ def _column_types() -> dict[str, str]:
     return types
 
 
+_FIELDS_BY_COLUMN = {f.column: f for f in Contact._meta.concrete_fields}
+
+
 def _sql_value(column: str, value: Any) -> Any:
+    """A value as its column's array wants it: JSON text for arrays and JSON, and one Python
+    type per column (psycopg refuses an array mixing 0 and 0.4)."""
     if column in ("tags", "properties", "score_explanation", "group_timestamps"):
         return json.dumps(value)
-    return value
+    if value is None:
+        return None
+    return _FIELDS_BY_COLUMN[column].to_python(value)
 
 
 def _read_back(column: str, ref: str) -> str:
@@ -209,37 +216,72 @@ def _update(updates: dict[int, tuple[int, dict[str, Any]]], prepared, results, a
 
 
 def _create(creates, prepared, results, actor: Actor) -> None:
+    """One INSERT ... SELECT FROM unnest(...) ON CONFLICT DO NOTHING: rows a concurrent writer
+    created first come back missing and are settled one by one."""
     if not creates:
         return
     now = timezone.now()
-    objects = []
-    for email, external_id, fields in creates.values():
-        objects.append(Contact(email=email, external_id=external_id, created_at=now, updated_at=now, **fields))
-    try:
-        with transaction.atomic():
-            Contact.objects.bulk_create(objects, batch_size=MAX_ROWS)
-    except IntegrityError:
-        # A concurrent writer created some of them: settle each row alone.
-        for index in creates:
+    fields = [f for f in Contact._meta.concrete_fields if not f.primary_key]
+    types = _column_types()
+    rows = []
+    for email, external_id, values in creates.values():
+        given = {"email": email, "external_id": external_id, "created_at": now, "updated_at": now, **values}
+        rows.append([given[f.attname] if f.attname in given else f.get_default() for f in fields])
+    columns = [f.column for f in fields]
+    arrays = ", ".join(f"%s::{types[c]}[]" for c in columns)
+    names = ", ".join(f"v{i}" for i in range(len(columns)))
+    selects = ", ".join(_read_back(c, f"v{i}") for i, c in enumerate(columns))
+    sql = (
+        f"INSERT INTO contacts_contact ({', '.join(columns)}) "  # noqa: S608 - the model's own columns
+        f"SELECT {selects} FROM unnest({arrays}) AS v({names}) "
+        "ON CONFLICT DO NOTHING RETURNING id, email, external_id"
+    )
+    params = [[_sql_value(c, row[i]) for row in rows] for i, c in enumerate(columns)]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        inserted = cursor.fetchall()
+    by_email = {email: pk for pk, email, _ in inserted if email}
+    by_external = {external_id: pk for pk, _, external_id in inserted if external_id}
+    created = []
+    for index, (email, external_id, values) in creates.items():
+        pk = by_email.get(email) if email else by_external.get(external_id)
+        if pk is None:  # a concurrent writer made this contact first
             _one_by_one(index, prepared[index], results, actor)
-        return
-    for index, contact in zip(creates, objects, strict=True):
-        results[index].update(status="created", id=contact.pk)
+            continue
+        results[index].update(status="created", id=pk)
+        created.append((pk, email, external_id, values))
     audit_record_many(
         actor=actor,
         action="contact.create",
         object_type="contacts.contact",
-        rows=[
-            (c.pk, {name: (None, v) for name, v in fields.items()})
-            for c, (_, _, fields) in zip(objects, creates.values(), strict=True)
-        ],
+        rows=[(pk, {name: (None, v) for name, v in values.items()}) for pk, _, _, values in created],
     )
     outbox_publish_many(
         topic="contact.created",
         object_type="contacts.contact",
-        rows=[(c.pk, services.contact_payload(c)) for c in objects],
+        rows=[(pk, _payload(pk, email, external_id, values)) for pk, email, external_id, values in created],
         actor=actor,
     )
+
+
+def _payload(pk: int, email, external_id, values: dict[str, Any]) -> dict[str, Any]:
+    """services.contact_payload's shape for a contact created here (defaults where not given)."""
+    defaults = Contact()
+    contact = {f: values.get(f, getattr(defaults, f)) for f in _PAYLOAD_FIELDS}
+    return {"id": pk, "email": email, "external_id": external_id, **contact}
+
+
+_PAYLOAD_FIELDS = (
+    "first_name",
+    "last_name",
+    "phone",
+    "lifecycle_stage",
+    "engagement_tier",
+    "lead_score",
+    "is_paid",
+    "onboarding_status",
+    "tags",
+)
 
 
 def _one_by_one(index: int, row, results, actor: Actor) -> None:

@@ -7,9 +7,11 @@ PHI guard there, on its way out.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models, transaction
 from kombu.exceptions import KombuError
 from redis.exceptions import RedisError
@@ -65,21 +67,30 @@ def outbox_publish(
 def outbox_publish_many(
     *, topic: str, object_type: str, rows: list[tuple[str | int, dict[str, Any]]], actor: Actor
 ) -> int:
-    """outbox_publish for many objects of one type in one INSERT (bulk paths): `rows` are
-    (object id, payload) pairs."""
-    OutboxMessage.objects.bulk_create(
-        [
-            OutboxMessage(
-                topic=topic,
-                object_type=object_type,
-                object_id=str(object_id),
-                payload=payload,
-                request_id=actor.request_id[:64],
-            )
-            for object_id, payload in rows
-        ],
-        batch_size=1000,
-    )
-    if rows:
-        _kick_relay_on_commit()
+    """outbox_publish for many objects of one type in one INSERT ... SELECT FROM unnest (bulk
+    paths): `rows` are (object id, payload) pairs."""
+    if not rows:
+        return 0
+    from django.db import connection
+    from django.utils import timezone
+
+    now = timezone.now()
+    table = OutboxMessage._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (topic, destination, object_type, object_id, payload, status, attempts, "  # noqa: S608
+            "next_attempt_at, last_error, request_id, created_at) "
+            "SELECT %s, '', %s, u.object_id, u.payload::jsonb, 'pending', 0, %s, '', %s, %s "
+            "FROM unnest(%s::text[], %s::text[]) AS u(object_id, payload)",
+            [
+                topic,
+                object_type,
+                now,
+                actor.request_id[:64],
+                now,
+                [str(object_id) for object_id, _ in rows],
+                [json.dumps(payload, cls=DjangoJSONEncoder) for _, payload in rows],
+            ],
+        )
+    _kick_relay_on_commit()
     return len(rows)
