@@ -15,7 +15,7 @@ from contacts.bulk import contacts_bulk_upsert
 from contacts.filters import ContactFilter, TicketFilter
 from contacts.models import Company, Contact, Note, Order, Subscription, Ticket
 from crm_platform.actor import Actor
-from crm_platform.api.pagination import CursorPagination
+from crm_platform.api.pagination import TimelinePagination
 from crm_platform.api.phi import phi_context
 from crm_platform.api.throttling import BulkRateThrottle, PrincipalRateThrottle
 from crm_platform.idempotency import idempotent
@@ -87,10 +87,7 @@ class ContactTimelineApi(generics.ListAPIView):
     scope_resource = "contacts"
     serializer_class = s.ActivityOutput
 
-    class Pagination(CursorPagination):
-        ordering = ("-occurred_at", "-id")
-
-    pagination_class = Pagination
+    pagination_class = TimelinePagination
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # schema generation: no request, no pk

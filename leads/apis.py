@@ -19,9 +19,8 @@ from rest_framework.views import APIView
 from contacts.lifecycle import FUNNELS
 from contacts.models import Activity, Company, Contact
 from crm_platform.actor import Actor
-from crm_platform.api.pagination import CursorPagination
-from crm_platform.api.permissions import has_scope
-from crm_platform.api.scopes import PHI_READ
+from crm_platform.api.pagination import TimelinePagination
+from crm_platform.api.phi import phi_context
 from crm_platform.idempotency import idempotent
 from leads import selectors, services
 from leads import serializers as out
@@ -35,18 +34,8 @@ def _valid(serializer_class, data, *, partial: bool = False) -> dict:
     return dict(serializer.validated_data)
 
 
-def _phi(request) -> dict:
-    """Serializer context: PHI fields are shown only to callers holding phi:read."""
-    return {"phi": has_scope(request, PHI_READ), "request": request}
-
-
 def _staff_users():
     return get_user_model().objects.filter(is_staff=True, is_active=True)
-
-
-class _PhiListMixin:
-    def get_serializer_context(self):
-        return {**super().get_serializer_context(), **_phi(self.request)}
 
 
 class StatsFilterSerializer(serializers.Serializer):
@@ -63,7 +52,7 @@ class StatsFilterSerializer(serializers.Serializer):
 # ----------------------------------------------------------------------------- leads
 
 
-class LeadListApi(_PhiListMixin, generics.ListAPIView):
+class LeadListApi(generics.ListAPIView):
     """Leads, newest first (filters: status, source, owner, email, created_since, q).
     POST captures a lead: the contact is found or created by email or external_id, and an
     open lead of theirs is reused rather than duplicated."""
@@ -104,7 +93,7 @@ class LeadListApi(_PhiListMixin, generics.ListAPIView):
     def post(self, request):
         data = _valid(self.InputSerializer, request.data)
         lead = services.lead_capture(actor=Actor.from_request(request), **data)
-        return Response(out.LeadOutput(lead, context=_phi(request)).data, status=status.HTTP_201_CREATED)
+        return Response(out.LeadOutput(lead, context=phi_context(request)).data, status=status.HTTP_201_CREATED)
 
 
 class LeadDetailApi(APIView):
@@ -121,20 +110,20 @@ class LeadDetailApi(APIView):
     @extend_schema(responses=out.LeadOutput)
     def get(self, request, pk: int):
         lead = get_object_or_404(selectors.lead_list(), pk=pk)
-        return Response(out.LeadOutput(lead, context=_phi(request)).data)
+        return Response(out.LeadOutput(lead, context=phi_context(request)).data)
 
     @extend_schema(request=InputSerializer, responses=out.LeadOutput, summary="Change a lead's status or owner")
     def patch(self, request, pk: int):
         lead = get_object_or_404(Lead, pk=pk)
         data = _valid(self.InputSerializer, request.data, partial=True)
         lead = services.lead_update(lead=lead, actor=Actor.from_request(request), **data)
-        return Response(out.LeadOutput(lead, context=_phi(request)).data)
+        return Response(out.LeadOutput(lead, context=phi_context(request)).data)
 
 
 # ----------------------------------------------------------------------------- deals
 
 
-class DealListApi(_PhiListMixin, generics.ListAPIView):
+class DealListApi(generics.ListAPIView):
     """Deals, newest first (filters: pipeline, stage id or key, owner, contact). POST opens a
     deal; entering its stage fires that stage's automations."""
 
@@ -169,7 +158,7 @@ class DealListApi(_PhiListMixin, generics.ListAPIView):
             data["pipeline"] = pipeline
             data["stage"] = selectors.stage_resolve(pipeline_id=pipeline.pk, value=data["stage"])
         deal = services.deal_create(actor=Actor.from_request(request), **data)
-        return Response(out.DealOutput(deal, context=_phi(request)).data, status=status.HTTP_201_CREATED)
+        return Response(out.DealOutput(deal, context=phi_context(request)).data, status=status.HTTP_201_CREATED)
 
 
 class DealDetailApi(APIView):
@@ -199,14 +188,14 @@ class DealDetailApi(APIView):
     @extend_schema(responses=out.DealOutput)
     def get(self, request, pk: int):
         deal = get_object_or_404(selectors.deal_list(), pk=pk)
-        return Response(out.DealOutput(deal, context=_phi(request)).data)
+        return Response(out.DealOutput(deal, context=phi_context(request)).data)
 
     @extend_schema(request=InputSerializer, responses=out.DealOutput, summary="Change a deal (not its stage)")
     def patch(self, request, pk: int):
         deal = get_object_or_404(Deal, pk=pk)
         data = _valid(self.InputSerializer, request.data, partial=True)
         deal = services.deal_update(deal=deal, actor=Actor.from_request(request), **data)
-        return Response(out.DealOutput(deal, context=_phi(request)).data)
+        return Response(out.DealOutput(deal, context=phi_context(request)).data)
 
 
 class DealMoveApi(APIView):
@@ -229,7 +218,7 @@ class DealMoveApi(APIView):
         data = _valid(self.InputSerializer, request.data)
         stage = selectors.stage_resolve(pipeline_id=deal.pipeline_id, value=data["stage"])
         deal = services.deal_move_stage(deal=deal, stage=stage, actor=Actor.from_request(request))
-        return Response(out.DealOutput(deal, context=_phi(request)).data)
+        return Response(out.DealOutput(deal, context=phi_context(request)).data)
 
 
 # ----------------------------------------------------------------------------- pipelines, stats, funnels
@@ -302,19 +291,16 @@ class CrmLeadByEmailApi(APIView):
     @extend_schema(responses=out.LeadOutput, summary="Get lead by email")
     def get(self, request, email: str):
         lead = selectors.lead_latest_for_email(email=email)
-        return Response(out.LeadOutput(lead, context=_phi(request)).data)
+        return Response(out.LeadOutput(lead, context=phi_context(request)).data)
 
 
-class CrmLeadActivitiesApi(_PhiListMixin, generics.ListAPIView):
+class CrmLeadActivitiesApi(generics.ListAPIView):
     """The timeline of the contact behind this email's lead, newest first."""
 
     scope_resource = "leads"
     serializer_class = out.CrmActivityOutput
 
-    class Pagination(CursorPagination):
-        ordering = ("-occurred_at", "-id")
-
-    pagination_class = Pagination
+    pagination_class = TimelinePagination
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # schema generation: no email to look up
@@ -342,7 +328,7 @@ class CrmLeadStatusApi(APIView):
         lead = selectors.lead_latest_for_email(email=email)
         data = _valid(self.InputSerializer, request.data)
         lead = services.lead_set_status(lead=lead, actor=Actor.from_request(request), **data)
-        return Response(out.LeadOutput(lead, context=_phi(request)).data)
+        return Response(out.LeadOutput(lead, context=phi_context(request)).data)
 
 
 class CrmLeadSearchApi(LeadListApi):

@@ -77,3 +77,36 @@ def django_env(**overrides: str) -> dict[str, str]:
     )
     env.update(overrides)
     return env
+
+
+@contextlib.contextmanager
+def celery_worker(*, broker_url: str, result_backend: str | None = None, **env: str):
+    """A real Celery worker (solo pool) on a queue of its own, against the test database and the
+    given broker; yields the queue's name. Extra keyword arguments go to its environment."""
+    import uuid
+
+    from django.conf import settings
+
+    queue = f"test-{uuid.uuid4().hex[:8]}"
+    db = settings.DATABASES["default"]
+    child_env = django_env(
+        DATABASE_URL=f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        CELERY_BROKER_URL=broker_url,
+        CELERY_RESULT_BACKEND=result_backend or broker_url,
+        **env,
+    )
+    proc = subprocess.Popen(
+        [str(PYTHON_BIN / "celery"), "-A", "crm_platform", "worker", "-Q", queue, "--pool", "solo", "-l", "WARNING"],
+        cwd=ROOT,
+        env=child_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield queue
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()

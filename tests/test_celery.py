@@ -1,5 +1,3 @@
-import subprocess
-import uuid
 from datetime import timedelta
 
 import pytest
@@ -12,7 +10,7 @@ from django_celery_beat.models import PeriodicTask
 from crm_platform.celery import app as celery_app
 from crm_platform.schedules import SCHEDULE
 from crm_platform.tasks import clear_expired_sessions
-from tests.support import PYTHON_BIN, ROOT, django_env
+from tests.support import celery_worker
 
 
 def test_celery_is_configured_for_safe_delivery():
@@ -27,28 +25,8 @@ def test_celery_is_configured_for_safe_delivery():
 @pytest.fixture
 def worker(transactional_db):
     """A real Celery worker on a queue of this test's own, against the test database and Redis."""
-    queue = f"test-{uuid.uuid4().hex[:8]}"
-    db = settings.DATABASES["default"]
-    env = django_env(
-        DATABASE_URL=f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        CELERY_BROKER_URL=celery_app.conf.broker_url,
-        CELERY_RESULT_BACKEND=celery_app.conf.result_backend,
-    )
-    proc = subprocess.Popen(
-        [str(PYTHON_BIN / "celery"), "-A", "crm_platform", "worker", "-Q", queue, "--pool", "solo", "-l", "WARNING"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
+    with celery_worker(broker_url=celery_app.conf.broker_url, result_backend=celery_app.conf.result_backend) as queue:
         yield queue
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 @pytest.mark.integration

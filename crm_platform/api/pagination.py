@@ -9,3 +9,9 @@ class CursorPagination(pagination.CursorPagination):
     ordering = "-id"  # a column name, so rows read with .values() paginate too
     page_size_query_param = "limit"
     max_page_size = 200
+
+
+class TimelinePagination(CursorPagination):
+    """Timelines: newest event first (ties by id)."""
+
+    ordering = ("-occurred_at", "-id")

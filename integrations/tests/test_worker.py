@@ -1,11 +1,8 @@
 """Integration: a real Celery worker drains the outbox, and nothing is lost while the broker is down."""
 
-import contextlib
-import subprocess
 import uuid
 
 import pytest
-from django.conf import settings
 from django.db import transaction
 
 from crm_platform.actor import Actor
@@ -14,37 +11,14 @@ from crm_platform.models import ApiKey, OutboxMessage
 from crm_platform.outbox import outbox_publish
 from integrations.tasks import outbox_relay
 from integrations.tests.conftest import verified
-from tests.support import PYTHON_BIN, ROOT, OwnRedis, django_env, wait_until
+from tests.support import OwnRedis, celery_worker, wait_until
 
 pytestmark = pytest.mark.integration
 
 
-@contextlib.contextmanager
 def _worker(broker_url: str):
     """A real worker on a queue of its own, against the test database and the given broker."""
-    queue = f"test-{uuid.uuid4().hex[:8]}"
-    db = settings.DATABASES["default"]
-    env = django_env(
-        DATABASE_URL=f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        CELERY_BROKER_URL=broker_url,
-        CELERY_RESULT_BACKEND=broker_url,
-        WEBHOOK_ALLOW_PRIVATE_TARGETS="true",
-    )
-    proc = subprocess.Popen(
-        [str(PYTHON_BIN / "celery"), "-A", "crm_platform", "worker", "-Q", queue, "--pool", "solo", "-l", "WARNING"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        yield queue
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    return celery_worker(broker_url=broker_url, WEBHOOK_ALLOW_PRIVATE_TARGETS="true")
 
 
 def _use_broker(url: str) -> None:
