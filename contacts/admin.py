@@ -61,6 +61,8 @@ CSV_COLUMNS = [
     "engagement_tier",
     "tags",
 ]
+IMPORT_MAX_BYTES = 2_000_000  # below DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MB)
+PREVIEW_ROWS = 5000
 EXPORT_COLUMNS = ["id", *CSV_COLUMNS, "lifecycle_stage", "lead_score", "clv", "created_at", "updated_at"]
 
 
@@ -542,8 +544,9 @@ class ContactAdmin(FastChangeListMixin, admin.ModelAdmin):
         form = ImportForm(request.POST or None, request.FILES or None)
         if request.method == "POST" and form.is_valid():
             raw = form.cleaned_data["file"].read()
-            if len(raw) > 5_000_000:
-                form.add_error("file", "At most 5 MB per import.")
+            if len(raw) > IMPORT_MAX_BYTES:
+                # The confirm step posts the file back: it must fit Django's request-body limit.
+                form.add_error("file", f"At most {IMPORT_MAX_BYTES // 1_000_000} MB per import; split the file.")
             else:
                 text = raw.decode("utf-8-sig", errors="replace")
                 rows, errors = _parse_csv(text)
@@ -576,19 +579,28 @@ def _parse_csv(text: str) -> tuple[list[dict], list[str]]:
 
 
 def _preview(rows: list[dict]) -> list[dict]:
-    """What the import would do, without writing: the same validation and identity lookup."""
-    from contacts.bulk import _prepare
+    """What the import would do, without writing: the same validation, and the identity lookup
+    for all rows in two queries."""
+    from contacts.bulk import _existing, _prepare
 
     definitions = {d.key: d for d in CustomFieldDefinition.objects.all()}
-    preview = []
-    for index, row in enumerate(rows[: MAX_ROWS * 5]):
+    preview, prepared = [], {}
+    for index, row in enumerate(rows[:PREVIEW_ROWS]):
+        item = {"line": index + 2, "row": row}
         try:
-            email, external_id, _ = _prepare(row, definitions)
-            existing = services.contact_find(email=email, external_id=external_id)
-            preview.append({"line": index + 2, "row": row, "action": "update" if existing else "create"})
-        except (ValidationError, ConflictError) as exc:
-            detail = exc.message_dict if isinstance(exc, ValidationError) else exc.fields
-            preview.append({"line": index + 2, "row": row, "action": "error", "errors": detail})
+            prepared[index] = _prepare(row, definitions)
+        except ValidationError as exc:
+            item.update(action="error", errors=exc.message_dict)
+        preview.append(item)
+    existing = _existing(prepared.values())
+    for index, (email, external_id, _) in prepared.items():
+        by_email = existing["email"].get(email) if email else None
+        by_external = existing["external_id"].get(external_id) if external_id else None
+        if by_email and by_external and by_email["id"] != by_external["id"]:
+            errors = {"email": [f"contact {by_email['id']}"], "external_id": [f"contact {by_external['id']}"]}
+            preview[index].update(action="error", errors=errors)
+        else:
+            preview[index]["action"] = "update" if by_email or by_external else "create"
     return preview
 
 

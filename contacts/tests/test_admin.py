@@ -168,3 +168,16 @@ def test_csv_export_neutralizes_spreadsheet_formulas(admin_client):
     contact = ContactFactory(first_name='=HYPERLINK("http://evil")', last_name="+1+1")
     body = b"".join(_action(admin_client, "export_csv", [contact]).streaming_content).decode()
     assert "'=HYPERLINK" in body and "'+1+1" in body
+
+
+def test_csv_preview_names_identity_conflicts_and_refuses_big_files(admin_client):
+    a = ContactFactory(email="a@example.com")
+    b = ContactFactory(email=None, external_id="u-b")
+    csv_text = "email,external_id\na@example.com,u-b\n"
+    upload = SimpleUploadedFile("c.csv", csv_text.encode(), content_type="text/csv")
+    preview = admin_client.post("/admin/contacts/contact/import/", {"file": upload}).content.decode()
+    assert re.findall(r'<tr class="(\w+)">', preview) == ["error"]
+    assert f"contact {a.pk}" in preview and f"contact {b.pk}" in preview
+    big = SimpleUploadedFile("big.csv", b"email\n" + b"x@example.com\n" * 200_000, content_type="text/csv")
+    page = admin_client.post("/admin/contacts/contact/import/", {"file": big}).content.decode()
+    assert "At most 2 MB per import" in page
