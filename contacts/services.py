@@ -574,11 +574,14 @@ def lifecycle_apply_event(*, contact: Contact, event_type: str, actor: Actor, oc
     )
     if not targets:
         return contact
-    with transaction.atomic():
-        # Decide on the row as it is now (locked), not on the caller's copy of it.
-        contact = Contact.objects.select_for_update().get(pk=contact.pk)
-        for to_stage in targets:
-            if lifecycle.is_allowed(contact.lifecycle_stage, to_stage):
+    # Most events move nobody ("any_activity" matches them all): decide on the stored stage
+    # without a row lock, and lock (in lifecycle_transition) only for a move that may happen.
+    stage = Contact.objects.filter(pk=contact.pk).values_list("lifecycle_stage", flat=True).get()
+    for to_stage in targets:
+        if not lifecycle.is_allowed(stage, to_stage):
+            continue
+        try:
+            with transaction.atomic():
                 contact = lifecycle_transition(
                     contact=contact,
                     to_stage=to_stage,
@@ -586,6 +589,9 @@ def lifecycle_apply_event(*, contact: Contact, event_type: str, actor: Actor, oc
                     actor=actor,
                     occurred_at=occurred_at,
                 )
+        except ValidationError:
+            continue  # the stage changed since we read it and the move is no longer allowed: leave it
+        stage = contact.lifecycle_stage
     return contact
 
 
