@@ -32,6 +32,34 @@ else:
 
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 
+# Field encryption at rest (compliance/crypto.py). FIELD_ENCRYPTION_KEYS: comma-separated Fernet
+# keys, the first encrypts, all decrypt (rotation: prepend a new key, run
+# `manage.py rotate_encryption_keys`, then drop the old one). FIELD_HMAC_KEY keys the lookup
+# hashes (suppression list, HMAC columns); changing it orphans every stored hash. In development
+# both default to values derived from SECRET_KEY; production has no default, because data
+# encrypted under a key nobody chose is data nobody can recover.
+FIELD_ENCRYPTION_KEYS = [k.strip() for k in env.list("FIELD_ENCRYPTION_KEYS", default=[]) if k.strip()]
+FIELD_HMAC_KEY = env("FIELD_HMAC_KEY", default="")
+if DEBUG:
+    import base64
+    import hashlib
+
+    def _derived_key(label: str) -> str:
+        digest = hashlib.sha256(f"crm_platform:{label}:v1:{SECRET_KEY}".encode()).digest()
+        return base64.urlsafe_b64encode(digest).decode()
+
+    FIELD_ENCRYPTION_KEYS = FIELD_ENCRYPTION_KEYS or [_derived_key("field-encryption")]
+    FIELD_HMAC_KEY = FIELD_HMAC_KEY or _derived_key("field-hmac")
+else:
+    from django.core.exceptions import ImproperlyConfigured
+
+    for _name, _value in (("FIELD_ENCRYPTION_KEYS", FIELD_ENCRYPTION_KEYS), ("FIELD_HMAC_KEY", FIELD_HMAC_KEY)):
+        if not _value:
+            raise ImproperlyConfigured(
+                f"Set the {_name} environment variable (production mode has no default). Generate one with: "
+                "python -c \"from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())\""
+            )
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
@@ -230,6 +258,7 @@ WEBHOOK_ALLOW_PRIVATE_TARGETS = env.bool("WEBHOOK_ALLOW_PRIVATE_TARGETS", defaul
 WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=10.0)
 OUTBOX_RETENTION_DAYS = env.int("OUTBOX_RETENTION_DAYS", default=7)
 WEBHOOK_DELIVERY_RETENTION_DAYS = env.int("WEBHOOK_DELIVERY_RETENTION_DAYS", default=30)
+SYNC_EVENT_RETENTION_DAYS = env.int("SYNC_EVENT_RETENTION_DAYS", default=30)
 
 # --------------------------------------------------------------------------- Celery
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=REDIS_URL)

@@ -29,7 +29,13 @@ def test_production_mode_logs_json_lines():
 
     from tests.support import PYTHON_BIN, ROOT, django_env
 
-    env = django_env(DJANGO_DEBUG="false", DJANGO_SECRET_KEY="k" * 60, DJANGO_ALLOWED_HOSTS="crm.example.com")
+    env = django_env(
+        DJANGO_DEBUG="false",
+        DJANGO_SECRET_KEY="k" * 60,
+        DJANGO_ALLOWED_HOSTS="crm.example.com",
+        FIELD_ENCRYPTION_KEYS="Xb0l5qJm1e6rV8q2d3f4g5h6j7k8l9m0n1p2q3r4s5t=",
+        FIELD_HMAC_KEY="h" * 40,
+    )
     code = "import logging; logging.getLogger('crm.test').warning('structured %s', 'line')"
     result = subprocess.run(
         [str(PYTHON_BIN / "python"), "manage.py", "shell", "-c", code],

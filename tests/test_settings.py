@@ -6,6 +6,12 @@ import pytest
 
 from tests.support import PYTHON_BIN, ROOT, django_env
 
+# Production mode has no default for the field-encryption keys either (compliance/crypto.py).
+FIELD_KEYS = {
+    "FIELD_ENCRYPTION_KEYS": "Xb0l5qJm1e6rV8q2d3f4g5h6j7k8l9m0n1p2q3r4s5t=",
+    "FIELD_HMAC_KEY": "hmac-key-for-the-production-mode-tests-0123456789",
+}
+
 
 def manage(*args, **env):
     child_env = django_env(**env)
@@ -24,14 +30,18 @@ def test_production_mode_passes_check_deploy():
         DJANGO_DEBUG="false",
         DJANGO_SECRET_KEY="x" * 30 + "Q7#kP2$wZ9!mN4&vB8^cL1*rT6@yH3%jF5",
         DJANGO_ALLOWED_HOSTS="crm.example.com",
+        **FIELD_KEYS,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("missing", ["DJANGO_SECRET_KEY", "DJANGO_ALLOWED_HOSTS"])
+@pytest.mark.parametrize(
+    "missing", ["DJANGO_SECRET_KEY", "DJANGO_ALLOWED_HOSTS", "FIELD_ENCRYPTION_KEYS", "FIELD_HMAC_KEY"]
+)
 def test_production_mode_refuses_to_start_without_secrets(missing):
     env = {"DJANGO_DEBUG": "false", "DJANGO_SECRET_KEY": "s" * 60, "DJANGO_ALLOWED_HOSTS": "crm.example.com"}
+    env.update(FIELD_KEYS)
     env[missing] = ""
     child = django_env(**env)
     del child[missing]
@@ -45,5 +55,8 @@ def test_production_mode_refuses_to_start_without_secrets(missing):
 @pytest.mark.integration
 def test_secret_key_never_appears_in_output():
     secret = "very-secret-value-" + "z" * 40
-    result = manage("check", DJANGO_DEBUG="false", DJANGO_SECRET_KEY=secret, DJANGO_ALLOWED_HOSTS="a.example")
+    result = manage(
+        "check", DJANGO_DEBUG="false", DJANGO_SECRET_KEY=secret, DJANGO_ALLOWED_HOSTS="a.example", **FIELD_KEYS
+    )
     assert secret not in result.stdout + result.stderr
+    assert FIELD_KEYS["FIELD_ENCRYPTION_KEYS"] not in result.stdout + result.stderr
