@@ -28,6 +28,13 @@ SCHEDULE: dict[str, dict] = {
         "expires": 4 * 3600,
         "description": "Recompute every customer's lifetime value from paid orders.",
     },
+    "leads.pipeline_rollup_check": {
+        "task": "leads.tasks.pipeline_rollup_check",
+        "crontab": {"minute": "55", "hour": "2"},
+        "queue": "bulk",
+        "expires": 3600,
+        "description": "Check the pipeline stats rollup against a full scan; rebuild it on drift.",
+    },
     "contacts.lifecycle_sweep": {
         "task": "contacts.tasks.lifecycle_sweep",
         "crontab": {"minute": "20", "hour": "4"},

@@ -217,6 +217,30 @@ class DealStageChange(models.Model):
         return f"deal #{self.deal_id}: {self.from_stage_id} → {self.to_stage_id}"
 
 
+class StageRollup(models.Model):
+    """Running totals per (pipeline, stage) that make unfiltered pipeline stats O(stages).
+
+    Maintained by statement-level PostgreSQL triggers on leads_deal and leads_dealstagechange
+    (migration 0003), so every write path counts, services, bulk loads, COPY and cascades alike,
+    and never by hand. `leads.selectors.pipeline_rollup_check` compares it with a full scan;
+    `pipeline_rollup_rebuild` recomputes it (a nightly job checks and repairs)."""
+
+    pipeline_id = models.BigIntegerField()
+    stage_id = models.BigIntegerField()
+    deals = models.BigIntegerField(default=0)
+    amount = models.DecimalField(max_digits=20, decimal_places=2, default=Decimal("0"))
+    # Moves out of this stage, and the days spent in it before (AVG = days_sum / days_count).
+    moves_out = models.BigIntegerField(default=0)
+    days_sum = models.DecimalField(max_digits=30, decimal_places=6, default=Decimal("0"))
+    days_count = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["pipeline_id", "stage_id"], name="stage_rollup_key")]
+
+    def __str__(self) -> str:
+        return f"pipeline {self.pipeline_id} stage {self.stage_id}: {self.deals} deals"
+
+
 class StageAutomation(models.Model):
     """What entering a stage sets off (seed 001). Staff switch rows off rather than edit code."""
 

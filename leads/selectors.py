@@ -20,7 +20,16 @@ from contacts import lifecycle
 from contacts.models import Activity, Contact
 from contacts.selectors import contact_search
 from contacts.services import contact_find, normalize_email
-from leads.models import SCORABLE_FIELDS, Deal, DealStageChange, Lead, Pipeline, ScoringRule, Stage
+from leads.models import (
+    SCORABLE_FIELDS,
+    Deal,
+    DealStageChange,
+    Lead,
+    Pipeline,
+    ScoringRule,
+    Stage,
+    StageRollup,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -104,27 +113,13 @@ def pipeline_stats(
     average days deals spent in it before moving on; overall: win rate = won / (won + lost).
 
     `owner` narrows to one owner's deals; `since`/`until` to deals created in [since, until)
-    and stage moves made in that range. Three queries whatever the number of deals."""
+    and stage moves made in that range. Unfiltered, the figures come from `StageRollup` (two
+    small queries whatever the number of deals); filtered, from two aggregate scans."""
     stages = list(pipeline.stages.order_by("order", "id"))
-    deals = Deal.objects.filter(pipeline=pipeline)
-    moves = DealStageChange.objects.filter(from_stage_id__in=[s.pk for s in stages])
-    if owner:
-        deals = deals.filter(owner_id=owner)
-        moves = moves.filter(deal__owner_id=owner)
-    if since:
-        deals = deals.filter(created_at__gte=since)
-        moves = moves.filter(at__gte=since)
-    if until:
-        deals = deals.filter(created_at__lt=until)
-        moves = moves.filter(at__lt=until)
-    totals = {
-        row["stage_id"]: row
-        for row in deals.order_by().values("stage_id").annotate(count=Count("id"), amount=Sum("amount"))
-    }
-    avg_days = {
-        row["from_stage_id"]: row["days"]
-        for row in moves.order_by().values("from_stage_id").annotate(days=Avg("days_in_previous_stage"))
-    }
+    if owner or since or until:
+        totals, avg_days = _pipeline_scan(pipeline, stages, owner=owner, since=since, until=until)
+    else:
+        totals, avg_days = _pipeline_rollup(pipeline)
     rows = []
     won = lost = 0
     summary = {"count": 0, "amount": Decimal("0"), "weighted_amount": Decimal("0"), "open_count": 0}
@@ -161,6 +156,80 @@ def pipeline_stats(
         "lost": lost,
         "win_rate": round(won / (won + lost), 4) if won + lost else None,
     }
+
+
+def _pipeline_scan(pipeline: Pipeline, stages: list[Stage], *, owner, since, until) -> tuple[dict, dict]:
+    """Per stage totals {stage_id: {"count", "amount"}} and average days {stage_id: days}, from
+    the deals and their history themselves."""
+    deals = Deal.objects.filter(pipeline=pipeline)
+    moves = DealStageChange.objects.filter(from_stage_id__in=[s.pk for s in stages])
+    if owner:
+        deals = deals.filter(owner_id=owner)
+        moves = moves.filter(deal__owner_id=owner)
+    if since:
+        deals = deals.filter(created_at__gte=since)
+        moves = moves.filter(at__gte=since)
+    if until:
+        deals = deals.filter(created_at__lt=until)
+        moves = moves.filter(at__lt=until)
+    totals = {
+        row["stage_id"]: row
+        for row in deals.order_by().values("stage_id").annotate(count=Count("id"), amount=Sum("amount"))
+    }
+    avg_days = {
+        row["from_stage_id"]: row["days"]
+        for row in moves.order_by().values("from_stage_id").annotate(days=Avg("days_in_previous_stage"))
+    }
+    return totals, avg_days
+
+
+def _pipeline_rollup(pipeline: Pipeline) -> tuple[dict, dict]:
+    """The same two dicts as `_pipeline_scan`, read from the trigger-maintained rollup."""
+    totals, avg_days = {}, {}
+    for row in StageRollup.objects.filter(pipeline_id=pipeline.pk):
+        if row.deals:
+            totals[row.stage_id] = {"count": row.deals, "amount": row.amount}
+        if row.days_count:
+            avg_days[row.stage_id] = float(row.days_sum) / row.days_count
+    return totals, avg_days
+
+
+def pipeline_rollup_drift() -> list[dict[str, Any]]:
+    """Rollup rows that disagree with a full scan of deals and their history (empty when all is
+    well). A full scan: meant for the nightly check and tests, not for requests."""
+    with connection.cursor() as cursor:
+        cursor.execute(_ROLLUP_DIFF)
+        columns = [c.name for c in cursor.description]
+        return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+
+
+_ROLLUP_SCAN = """
+    SELECT p, s, sum(c) AS deals, sum(a) AS amount, sum(m) AS moves_out, sum(d) AS days_sum,
+           sum(dc) AS days_count
+    FROM (
+        SELECT pipeline_id, stage_id, 1, amount, 0, 0, 0 FROM leads_deal
+        UNION ALL
+        SELECT st.pipeline_id, c.from_stage_id, 0, 0, 1, coalesce(c.days_in_previous_stage::numeric, 0),
+               (c.days_in_previous_stage IS NOT NULL)::int
+        FROM leads_dealstagechange c JOIN leads_stage st ON st.id = c.from_stage_id
+    ) AS rows (p, s, c, a, m, d, dc)
+    GROUP BY p, s
+"""
+# Built from constants only.
+_ROLLUP_DIFF = f"""
+    SELECT coalesce(r.pipeline_id, x.p) AS pipeline_id, coalesce(r.stage_id, x.s) AS stage_id,
+           r.deals AS rollup_deals, x.deals AS scanned_deals, r.amount AS rollup_amount,
+           x.amount AS scanned_amount, r.moves_out AS rollup_moves, x.moves_out AS scanned_moves
+    FROM leads_stagerollup r FULL JOIN ({_ROLLUP_SCAN}) x ON x.p = r.pipeline_id AND x.s = r.stage_id
+    WHERE (coalesce(r.deals, 0), coalesce(r.amount, 0), coalesce(r.moves_out, 0), coalesce(r.days_count, 0))
+          IS DISTINCT FROM (coalesce(x.deals, 0), coalesce(x.amount, 0), coalesce(x.moves_out, 0),
+                            coalesce(x.days_count, 0))
+       OR abs(coalesce(r.days_sum, 0) - coalesce(x.days_sum, 0)) > 0.001
+"""  # noqa: S608
+ROLLUP_REBUILD = f"""
+    INSERT INTO leads_stagerollup (pipeline_id, stage_id, deals, amount, moves_out, days_sum, days_count)
+    SELECT * FROM ({_ROLLUP_SCAN}) AS scan
+"""  # noqa: S608
 
 
 def deals_latest_per_stage(*, pipeline: Pipeline, per_stage: int) -> dict[int, list[Deal]]:

@@ -1,10 +1,14 @@
 """Leads jobs. Thin: load by id, call a service; safe to run twice."""
 
+import logging
+
 from celery import shared_task
 
 from contacts.models import Contact
 from crm_platform.actor import Actor
-from leads import services
+from leads import selectors, services
+
+logger = logging.getLogger(__name__)
 
 
 @shared_task(acks_late=True, time_limit=3600, soft_time_limit=3500)
@@ -27,3 +31,14 @@ def lead_score_recompute(contact_id: int) -> int | None:
         return None
     score, _ = services.lead_score_recompute(contact=contact, actor=Actor.system("task leads.lead_score_recompute"))
     return score
+
+
+@shared_task(acks_late=True, time_limit=900, soft_time_limit=850)
+def pipeline_rollup_check() -> int:
+    """Compare the pipeline rollup with a full scan (nightly); on drift, log it and rebuild.
+    Returns the number of rollup rows that had drifted."""
+    drift = selectors.pipeline_rollup_drift()
+    if drift:
+        logger.error("pipeline rollup drifted on %d stage(s); rebuilding", len(drift), extra={"stages": drift})
+        services.pipeline_rollup_rebuild(actor=Actor.system("task leads.pipeline_rollup_check"))
+    return len(drift)

@@ -9,7 +9,14 @@ from leads.services.config import (
     config_save,
     stage_automations_set_enabled,
 )
-from leads.services.deals import deal_create, deal_move_stage, deal_update, deals_assign, default_pipeline
+from leads.services.deals import (
+    deal_create,
+    deal_move_stage,
+    deal_update,
+    deals_assign,
+    default_pipeline,
+    pipeline_rollup_rebuild,
+)
 from leads.services.leads import (
     lead_assign,
     lead_capture,
@@ -37,5 +44,6 @@ __all__ = [
     "lead_set_status",
     "lead_update",
     "leads_merge_contacts",
+    "pipeline_rollup_rebuild",
     "stage_automations_set_enabled",
 ]

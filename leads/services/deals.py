@@ -6,7 +6,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from compliance.services import audit_record
@@ -309,3 +309,22 @@ _ACTIONS = {
     StageAutomation.Action.FEEDBACK_SURVEY: _feedback_survey,
     StageAutomation.Action.NOTIFY_MANAGER: _notify_manager,
 }
+
+
+def pipeline_rollup_rebuild(*, actor: Actor) -> int:
+    """Recompute `StageRollup` from the deals and their history; returns the rows written.
+
+    Deal writes wait (SHARE lock) for the second or so this takes, so the rollup is exact when it
+    commits. Audited. The triggers keep it exact otherwise: this is the repair, not the way."""
+    from leads.selectors import ROLLUP_REBUILD
+
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("LOCK TABLE leads_deal, leads_dealstagechange IN SHARE MODE")
+            cursor.execute("DELETE FROM leads_stagerollup")
+            cursor.execute(ROLLUP_REBUILD)
+            written = cursor.rowcount
+        audit_record(
+            actor=actor, action="pipeline.rollup_rebuilt", object_type="leads.stagerollup", changes={"rows": written}
+        )
+    return written

@@ -7,10 +7,12 @@ import pytest
 from django.http import Http404
 from django.utils import timezone
 
+from compliance.models import AuditEvent
 from contacts.services import lifecycle_transition
-from leads.models import Deal, DealStageChange
-from leads.selectors import funnels, lead_status_counts, pipeline_stats
-from leads.services import deal_create, deal_move_stage, lead_capture, lead_set_status
+from leads.models import Deal, DealStageChange, StageRollup
+from leads.selectors import funnels, lead_status_counts, pipeline_rollup_drift, pipeline_stats
+from leads.services import deal_create, deal_move_stage, deal_update, lead_capture, lead_set_status
+from leads.tasks import pipeline_rollup_check
 
 pytestmark = pytest.mark.django_db
 
@@ -170,3 +172,37 @@ def test_consultation_funnel_starts_when_the_contact_is_created(make_contact, sy
 def test_unknown_funnel_is_404():
     with pytest.raises(Http404):
         funnels(name="nope", since=timezone.now(), until=timezone.now())
+
+
+def _scanned(pipeline):
+    """The same stats through the scan path (a date filter that excludes nothing)."""
+    return pipeline_stats(pipeline=pipeline, until=timezone.now() + dt.timedelta(days=1))
+
+
+def test_the_rollup_agrees_with_a_full_scan_after_every_kind_of_write(dataset, pipeline, stages, system_actor):
+    deal = Deal.objects.filter(stage__key="appointment").first()
+    deal_update(deal=deal, actor=system_actor, amount=Decimal("275.50"))
+    Deal.objects.filter(stage__key="closedwon").first().delete()  # cascades to its history
+    Deal.objects.bulk_create(
+        [Deal(name=f"bulk {i}", pipeline=pipeline, stage=stages["proposal"], amount=Decimal(i)) for i in range(5)]
+    )
+    Deal.objects.filter(name="bulk 0").update(stage=stages["negotiation"], amount=Decimal("9"))
+    Deal.objects.filter(name="bulk 1").update(name="renamed")  # no stage or amount change
+    deal_move_stage(deal=Deal.objects.get(name="renamed"), stage=stages["closedwon"], actor=system_actor)
+
+    assert pipeline_rollup_drift() == []
+    fast, scanned = pipeline_stats(pipeline=pipeline), _scanned(pipeline)
+    assert fast["stages"] == scanned["stages"] and fast["totals"] == scanned["totals"]
+    assert by_key(fast)["proposal"]["count"] == 4  # the original and 3 of the bulk 5
+    assert by_key(fast)["closedwon"]["count"] == 3
+
+
+def test_the_nightly_check_rebuilds_a_rollup_that_drifted(dataset, pipeline):
+    expected = pipeline_stats(pipeline=pipeline)
+    StageRollup.objects.update(deals=0, moves_out=0)  # as if rows were loaded with triggers off
+    assert pipeline_rollup_drift()
+    assert pipeline_rollup_check() > 0
+    assert pipeline_rollup_drift() == []
+    assert pipeline_stats(pipeline=pipeline) == expected
+    assert AuditEvent.objects.filter(action="pipeline.rollup_rebuilt").count() == 1
+    assert pipeline_rollup_check() == 0
