@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
@@ -25,6 +26,10 @@ class AuditEvent(models.Model):
     changes = models.JSONField(default=dict, blank=True)
     request_id = models.CharField(max_length=64, blank=True)
     ip = models.GenericIPAddressField(null=True, blank=True)
+    # The contact the event is about (the object itself, or the contact a note, ticket or
+    # activity belongs to): serves "who viewed this patient" and seed 002's audit-log route.
+    # A plain id, not a foreign key: audit rows outlive the erased contact.
+    subject_id = models.BigIntegerField(null=True, blank=True, editable=False)
     # Set once by the sealer (compliance.chain), never by writers: writers insert unsealed rows
     # concurrently and the sealer orders them by id afterwards, so no writer waits on a chain lock.
     chain_seq = models.BigIntegerField(null=True, blank=True, unique=True, editable=False)
@@ -37,6 +42,9 @@ class AuditEvent(models.Model):
         indexes = [
             models.Index(fields=["object_type", "object_id", "-id"], name="audit_object_idx"),
             models.Index(fields=["actor_kind", "actor_id", "-id"], name="audit_actor_idx"),
+            models.Index(
+                fields=["subject_id", "-id"], name="audit_subject_idx", condition=models.Q(subject_id__isnull=False)
+            ),
             # The sealer's work queue: only unsealed rows, so it stays tiny however long the log.
             models.Index(fields=["id"], name="audit_unsealed_idx", condition=models.Q(chain_seq__isnull=True)),
         ]
@@ -64,3 +72,50 @@ class AuditChainState(models.Model):
 
     def __str__(self) -> str:
         return f"audit chain checkpoint {self.checkpoint_seq}"
+
+
+class AdminNotice(models.Model):
+    """Something staff must see on the admin index until someone marks it resolved: a broken
+    audit chain, a break-glass access. `permission` limits who sees it (blank: all staff)."""
+
+    class Level(models.TextChoices):
+        INFO = "info"
+        WARNING = "warning"
+        ERROR = "error"
+
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    level = models.CharField(max_length=10, choices=Level.choices, default=Level.WARNING)
+    source = models.CharField(max_length=50)
+    title = models.CharField(max_length=200)
+    body = models.TextField(blank=True)
+    permission = models.CharField(max_length=100, blank=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["-id"], name="notice_open_idx", condition=models.Q(resolved_at__isnull=True))]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class BreakGlassGrant(models.Model):
+    """Emergency access to one contact's medical fields for a staff member without view_phi:
+    granted at once for BREAK_GLASS_MINUTES with a written reason, audited and notified."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="break_glass_grants")
+    contact = models.ForeignKey("contacts.Contact", on_delete=models.CASCADE, related_name="+")
+    reason = models.TextField()
+    granted_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["user", "contact", "-expires_at"], name="breakglass_active_idx")]
+
+    def __str__(self) -> str:
+        return f"break-glass {self.user_id} on contact {self.contact_id} until {self.expires_at:%Y-%m-%d %H:%M}"
