@@ -23,6 +23,7 @@ def audit_record(
     object_type: str = "",
     object_id: str | int = "",
     changes: Mapping[str, Any] | None = None,
+    subject_id: int | None = None,
 ) -> AuditEvent:
     """Write one append-only audit row in the caller's transaction.
 
@@ -33,25 +34,34 @@ def audit_record(
     if obj is not None:
         object_type = obj._meta.label_lower
         object_id = obj.pk
+        if subject_id is None:
+            subject_id = audit_subject(obj)
     event = _event(actor, action, object_type, object_id, changes)
+    event.subject_id = subject_id
     event.save(force_insert=True)
     return event
 
 
-def audit_record_many(
-    *, actor: Actor, action: str, object_type: str, rows: list[tuple[str | int, Mapping[str, Any]]]
-) -> int:
+def audit_subject(obj: models.Model) -> int | None:
+    """The contact an object is about: the contact itself, or the one it belongs to
+    (`contact_id`), for "who viewed this patient" and the per-contact audit trail."""
+    if obj._meta.label_lower == "contacts.contact":
+        return obj.pk
+    return getattr(obj, "contact_id", None)
+
+
+def audit_record_many(*, actor: Actor, action: str, object_type: str, rows: list[tuple]) -> int:
     """audit_record for many objects of one type in one INSERT ... SELECT FROM unnest (bulk
-    paths): `rows` are (object id, changes) pairs. Same guarantees: caller's transaction, no
-    personal values."""
+    paths): `rows` are (object id, changes) pairs, or (object id, changes, subject contact id)
+    triples. Same guarantees: caller's transaction, no personal values."""
     if not rows:
         return 0
     with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {AuditEvent._meta.db_table} (occurred_at, actor_kind, actor_id, action, "  # noqa: S608
-            "object_type, object_id, changes, request_id, ip) "
-            "SELECT %s, %s, %s, %s, %s, u.object_id, u.changes::jsonb, %s, %s "
-            "FROM unnest(%s::text[], %s::text[]) AS u(object_id, changes)",
+            "object_type, object_id, changes, request_id, ip, subject_id) "
+            "SELECT %s, %s, %s, %s, %s, u.object_id, u.changes::jsonb, %s, %s, u.subject_id "
+            "FROM unnest(%s::text[], %s::text[], %s::bigint[]) AS u(object_id, changes, subject_id)",
             [
                 timezone.now(),
                 actor.kind,
@@ -60,8 +70,9 @@ def audit_record_many(
                 object_type,
                 actor.request_id[:64],
                 actor.ip,
-                ["" if object_id in (None, "") else str(object_id) for object_id, _ in rows],
-                [json.dumps(_scrub(object_type, changes or {}), cls=DjangoJSONEncoder) for _, changes in rows],
+                ["" if row[0] in (None, "") else str(row[0]) for row in rows],
+                [json.dumps(_scrub(object_type, row[1] or {}), cls=DjangoJSONEncoder) for row in rows],
+                [row[2] if len(row) > 2 else None for row in rows],
             ],
         )
     return len(rows)

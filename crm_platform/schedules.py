@@ -64,3 +64,25 @@ SCHEDULE["integrations.outbox_purge"] = {
     "expires": 3600,
     "description": "Delete delivered outbox rows (OUTBOX_RETENTION_DAYS) and old webhook delivery logs.",
 }
+# Compliance: the audit hash chain (compliance/README.md).
+SCHEDULE["compliance.audit_seal"] = {
+    "task": "compliance.tasks.audit_seal_now",
+    "every": 5,
+    "queue": "default",
+    "expires": 5,
+    "description": "Seal new audit rows into the hash chain.",
+}
+SCHEDULE["compliance.audit_seal_and_verify"] = {
+    "task": "compliance.tasks.audit_seal_and_verify",
+    "crontab": {"minute": "10", "hour": "1"},
+    "queue": "bulk",
+    "expires": 6 * 3600,
+    "description": "Seal, then verify the whole audit chain; a break is logged and posted as an admin notice.",
+}
+SCHEDULE["compliance.audit_retention_purge"] = {
+    "task": "compliance.tasks.audit_retention_purge",
+    "crontab": {"minute": "25", "hour": "1"},
+    "queue": "bulk",
+    "expires": 6 * 3600,
+    "description": "Delete audit rows past AUDIT_RETENTION_DAYS (oldest first; legal holds keep theirs).",
+}

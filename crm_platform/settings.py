@@ -260,6 +260,13 @@ OUTBOX_RETENTION_DAYS = env.int("OUTBOX_RETENTION_DAYS", default=7)
 WEBHOOK_DELIVERY_RETENTION_DAYS = env.int("WEBHOOK_DELIVERY_RETENTION_DAYS", default=30)
 SYNC_EVENT_RETENTION_DAYS = env.int("SYNC_EVENT_RETENTION_DAYS", default=30)
 
+# --------------------------------------------------------------------------- audit (compliance/README.md)
+# Audit rows are kept this long (the database refuses to delete any younger than 2190 days);
+# rows about a contact under legal hold are kept longer.
+AUDIT_RETENTION_DAYS = env.int("AUDIT_RETENTION_DAYS", default=2190)
+# Break-glass access to one contact's medical fields lasts this many minutes.
+BREAK_GLASS_MINUTES = env.int("BREAK_GLASS_MINUTES", default=30)
+
 # --------------------------------------------------------------------------- Celery
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=REDIS_URL)
 CELERY_RESULT_BACKEND = env("CELERY_RESULT_BACKEND", default=REDIS_URL)

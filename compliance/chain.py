@@ -1,0 +1,241 @@
+"""The audit hash chain: sealing, verification and retention purge.
+
+Writers insert audit rows unsealed (chain_seq and hash NULL) in their own transactions, so no
+writer waits for another. `audit_seal` later gives the committed unsealed rows, in id order,
+the next sequence numbers and `hash = sha256(previous hash + canonical row)`; only one sealer
+runs at a time (a PostgreSQL advisory lock). The database triggers of migration 0003 allow that
+single change and refuse every other UPDATE, every DELETE but retention's, and TRUNCATE.
+
+The canonical row is built by PostgreSQL (`_CANONICAL`): a JSON array of every column but the
+hash, with the time as integer microseconds since the epoch (independent of the session's time
+zone) and the changes as jsonb's own text form (keys sorted, deterministic). Python only chains
+the sha256 over rows streamed in big batches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from compliance.models import AuditChainState, AuditEvent
+
+logger = logging.getLogger(__name__)
+
+TABLE = AuditEvent._meta.db_table
+# The value hashed before the first row of a chain that has never been purged.
+GENESIS = "0" * 64
+# pg_try_advisory_xact_lock key: "audit seal" as a number; one sealer at a time.
+SEAL_LOCK = 0x61756469745F7365
+SEAL_BATCH = 50_000
+VERIFY_FETCH = 20_000
+# The database refuses to delete audit rows younger than this (trigger in migration 0003);
+# AUDIT_RETENTION_DAYS can only lengthen it.
+RETENTION_FLOOR_DAYS = 2190
+
+_CANONICAL = (
+    "jsonb_build_array(a.id, a.chain_seq, "
+    "(extract(epoch from a.occurred_at) * 1000000)::bigint, a.actor_kind, a.actor_id, a.action, "
+    "a.object_type, a.object_id, a.subject_id, a.changes, a.request_id, host(a.ip))::text"
+)
+
+_COLUMNS = ", ".join(
+    f"b.{c}"
+    for c in (
+        "id",
+        "occurred_at",
+        "actor_kind",
+        "actor_id",
+        "action",
+        "object_type",
+        "object_id",
+        "subject_id",
+        "changes",
+        "request_id",
+        "ip",
+    )
+)
+
+
+def _link(previous: str, canonical: str) -> str:
+    return hashlib.sha256((previous + canonical).encode()).hexdigest()
+
+
+def _head(cursor) -> tuple[int, str]:
+    """The last sealed row's (seq, hash), or the purge checkpoint's, or the genesis."""
+    cursor.execute(f"SELECT chain_seq, hash FROM {TABLE} WHERE chain_seq IS NOT NULL ORDER BY chain_seq DESC LIMIT 1")  # noqa: S608
+    row = cursor.fetchone()
+    if row:
+        return row[0], row[1]
+    state = AuditChainState.objects.filter(pk=1).values_list("checkpoint_seq", "checkpoint_hash").first()
+    if state and state[0] is not None:
+        return state[0], state[1]
+    return 0, GENESIS
+
+
+def audit_seal(*, batch_size: int = SEAL_BATCH, max_rows: int | None = None) -> int:
+    """Seal the committed unsealed audit rows in id order; return how many were sealed.
+
+    Each batch is one transaction holding the seal advisory lock: it reads the chain's head,
+    hashes up to `batch_size` rows in Python and writes them with one UPDATE ... FROM unnest.
+    If another sealer holds the lock, returns at once (that sealer does the work). Safe to run
+    at any time and any number of times.
+    """
+    sealed = 0
+    while max_rows is None or sealed < max_rows:
+        limit = batch_size if max_rows is None else min(batch_size, max_rows - sealed)
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [SEAL_LOCK])
+            if not cursor.fetchone()[0]:
+                return sealed
+            seq, previous = _head(cursor)
+            # The next sequence numbers are numbered by PostgreSQL, so the canonical text
+            # hashed here is exactly the one audit_verify reads back.
+            cursor.execute(
+                f"SELECT a.id, a.chain_seq, {_CANONICAL} FROM (SELECT {_COLUMNS}, "  # noqa: S608
+                "%s + row_number() OVER (ORDER BY b.id) AS chain_seq "
+                f"FROM (SELECT * FROM {TABLE} WHERE chain_seq IS NULL ORDER BY id LIMIT %s) b) a ORDER BY a.id",
+                [seq, limit],
+            )
+            rows = cursor.fetchall()
+            if not rows:
+                return sealed
+            ids, seqs, hashes = [], [], []
+            for row_id, row_seq, canonical in rows:
+                previous = _link(previous, canonical)
+                ids.append(row_id)
+                seqs.append(row_seq)
+                hashes.append(previous)
+            cursor.execute(
+                f"UPDATE {TABLE} a SET chain_seq = u.seq, hash = u.hash "  # noqa: S608
+                "FROM unnest(%s::bigint[], %s::bigint[], %s::text[]) AS u(id, seq, hash) WHERE a.id = u.id",
+                [ids, seqs, hashes],
+            )
+        sealed += len(rows)
+        if len(rows) < limit:
+            return sealed
+    return sealed
+
+
+@dataclass(frozen=True)
+class ChainBreak:
+    seq: int | None
+    id: int | None
+    expected: str
+    found: str
+    reason: str
+
+    def __str__(self) -> str:
+        return (
+            f"audit chain broken at seq {self.seq} (id {self.id}): {self.reason}; "
+            f"expected {self.expected}, found {self.found}"
+        )
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    checked: int
+    head_seq: int
+    head_hash: str
+    broken: ChainBreak | None
+
+    @property
+    def ok(self) -> bool:
+        return self.broken is None
+
+
+def audit_verify(*, fetch_size: int = VERIFY_FETCH) -> VerifyResult:
+    """Walk the sealed chain in seq order (a server-side cursor, so memory stays flat) and
+    recompute every hash. Returns the first broken link, if any: a gap in the sequence, a first
+    row that does not follow the purge checkpoint, or a hash that does not match its row."""
+    state = AuditChainState.objects.filter(pk=1).values_list("checkpoint_seq", "checkpoint_hash").first()
+    expected_seq, previous = (state[0], state[1]) if state and state[0] is not None else (0, GENESIS)
+    checked = 0
+    with transaction.atomic(), connection.chunked_cursor() as cursor:
+        cursor.itersize = fetch_size
+        cursor.execute(
+            f"SELECT a.chain_seq, a.id, {_CANONICAL}, a.hash FROM {TABLE} a "  # noqa: S608
+            "WHERE a.chain_seq IS NOT NULL ORDER BY a.chain_seq"
+        )
+        for seq, row_id, canonical, found in cursor:
+            expected_seq += 1
+            if seq != expected_seq:
+                return VerifyResult(
+                    checked, seq - 1, previous, ChainBreak(seq, row_id, f"seq {expected_seq}", f"seq {seq}", "gap")
+                )
+            expected = _link(previous, canonical)
+            if expected != found:
+                return VerifyResult(
+                    checked, seq - 1, previous, ChainBreak(seq, row_id, expected, found, "hash mismatch")
+                )
+            previous = found
+            checked += 1
+    return VerifyResult(checked, expected_seq, previous, None)
+
+
+def audit_retention_cutoff(*, now=None):
+    """Audit rows older than this may be purged: AUDIT_RETENTION_DAYS ago (never less than the
+    database's six-year floor), moved back before the oldest audit row about any contact under
+    an active legal hold, so a hold keeps its whole trail (and, the chain being purged only
+    from its oldest end, everything after it)."""
+    now = now or timezone.now()
+    days = max(int(settings.AUDIT_RETENTION_DAYS), RETENTION_FLOOR_DAYS)
+    if days == RETENTION_FLOOR_DAYS and settings.AUDIT_RETENTION_DAYS < RETENTION_FLOOR_DAYS:
+        logger.warning("AUDIT_RETENTION_DAYS below the six-year floor; using %s days", RETENTION_FLOOR_DAYS)
+    cutoff = now - timedelta(days=days)
+    held = _held_contact_ids()
+    if held:
+        oldest = (
+            AuditEvent.objects.filter(subject_id__in=held, occurred_at__lt=cutoff)
+            .order_by("occurred_at")
+            .values_list("occurred_at", flat=True)
+            .first()
+        )
+        if oldest is not None:
+            cutoff = oldest
+    return cutoff
+
+
+def _held_contact_ids() -> list[int]:
+    # Legal holds live in compliance too (compliance.models.LegalHold, when present).
+    from django.apps import apps
+
+    try:
+        model = apps.get_model("compliance", "LegalHold")
+    except LookupError:
+        return []
+    queryset = model.objects.all()
+    if hasattr(model, "released_at"):
+        queryset = queryset.filter(released_at__isnull=True)
+    return list(queryset.values_list("contact_id", flat=True))
+
+
+def audit_purge(*, batch_size: int = SEAL_BATCH, now=None) -> int:
+    """Delete sealed audit rows past the retention cutoff, oldest first, in batches; the
+    trigger checks each batch continues the chain from its checkpoint and moves the checkpoint.
+    Stops at the first row that is unsealed or not old enough. Returns rows deleted."""
+    cutoff = audit_retention_cutoff(now=now)
+    deleted = 0
+    while True:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [SEAL_LOCK])
+            if not cursor.fetchone()[0]:
+                return deleted
+            # The contiguous run of old rows at the start of the chain (a younger row stops it).
+            cursor.execute(
+                f"WITH head AS (SELECT chain_seq, occurred_at FROM {TABLE} WHERE chain_seq IS NOT NULL "  # noqa: S608
+                "ORDER BY chain_seq LIMIT %s), "
+                "stop AS (SELECT min(chain_seq) AS seq FROM head WHERE occurred_at >= %s) "
+                f"DELETE FROM {TABLE} a USING head WHERE a.chain_seq = head.chain_seq "
+                "AND head.chain_seq < coalesce((SELECT seq FROM stop), 9223372036854775807)",
+                [batch_size, cutoff],
+            )
+            count = cursor.rowcount
+        deleted += count
+        if count < batch_size:
+            return deleted
