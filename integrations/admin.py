@@ -15,9 +15,9 @@ from django.utils.html import format_html
 from crm_platform.actor import Actor
 from crm_platform.admin_tools import FastChangeListMixin
 from crm_platform.models import OutboxMessage
-from integrations import relay, selectors, services
-from integrations.events import EVENT_TYPES
-from integrations.models import WebhookDelivery, WebhookEndpoint
+from integrations import relay, selectors, services, sync
+from integrations.events import EVENT_TYPES, TOPIC_EVENT_TYPES
+from integrations.models import SyncEvent, WebhookDelivery, WebhookEndpoint
 from integrations.webhooks import url_check
 
 # ----------------------------------------------------------------------------- outbox
@@ -229,4 +229,101 @@ class WebhookDeliveryAdmin(FastChangeListMixin, admin.ModelAdmin):
         self.message_user(request, f"{count} message(s) will be sent again.")
 
     def has_replay_permission(self, request):
+        return request.user.has_perm("crm_platform.change_outboxmessage")
+
+
+# ----------------------------------------------------------------------------- sync events
+
+
+class _ChoicesFilter(admin.SimpleListFilter):
+    """A filter whose choices come from our registries, not from a DISTINCT over a big table."""
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        return queryset.filter(**{self.parameter_name: value}) if value else queryset
+
+
+class SyncProviderFilter(_ChoicesFilter):
+    title = "provider"
+    parameter_name = "provider"
+
+    def lookups(self, request, model_admin):
+        from integrations.destinations import destinations
+        from integrations.inbound import EventInput
+
+        names = list(EventInput().fields["source"].choices)
+        names += [d.name for d in destinations() if d.name != "webhook"]
+        names += [f"webhook:{pk}" for pk in WebhookEndpoint.objects.order_by("pk").values_list("pk", flat=True)[:100]]
+        return [(name, name) for name in names]
+
+
+class SyncEventTypeFilter(_ChoicesFilter):
+    title = "event type"
+    parameter_name = "event_type"
+
+    def lookups(self, request, model_admin):
+        from integrations.inbound import EVENT_TYPES as INBOUND_TYPES
+
+        return [(name, name) for name in sorted({*INBOUND_TYPES, *TOPIC_EVENT_TYPES})]
+
+
+@admin.register(SyncEvent)
+class SyncEventAdmin(FastChangeListMixin, admin.ModelAdmin):
+    list_display = (
+        "id",
+        "created_at",
+        "direction",
+        "provider",
+        "event_type",
+        "object_type",
+        "object_id",
+        "external_id",
+        "status",
+        "attempts",
+        "last_error",
+        "outbox_message_id",
+    )
+    list_filter = (
+        "direction",
+        SyncProviderFilter,
+        "status",
+        SyncEventTypeFilter,
+        ("created_at", admin.DateFieldListFilter),
+    )
+    search_fields = ("=object_id", "=external_id", "=payload_digest")
+    search_help_text = "Object id, external id or payload digest (exact)."
+    ordering = ("-id",)
+    actions = ("retry",)
+    readonly_fields = [f.name for f in SyncEvent._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.action(description="Retry: replay outbound deliveries", permissions=["retry"])
+    def retry(self, request, queryset):
+        counts = sync.sync_events_retry(ids=queryset.values_list("pk", flat=True), actor=Actor.from_request(request))
+        if counts["replayed"]:
+            self.message_user(request, f"{counts['replayed']} outbox row(s) will be sent again.", messages.SUCCESS)
+        if counts["missing"]:
+            self.message_user(
+                request,
+                f"{counts['missing']} outbound event(s) not replayed: their outbox row was purged.",
+                messages.WARNING,
+            )
+        if counts["inbound"]:
+            self.message_user(
+                request,
+                f"{counts['inbound']} inbound event(s) left unchanged: we keep a digest of the payload, "
+                "not the payload, so only the sender can send them again (with a new Idempotency-Key "
+                "if the first was accepted).",
+                messages.WARNING,
+            )
+
+    def has_retry_permission(self, request):
         return request.user.has_perm("crm_platform.change_outboxmessage")

@@ -23,6 +23,7 @@ from rest_framework import serializers
 from contacts import services as contacts
 from contacts.models import Contact, Subscription
 from crm_platform.actor import Actor
+from integrations import sync
 
 
 @dataclass(frozen=True)
@@ -275,13 +276,19 @@ def event_ingest(*, event: Event, actor: Actor) -> dict[str, Any]:
     """Apply one event in one transaction. ValidationError (400) for a user we do not know when
     the type needs one; ConflictError (409) when the email and user id name two contacts."""
     event_type = EVENT_TYPES[event.type]
-    with transaction.atomic():
-        contact = contacts.contact_find(email=event.user.get("email"), external_id=event.user.get("external_id"))
-        if contact is None and not event_type.creates_user:
-            raise ValidationError({"user": ["Unknown user: this event type needs a user the CRM already knows."]})
-        if contact is None:
-            contact, _ = _sync(event, actor)
-        return event_type.handler(event, actor, contact)
+    try:
+        with transaction.atomic():
+            contact = contacts.contact_find(email=event.user.get("email"), external_id=event.user.get("external_id"))
+            if contact is None and not event_type.creates_user:
+                raise ValidationError({"user": ["Unknown user: this event type needs a user the CRM already knows."]})
+            if contact is None:
+                contact, _ = _sync(event, actor)
+            result = event_type.handler(event, actor, contact)
+            sync.sync_event_record(sync.inbound_event_row(event, status=sync.result_status(result), result=result))
+            return result
+    except Exception as exc:
+        sync.sync_event_record_failure(sync.inbound_event_row(event, status="failed", error=sync.error_summary(exc)))
+        raise
 
 
 def _flat(errors, prefix: str = "") -> dict[str, list[str]]:

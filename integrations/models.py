@@ -78,3 +78,71 @@ class WebhookDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.webhook_id} → {self.endpoint_id} #{self.attempt} ({self.status_code or self.error[:30]})"
+
+
+class SyncEvent(models.Model):
+    """One change that crossed our boundary, in or out: what it touched, how it ended, and a
+    digest of its payload (never the payload: the row must hold no personal values).
+
+    Inbound rows are written once, by the ingest path. Outbound rows are one per delivered
+    outbox row (`outbox_message`), updated after each attempt."""
+
+    class Direction(models.TextChoices):
+        INBOUND = "inbound"
+        OUTBOUND = "outbound"
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        APPLIED = "applied"  # inbound: applied; outbound: delivered
+        SKIPPED_STALE = "skipped_stale"
+        FAILED = "failed"
+        DEAD = "dead"
+
+    direction = models.CharField(max_length=8, choices=Direction.choices)
+    provider = models.CharField(max_length=50, help_text='Who sent or receives it: "app", "webhook:12", "hubspot".')
+    event_type = models.CharField(max_length=100)
+    object_type = models.CharField(max_length=100, blank=True)
+    object_id = models.CharField(max_length=64, blank=True)
+    external_id = models.CharField(max_length=128, blank=True, help_text="The object's id on the other side.")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.CharField(max_length=500, blank=True)
+    payload_digest = models.CharField(max_length=64, help_text="sha256 of the payload's canonical JSON.")
+    outbox_message = models.ForeignKey(
+        "crm_platform.OutboxMessage",
+        null=True,
+        blank=True,
+        related_name="+",
+        # Outbox rows are purged sooner (OUTBOX_RETENTION_DAYS) than sync events: a dangling id is fine.
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        db_index=False,
+    )
+    occurred_at = models.DateTimeField(null=True, blank=True, help_text="When it happened at the source.")
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["outbox_message"],
+                condition=models.Q(outbox_message__isnull=False),
+                name="sync_event_outbox_uniq",
+            )
+        ]
+        indexes = [
+            models.Index(fields=["created_at"], name="sync_event_created_idx"),
+            models.Index(fields=["object_id"], name="sync_event_object_idx"),
+            models.Index(fields=["external_id"], name="sync_event_external_idx", condition=~models.Q(external_id="")),
+            models.Index(fields=["payload_digest"], name="sync_event_digest_idx"),
+            # Staff look for what went wrong: a small index of failed and dead rows, newest first.
+            models.Index(
+                fields=["status", "-id"],
+                name="sync_event_problem_idx",
+                condition=models.Q(status__in=["failed", "dead"]),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.direction} {self.event_type} {self.object_type}:{self.object_id} ({self.status})"

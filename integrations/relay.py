@@ -26,6 +26,7 @@ from django.utils import timezone
 
 from crm_platform.actor import Actor
 from crm_platform.models import OutboxMessage
+from integrations import sync
 from integrations.destinations import (
     DeferDelivery,
     PermanentDeliveryError,
@@ -107,6 +108,7 @@ def outbox_deliver_batch(*, limit: int = 100) -> int:
         OutboxMessage.objects.bulk_update(
             rows, ["status", "attempts", "next_attempt_at", "last_error", "delivered_at"], batch_size=500
         )
+        sync.sync_events_record_outbound(rows)
     return len(rows)
 
 
@@ -196,6 +198,7 @@ def outbox_replay(*, ids, actor: Actor) -> int:
             last_error="",
             delivered_at=None,
         )
+        sync.sync_events_mark_replayed(outbox_ids=reset_ids)
         audit_record_many(
             actor=actor,
             action="outbox.replay",

@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from integrations import relay, services
+from integrations import relay, services, sync
 
 
 @shared_task(acks_late=True, time_limit=120, soft_time_limit=110, ignore_result=False)
@@ -14,5 +14,9 @@ def outbox_relay() -> dict:
 
 @shared_task(acks_late=True, time_limit=1800, soft_time_limit=1780, ignore_result=False)
 def outbox_purge() -> dict:
-    """Delete delivered outbox rows and webhook delivery logs past their retention."""
-    return {"outbox": relay.outbox_purge(), "webhook_deliveries": services.webhook_deliveries_purge()}
+    """Delete delivered outbox rows, webhook delivery logs and sync events past their retention."""
+    return {
+        "outbox": relay.outbox_purge(),
+        "webhook_deliveries": services.webhook_deliveries_purge(),
+        "sync_events": sync.sync_events_purge(),
+    }

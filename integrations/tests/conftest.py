@@ -1,4 +1,5 @@
 import pytest
+from django.db import DEFAULT_DB_ALIAS, connections
 from standardwebhooks import Webhook
 
 from crm_platform.models import OutboxMessage
@@ -11,6 +12,20 @@ def _private_targets_allowed(settings):
     """The receiver listens on loopback; tests that check the SSRF guard switch this off."""
     settings.WEBHOOK_ALLOW_PRIVATE_TARGETS = True
     settings.WEBHOOK_TIMEOUT_SECONDS = 2
+
+
+@pytest.fixture(autouse=True)
+def _no_committed_sync_failures(django_db_setup, django_db_blocker):
+    """Failed inbound events are recorded on a connection of their own (they must outlive the
+    request's rollback), so they escape the test's transaction: remove them after each test."""
+    yield
+    with django_db_blocker.unblock():
+        side = connections.create_connection(DEFAULT_DB_ALIAS)
+        try:
+            with side.cursor() as cursor:
+                cursor.execute("DELETE FROM integrations_syncevent WHERE direction = 'inbound' AND status = 'failed'")
+        finally:
+            side.close()
 
 
 @pytest.fixture
