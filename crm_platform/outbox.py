@@ -67,8 +67,8 @@ def outbox_publish(
 def outbox_publish_many(
     *, topic: str, object_type: str, rows: list[tuple[str | int, dict[str, Any]]], actor: Actor
 ) -> int:
-    """outbox_publish for many objects of one type in one INSERT ... SELECT FROM unnest (bulk
-    paths): `rows` are (object id, payload) pairs."""
+    """outbox_publish for many objects of one type in one INSERT ... SELECT over a JSON array
+    (bulk paths), ids in the order given: `rows` are (object id, payload) pairs."""
     if not rows:
         return 0
     from django.db import connection
@@ -80,16 +80,19 @@ def outbox_publish_many(
         cursor.execute(
             f"INSERT INTO {table} (topic, destination, object_type, object_id, payload, status, attempts, "  # noqa: S608
             "next_attempt_at, last_error, request_id, created_at) "
-            "SELECT %s, '', %s, u.object_id, u.payload::jsonb, 'pending', 0, %s, '', %s, %s "
-            "FROM unnest(%s::text[], %s::text[]) AS u(object_id, payload)",
+            "SELECT %s, '', %s, e.item->>'id', e.item->'payload', 'pending', 0, %s, '', %s, %s "
+            "FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS e(item, n) ORDER BY e.n",
             [
                 topic,
                 object_type,
                 now,
                 actor.request_id[:64],
                 now,
-                [str(object_id) for object_id, _ in rows],
-                [json.dumps(payload, cls=DjangoJSONEncoder) for _, payload in rows],
+                # One JSON document, not a text[] of them: quoting an array of JSON strings
+                # escapes every double quote one by one (most of a 1,000-row bulk write's time).
+                json.dumps(
+                    [{"id": str(object_id), "payload": payload} for object_id, payload in rows], cls=DjangoJSONEncoder
+                ),
             ],
         )
     _kick_relay_on_commit()
