@@ -107,6 +107,9 @@ def normalize_external_id(value: Any) -> str | None:
     return value or None
 
 
+_CHECKED_FIELDS = {f.name: f for f in Contact._meta.fields if not f.is_relation}
+
+
 def _clean_fields(fields: dict[str, Any], *, country: str = "", definitions: dict | None = None) -> dict[str, Any]:
     """Validate and normalize writable fields; ValidationError names every bad field."""
     unknown = set(fields) - EDITABLE_FIELDS
@@ -137,21 +140,20 @@ def _clean_fields(fields: dict[str, Any], *, country: str = "", definitions: dic
         except ValidationError as exc:
             errors.update(exc.message_dict)
     # Field-level checks the model declares (choices, ranges, lengths).
-    relations = ("company", "owner", "company_id", "owner_id")
-    probe = Contact(**{k: v for k, v in cleaned.items() if k not in relations})
-    try:
-        probe.clean_fields(exclude=[f.name for f in Contact._meta.fields if f.name not in cleaned or f.is_relation])
-    except ValidationError as exc:
-        for name, messages in exc.message_dict.items():
-            errors.setdefault(name, messages)
-    except (TypeError, ValueError):  # a value of the wrong JSON type (a number for a date, ...)
-        errors.setdefault("non_field_errors", ["A field has a value of the wrong type."])
+    # What Model.clean_fields does for the given fields, without building a model instance
+    # per call (a measurable share of a 1,000-row bulk upsert).
+    for name, value in cleaned.items():
+        field = _CHECKED_FIELDS.get(name)
+        if field is None or (field.blank and value in field.empty_values):
+            continue
+        try:
+            cleaned[name] = field.clean(value, None)  # the model's own conversions: text to date...
+        except ValidationError as exc:
+            errors.setdefault(name, exc.messages)
+        except (TypeError, ValueError):  # a value of the wrong JSON type (a number for a date, ...)
+            errors.setdefault("non_field_errors", ["A field has a value of the wrong type."])
     if errors:
         raise ValidationError(errors)
-    # Take the model's own conversions (a date given as text becomes a date).
-    for name in cleaned:
-        if name not in relations:
-            cleaned[name] = getattr(probe, name)
     return cleaned
 
 
