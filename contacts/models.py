@@ -10,6 +10,7 @@ from django.db.models import F, Q
 from django.db.models.functions import Lower
 from django.utils import timezone
 
+from compliance.fields import EncryptedCharField, EncryptedJSONField, EncryptedTextField
 from contacts.lifecycle import Stage
 
 
@@ -179,7 +180,7 @@ class Activity(models.Model):
 class Note(models.Model):
     contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="notes")
     author = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
-    body = models.TextField()
+    body = EncryptedTextField()  # PHI, encrypted at rest (compliance/fields.py)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:
@@ -205,7 +206,7 @@ class Ticket(models.Model):
 
     contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="tickets")
     subject = models.CharField(max_length=200)
-    body = models.TextField(blank=True)
+    body = EncryptedTextField(blank=True)  # PHI, encrypted at rest
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN)
     priority = models.CharField(max_length=10, choices=Priority.choices, default=Priority.NORMAL)
     sla_due_at = models.DateTimeField(null=True, blank=True)
@@ -259,7 +260,7 @@ class Order(models.Model):
     currency = models.CharField(max_length=3, default="USD")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PAID)
     paid_at = models.DateTimeField(null=True, blank=True)
-    items = models.JSONField(default=list, blank=True)
+    items = EncryptedJSONField(default=list, blank=True)  # PHI (what was bought), encrypted at rest
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:
@@ -279,7 +280,7 @@ class Subscription(models.Model):
 
     contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="subscriptions")
     external_id = models.CharField(max_length=128, null=True, blank=True, unique=True)
-    plan = models.CharField(max_length=100)
+    plan = EncryptedCharField(max_length=100)  # PHI (names a treatment), encrypted at rest
     amount = models.DecimalField(max_digits=12, decimal_places=2, default=Decimal("0"))
     currency = models.CharField(max_length=3, default="USD")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)

@@ -26,6 +26,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection, transaction
 
+from compliance.crypto import encrypt
 from contacts.lifecycle import Stage
 from crm_platform.models import ApiKey
 
@@ -600,7 +601,8 @@ def order_batch(seed: int, first: int, clock: Clock, pool: ContactPool) -> Itera
         at = text(start + int(rand() * (SPAN - start)))
         price = PRICES[int(rand() * len(PRICES))]
         status = ORDER_STATUSES[int(rand() * 100)]
-        items = f'[{{"sku": "{SKUS[int(rand() * len(SKUS))]}", "quantity": 1, "price": {price}}}]'
+        # Order.items is encrypted at rest (compliance/fields.py): COPY writes the token.
+        items = encrypt(f'[{{"sku": "{SKUS[int(rand() * len(SKUS))]}", "quantity": 1, "price": {price}}}]')
         paid_at = NULL if status == "cancelled" else at
         yield (f"{pool.ids[index]}\t{ORDER_PREFIX}{number}\t{price}\tUSD\t{status}\t{paid_at}\t{items}\t{at}\n")
 
