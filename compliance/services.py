@@ -51,7 +51,7 @@ def audit_subject(obj: models.Model) -> int | None:
 
 
 def audit_record_many(*, actor: Actor, action: str, object_type: str, rows: list[tuple]) -> int:
-    """audit_record for many objects of one type in one INSERT ... SELECT FROM unnest (bulk
+    """audit_record for many objects of one type in one INSERT ... SELECT over a JSON array (bulk
     paths): `rows` are (object id, changes) pairs, or (object id, changes, subject contact id)
     triples. Same guarantees: caller's transaction, no personal values."""
     if not rows:
@@ -60,8 +60,8 @@ def audit_record_many(*, actor: Actor, action: str, object_type: str, rows: list
         cursor.execute(
             f"INSERT INTO {AuditEvent._meta.db_table} (occurred_at, actor_kind, actor_id, action, "  # noqa: S608
             "object_type, object_id, changes, request_id, ip, subject_id) "
-            "SELECT %s, %s, %s, %s, %s, u.object_id, u.changes::jsonb, %s, %s, u.subject_id "
-            "FROM unnest(%s::text[], %s::text[], %s::bigint[]) AS u(object_id, changes, subject_id)",
+            "SELECT %s, %s, %s, %s, %s, e.item->>0, e.item->1, %s, %s, (e.item->>2)::bigint "
+            "FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS e(item, n) ORDER BY e.n",
             [
                 timezone.now(),
                 actor.kind,
@@ -70,9 +70,19 @@ def audit_record_many(*, actor: Actor, action: str, object_type: str, rows: list
                 object_type,
                 actor.request_id[:64],
                 actor.ip,
-                ["" if row[0] in (None, "") else str(row[0]) for row in rows],
-                [json.dumps(_scrub(object_type, row[1] or {}), cls=DjangoJSONEncoder) for row in rows],
-                [row[2] if len(row) > 2 else None for row in rows],
+                # One JSON document rather than a text[] of JSON texts, whose quoting escapes
+                # every double quote one at a time (outbox_publish_many does the same).
+                json.dumps(
+                    [
+                        [
+                            "" if row[0] in (None, "") else str(row[0]),
+                            _scrub(object_type, row[1] or {}),
+                            row[2] if len(row) > 2 else None,
+                        ]
+                        for row in rows
+                    ],
+                    cls=DjangoJSONEncoder,
+                ),
             ],
         )
     return len(rows)
