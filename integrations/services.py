@@ -24,6 +24,7 @@ from integrations.webhooks import (
     secret_generate,
     secret_normalize,
     url_check,
+    url_resolve,
     webhook_body,
     webhook_send,
 )
@@ -131,7 +132,7 @@ def webhook_endpoint_enable(*, endpoint: WebhookEndpoint, actor: Actor) -> None:
 def webhook_endpoint_test(*, endpoint: WebhookEndpoint, actor: Actor) -> WebhookDelivery:
     """Send a signed `webhook.test` event now and return its delivery row. Does not count
     towards the endpoint's failure run. Raises ValidationError when the URL is refused."""
-    url_check(endpoint.url)
+    target = url_resolve(endpoint.url)
     now = timezone.now()
     body = webhook_body(
         event_type=TEST_EVENT,
@@ -140,6 +141,7 @@ def webhook_endpoint_test(*, endpoint: WebhookEndpoint, actor: Actor) -> Webhook
     )
     delivery, _ = webhook_send(
         endpoint=endpoint,
+        target=target,
         webhook_id=f"msg_test_{pysecrets.token_hex(8)}",
         event_type=TEST_EVENT,
         body=body,

@@ -14,14 +14,17 @@ import secrets
 import socket
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import requests
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.utils import timezone
+from django.utils.module_loading import import_string
+from requests.adapters import HTTPAdapter
 
 from compliance.guard import guard_payload
 from crm_platform.actor import Actor
@@ -91,31 +94,112 @@ def sign(secret: str, webhook_id: str, timestamp: int, body: str) -> str:
     return "v1," + base64.b64encode(digest).decode()
 
 
-# ----------------------------------------------------------------------------- SSRF guard
+# ----------------------------------------------------------------------------- SSRF guard and DNS pinning
+
+
+def system_resolve(host: str, port: int) -> list[str]:
+    """The addresses `host` resolves to, in the system resolver's order (duplicates dropped)."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(info[4][0].split("%", 1)[0] for info in infos))
+
+
+def _resolver():
+    # A seam like EMAIL_BACKEND: tests point WEBHOOK_RESOLVER at tests.fakes.dns.resolve so a
+    # made-up host name can resolve to the loopback receiver.
+    path = _setting("WEBHOOK_RESOLVER", "")
+    return import_string(path) if path else system_resolve
+
+
+@dataclass(frozen=True)
+class PinnedTarget:
+    """Where one delivery goes: `url` names the checked address instead of the host, `host`
+    is the Host header (the name, with the URL's port), `server_name` the TLS name."""
+
+    url: str
+    host: str
+    server_name: str
+    address: str
+
+
+def _refused(message: str, code: str) -> ValidationError:
+    return ValidationError({"url": [ValidationError(message, code=code)]})
+
+
+def url_resolve(url: str) -> PinnedTarget:
+    """Resolve the URL's host once, check every address (unless private targets are allowed)
+    and pin the first: the connection then goes to exactly the address we checked, so DNS
+    that changes between check and connect (rebinding) cannot reach a private address.
+    Raises ValidationError: code "scheme", "unresolvable" or "private"."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise _refused("Enter an http(s) URL with a host.", "scheme")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        addresses = _resolver()(parts.hostname, port)
+    except (OSError, UnicodeError, ValueError):
+        addresses = []
+    if not addresses:
+        raise _refused("The host does not resolve.", "unresolvable")
+    if not allow_private_targets():
+        for value in addresses:
+            address = ipaddress.ip_address(value)
+            if not address.is_global or address.is_multicast:
+                raise _refused("The host resolves to a private or reserved address.", "private")
+    address = addresses[0]
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    literal = f"[{address}]" if ":" in address else address
+    netloc = f"{userinfo}@{literal}:{port}" if userinfo else f"{literal}:{port}"
+    return PinnedTarget(
+        url=urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, "")),
+        host=hostport,
+        server_name=parts.hostname,
+        address=address,
+    )
 
 
 def url_check(url: str) -> None:
     """Refuse URLs we must not call: not http(s), no host, or (unless private targets are
     allowed, as in development and tests) a host resolving to a private, loopback,
-    link-local, reserved or multicast address. Raises ValidationError."""
+    link-local, reserved or multicast address. Raises ValidationError. Deliveries check
+    again, and pin what they checked (url_resolve)."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValidationError({"url": ["Enter an http(s) URL with a host."]})
     if allow_private_targets():
         return
-    try:
-        infos = socket.getaddrinfo(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
-    except (socket.gaierror, UnicodeError):
-        raise ValidationError({"url": ["The host does not resolve."]}) from None
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0].split("%", 1)[0])
-        if not address.is_global or address.is_multicast:
-            raise ValidationError({"url": ["The host resolves to a private or reserved address."]})
+    url_resolve(url)
 
 
 # ----------------------------------------------------------------------------- one send
 
-_session = requests.Session()
+
+class PinnedAddressAdapter(HTTPAdapter):
+    """Requests to a pinned URL (an IP address in place of the host name) still speak TLS to
+    the name: SNI and certificate verification use the Host header's name, not the address.
+    Pools are keyed by address and name, so keep-alive connections are reused per target."""
+
+    def build_connection_pool_key_attributes(self, request, verify, cert=None):
+        host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, verify, cert)
+        host = request.headers.get("Host")
+        if host_params["scheme"] == "https" and host:
+            name = urlsplit(f"//{host}").hostname
+            pool_kwargs["server_hostname"] = name
+            pool_kwargs["assert_hostname"] = name
+        return host_params, pool_kwargs
+
+
+def _new_session() -> requests.Session:
+    session = requests.Session()
+    # No proxies or CA bundles from the environment: a proxy would resolve the name itself
+    # (undoing the pin), and looking them up costs time on every request.
+    session.trust_env = False
+    adapter = PinnedAddressAdapter(pool_connections=20, pool_maxsize=20)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+_session = _new_session()
 
 
 def webhook_body(*, event_type: str, occurred_at, data: dict[str, Any]) -> str:
@@ -130,17 +214,19 @@ def webhook_body(*, event_type: str, occurred_at, data: dict[str, Any]) -> str:
 def webhook_send(
     *,
     endpoint: WebhookEndpoint,
+    target: PinnedTarget,
     webhook_id: str,
     event_type: str,
     body: str,
     message_id: int | None,
     attempt: int,
 ) -> tuple[WebhookDelivery, int | None]:
-    """POST one signed body (signed now, with a fresh timestamp) and log the attempt. Never
-    raises for the target's failures: returns the delivery row saying what happened, and the
-    target's Retry-After in seconds when it sent one."""
+    """POST one signed body (signed now, with a fresh timestamp) to the pinned `target`
+    (url_resolve) and log the attempt. Never raises for the target's failures: returns the
+    delivery row saying what happened, and the target's Retry-After in seconds when it sent one."""
     timestamp = int(time.time())
     headers = {
+        "host": target.host,
         "content-type": "application/json",
         "user-agent": "crm_platform-webhooks/1",
         "webhook-id": webhook_id,
@@ -153,7 +239,7 @@ def webhook_send(
     started = time.monotonic()
     try:
         with _session.post(
-            endpoint.url,
+            target.url,
             data=body.encode(),
             headers=headers,
             timeout=timeout_seconds(),
@@ -247,8 +333,11 @@ class WebhookDestination(BaseDestination):
             if recent >= endpoint.rate_limit_per_minute:
                 raise DeferDelivery(10)
         try:
-            url_check(endpoint.url)
-        except ValidationError:
+            target = url_resolve(endpoint.url)
+        except ValidationError as exc:
+            if any(error.code == "unresolvable" for error in exc.error_dict["url"]):
+                _note_failure(endpoint, timezone.now())
+                raise TransientDeliveryError("host does not resolve") from None  # DNS may come back
             raise PermanentDeliveryError("target address refused") from None
         event_type = event_type_for(message.topic, message.payload) or message.topic
         phi_allowed = endpoint.phi_fields if endpoint.may_receive_phi else ()
@@ -259,6 +348,7 @@ class WebhookDestination(BaseDestination):
         )
         delivery, retry_after = webhook_send(
             endpoint=endpoint,
+            target=target,
             webhook_id=f"msg_{message.parent_id or message.pk}",
             event_type=event_type,
             body=body,

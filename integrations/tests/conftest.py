@@ -12,6 +12,8 @@ def _private_targets_allowed(settings):
     """The receiver listens on loopback; tests that check the SSRF guard switch this off."""
     settings.WEBHOOK_ALLOW_PRIVATE_TARGETS = True
     settings.WEBHOOK_TIMEOUT_SECONDS = 2
+    # No real DNS in tests: names resolve only through tests.fakes.dns.FakeDns.
+    settings.WEBHOOK_RESOLVER = "tests.fakes.dns.resolve"
 
 
 @pytest.fixture(autouse=True)

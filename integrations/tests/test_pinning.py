@@ -1,0 +1,86 @@
+"""The SSRF guard resolves a webhook host once, checks every address, and connects to exactly
+the address it checked (DNS pinning), keeping the host name for the Host header and TLS."""
+
+import pytest
+from django.core.exceptions import ValidationError
+
+from crm_platform.models import OutboxMessage
+from integrations import relay
+from integrations.models import WebhookDelivery
+from integrations.tests.conftest import verified
+from integrations.webhooks import url_resolve
+from tests.fakes.dns import FakeDns
+
+pytestmark = pytest.mark.django_db
+LIST = "/api/v1/webhook-endpoints"
+
+
+def _url(receiver, host="hooks.partner.test"):
+    return f"http://{host}:{receiver.port}/hook"
+
+
+def test_a_name_resolving_to_loopback_is_refused_in_production_mode(key_client, settings, receiver):
+    settings.WEBHOOK_ALLOW_PRIVATE_TARGETS = False
+    writer = key_client(["webhooks:write", "webhooks:read"])
+    with FakeDns({"hooks.partner.test": ["127.0.0.1"], "mixed.partner.test": ["93.184.216.34", "10.0.0.7"]}):
+        for host in ("hooks.partner.test", "mixed.partner.test"):
+            response = writer.post(LIST, {"url": _url(receiver, host)}, format="json")
+            assert response.status_code == 400, host
+            assert "private" in response.json()["error"]["fields"]["url"][0]
+        unknown = writer.post(LIST, {"url": _url(receiver, "nowhere.partner.test")}, format="json")
+    assert "does not resolve" in unknown.json()["error"]["fields"]["url"][0]
+    assert receiver.requests == []
+
+
+def test_delivery_connects_to_the_address_it_checked_even_if_dns_changes(make_endpoint, publish, receiver):
+    # The first answer is the receiver; any later lookup would get 127.0.0.2, where nothing
+    # listens. Resolving once and connecting to that answer is what makes the send succeed.
+    with FakeDns({"hooks.partner.test": [["127.0.0.1"], ["127.0.0.2"]]}) as dns:
+        _, secret = make_endpoint(url=_url(receiver))  # development mode: not resolved on save
+        publish()
+        relay.outbox_relay(budget_seconds=10)
+    assert dns.lookups == ["hooks.partner.test"]
+    [request] = receiver.requests
+    assert request.headers["host"] == f"hooks.partner.test:{receiver.port}"
+    assert request.path == "/hook"
+    verified(secret, request)
+    assert OutboxMessage.objects.exclude(destination="").get().status == OutboxMessage.Status.DELIVERED
+
+
+def test_each_attempt_resolves_and_checks_afresh(make_endpoint, publish, receiver, settings):
+    with FakeDns({"hooks.partner.test": ["127.0.0.1"]}) as dns:
+        make_endpoint(url=_url(receiver))
+        receiver.respond(500)
+        publish()
+        relay.outbox_relay(budget_seconds=10)  # attempt 1: 127.0.0.1, answered 500
+        settings.WEBHOOK_ALLOW_PRIVATE_TARGETS = False
+        OutboxMessage.objects.exclude(destination="").update(next_attempt_at="2000-01-01T00:00:00Z")
+        relay.outbox_relay(budget_seconds=10)  # attempt 2: refused before connecting
+    assert len(dns.lookups) == 2 and len(receiver.requests) == 1
+    row = OutboxMessage.objects.exclude(destination="").get()
+    assert (row.status, row.last_error) == (OutboxMessage.Status.DEAD, "target address refused")
+    assert WebhookDelivery.objects.count() == 1
+
+
+def test_a_host_that_stops_resolving_is_retried_not_killed(make_endpoint, publish, receiver):
+    with FakeDns({"hooks.partner.test": ["127.0.0.1"]}):
+        make_endpoint(url=_url(receiver))
+    publish()
+    relay.outbox_relay(budget_seconds=10)  # outside the FakeDns block: the name resolves no more
+    row = OutboxMessage.objects.exclude(destination="").get()
+    assert (row.status, row.last_error) == (OutboxMessage.Status.FAILED, "host does not resolve")
+
+
+def test_the_pinned_url_keeps_path_query_port_and_the_name_for_tls(settings):
+    settings.WEBHOOK_ALLOW_PRIVATE_TARGETS = False
+    with FakeDns({"api.partner.test": ["93.184.216.34"], "v6.partner.test": ["2606:2800:220:1::1"]}):
+        target = url_resolve("https://api.partner.test/hooks/in?x=1")
+        v6 = url_resolve("http://v6.partner.test:8080/h")
+        with pytest.raises(ValidationError):
+            url_resolve("ftp://api.partner.test/x")
+    assert (target.url, target.host, target.server_name) == (
+        "https://93.184.216.34:443/hooks/in?x=1",
+        "api.partner.test",
+        "api.partner.test",
+    )
+    assert (v6.url, v6.host) == ("http://[2606:2800:220:1::1]:8080/h", "v6.partner.test:8080")
