@@ -119,3 +119,15 @@ class BreakGlassGrant(models.Model):
 
     def __str__(self) -> str:
         return f"break-glass {self.user_id} on contact {self.contact_id} until {self.expires_at:%Y-%m-%d %H:%M}"
+
+
+# Consent, restriction, suppression, legal holds, export bundles and the erasure ledger live in
+# their own module (compliance/README.md, "Consent and restriction", "GDPR / CCPA").
+from compliance.models_privacy import (  # noqa: E402, F401
+    Consent,
+    Erasure,
+    ExportBundle,
+    LegalHold,
+    ProcessingRestriction,
+    Suppression,
+)

@@ -50,3 +50,23 @@ def audit_retention_purge() -> int:
     """Delete sealed audit rows past AUDIT_RETENTION_DAYS from the oldest end of the chain."""
     return audit_purge()
 
+
+# ----------------------------------------------------------------------------- GDPR and retention
+
+
+@shared_task(acks_late=True, time_limit=900, soft_time_limit=870, ignore_result=False)
+def export_build(bundle_id: str) -> str:
+    """Build one GDPR export bundle (safe to run twice: a built bundle is left alone)."""
+    from compliance.gdpr import export_build as build
+    from crm_platform.actor import Actor
+
+    bundle = build(bundle_id=bundle_id, actor=Actor.system("compliance.export_build"))
+    return bundle.status if bundle is not None else "missing"
+
+
+@shared_task(acks_late=True, time_limit=3600, soft_time_limit=3540, ignore_result=False)
+def retention_purge() -> dict:
+    """Purge every registered kind of row past its retention (settings.RETENTION_DAYS)."""
+    from compliance.retention import retention_purge as purge
+
+    return purge()

@@ -267,7 +267,17 @@ class ContactAdmin(FastChangeListMixin, admin.ModelAdmin):
         "updated_at",
     ]
     inlines = [ActivityInline, LifecycleInline]
-    actions = ["assign_owner", "add_tag", "move_stage", "merge_two", "archive", "unarchive", "export_csv"]
+    actions = [
+        "assign_owner",
+        "add_tag",
+        "move_stage",
+        "merge_two",
+        "archive",
+        "unarchive",
+        "export_csv",
+        "gdpr_export",
+        "gdpr_erase",
+    ]
     fieldsets = [
         ("Identity", {"fields": ["email", "external_id", "first_name", "last_name", "phone", "date_of_birth"]}),
         (
@@ -421,6 +431,33 @@ class ContactAdmin(FastChangeListMixin, admin.ModelAdmin):
 
     def has_merge_permission(self, request):
         return request.user.has_perm("contacts.merge_contact")
+
+    def has_gdpr_permission(self, request):
+        return request.user.has_perm("compliance.gdpr_request")
+
+    @admin.action(description="GDPR: export everything about them", permissions=["gdpr"])
+    def gdpr_export(self, request, queryset):
+        from compliance.privacy_admin import admin_export
+
+        started, _ = admin_export(request, queryset)
+        self.message_user(
+            request,
+            f"Export started for {started} contact(s); download from Compliance → Export bundles.",
+            messages.SUCCESS,
+        )
+
+    @admin.action(description="GDPR: erase everything about them", permissions=["gdpr"])
+    def gdpr_erase(self, request, queryset):
+        from compliance.privacy_admin import EraseConfirmForm, admin_erase
+
+        form = EraseConfirmForm(request.POST if "apply" in request.POST else None)
+        if not form.is_valid():
+            return self._intermediate(request, queryset, form, "Erase contacts (GDPR)", "gdpr_erase")
+        erased, refused = admin_erase(request, queryset)
+        self.message_user(request, f"Erased {erased} contact(s).", messages.SUCCESS)
+        for line in refused[:10]:
+            self.message_user(request, line, messages.ERROR)
+        return None
 
     @admin.action(description="Archive (hide from lists)", permissions=["change"])
     def archive(self, request, queryset):
@@ -581,7 +618,7 @@ def _parse_csv(text: str) -> tuple[list[dict], list[str]]:
 def _preview(rows: list[dict]) -> list[dict]:
     """What the import would do, without writing: the same validation, and the identity lookup
     for all rows in two queries."""
-    from contacts.bulk import _existing, _prepare
+    from contacts.bulk import _existing, _prepare, _refuse_suppressed
 
     definitions = {d.key: d for d in CustomFieldDefinition.objects.all()}
     preview, prepared = [], {}
@@ -592,6 +629,11 @@ def _preview(rows: list[dict]) -> list[dict]:
         except ValidationError as exc:
             item.update(action="error", errors=exc.message_dict)
         preview.append(item)
+    refused: list[dict] = [{} for _ in preview]
+    _refuse_suppressed(prepared, refused)  # an erased person's email or phone
+    for index, result in enumerate(refused):
+        if result.get("status") == "error":
+            preview[index].update(action="error", errors=result["errors"])
     existing = _existing(prepared.values())
     for index, (email, external_id, _) in prepared.items():
         by_email = existing["email"].get(email) if email else None

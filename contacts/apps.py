@@ -16,6 +16,7 @@ class ContactsConfig(AppConfig):
 
     def ready(self):
         from compliance.registry import PHI, PII, register_personal_fields
+        from contacts.services import register_merge_handler
         from crm_platform.admin_tools import register_dashboard_panel
         from crm_platform.api.scopes import set_staff_permission
         from crm_platform.roles import ADMINISTRATOR, COACH, COMPLIANCE_OFFICER, MARKETING, SALES
@@ -50,6 +51,7 @@ class ContactsConfig(AppConfig):
                 "address_line1": PII,
                 "address_line2": PII,
                 "city": PII,
+                "region": PII,
                 "postal_code": PII,
                 "properties": PII,
             },
@@ -59,6 +61,48 @@ class ContactsConfig(AppConfig):
         register_personal_fields("contacts.Ticket", {"subject": PII, "body": PHI})
         register_personal_fields("contacts.Order", {"items": PHI})
         register_personal_fields("contacts.Subscription", {"plan": PHI})
+        # Staff type the reason of a manual stage move: free text that may name the person.
+        register_personal_fields("contacts.LifecycleTransition", {"reason": PII})
+
+        # GDPR: which rows are about the person, and how erasure and export treat them
+        # (compliance/README.md). Children before the contact row itself, which goes last.
+        from compliance.consent import consents_merge
+        from compliance.retention import register_retention
+        from compliance.subjects import register_subject_data, register_subject_model
+        from contacts import privacy
+
+        register_subject_model(
+            "contacts.Contact",
+            email="email",
+            phone="phone",
+            external_id="external_id",
+            merged_into="merged_into",
+            refs=privacy.provider_refs,
+        )
+        for label in (
+            "contacts.Activity",
+            "contacts.Note",
+            "contacts.Ticket",
+            "contacts.Order",
+            "contacts.Subscription",
+            "contacts.LifecycleTransition",
+        ):
+            register_subject_data(label)
+        register_subject_data(
+            "contacts.ExternalRef",
+            contact_path="object_id",
+            erase=privacy.erase_external_refs,
+            export=privacy.export_external_refs,
+        )
+        register_subject_data(
+            "contacts.ContactDuplicateDismissal",
+            contact_path="first",
+            erase=privacy.erase_duplicate_dismissals,
+            export=False,
+        )
+        register_retention("contacts.activity", date_field="occurred_at")
+        # Consents, restrictions, holds and export bundles follow a merge to the survivor.
+        register_merge_handler(consents_merge)
 
 
 def _lifecycle_panel(request):

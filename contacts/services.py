@@ -18,6 +18,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from compliance.services import audit_record
+from compliance.suppression import suppression_check
 from contacts import lifecycle
 from contacts.models import (
     Activity,
@@ -240,6 +241,8 @@ def contact_create(
     if lifecycle_stage not in lifecycle.Stage.values:
         raise ValidationError({"lifecycle_stage": [f"Not a lifecycle stage: {lifecycle_stage!r}."]})
     cleaned = _clean_fields(fields)
+    # An erased person's email or phone does not come back (compliance's suppression list).
+    suppression_check(email=email, phone=cleaned.get("phone"))
     with transaction.atomic():
         existing = contact_find(email=email, external_id=external_id)
         if existing is not None:
@@ -285,6 +288,9 @@ def contact_update(*, contact: Contact, actor: Actor, **fields: Any) -> Contact:
             if value and Contact.objects.filter(**{field: value}).exclude(pk=locked.pk).exists():
                 other = Contact.objects.filter(**{field: value}).first()
                 raise _taken(other, email=cleaned.get("email"), external_id=cleaned.get("external_id"))
+        new = {f: cleaned[f] for f in ("email", "phone") if cleaned.get(f) and cleaned[f] != getattr(locked, f)}
+        if new:
+            suppression_check(**new)
         changes = _apply(locked, cleaned)
         if changes:
             try:

@@ -11,7 +11,8 @@ in a committed row (so a concurrent duplicate sees it at once and gets 409), run
 stores its response in the same transaction as its effect. The same key and body later
 replays that response with `Idempotent-Replayed: true`; the same key with another body is a
 422. A request refused by an exception (bad input, permission) releases the key, so a
-corrected retry may use it. Records are kept IDEMPOTENCY_TTL_DAYS, then purged by beat.
+corrected retry may use it. Records are kept IDEMPOTENCY_TTL_DAYS, then purged by the retention
+job (compliance.retention).
 """
 
 from __future__ import annotations
@@ -130,10 +131,3 @@ def idempotency_complete(*, record: IdempotencyRecord, response: Response) -> No
 
 def idempotency_release(*, record: IdempotencyRecord) -> None:
     IdempotencyRecord.objects.filter(pk=record.pk, status=IdempotencyRecord.Status.IN_FLIGHT).delete()
-
-
-def idempotency_purge(*, older_than: dt.timedelta | None = None) -> int:
-    """Delete records past the retention (IDEMPOTENCY_TTL_DAYS); returns how many went."""
-    older_than = older_than or dt.timedelta(days=settings.IDEMPOTENCY_TTL_DAYS)
-    deleted, _ = IdempotencyRecord.objects.filter(created_at__lt=timezone.now() - older_than).delete()
-    return deleted

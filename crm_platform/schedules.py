@@ -42,13 +42,6 @@ SCHEDULE: dict[str, dict] = {
         "expires": 4 * 3600,
         "description": "Move contacts to At-Risk (churn risk over the threshold) and Churned (inactive too long).",
     },
-    "platform.idempotency_purge": {
-        "task": "crm_platform.tasks.idempotency_purge",
-        "crontab": {"minute": "47", "hour": "3"},
-        "queue": "bulk",
-        "expires": 3600,
-        "description": "Delete Idempotency-Key records past IDEMPOTENCY_TTL_DAYS.",
-    },
 }
 SCHEDULE["integrations.outbox_sweep"] = {
     "task": "integrations.tasks.outbox_relay",
@@ -57,12 +50,13 @@ SCHEDULE["integrations.outbox_sweep"] = {
     "expires": 5,
     "description": "Route and deliver due outbox rows (catches what the on-commit kick missed, e.g. broker down).",
 }
-SCHEDULE["integrations.outbox_purge"] = {
-    "task": "integrations.tasks.outbox_purge",
+SCHEDULE["compliance.retention_purge"] = {
+    "task": "compliance.tasks.retention_purge",
     "crontab": {"minute": "35", "hour": "3"},
     "queue": "bulk",
     "expires": 3600,
-    "description": "Delete delivered outbox rows (OUTBOX_RETENTION_DAYS) and old webhook delivery logs.",
+    "description": "Purge rows past their retention (settings.RETENTION_DAYS): delivered outbox rows, webhook "
+    "deliveries, sync events, Idempotency-Key records, expired export bundles, old activities when configured.",
 }
 # Compliance: the audit hash chain (compliance/README.md).
 SCHEDULE["compliance.audit_seal"] = {

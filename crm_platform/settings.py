@@ -267,6 +267,21 @@ AUDIT_RETENTION_DAYS = env.int("AUDIT_RETENTION_DAYS", default=2190)
 # Break-glass access to one contact's medical fields lasts this many minutes.
 BREAK_GLASS_MINUTES = env.int("BREAK_GLASS_MINUTES", default=30)
 
+# --------------------------------------------------------------------------- retention and GDPR (compliance/README.md)
+# Days each kind of row is kept before the nightly `compliance.retention_purge` job deletes it
+# (keys: the names apps register with compliance.retention; None: kept forever).
+RETENTION_DAYS = {
+    "crm_platform.outboxmessage": OUTBOX_RETENTION_DAYS,  # delivered and routed rows only
+    "integrations.webhookdelivery": WEBHOOK_DELIVERY_RETENTION_DAYS,
+    "integrations.syncevent": SYNC_EVENT_RETENTION_DAYS,
+    "crm_platform.idempotencyrecord": IDEMPOTENCY_TTL_DAYS,
+    "compliance.exportbundle": 0,  # days after the download link expired
+    # Timeline entries: kept for good unless ACTIVITY_RETENTION_DAYS is set.
+    "contacts.activity": env.int("ACTIVITY_RETENTION_DAYS", default=None),
+}
+# GDPR/CCPA export bundles: the signed download link (and the bundle) last this many hours.
+GDPR_EXPORT_TTL_HOURS = env.int("GDPR_EXPORT_TTL_HOURS", default=72)
+
 # --------------------------------------------------------------------------- Celery
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=REDIS_URL)
 CELERY_RESULT_BACKEND = env("CELERY_RESULT_BACKEND", default=REDIS_URL)

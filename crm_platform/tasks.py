@@ -10,11 +10,3 @@ def clear_expired_sessions() -> int:
     """Delete staff sessions past their expiry; returns how many went."""
     deleted, _ = Session.objects.filter(expire_date__lt=timezone.now()).delete()
     return deleted
-
-
-@shared_task(acks_late=True, time_limit=600, ignore_result=False)
-def idempotency_purge() -> int:
-    """Delete Idempotency-Key records past their retention."""
-    from crm_platform.idempotency import idempotency_purge as purge
-
-    return purge()

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+from compliance.privacy_apis import SeedUserEraseApi
 from crm_platform import health
 from crm_platform.admin_tools import dashboard_view
 from crm_platform.api.permissions import PublicRoute
@@ -28,6 +29,8 @@ urlpatterns = [
     path("api/integrations/webhooks/", include("integrations.urls_seed003")),
     # Seed 002's app webhook, served exactly as the YAHealthy app calls it.
     path("api/crm/webhooks/app-event", AppEventApi.as_view(), name="seed002-app-event"),
+    # Seed 002's GDPR erasure (DELETE only; userId is the contact's app user id).
+    path("api/crm/users/<str:user_id>", SeedUserEraseApi.as_view(), name="seed002-user"),
     path("api/schema/", SpectacularAPIView.as_view(**_public), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema", **_public), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="api-schema", **_public), name="api-redoc"),

@@ -57,6 +57,11 @@ class IntegrationsConfig(AppConfig):
 
         register_destination(WebhookDestination())
         register_allow_list("webhook", WEBHOOK_FIELDS)
+        # Retention (settings.RETENTION_DAYS; the nightly compliance.retention_purge job).
+        from compliance.retention import register_retention
+
+        register_retention("integrations.webhookdelivery", date_field="at")
+        register_retention("integrations.syncevent", date_field="created_at")
         set_staff_permission("webhooks:read", "integrations.view_webhookendpoint")
         set_staff_permission("webhooks:write", "integrations.change_webhookendpoint")
         grant(

@@ -20,6 +20,7 @@ from django.db import transaction
 from django.utils import timezone
 from rest_framework import serializers
 
+from compliance.suppression import suppression_lift
 from contacts import services as contacts
 from contacts.models import Contact, Subscription
 from crm_platform.actor import Actor
@@ -40,6 +41,9 @@ class EventType:
     handler: Callable[[Event, Actor, Contact | None], dict[str, Any]]
     schema: type[serializers.Serializer] | None = None
     creates_user: bool = False  # may the event name a user we do not know yet?
+    # The person signing up again: their email and phone leave compliance's suppression list
+    # (audited) before the contact is written, so the sign-up is not refused.
+    lifts_suppression: bool = False
 
 
 # ----------------------------------------------------------------------------- schemas
@@ -205,7 +209,7 @@ def on_account_created(event: Event, actor: Actor, contact: Contact | None) -> d
 
 
 EVENT_TYPES: dict[str, EventType] = {
-    "account_created": EventType(on_account_created, ProfileSchema, creates_user=True),
+    "account_created": EventType(on_account_created, ProfileSchema, creates_user=True, lifts_suppression=True),
     "onboarding_completed": EventType(on_onboarding_completed),
     "user_logged_in": EventType(on_logged_in),
     "profile_updated": EventType(on_profile, ProfileSchema, creates_user=True),
@@ -278,6 +282,13 @@ def event_ingest(*, event: Event, actor: Actor) -> dict[str, Any]:
     event_type = EVENT_TYPES[event.type]
     try:
         with transaction.atomic():
+            if event_type.lifts_suppression:
+                suppression_lift(
+                    actor=actor,
+                    reason=event.type,
+                    email=event.user.get("email"),
+                    phone=event.properties.get("phone"),
+                )
             contact = contacts.contact_find(email=event.user.get("email"), external_id=event.user.get("external_id"))
             if contact is None and not event_type.creates_user:
                 raise ValidationError({"user": ["Unknown user: this event type needs a user the CRM already knows."]})

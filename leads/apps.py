@@ -45,6 +45,13 @@ class LeadsConfig(AppConfig):
         )
         register_personal_fields("leads.LeadStatusChange", {"reason": PII})
         register_personal_fields("leads.Deal", {"name": PII, "plan": PHI})
+        # GDPR erasure: leads (and their status history) go; deals stay for the pipeline figures,
+        # anonymised (name and plan blanked, the link to the contact cut).
+        from compliance.subjects import register_subject_data
+
+        register_subject_data("leads.LeadStatusChange", contact_path="lead__contact")
+        register_subject_data("leads.Lead")
+        register_subject_data("leads.Deal", erase="anonymise")
 
         register_merge_handler(leads_merge_contacts)
         register_defaults(ensure_defaults)

@@ -37,6 +37,7 @@ ADMIN = "admin"
 _SPECIAL = [
     Scope(PHI_READ, "see medical fields (conditions, medications, labs, notes, measurements)"),
     Scope("gdpr:write", "run GDPR/CCPA export and erasure"),
+    Scope("consents:write", "record consent grants and revocations (with their proof)"),
     Scope("audit:read", "read the audit log"),
     Scope(ADMIN, "every scope except phi:read, and the operator jobs"),
 ]

@@ -1,0 +1,406 @@
+"""GDPR / CCPA: erasure, export and legal holds.
+
+`contact_erase` is the one erasure, whoever asks (API, seed 002's DELETE /api/crm/users/:userId,
+the admin action, a provider's privacyDeletion webhook). It walks the data-subject registry
+(compliance.subjects) and never imports a domain app.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import zipfile
+from typing import Any
+
+from django.apps import apps
+from django.conf import settings
+from django.contrib.admin.models import LogEntry
+from django.contrib.contenttypes.models import ContentType
+from django.core import signing
+from django.core.exceptions import ValidationError
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import models, transaction
+from django.db.models import CharField, Q, TextField
+from django.db.models.functions import Cast
+from django.utils import timezone
+
+from compliance.crypto import decrypt, decrypt_bytes, encrypt, hmac_digest
+from compliance.models_privacy import Erasure, ExportBundle, LegalHold
+from compliance.registry import personal_fields
+from compliance.services import audit_record
+from compliance.subjects import ERASE_ANONYMISE, ERASE_DELETE, subject_data, subject_model
+from compliance.suppression import suppression_add
+from crm_platform.actor import Actor
+from crm_platform.errors import ConflictError
+from crm_platform.models import IdempotencyRecord, OutboxMessage
+from crm_platform.outbox import outbox_publish
+
+ERASED = "[erased]"
+_EXPORT_SALT = "compliance.export-bundle"
+
+
+class SubjectNotFound(LookupError):
+    """No such contact, and no erasure of it on record (the API answers 404)."""
+
+
+def _contact_model():
+    return apps.get_model(subject_model().model_label)
+
+
+# ----------------------------------------------------------------------------- legal hold
+
+
+def legal_hold_place(*, contact, reason: str, actor: Actor, user=None) -> LegalHold:
+    """Put the contact under legal hold: erasure is refused (409 naming `reason`) until released."""
+    if not reason or not reason.strip():
+        raise ValidationError({"reason": ["A legal hold states its reason (the matter, the case number)."]})
+    with transaction.atomic():
+        hold = LegalHold.objects.create(contact=contact, reason=reason.strip()[:300], placed_by=user)
+        audit_record(actor=actor, action="legal_hold.place", obj=hold, changes={"contact": contact.pk})
+    return hold
+
+
+def legal_hold_release(*, hold: LegalHold, actor: Actor, user=None) -> LegalHold:
+    """Release a hold (idempotent)."""
+    with transaction.atomic():
+        locked = LegalHold.objects.select_for_update().get(pk=hold.pk)
+        if locked.released_at is None:
+            locked.released_at = timezone.now()
+            locked.released_by = user
+            locked.save(update_fields=["released_at", "released_by"])
+            audit_record(actor=actor, action="legal_hold.release", obj=locked, changes={"contact": locked.contact_id})
+    return locked
+
+
+# ----------------------------------------------------------------------------- erasure
+
+
+def erasure_find(*, contact_id: int | None = None, external_id: str | None = None) -> Erasure | None:
+    """The recorded erasure of this contact id (any contact of its merge group) or app user id."""
+    if contact_id is not None:
+        return Erasure.objects.filter(Q(contact_id=contact_id) | Q(contact_ids__contains=[contact_id])).first()
+    if external_id:
+        return Erasure.objects.filter(subject_digests__contains=[_subject_digest(external_id)]).first()
+    return None
+
+
+def _subject_digest(external_id: str) -> str:
+    return hmac_digest(f"external_id:{external_id}")
+
+
+def contact_erase_by_external_id(*, external_id: str, actor: Actor) -> tuple[Erasure, bool]:
+    """contact_erase for the contact whose app user id is `external_id` (seed 002)."""
+    subject = subject_model()
+    contact_id = (
+        _contact_model().objects.filter(**{subject.external_id: external_id}).values_list("pk", flat=True).first()
+    )
+    if contact_id is None:
+        done = erasure_find(external_id=external_id)
+        if done is None:
+            raise SubjectNotFound(external_id)
+        return done, False
+    return contact_erase(contact_id=contact_id, actor=actor)
+
+
+def contact_erase(*, contact_id: int, actor: Actor) -> tuple[Erasure, bool]:
+    """Erase everything about a person, in one transaction. Returns (the erasure record, done now).
+
+    Follows a merged-away contact to its survivor and erases the whole merge group. Each
+    registered app's rows are deleted or anonymised set-based; the admin log's labels and
+    outbox rows of those objects, and stored API responses naming the person, are scrubbed;
+    the contact rows go last. Their emails and phones stay only as keyed hashes on the
+    suppression list, and `contact.deleted` goes to the outbox so every connected provider
+    deletes its copy (the identifiers travel encrypted: `erasure_subject`).
+
+    Idempotent: erasing an erased contact returns the first erasure's record (done now =
+    False). Raises SubjectNotFound for an id never seen, ConflictError (code `legal_hold`)
+    naming the hold's reason when any contact of the group is under legal hold."""
+    done = erasure_find(contact_id=contact_id)
+    if done is not None:
+        return done, False
+    Contact = _contact_model()
+    subject = subject_model()
+    with transaction.atomic():
+        contact = Contact.objects.select_for_update().filter(pk=contact_id).first()
+        if contact is None:
+            done = erasure_find(contact_id=contact_id)  # a concurrent erasure finished first
+            if done is None:
+                raise SubjectNotFound(contact_id)
+            return done, False
+        group = _merge_group(Contact, contact, subject.merged_into)
+        survivor_id = group[0]
+        list(Contact.objects.select_for_update().filter(pk__in=group).values_list("pk", flat=True))
+        hold = LegalHold.objects.filter(contact_id__in=group, released_at__isnull=True).order_by("placed_at").first()
+        if hold is not None:
+            raise ConflictError(
+                f"Contact {hold.contact_id} is under legal hold and cannot be erased: {hold.reason}",
+                fields={"legal_hold": [hold.reason]},
+                code="legal_hold",
+            )
+        identities = list(
+            Contact.objects.filter(pk__in=group).values(subject.email, subject.phone, subject.external_id)
+        )
+        emails = sorted({i[subject.email] for i in identities if i[subject.email]})
+        phones = sorted({i[subject.phone] for i in identities if i[subject.phone]})
+        external_ids = sorted({i[subject.external_id] for i in identities if i[subject.external_id]})
+        refs = subject.refs(contact_ids=group) if subject.refs else []
+
+        counts: dict[str, int] = {}
+        for data in subject_data():
+            model = apps.get_model(data.model_label)
+            rows = model._base_manager.filter(**{f"{data.contact_path}__in": group})
+            _scrub_traces(model, rows)
+            if callable(data.erase):
+                _count(counts, data.model_label, data.erase(contact_ids=group, actor=actor))
+            elif data.erase == ERASE_DELETE:
+                for label, n in rows.delete()[1].items():
+                    _count(counts, label.lower(), n)
+            elif data.erase == ERASE_ANONYMISE:
+                _count(counts, data.model_label, _anonymise(model, rows, data.contact_path))
+        people = Contact._base_manager.filter(pk__in=group)
+        _scrub_traces(Contact, people)
+        _count(counts, "crm_platform.idempotencyrecord", _scrub_stored_responses(emails + external_ids))
+        for label, n in people.delete()[1].items():
+            _count(counts, label.lower(), n)
+
+        for email in emails:
+            suppression_add(actor=actor, email=email)
+        for phone in phones:
+            suppression_add(actor=actor, phone=phone)
+        erased_at = timezone.now()
+        outbox_publish(
+            topic="contact.deleted",
+            obj=contact,
+            payload={
+                "id": survivor_id,
+                "contact_ids": group,
+                "erased_at": erased_at.isoformat(),
+                # Providers find their copy by email, phone, app user id or their own id; these
+                # travel encrypted so the outbox row (kept until delivered, then purged) holds no
+                # readable personal value. Adapters open it with erasure_subject(payload).
+                "subject": encrypt(
+                    json.dumps({"emails": emails, "phones": phones, "external_ids": external_ids, "refs": refs})
+                ),
+            },
+            actor=actor,
+        )
+        erasure = Erasure.objects.create(
+            contact_id=survivor_id,
+            subject_digests=[_subject_digest(e) for e in external_ids],
+            erased_at=erased_at,
+            actor_kind=actor.kind,
+            actor_id=str(actor.id)[:64],
+            contact_ids=group,
+            counts=counts,
+        )
+        audit_record(
+            actor=actor,
+            action="contact.erase",
+            object_type=subject.model_label,
+            object_id=survivor_id,
+            changes={"contacts": len(group), "rows": sum(counts.values()), "tables": len(counts)},
+        )
+    return erasure, True
+
+
+def erasure_outcome(erasure: Erasure) -> dict[str, Any]:
+    """What the API answers for an erasure, the first time and every time after."""
+    return {
+        "status": "erased",
+        "contact": erasure.contact_id,
+        "contacts": erasure.contact_ids,
+        "erased_at": erasure.erased_at.isoformat(),
+        "counts": erasure.counts,
+        "provider_deletion": "queued",
+    }
+
+
+def erasure_subject(payload: dict[str, Any]) -> dict[str, Any]:
+    """For provider adapters handling `contact.deleted`: the erased person's identifiers
+    ({"emails", "phones", "external_ids", "refs": [{"provider", "object_type", "external_id"}]})."""
+    return json.loads(decrypt(payload["subject"]))
+
+
+def _count(counts: dict[str, int], label: str, n: int) -> None:
+    if n:
+        counts[label] = counts.get(label, 0) + n
+
+
+def _merge_group(Contact, contact, merged_into: str | None) -> list[int]:
+    """The survivor first, then every contact merged into it (at any depth)."""
+    if not merged_into:
+        return [contact.pk]
+    survivor = contact
+    seen = {survivor.pk}
+    while getattr(survivor, f"{merged_into}_id"):
+        survivor = Contact.objects.get(pk=getattr(survivor, f"{merged_into}_id"))
+        if survivor.pk in seen:
+            break
+        seen.add(survivor.pk)
+    group, frontier = [survivor.pk], [survivor.pk]
+    while frontier:
+        frontier = list(Contact.objects.filter(**{f"{merged_into}__in": frontier}).values_list("pk", flat=True))
+        frontier = [pk for pk in frontier if pk not in group]
+        group += frontier
+    return group
+
+
+def _anonymise(model, rows, contact_path: str) -> int:
+    """Blank the model's registered personal fields and cut the link to the contact."""
+    values: dict[str, Any] = {}
+    for name in personal_fields(model._meta.label_lower):
+        field = model._meta.get_field(name)
+        values[name] = None if field.null else field.get_default()
+    link = model._meta.get_field(contact_path) if "__" not in contact_path else None
+    if link is not None and link.null:
+        values[link.name] = None
+    return rows.update(**values) if values else 0
+
+
+def _scrub_traces(model, rows) -> None:
+    """The outbox rows about these objects (their payloads name the person) go; the admin
+    history keeps its rows but loses the objects' labels (str() of a contact is its name)."""
+    ids = rows.order_by().annotate(_erased_id=Cast("pk", CharField())).values("_erased_id")
+    OutboxMessage.objects.filter(object_type=model._meta.label_lower, object_id__in=ids).delete()
+    content_type = ContentType.objects.get_for_model(model, for_concrete_model=False)
+    LogEntry.objects.filter(content_type=content_type, object_id__in=ids).update(object_repr=ERASED, change_message="")
+
+
+def _scrub_stored_responses(values: list[str]) -> int:
+    """Idempotency records replay stored responses, and a create's response holds the email or
+    app user id: those records go (a retry with the key then meets the suppression list)."""
+    if not values:
+        return 0
+    text = Cast("response_body", TextField())
+    match = Q()
+    for value in values:
+        match |= Q(_body__contains=json.dumps(value))
+    return IdempotencyRecord.objects.annotate(_body=text).filter(match).delete()[0]
+
+
+# ----------------------------------------------------------------------------- export
+
+
+def export_ttl() -> dt.timedelta:
+    return dt.timedelta(hours=settings.GDPR_EXPORT_TTL_HOURS)
+
+
+def export_request(*, contact, actor: Actor) -> ExportBundle:
+    """Start an export of everything about `contact`: a pending bundle now, built by the
+    `compliance.tasks.export_build` job after commit."""
+    from compliance import tasks
+
+    with transaction.atomic():
+        bundle = ExportBundle.objects.create(
+            contact=contact, requested_by_kind=actor.kind, requested_by_id=str(actor.id)[:64]
+        )
+        audit_record(actor=actor, action="export.request", obj=bundle, changes={"contact": contact.pk})
+        transaction.on_commit(lambda: tasks.export_build.delay(str(bundle.pk)), robust=True)
+    return bundle
+
+
+def export_collect(*, contact_ids: list[int]) -> dict[str, list[dict[str, Any]]]:
+    """Every registered row about these contacts, table by table (the contacts themselves first)."""
+    subject = subject_model()
+    tables: dict[str, list[dict[str, Any]]] = {
+        subject.model_label: list(_contact_model()._base_manager.filter(pk__in=contact_ids).order_by("pk").values())
+    }
+    for data in subject_data():
+        if data.export is False:
+            continue
+        if callable(data.export):
+            rows = data.export(contact_ids=contact_ids)
+        else:
+            model = apps.get_model(data.model_label)
+            rows = list(model._base_manager.filter(**{f"{data.contact_path}__in": contact_ids}).order_by("pk").values())
+        if rows:
+            tables[data.model_label] = rows
+    return tables
+
+
+def export_build(*, bundle_id: str, actor: Actor) -> ExportBundle:
+    """Build a pending bundle: the JSON of every table plus a CSV per table, zipped and
+    encrypted. Idempotent (a built bundle is left alone)."""
+    with transaction.atomic():
+        bundle = ExportBundle.objects.select_for_update().filter(pk=bundle_id).first()
+        if bundle is None or bundle.status != ExportBundle.Status.PENDING:
+            return bundle
+        if bundle.contact_id is None:  # erased before the job ran: nothing to export
+            bundle.status, bundle.error = ExportBundle.Status.FAILED, "The contact no longer exists."
+            bundle.save(update_fields=["status", "error"])
+            return bundle
+        group = _merge_group(_contact_model(), bundle.contact, subject_model().merged_into)
+        tables = export_collect(contact_ids=group)
+        archive = _zip(tables, contact_id=bundle.contact_id)
+        bundle.data = encrypt(archive).encode("ascii")
+        bundle.size = len(archive)
+        bundle.tables = {label: len(rows) for label, rows in tables.items()}
+        bundle.status = ExportBundle.Status.READY
+        bundle.completed_at = timezone.now()
+        bundle.expires_at = bundle.completed_at + export_ttl()
+        bundle.save()
+        audit_record(
+            actor=actor, action="export.build", obj=bundle, changes={"tables": len(tables), "bytes": len(archive)}
+        )
+    return bundle
+
+
+def _zip(tables: dict[str, list[dict[str, Any]]], *, contact_id: int) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        document = {"contact": contact_id, "generated_at": timezone.now().isoformat(), "tables": tables}
+        archive.writestr("export.json", json.dumps(document, cls=DjangoJSONEncoder, indent=2))
+        for label, rows in tables.items():
+            out = io.StringIO()
+            columns = list(dict.fromkeys(key for row in rows for key in row))
+            writer = csv.DictWriter(out, fieldnames=columns)
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: _cell(v) for k, v in row.items()})
+            archive.writestr(f"{label}.csv", out.getvalue())
+    return buffer.getvalue()
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, dict | list):
+        value = json.dumps(value, cls=DjangoJSONEncoder)
+    # Spreadsheets run text starting with these as formulas (OWASP CSV injection).
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+def export_token(bundle: ExportBundle) -> str:
+    """The signed, expiring download token of a ready bundle."""
+    return signing.TimestampSigner(salt=_EXPORT_SALT).sign(str(bundle.pk))
+
+
+class ExportLinkError(Exception):
+    def __init__(self, message: str, *, status: int):
+        super().__init__(message)
+        self.message, self.status = message, status
+
+
+def export_open(*, token: str, actor: Actor) -> tuple[ExportBundle, bytes]:
+    """The decrypted zip of the bundle a download token names. ExportLinkError: 404 for a
+    forged token or a purged bundle, 410 for an expired link, 409 while it is still building."""
+    try:
+        bundle_id = signing.TimestampSigner(salt=_EXPORT_SALT).unsign(token, max_age=export_ttl())
+    except signing.SignatureExpired:
+        raise ExportLinkError("This download link has expired; request a new export.", status=410) from None
+    except signing.BadSignature:
+        raise ExportLinkError("No such export.", status=404) from None
+    bundle = ExportBundle.objects.filter(pk=bundle_id).first()
+    if bundle is None:
+        raise ExportLinkError("No such export (expired bundles are purged).", status=404)
+    if bundle.status != ExportBundle.Status.READY or bundle.data is None:
+        raise ExportLinkError(f"The export is {bundle.status}.", status=409)
+    if bundle.expires_at and bundle.expires_at <= timezone.now():
+        raise ExportLinkError("This export has expired; request a new one.", status=410)
+    data = decrypt_bytes(bytes(bundle.data))
+    with transaction.atomic():
+        ExportBundle.objects.filter(pk=bundle.pk).update(downloads=models.F("downloads") + 1)
+        audit_record(actor=actor, action="export.download", obj=bundle, changes={"bytes": len(data)})
+    return bundle, data

@@ -1,0 +1,244 @@
+"""Consent, restriction, export and erasure over HTTP. Thin views: parse, call one service,
+serialize. Routes in compliance/urls.py (under /api/v1/) and seed 002's DELETE
+/api/crm/users/:userId (crm_platform/urls.py)."""
+
+from __future__ import annotations
+
+from django.apps import apps
+from django.db import transaction
+from django.http import Http404, HttpResponse
+from django.urls import reverse
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.exceptions import NotFound
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from compliance import consent, gdpr
+from compliance.models_privacy import Consent, ExportBundle, ProcessingRestriction
+from compliance.subjects import subject_model
+from crm_platform.actor import Actor
+from crm_platform.api.errors import error_body
+from crm_platform.idempotency import idempotent
+
+HISTORY_LIMIT = 200
+
+
+def _contact(pk: int):
+    contact = apps.get_model(subject_model().model_label).objects.filter(pk=pk).first()
+    if contact is None:
+        raise NotFound(f"No contact {pk}.")
+    return contact
+
+
+class ConsentOutput(serializers.ModelSerializer):
+    class Meta:
+        model = Consent
+        fields = [
+            "id",
+            "purpose",
+            "channel",
+            "third_party",
+            "granted",
+            "source",
+            "text_version",
+            "granted_at",
+            "revoked_at",
+            "recorded_at",
+        ]
+
+
+class RestrictionOutput(serializers.ModelSerializer):
+    active = serializers.BooleanField(source="is_active")
+
+    class Meta:
+        model = ProcessingRestriction
+        fields = ["id", "active", "reason", "placed_at", "lifted_at"]
+
+
+def _consents_body(contact) -> dict:
+    history = Consent.objects.filter(contact=contact).order_by("-recorded_at", "-id")[:HISTORY_LIMIT]
+    return {
+        "contact": contact.pk,
+        "restricted": consent.is_restricted(contact.pk),
+        "consents": ConsentOutput(consent.consent_current(contact=contact), many=True).data,
+        "history": ConsentOutput(history, many=True).data,
+    }
+
+
+class ConsentsApi(APIView):
+    """A contact's consents: the current decision per purpose and channel, and the history."""
+
+    required_scopes = {"GET": "contacts:read", "PUT": "consents:write"}
+
+    class DecisionInput(serializers.Serializer):
+        purpose = serializers.ChoiceField(choices=Consent.Purpose.choices)
+        channel = serializers.ChoiceField(choices=Consent.Channel.choices, required=False, allow_blank=True, default="")
+        third_party = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
+        granted = serializers.BooleanField()
+        source = serializers.CharField(max_length=100)
+        text_version = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
+        ip = serializers.IPAddressField(required=False, allow_null=True, default=None)
+        user_agent = serializers.CharField(max_length=400, required=False, allow_blank=True, default="")
+
+    class ConsentsInput(serializers.Serializer):
+        consents = serializers.ListField(child=serializers.DictField(), min_length=1, max_length=50)
+
+    @extend_schema(responses={200: OpenApiResponse(description="Current consents, restriction flag and history")})
+    def get(self, request, pk: int):
+        return Response(_consents_body(_contact(pk)))
+
+    @extend_schema(request=ConsentsInput, responses={200: OpenApiResponse(description="As GET, after the change")})
+    def put(self, request, pk: int):
+        """Record decisions (each a grant or a revocation with its proof); all or none. A
+        decision equal to the current one adds no history row."""
+        contact = _contact(pk)
+        outer = self.ConsentsInput(data=request.data)
+        outer.is_valid(raise_exception=True)
+        decisions = []
+        errors = {}
+        for index, item in enumerate(outer.validated_data["consents"]):
+            one = self.DecisionInput(data=item)
+            if one.is_valid():
+                decisions.append(one.validated_data)
+            else:
+                errors.update({f"consents.{index}.{k}": v for k, v in one.errors.items()})
+        if errors:
+            raise serializers.ValidationError(errors)
+        actor = Actor.from_request(request)
+        with transaction.atomic():
+            for decision in decisions:
+                consent.consent_record(contact=contact, actor=actor, **decision)
+        return Response(_consents_body(contact))
+
+
+class RestrictionApi(APIView):
+    """GDPR Art. 18: PUT restricts processing (marketing, provider sync, AI) until DELETE lifts it."""
+
+    required_scopes = {"GET": "contacts:read", "PUT": "gdpr:write", "DELETE": "gdpr:write"}
+
+    class RestrictInput(serializers.Serializer):
+        reason = serializers.CharField(max_length=300)
+
+    def _body(self, contact) -> dict:
+        current = ProcessingRestriction.objects.filter(contact=contact).order_by("-placed_at", "-id").first()
+        return {
+            "contact": contact.pk,
+            "restricted": bool(current and current.is_active),
+            "restriction": RestrictionOutput(current).data if current else None,
+        }
+
+    @extend_schema(responses={200: OpenApiResponse(description="Whether processing is restricted")})
+    def get(self, request, pk: int):
+        return Response(self._body(_contact(pk)))
+
+    @extend_schema(request=RestrictInput, responses={200: OpenApiResponse(description="The restriction")})
+    def put(self, request, pk: int):
+        contact = _contact(pk)
+        data = self.RestrictInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        consent.restriction_set(
+            contact=contact, reason=data.validated_data["reason"], actor=Actor.from_request(request)
+        )
+        return Response(self._body(contact))
+
+    @extend_schema(responses={200: OpenApiResponse(description="The lifted restriction")})
+    def delete(self, request, pk: int):
+        contact = _contact(pk)
+        consent.restriction_lift(contact=contact, actor=Actor.from_request(request))
+        return Response(self._body(contact))
+
+
+def _bundle_body(request, bundle: ExportBundle) -> dict:
+    body = {
+        "id": str(bundle.pk),
+        "contact": bundle.contact_id,
+        "status": bundle.status,
+        "requested_at": bundle.requested_at,
+        "completed_at": bundle.completed_at,
+        "expires_at": bundle.expires_at,
+        "tables": bundle.tables,
+        "size": bundle.size,
+        "download_url": None,
+    }
+    if bundle.status == ExportBundle.Status.READY:
+        path = reverse("v1:export-download", kwargs={"token": gdpr.export_token(bundle)})
+        body["download_url"] = request.build_absolute_uri(path)
+    return body
+
+
+class ContactExportApi(APIView):
+    """Start a GDPR/CCPA export of everything about the contact: 202 with the bundle's id; poll
+    GET /api/v1/exports/{id} for the signed download link."""
+
+    required_scopes = {"POST": "gdpr:write"}
+
+    @extend_schema(request=None, responses={202: OpenApiResponse(description="The pending export")})
+    @idempotent()
+    def post(self, request, pk: int):
+        bundle = gdpr.export_request(contact=_contact(pk), actor=Actor.from_request(request))
+        return Response(_bundle_body(request, bundle), status=status.HTTP_202_ACCEPTED)
+
+
+class ExportStatusApi(APIView):
+    required_scopes = {"GET": "gdpr:write"}
+
+    @extend_schema(responses={200: OpenApiResponse(description="The export; download_url once ready")})
+    def get(self, request, bundle_id):
+        bundle = ExportBundle.objects.filter(pk=bundle_id).first()
+        if bundle is None:
+            raise NotFound("No such export (expired bundles are purged).")
+        return Response(_bundle_body(request, bundle))
+
+
+class ExportDownloadApi(APIView):
+    """The zip (export.json + one CSV per table), for a signed link that has not expired. The
+    link alone is not enough: the caller also needs gdpr:write."""
+
+    required_scopes = {"GET": "gdpr:write"}
+
+    @extend_schema(responses={(200, "application/zip"): OpenApiResponse(description="The export zip")})
+    def get(self, request, token: str):
+        try:
+            bundle, data = gdpr.export_open(token=token, actor=Actor.from_request(request))
+        except gdpr.ExportLinkError as exc:
+            code = {404: "not_found", 409: "conflict", 410: "gone"}[exc.status]
+            return Response(error_body(code, exc.message), status=exc.status)
+        response = HttpResponse(data, content_type="application/zip")
+        response["Content-Disposition"] = f'attachment; filename="export-{bundle.pk}.zip"'
+        response["Cache-Control"] = "no-store"
+        return response
+
+
+def _erase(actor: Actor, **lookup) -> dict:
+    try:
+        if "external_id" in lookup:
+            erasure, _ = gdpr.contact_erase_by_external_id(actor=actor, **lookup)
+        else:
+            erasure, _ = gdpr.contact_erase(actor=actor, **lookup)
+    except gdpr.SubjectNotFound:
+        raise Http404 from None
+    return gdpr.erasure_outcome(erasure)
+
+
+class ContactEraseApi(APIView):
+    """Erase everything about the contact (GDPR Art. 17 / CCPA delete). 409 under legal hold;
+    404 for an unknown contact; a repeat answers like the first."""
+
+    required_scopes = {"POST": "gdpr:write"}
+
+    @extend_schema(request=None, responses={200: OpenApiResponse(description="The erasure's outcome")})
+    @idempotent()
+    def post(self, request, pk: int):
+        return Response(_erase(Actor.from_request(request), contact_id=pk))
+
+
+class SeedUserEraseApi(APIView):
+    """Seed 002: DELETE /api/crm/users/:userId (userId: the app user id) erases the user."""
+
+    required_scopes = {"DELETE": "gdpr:write"}
+
+    @extend_schema(responses={200: OpenApiResponse(description='{"status": "success", "userId", "result"}')})
+    def delete(self, request, user_id: str):
+        result = _erase(Actor.from_request(request), external_id=user_id)
+        return Response({"status": "success", "userId": user_id, "result": result})

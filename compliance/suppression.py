@@ -1,0 +1,107 @@
+"""The suppression list: emails and phones that must not come back, stored as keyed hashes.
+
+Erasure adds the person's email and phone; imports, bulk upserts, contact creation and
+provider syncs refuse a suppressed value (`suppression_check`, `suppressed_values`); messaging
+never reaches one (`compliance.consent.can_process`). The person signing up again in the app
+(`account_created`) lifts it (`suppression_lift`), audited.
+
+Values are normalised by the caller the way contacts stores them (email lower-cased and
+trimmed, phone in E.164); `_normalise` repeats the cheap part so a stray capital or space
+cannot slip past.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from compliance.crypto import hmac_digest
+from compliance.models_privacy import Suppression
+from compliance.services import audit_record
+from crm_platform.actor import Actor
+
+REFUSED = "This {kind} is on the suppression list (its owner asked to be erased); it cannot be added again."
+
+
+def _normalise(kind: str, value: str) -> str:
+    value = str(value).strip()
+    if kind == Suppression.Kind.EMAIL:
+        return value.lower()
+    return "".join(ch for ch in value if ch == "+" or ch.isdigit())
+
+
+def digest(kind: str, value: str) -> str:
+    return hmac_digest(f"{kind}:{_normalise(kind, value)}")
+
+
+def _pairs(emails: Iterable[str | None] = (), phones: Iterable[str | None] = ()) -> list[tuple[str, str, str]]:
+    pairs = [(Suppression.Kind.EMAIL, v, digest(Suppression.Kind.EMAIL, v)) for v in emails if v]
+    pairs += [(Suppression.Kind.PHONE, v, digest(Suppression.Kind.PHONE, v)) for v in phones if v]
+    return pairs
+
+
+def suppressed_values(*, emails: Iterable[str | None] = (), phones: Iterable[str | None] = ()) -> set[str]:
+    """The given emails and phones that are suppressed (one query, whatever the count)."""
+    pairs = _pairs(emails, phones)
+    if not pairs:
+        return set()
+    found = set(
+        Suppression.objects.filter(lifted_at__isnull=True, digest__in={d for _, _, d in pairs}).values_list(
+            "kind", "digest"
+        )
+    )
+    return {value for kind, value, d in pairs if (kind, d) in found}
+
+
+def suppression_check(*, email: str | None = None, phone: str | None = None) -> None:
+    """Raise ValidationError naming the field when the email or phone is suppressed."""
+    hits = suppressed_values(emails=[email], phones=[phone])
+    errors = {}
+    if email and email in hits:
+        errors["email"] = [REFUSED.format(kind="email address")]
+    if phone and phone in hits:
+        errors["phone"] = [REFUSED.format(kind="phone number")]
+    if errors:
+        raise ValidationError(errors)
+
+
+def suppression_add(
+    *, actor: Actor, email: str | None = None, phone: str | None = None, reason: str = "erasure"
+) -> int:
+    """Suppress an email and/or phone (idempotent: one active entry per value). Returns how
+    many entries were added. Runs in the caller's transaction."""
+    added = 0
+    for kind, _, value_digest in _pairs([email], [phone]):
+        if Suppression.objects.filter(kind=kind, digest=value_digest, lifted_at__isnull=True).exists():
+            continue
+        try:
+            with transaction.atomic():
+                entry = Suppression.objects.create(kind=kind, digest=value_digest, reason=reason[:30])
+        except IntegrityError:  # suppressed concurrently: the same outcome
+            continue
+        audit_record(actor=actor, action="suppression.add", obj=entry, changes={"kind": kind, "reason": reason})
+        added += 1
+    return added
+
+
+def suppression_lift(*, actor: Actor, reason: str, email: str | None = None, phone: str | None = None) -> int:
+    """Lift the suppression of an email and/or phone (the person signed up again). Returns how
+    many entries were lifted; the entries stay, marked lifted, as history."""
+    lifted = 0
+    with transaction.atomic():
+        for kind, _, value_digest in _pairs([email], [phone]):
+            entries = list(
+                Suppression.objects.select_for_update().filter(kind=kind, digest=value_digest, lifted_at__isnull=True)
+            )
+            for entry in entries:
+                entry.lifted_at = timezone.now()
+                entry.lifted_reason = reason[:100]
+                entry.save(update_fields=["lifted_at", "lifted_reason"])
+                audit_record(
+                    actor=actor, action="suppression.lift", obj=entry, changes={"kind": kind, "reason": reason}
+                )
+                lifted += 1
+    return lifted
