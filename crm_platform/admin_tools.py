@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from functools import cached_property
 
+from django.contrib.admin.utils import flatten_fieldsets
 from django.core.paginator import Paginator
 from django.db import connection
 
@@ -115,25 +116,100 @@ PHI_PERMISSION = "compliance.view_phi"
 
 class PhiAdminMixin:
     """Hide `phi_fields` (form fields, read-only fields and list columns) from staff without
-    compliance.view_phi. Works for ModelAdmins and inlines."""
+    compliance.view_phi, unless they hold an active break-glass grant for the contact the page
+    is about. Works for ModelAdmins and inlines.
+
+    Every page that shows them writes `phi.read` audit rows (one INSERT per page): the change
+    page's object, each inline row, each changelist row."""
 
     phi_fields: tuple[str, ...] = ()
 
-    def _hides_phi(self, request) -> bool:
-        return bool(self.phi_fields) and not request.user.has_perm(PHI_PERMISSION)
+    def _phi_access(self, request, obj=None) -> str | None:
+        """How this request may see the PHI of `obj` (the page's object, or an inline's
+        parent): "permission", "break_glass", or None (hidden)."""
+        from compliance.phi_reads import ACCESS_BREAK_GLASS, ACCESS_PERMISSION
+
+        if request.user.has_perm(PHI_PERMISSION):
+            return ACCESS_PERMISSION
+        if obj is not None and _break_glass_active(request, obj):
+            return ACCESS_BREAK_GLASS
+        return None
+
+    def _hides_phi(self, request, obj=None) -> bool:
+        return bool(self.phi_fields) and self._phi_access(request, obj) is None
 
     def get_fields(self, request, obj=None):
         fields = super().get_fields(request, obj)
-        return [f for f in fields if f not in self.phi_fields] if self._hides_phi(request) else fields
+        return [f for f in fields if f not in self.phi_fields] if self._hides_phi(request, obj) else fields
 
     def get_readonly_fields(self, request, obj=None):
         fields = super().get_readonly_fields(request, obj)
-        return [f for f in fields if f not in self.phi_fields] if self._hides_phi(request) else fields
+        return [f for f in fields if f not in self.phi_fields] if self._hides_phi(request, obj) else fields
 
     def get_exclude(self, request, obj=None):
         exclude = list(super().get_exclude(request, obj) or [])
-        return [*exclude, *self.phi_fields] if self._hides_phi(request) else exclude or None
+        return [*exclude, *self.phi_fields] if self._hides_phi(request, obj) else exclude or None
 
     def get_list_display(self, request):
         columns = super().get_list_display(request)
         return [c for c in columns if c not in self.phi_fields] if self._hides_phi(request) else columns
+
+    # ------------------------------------------------------------------ auditing the reads
+
+    def _audit_phi_read(self, request, objects, access: str) -> None:
+        from compliance.phi_reads import audit_phi_reads
+        from crm_platform.actor import Actor
+
+        audit_phi_reads(
+            actor=Actor.from_request(request), objects=objects, fields=self.phi_fields, channel="admin", access=access
+        )
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        response = super().render_change_form(request, context, add=add, change=change, form_url=form_url, obj=obj)
+        access = self._phi_access(request, obj) if obj is not None and self.phi_fields else None
+        if access and set(self.phi_fields) & set(flatten_fieldsets(self.get_fieldsets(request, obj))):
+            self._audit_phi_read(request, [obj], access)
+        return response
+
+    def changelist_view(self, request, extra_context=None):
+        response = super().changelist_view(request, extra_context)
+        shown = [c for c in self.get_list_display(request) if c in self.phi_fields]
+        context = getattr(response, "context_data", None) or {}
+        if shown and "cl" in context:
+            changelist = context["cl"]
+            # After rendering, when the page's rows are loaded anyway (no second query).
+            response.add_post_render_callback(
+                lambda _response: self._audit_phi_read(request, list(changelist.result_list), "permission")
+            )
+        return response
+
+    def get_formset(self, request, obj=None, **kwargs):
+        # Inlines: the rows of the formset are what the page shows; obj is the parent object.
+        formset = super().get_formset(request, obj, **kwargs)
+        access = self._phi_access(request, obj) if self.phi_fields and request.method == "GET" else None
+        if not access:
+            return formset
+        admin = self
+
+        class AuditedFormSet(formset):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                admin._audit_phi_read(request, [form.instance for form in self.initial_forms], access)
+
+        AuditedFormSet.__name__ = formset.__name__
+        return AuditedFormSet
+
+
+def _break_glass_active(request, obj) -> bool:
+    """Whether the user holds an active break-glass grant for the contact `obj` is about
+    (remembered for the request: a page asks once per inline and field list)."""
+    from compliance.breakglass import break_glass_active
+    from compliance.services import audit_subject
+
+    contact_id = audit_subject(obj)
+    if contact_id is None:
+        return False
+    cache = request.__dict__.setdefault("_break_glass", {})
+    if contact_id not in cache:
+        cache[contact_id] = break_glass_active(user=request.user, contact_id=contact_id)
+    return cache[contact_id]

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+from compliance.audit_apis import SeedAuditLogApi
 from compliance.privacy_apis import SeedUserEraseApi
 from crm_platform import health
 from crm_platform.admin_tools import dashboard_view
@@ -29,6 +30,7 @@ urlpatterns = [
     path("api/integrations/webhooks/", include("integrations.urls_seed003")),
     # Seed 002's app webhook, served exactly as the YAHealthy app calls it.
     path("api/crm/webhooks/app-event", AppEventApi.as_view(), name="seed002-app-event"),
+    path("api/crm/audit-log/<str:user_id>", SeedAuditLogApi.as_view(), name="seed002-audit-log"),
     # Seed 002's GDPR erasure (DELETE only; userId is the contact's app user id).
     path("api/crm/users/<str:user_id>", SeedUserEraseApi.as_view(), name="seed002-user"),
     path("api/schema/", SpectacularAPIView.as_view(**_public), name="api-schema"),
