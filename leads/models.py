@@ -13,6 +13,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from compliance.fields import EncryptedCharField, EncryptedJSONField
+
 
 class Lead(models.Model):
     """Someone's interest, captured from a source. A contact has at most one open lead."""
@@ -46,8 +48,9 @@ class Lead(models.Model):
         related_name="owned_leads",
         db_index=False,  # lead_owner_status_idx starts with owner
     )
-    assessment = models.JSONField(default=dict, blank=True, help_text="Assessment results (medical: PHI).")
-    persona = models.CharField(max_length=100, blank=True)
+    # PHI, encrypted at rest (compliance/fields.py): nothing filters on them.
+    assessment = EncryptedJSONField(default=dict, blank=True, help_text="Assessment results (medical: PHI).")
+    persona = EncryptedCharField(max_length=100, blank=True)
     utm_source = models.CharField("UTM source", max_length=100, blank=True)
     utm_medium = models.CharField("UTM medium", max_length=100, blank=True)
     utm_campaign = models.CharField("UTM campaign", max_length=100, blank=True)
@@ -169,7 +172,7 @@ class Deal(models.Model):
     company = models.ForeignKey(
         "contacts.Company", null=True, blank=True, on_delete=models.SET_NULL, related_name="deals"
     )
-    plan = models.CharField(
+    plan = EncryptedCharField(  # PHI, encrypted at rest
         max_length=100, blank=True, help_text="When the deal carries a plan, winning it starts that subscription."
     )
     created_at = models.DateTimeField(default=timezone.now, editable=False)

@@ -256,7 +256,7 @@ def test_move_by_key_fires_automations(key_client, system_actor, make_contact):
     assert response.json()["stage"]["key"] == "closedwon"
     contact.refresh_from_db()
     assert contact.lifecycle_stage == "subscriber"
-    assert Subscription.objects.filter(contact=contact, plan="Premium").exists()
+    assert [s.plan for s in Subscription.objects.filter(contact=contact)] == ["Premium"]  # plan: encrypted
     assert OutboxMessage.objects.filter(topic="onboarding.requested").exists()
 
 

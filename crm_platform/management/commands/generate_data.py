@@ -644,7 +644,7 @@ def deal_batch(seed: int, first: int, clock: Clock, pool: ContactPool, plan: Dea
         created = start + int(rand() * (SPAN - start))
         entered = created + int(rand() * (SPAN - created))
         stage = plan.stages[int(rand() * 1000)]
-        deal_plan = DEAL_PLANS[int(rand() * 100)]
+        deal_plan = encrypt(DEAL_PLANS[int(rand() * 100)])  # Deal.plan is encrypted at rest
         close_day = min(entered // 86_400 + (0 if stage in plan.closed else _span(rng, 7, 90)), SPAN_DAYS + 180)
         close_date = (clock.start.date() + dt.timedelta(days=close_day)).isoformat()
         owner = plan.owners[int(rand() * n_owners)] if n_owners else NULL
