@@ -328,3 +328,22 @@ def test_every_model_pointing_at_a_contact_is_registered_for_erasure():
 def test_erased_consent_history_goes_with_the_person(gdpr, person):
     gdpr.post(f"/api/v1/contacts/{person['contact'].pk}/erase")
     assert not Consent.objects.exists()
+
+
+def test_the_walk_finds_what_is_left(person):
+    """The all-models walk is not vacuous: before erasure it names what it finds."""
+    with pytest.raises(AssertionError, match="point at the erased contact") as found:
+        assert_nothing_left([person["contact"].pk])
+    assert "still holds 'erase.me@example.com'" in str(found.value)
+
+
+def test_admin_places_and_releases_a_legal_hold(admin_client, gdpr):
+    contact = ContactFactory()
+    added = admin_client.post("/admin/compliance/legalhold/add/", {"contact": contact.pk, "reason": "matter 7"})
+    assert added.status_code == 302
+    hold = LegalHold.objects.get(contact=contact)
+    assert AuditEvent.objects.filter(action="legal_hold.place", object_id=str(hold.pk)).exists()
+    assert gdpr.post(f"/api/v1/contacts/{contact.pk}/erase").status_code == 409
+    admin_client.post("/admin/compliance/legalhold/", {"action": "release", "_selected_action": [hold.pk]})
+    assert gdpr.post(f"/api/v1/contacts/{contact.pk}/erase").status_code == 200
+    assert admin_client.get("/admin/compliance/erasure/").status_code == 200

@@ -1,0 +1,121 @@
+"""GDPR/CCPA export: POST /api/v1/contacts/{id}/export (202), the Celery job, the signed expiring
+download link (API and admin), and the purge of expired bundles by the retention job."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import zipfile
+from decimal import Decimal
+
+import pytest
+from django.core import signing
+from django.utils import timezone
+
+from compliance.consent import consent_grant
+from compliance.models import AuditEvent, ExportBundle
+from compliance.tasks import export_build, retention_purge
+from contacts import services as contacts
+from contacts.tests.factories import ContactFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def gdpr(key_client):
+    return key_client(["gdpr:write"])
+
+
+@pytest.fixture
+def person(system_actor):
+    contact = ContactFactory(email="export.me@example.com", first_name="Exa", phone="+14155550122")
+    contacts.activity_record(contact=contact, type="food_logged", actor=system_actor, properties={"kcal": 310})
+    contacts.note_create(contact=contact, body='=HYPERLINK("x") note', actor=system_actor)
+    contacts.order_record(contact=contact, amount=Decimal("12.50"), external_id="o-1", actor=system_actor)
+    consent_grant(contact=contact, purpose="marketing_email", source="form", actor=system_actor)
+    return contact
+
+
+def _export(gdpr, contact, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks():
+        response = gdpr.post(f"/api/v1/contacts/{contact.pk}/export")
+    assert response.status_code == 202, response.content
+    body = response.json()
+    assert body["status"] == "pending" and body["download_url"] is None
+    assert export_build.apply(args=[body["id"]]).get() == "ready"
+    return body["id"]
+
+
+def test_export_builds_an_encrypted_bundle_of_every_table(gdpr, person, django_capture_on_commit_callbacks):
+    bundle_id = _export(gdpr, person, django_capture_on_commit_callbacks)
+    bundle = ExportBundle.objects.get(pk=bundle_id)
+    assert b"export.me@example.com" not in bytes(bundle.data)  # encrypted at rest
+    status = gdpr.get(f"/api/v1/exports/{bundle_id}").json()
+    assert status["status"] == "ready" and status["download_url"].startswith(
+        "http://testserver/api/v1/exports/download/"
+    )
+    assert {"contacts.contact", "contacts.activity", "contacts.note", "contacts.order", "compliance.consent"} <= set(
+        status["tables"]
+    )
+    download = gdpr.get(status["download_url"])
+    assert download.status_code == 200 and download["Content-Type"] == "application/zip"
+    archive = zipfile.ZipFile(io.BytesIO(download.content))
+    document = json.loads(archive.read("export.json"))
+    assert document["tables"]["contacts.contact"][0]["email"] == "export.me@example.com"
+    assert document["tables"]["contacts.activity"][0]["properties"] == {"kcal": 310}
+    notes_csv = archive.read("contacts.note.csv").decode()
+    assert "'=HYPERLINK" in notes_csv  # a spreadsheet will not run it
+    assert {"contacts.contact.csv", "contacts.order.csv", "compliance.consent.csv"} <= set(archive.namelist())
+    actions = set(AuditEvent.objects.filter(object_id=bundle_id).values_list("action", flat=True))
+    assert actions == {"export.request", "export.build", "export.download"}
+    assert "export.me@example.com" not in json.dumps(list(AuditEvent.objects.values("changes")))
+
+
+def test_a_forged_or_expired_link_is_refused(gdpr, person, django_capture_on_commit_callbacks, settings):
+    bundle_id = _export(gdpr, person, django_capture_on_commit_callbacks)
+    assert gdpr.get("/api/v1/exports/download/not-a-token").status_code == 404
+    forged = signing.TimestampSigner(salt="other").sign(bundle_id)
+    assert gdpr.get(f"/api/v1/exports/download/{forged}").status_code == 404
+    url = gdpr.get(f"/api/v1/exports/{bundle_id}").json()["download_url"]
+    settings.GDPR_EXPORT_TTL_HOURS = 0  # every signature is now older than the link's life
+    response = gdpr.get(url)
+    assert response.status_code == 410 and response.json()["error"]["code"] == "gone"
+
+
+def test_the_link_alone_is_not_enough(gdpr, key_client, person, django_capture_on_commit_callbacks):
+    bundle_id = _export(gdpr, person, django_capture_on_commit_callbacks)
+    url = gdpr.get(f"/api/v1/exports/{bundle_id}").json()["download_url"]
+    assert key_client(["contacts:read"]).get(url).status_code == 403
+    from rest_framework.test import APIClient
+
+    assert APIClient().get(url).status_code in (401, 403)
+
+
+def test_export_refusals(key_client, gdpr, person):
+    assert gdpr.post("/api/v1/contacts/999999/export").status_code == 404
+    assert key_client(["contacts:write"]).post(f"/api/v1/contacts/{person.pk}/export").status_code == 403
+    assert not ExportBundle.objects.exists()
+
+
+def test_expired_bundles_are_purged_by_the_retention_job(gdpr, person, django_capture_on_commit_callbacks):
+    bundle_id = _export(gdpr, person, django_capture_on_commit_callbacks)
+    fresh_id = _export(gdpr, person, django_capture_on_commit_callbacks)
+    ExportBundle.objects.filter(pk=bundle_id).update(expires_at=timezone.now() - dt.timedelta(minutes=1))
+    report = retention_purge.apply().get()
+    assert report["compliance.exportbundle"] == 1
+    assert list(ExportBundle.objects.values_list("pk", flat=True)) == [ExportBundle.objects.get(pk=fresh_id).pk]
+    assert gdpr.get(f"/api/v1/exports/{bundle_id}").status_code == 404
+
+
+def test_admin_action_exports_and_admin_downloads(admin_client, person):
+    admin_client.post(
+        "/admin/contacts/contact/", {"action": "gdpr_export", "_selected_action": [person.pk]}, follow=True
+    )
+    bundle = ExportBundle.objects.get(contact=person)
+    export_build.apply(args=[str(bundle.pk)])
+    page = admin_client.get("/admin/compliance/exportbundle/")
+    assert page.status_code == 200 and b"/admin/compliance/exportbundle/download/" in page.content
+    link = page.content.decode().split('href="/admin/compliance/exportbundle/download/')[1].split('"')[0]
+    download = admin_client.get(f"/admin/compliance/exportbundle/download/{link}")
+    assert download.status_code == 200 and download["Content-Type"] == "application/zip"
