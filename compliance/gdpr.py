@@ -161,7 +161,8 @@ def contact_erase(*, contact_id: int, actor: Actor) -> tuple[Erasure, bool]:
                 _count(counts, data.model_label, _anonymise(model, rows, data.contact_path))
         people = Contact._base_manager.filter(pk__in=group)
         _scrub_traces(Contact, people)
-        _count(counts, "crm_platform.idempotencyrecord", _scrub_stored_responses(emails + external_ids))
+        since = _created_since(Contact, group)
+        _count(counts, "crm_platform.idempotencyrecord", _scrub_stored_responses(emails + external_ids, since))
         for label, n in people.delete()[1].items():
             _count(counts, label.lower(), n)
 
@@ -268,16 +269,28 @@ def _scrub_traces(model, rows) -> None:
     LogEntry.objects.filter(content_type=content_type, object_id__in=ids).update(object_repr=ERASED, change_message="")
 
 
-def _scrub_stored_responses(values: list[str]) -> int:
+def _created_since(Contact, group: list[int]):
+    """When the oldest contact of the group was created (None when the model has no such field)."""
+    if not any(f.name == "created_at" for f in Contact._meta.concrete_fields):
+        return None
+    return Contact._base_manager.filter(pk__in=group).aggregate(since=models.Min("created_at"))["since"]
+
+
+def _scrub_stored_responses(values: list[str], since=None) -> int:
     """Idempotency records replay stored responses, and a create's response holds the email or
-    app user id: those records go (a retry with the key then meets the suppression list)."""
+    app user id: those records go (a retry with the key then meets the suppression list). Only
+    records written since the person's first contact row was created can name them, so the scan
+    covers those (idempotency_created_idx), not the whole retention window."""
     if not values:
         return 0
     text = Cast("response_body", TextField())
     match = Q()
     for value in values:
         match |= Q(_body__contains=json.dumps(value))
-    return IdempotencyRecord.objects.annotate(_body=text).filter(match).delete()[0]
+    records = IdempotencyRecord.objects.all()
+    if since is not None:
+        records = records.filter(created_at__gte=since - dt.timedelta(minutes=5))  # clock skew between writers
+    return records.annotate(_body=text).filter(match).delete()[0]
 
 
 # ----------------------------------------------------------------------------- export
