@@ -9,6 +9,8 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpResponse
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
@@ -55,6 +57,37 @@ class ConsentAdmin(FastChangeListMixin, ReadOnlyAdmin):
     search_fields = ["=contact__id"]
     raw_id_fields = ["contact"]
     readonly_fields = [f.name for f in Consent._meta.fields]
+
+    def get_urls(self):
+        view = self.admin_site.admin_view(self.privacy_view)
+        return [path("contact/<int:contact_id>/", view, name="compliance_contact_privacy"), *super().get_urls()]
+
+    def privacy_view(self, request, contact_id: int):
+        """One person's privacy page: current consents and their history, restriction, legal
+        holds, exports and can_process per purpose (read-only; changes go through the API or the
+        restriction and hold pages)."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        contact_model = Consent._meta.get_field("contact").related_model
+        contact = get_object_or_404(contact_model, pk=contact_id)
+        history = Consent.objects.filter(contact=contact).order_by("-recorded_at", "-id")[:200]
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Privacy of contact {contact_id}",
+            "contact_id": contact_id,
+            "contact_url": reverse("admin:contacts_contact_change", args=[contact_id]),
+            "current": consent.consent_current(contact=contact),
+            "history": history,
+            "restrictions": ProcessingRestriction.objects.filter(contact=contact)[:20],
+            "holds": LegalHold.objects.filter(contact=contact).select_related("placed_by", "released_by")[:20],
+            "exports": ExportBundle.objects.filter(contact=contact).defer("data")[:20],
+            "decisions": [
+                (purpose, consent.can_process(contact, purpose))
+                for purpose in (*Consent.Purpose.values, consent.PROVIDER_SYNC)
+            ],
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "admin/compliance/privacy.html", context)
 
 
 class RestrictionForm(forms.ModelForm):

@@ -210,3 +210,20 @@ def test_admin_lists_consents_and_restrictions(admin_client, contact, system_act
     )
     restriction.refresh_from_db()
     assert restriction.lifted_at is not None
+
+
+def test_the_contact_privacy_page_shows_consents_and_answers(client, django_user_model, contact, system_actor):
+    from django.contrib.auth.models import Group
+
+    consent_grant(contact=contact, purpose="marketing_email", source="form", actor=system_actor, ip="10.1.2.3")
+    restriction_set(contact=contact, reason="accuracy contested", actor=system_actor)
+    officer = django_user_model.objects.create_user(username="officer", password="a-long-test-password", is_staff=True)
+    officer.groups.add(Group.objects.get(name="Compliance officer"))
+    client.force_login(officer)
+    change = client.get(f"/admin/contacts/contact/{contact.pk}/change/")
+    assert f"/admin/compliance/consent/contact/{contact.pk}/".encode() in change.content
+    page = client.get(f"/admin/compliance/consent/contact/{contact.pk}/")
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "10.1.2.3" in text and "processing restricted" in text and "accuracy contested" in text
+    assert client.get("/admin/compliance/consent/contact/999999/").status_code == 404
