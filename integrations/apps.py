@@ -62,6 +62,11 @@ class IntegrationsConfig(AppConfig):
 
         register_retention("integrations.webhookdelivery", date_field="at")
         register_retention("integrations.syncevent", date_field="created_at")
+        # GDPR erasure: the sync log's rows about the person go (integrations/privacy.py).
+        from compliance.subjects import register_subject_data
+        from integrations.privacy import erase_sync_events
+
+        register_subject_data("integrations.SyncEvent", contact_path="object_id", erase=erase_sync_events, export=False)
         set_staff_permission("webhooks:read", "integrations.view_webhookendpoint")
         set_staff_permission("webhooks:write", "integrations.change_webhookendpoint")
         grant(

@@ -87,6 +87,13 @@ def person(system_actor):
         change_message="Changed first_name.",
         single_object=True,
     )
+    # An inbound app event: the sync log records it by the app user id.
+    from integrations.inbound import event_ingest, event_parse
+
+    event_ingest(
+        event=event_parse({"type": "user_logged_in", "user": {"external_id": "app-user-77", "email": EMAIL}}),
+        actor=system_actor,
+    )
     duplicate = contacts.contact_create(actor=system_actor, email="erasmus.old@example.com", first_name="Erasmus")
     contacts.contact_merge(survivor=contact, loser=duplicate, actor=system_actor)
     return {"contact": contact, "duplicate": duplicate, "deal": deal}
