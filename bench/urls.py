@@ -11,4 +11,5 @@ urlpatterns = [
     path("bench/ceiling/drf", ceiling.PlainDrfApi.as_view(), name="bench-ceiling-drf"),
     path("bench/ceiling/insert", ceiling.OneInsertApi.as_view(), name="bench-ceiling-insert"),
     path("bench/ceiling/bulk-upsert", ceiling.BulkUpsertCeilingApi.as_view(), name="bench-ceiling-bulk-upsert"),
+    path("bench/ceiling/events-unnest", ceiling.EventsUnnestCeilingApi.as_view(), name="bench-ceiling-events-unnest"),
 ]

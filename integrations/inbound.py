@@ -1,10 +1,15 @@
 """Inbound app events: the declared types, their payload schemas and handlers.
 
 An event is `{"type", "occurred_at", "user": {"external_id", "email"}, "properties", "source"}`.
-Each type has one schema (a serializer for its properties) and one handler that calls the CRM
-services; adding a type is one entry in EVENT_TYPES. Contact fields go through the conflict
-policy (contacts.services.contact_sync): an event older than what a field group last saw is
-*stale* and lands on the timeline without being applied.
+Each type has one schema (a serializer for its properties) and either a handler that calls the
+CRM services (orders, subscriptions, tickets, leads, profiles: one event at a time) or nothing
+but the timeline, taken many at a time by integrations.inbound_timeline (with, for logins and
+onboarding, the engagement field it writes). Adding a type is one entry in EVENT_TYPES. Contact
+fields go through the conflict policy (contacts/conflict.py): an event older than what a field
+group last saw is *stale* and lands on the timeline without being applied.
+
+`events_ingest` applies any number of parsed events in the caller's transaction and returns one
+Outcome each; the API's single, batch and seed routes all go through it.
 """
 
 from __future__ import annotations
@@ -16,15 +21,19 @@ from decimal import Decimal
 from typing import Any
 
 from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
 from django.db import transaction
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from rest_framework import serializers
 
 from compliance.suppression import suppression_lift
 from contacts import services as contacts
 from contacts.models import Contact, Subscription
 from crm_platform.actor import Actor
+from crm_platform.errors import ConflictError
 from integrations import sync
+from integrations.inbound_timeline import UNKNOWN_USER, Outcome, TimelineBatch
 
 
 @dataclass(frozen=True)
@@ -38,9 +47,12 @@ class Event:
 
 @dataclass(frozen=True)
 class EventType:
-    handler: Callable[[Event, Actor, Contact | None], dict[str, Any]]
+    # One event at a time through the CRM services; None: the timeline path (many at a time).
+    handler: Callable[[Event, Actor, Contact | None], dict[str, Any]] | None = None
     schema: type[serializers.Serializer] | None = None
     creates_user: bool = False  # may the event name a user we do not know yet?
+    # Timeline path: the engagement fields the event writes on its contact (conflict policy).
+    contact_fields: Callable[[Event], dict[str, Any]] | None = None
     # The person signing up again: their email and phone leave compliance's suppression list
     # (audited) before the contact is written, so the sign-up is not refused.
     lifts_suppression: bool = False
@@ -125,18 +137,12 @@ def on_profile(event: Event, actor: Actor, contact: Contact | None) -> dict:
     return _timeline(event, actor, contact, stale)
 
 
-def on_onboarding_completed(event: Event, actor: Actor, contact: Contact | None) -> dict:
-    contact, stale = _sync(event, actor, onboarding_status=Contact.Onboarding.ONBOARDING_DONE)
-    return _timeline(event, actor, contact, stale)
+def onboarding_done(event: Event) -> dict:
+    return {"onboarding_status": Contact.Onboarding.ONBOARDING_DONE}
 
 
-def on_logged_in(event: Event, actor: Actor, contact: Contact | None) -> dict:
-    contact, stale = _sync(event, actor, last_login_at=event.occurred_at)
-    return _timeline(event, actor, contact, stale)
-
-
-def on_timeline_only(event: Event, actor: Actor, contact: Contact | None) -> dict:
-    return _timeline(event, actor, contact)
+def logged_in(event: Event) -> dict:
+    return {"last_login_at": event.occurred_at}
 
 
 def on_order_placed(event: Event, actor: Actor, contact: Contact | None) -> dict:
@@ -210,26 +216,26 @@ def on_account_created(event: Event, actor: Actor, contact: Contact | None) -> d
 
 EVENT_TYPES: dict[str, EventType] = {
     "account_created": EventType(on_account_created, ProfileSchema, creates_user=True, lifts_suppression=True),
-    "onboarding_completed": EventType(on_onboarding_completed),
-    "user_logged_in": EventType(on_logged_in),
+    "onboarding_completed": EventType(contact_fields=onboarding_done),
+    "user_logged_in": EventType(contact_fields=logged_in),
     "profile_updated": EventType(on_profile, ProfileSchema, creates_user=True),
-    "food_logged": EventType(on_timeline_only),
-    "goal_progress": EventType(on_timeline_only),
+    "food_logged": EventType(),
+    "goal_progress": EventType(),
     "order_placed": EventType(on_order_placed, OrderSchema),
     "subscription_started": EventType(on_subscription_started, SubscriptionSchema),
     "subscription_cancelled": EventType(on_subscription_cancelled, SubscriptionSchema),
-    "consultation_submitted": EventType(on_timeline_only),
-    "treatment_plan_updated": EventType(on_timeline_only),
-    "prescription_approved": EventType(on_timeline_only),
-    "refill_due": EventType(on_timeline_only),
-    "renewal_approaching": EventType(on_timeline_only),
+    "consultation_submitted": EventType(),
+    "treatment_plan_updated": EventType(),
+    "prescription_approved": EventType(),
+    "refill_due": EventType(),
+    "renewal_approaching": EventType(),
     "support_ticket_created": EventType(on_ticket, TicketSchema),
-    "referral_made": EventType(on_timeline_only),
-    "review_left": EventType(on_timeline_only),
-    "assessment_completed": EventType(on_timeline_only, creates_user=True),
+    "referral_made": EventType(),
+    "review_left": EventType(),
+    "assessment_completed": EventType(creates_user=True),
     "lead_captured": EventType(on_lead_captured, LeadSchema, creates_user=True),
-    "page_viewed": EventType(on_timeline_only, creates_user=True),
-    "custom": EventType(on_timeline_only),
+    "page_viewed": EventType(creates_user=True),
+    "custom": EventType(),
 }
 
 
@@ -254,12 +260,21 @@ class EventInput(serializers.Serializer):
     source = serializers.ChoiceField(choices=["app", "crm", "marketing"], required=False, default="app")
 
 
+_SOURCES = frozenset(EventInput().fields["source"].choices)
+
+
 def event_parse(data: Any) -> Event:
-    """The envelope and the type's own schema; ValidationError (field paths) on any problem."""
-    envelope = EventInput(data=data)
-    if not envelope.is_valid():
-        raise ValidationError(_flat(envelope.errors))
-    values = envelope.validated_data
+    """The envelope and the type's own schema; ValidationError (field paths) on any problem.
+
+    A well-formed envelope is read by hand (a batch has a thousand of them; the serializer takes
+    ~0.3 ms each); anything unusual goes through EventInput, which has the last word and words
+    the errors. Emails are normalized as contacts stores them."""
+    values = _envelope_fast(data)
+    if values is None:
+        envelope = EventInput(data=data)
+        if not envelope.is_valid():
+            raise ValidationError(_flat(envelope.errors))
+        values = envelope.validated_data
     event_type = EVENT_TYPES[values["type"]]
     properties = dict(values.get("properties") or {})
     if event_type.schema is not None:
@@ -267,39 +282,133 @@ def event_parse(data: Any) -> Event:
         if not schema.is_valid():
             raise ValidationError(_flat({"properties": schema.errors}))
         properties = {**properties, **schema.validated_data}
+    user = {k: v for k, v in values["user"].items() if v}
+    if user.get("email"):
+        user["email"] = contacts.normalize_email(user["email"])
     return Event(
         type=values["type"],
         occurred_at=values.get("occurred_at") or timezone.now(),
-        user={k: v for k, v in values["user"].items() if v},
+        user=user,
         properties=properties,
         source=values.get("source", "app"),
     )
 
 
-def event_ingest(*, event: Event, actor: Actor) -> dict[str, Any]:
-    """Apply one event in one transaction. ValidationError (400) for a user we do not know when
-    the type needs one; ConflictError (409) when the email and user id name two contacts."""
+def _envelope_fast(data: Any) -> dict[str, Any] | None:
+    """EventInput's validated data for the plain shapes, or None to let EventInput decide."""
+    if not isinstance(data, dict):
+        return None
+    kind, user, properties = data.get("type"), data.get("user"), data.get("properties", {})
+    source, occurred_at = data.get("source", "app"), data.get("occurred_at")
+    if kind not in EVENT_TYPES or source not in _SOURCES or not isinstance(properties, dict):
+        return None
+    if not isinstance(user, dict) or not set(user) <= {"external_id", "email"}:
+        return None
+    external_id, email = user.get("external_id"), user.get("email")
+    if external_id is None and email is None:
+        return None
+    for value, limit in ((external_id, 128), (email, 254)):
+        if value is not None and (
+            not isinstance(value, str) or not value or value.strip() != value or len(value) > limit
+        ):
+            return None
+    if email is not None:
+        try:
+            validate_email(email)
+        except ValidationError:
+            return None
+    values: dict[str, Any] = {"type": kind, "user": dict(user), "properties": properties, "source": source}
+    if occurred_at is not None:
+        parsed = parse_datetime(occurred_at) if isinstance(occurred_at, str) else None
+        if parsed is None or parsed.tzinfo is None:
+            return None  # naive times take the serializer's time zone rule
+        values["occurred_at"] = parsed
+    elif "occurred_at" in data:
+        return None
+    return values
+
+
+def events_ingest(*, events: list[Event], actor: Actor) -> list[Outcome]:
+    """Apply events in order, in the caller's transaction: one Outcome each (accepted with its
+    result, or rejected with a ValidationError or ConflictError; a rejected event writes
+    nothing and does not stop the others). Timeline types go many at a time (one statement per
+    step, see integrations.inbound_timeline); a type with a handler runs alone, under a
+    savepoint, after the timeline events before it, so each event sees what the events before
+    it did. One SyncEvent per event records how it ended."""
+    outcomes: list[Outcome] = []
+    # No savepoint of our own: an error here is the caller's to roll back.
+    with transaction.atomic(savepoint=False):
+        segment: list[int] = []
+        for index, event in enumerate(events):
+            if EVENT_TYPES[event.type].handler is None:
+                segment.append(index)
+                continue
+            # A handler sees (and may create) contacts as the events before it left them.
+            outcomes += _timeline_segment(events, segment, actor)
+            segment = []
+            try:
+                with transaction.atomic():
+                    outcomes.append(Outcome.accepted(_ingest_one(event, actor)))
+            except (ValidationError, ConflictError) as exc:
+                outcomes.append(Outcome.rejected(exc))
+        outcomes += _timeline_segment(events, segment, actor)
+        sync.sync_events_record_many([_sync_row(e, o) for e, o in zip(events, outcomes, strict=True)])
+    return outcomes
+
+
+def _timeline_segment(events: list[Event], indices: list[int], actor: Actor) -> list[Outcome]:
+    """Consecutive timeline events, many at a time; their outcomes in order."""
+    if not indices:
+        return []
+    batch = TimelineBatch(
+        events=[events[i] for i in indices],
+        actor=actor,
+        contact_fields=_contact_fields,
+        creates_user=lambda e: EVENT_TYPES[e.type].creates_user,
+    )
+    outcomes = batch.run()
+    return [outcomes[n] for n in range(len(indices))]
+
+
+def _contact_fields(event: Event) -> dict[str, Any] | None:
+    fields = EVENT_TYPES[event.type].contact_fields
+    return fields(event) if fields is not None else None
+
+
+def _ingest_one(event: Event, actor: Actor) -> dict[str, Any]:
+    """A type with a handler: find (or, when the type may, create) the contact, then the handler."""
     event_type = EVENT_TYPES[event.type]
-    try:
-        with transaction.atomic():
-            if event_type.lifts_suppression:
-                suppression_lift(
-                    actor=actor,
-                    reason=event.type,
-                    email=event.user.get("email"),
-                    phone=event.properties.get("phone"),
-                )
-            contact = contacts.contact_find(email=event.user.get("email"), external_id=event.user.get("external_id"))
-            if contact is None and not event_type.creates_user:
-                raise ValidationError({"user": ["Unknown user: this event type needs a user the CRM already knows."]})
-            if contact is None:
-                contact, _ = _sync(event, actor)
-            result = event_type.handler(event, actor, contact)
-            sync.sync_event_record(sync.inbound_event_row(event, status=sync.result_status(result), result=result))
-            return result
-    except Exception as exc:
-        sync.sync_event_record_failure(sync.inbound_event_row(event, status="failed", error=sync.error_summary(exc)))
-        raise
+    if event_type.lifts_suppression:
+        suppression_lift(
+            actor=actor,
+            reason=event.type,
+            email=event.user.get("email"),
+            phone=event.properties.get("phone"),
+        )
+    contact = contacts.contact_find(email=event.user.get("email"), external_id=event.user.get("external_id"))
+    if contact is None and not event_type.creates_user:
+        raise ValidationError({"user": [UNKNOWN_USER]})
+    if contact is None:
+        contact, _ = _sync(event, actor)
+    return event_type.handler(event, actor, contact)
+
+
+def _sync_row(event: Event, outcome: Outcome) -> sync.SyncRow:
+    if outcome.status == "accepted":
+        return sync.inbound_event_row(event, status=sync.result_status(outcome.result), result=outcome.result)
+    return sync.inbound_event_row(event, status="failed", error=sync.error_summary(outcome.error))
+
+
+def event_ingest(*, event: Event, actor: Actor) -> dict[str, Any]:
+    """Apply one event in one transaction and return its result. Raises ValidationError (400)
+    for a user we do not know when the type needs one, ConflictError (409) when the email and
+    user id name two contacts; the refusal is recorded as a failed SyncEvent that outlives the
+    caller's rollback."""
+    [outcome] = events_ingest(events=[event], actor=actor)
+    if outcome.status == "rejected":
+        sync.sync_event_record_failure(_sync_row(event, outcome))
+        raise outcome.error
+    return outcome.result
 
 
 def _flat(errors, prefix: str = "") -> dict[str, list[str]]:

@@ -1,0 +1,334 @@
+"""The set-based ingest: batches (partial results, replays, repeated ids, stale events, new users,
+effectful types mixed in), single events sharing the same path, races, and query bounds."""
+
+import threading
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from compliance.models import AuditEvent
+from contacts.models import Activity, Contact, LifecycleTransition, Order, Subscription, Ticket
+from contacts.tests.factories import ContactFactory
+from crm_platform.models import IdempotencyRecord, OutboxMessage
+from integrations.models import SyncEvent
+from leads.models import Lead
+
+pytestmark = pytest.mark.django_db
+EVENTS = "/api/v1/events"
+BATCH = "/api/v1/events/batch"
+
+
+@pytest.fixture
+def app(key_client):
+    return key_client(["events:write"], name="mobile app")
+
+
+def batch(client, events):
+    response = client.post(BATCH, {"events": events}, format="json")
+    assert response.status_code == 202, response.content
+    return response.json()
+
+
+def statuses(body):
+    return [r["status"] for r in body["results"]]
+
+
+def test_partial_results_each_event_answered_and_refused_ones_write_nothing(app):
+    ContactFactory(email="one@example.com", external_id="u-1")
+    ContactFactory(email="two@example.com", external_id="u-2")
+    events = [
+        {"id": "a", "type": "food_logged", "user": {"external_id": "u-1"}, "properties": {"kcal": 300}},
+        {"id": "b", "type": "food_logged", "user": {"external_id": "ghost"}},
+        {"id": "c", "type": "custom", "user": {"external_id": "u-1", "email": "two@example.com"}},
+        {"id": "d", "type": "order_placed", "user": {"external_id": "u-2"}, "properties": {"amount": "-1"}},
+        {
+            "id": "e",
+            "type": "goal_progress",
+            "user": {"email": "TWO@example.com"},
+            "occurred_at": "2026-01-02T03:04:05Z",
+        },
+    ]
+    body = batch(app, events)
+    assert statuses(body) == ["accepted", "rejected", "rejected", "rejected", "accepted"]
+    assert (body["accepted"], body["rejected"], body["replayed"]) == (2, 3, 0)
+    errors = [r.get("errors", {}) for r in body["results"]]
+    assert "user" in errors[1] and {"email", "external_id"} <= set(errors[2]) and "properties.amount" in errors[3]
+    first, last = body["results"][0]["result"], body["results"][4]["result"]
+    activity = Activity.objects.get(pk=first["activity"])
+    assert (activity.type, activity.contact.external_id, activity.properties) == ("food_logged", "u-1", {"kcal": 300})
+    late = Activity.objects.get(pk=last["activity"])
+    assert late.contact.email == "two@example.com" and late.occurred_at.isoformat() == "2026-01-02T03:04:05+00:00"
+    assert Activity.objects.count() == 2 and not Contact.objects.filter(external_id="ghost").exists()
+    # Refused events leave no key behind (a corrected retry may use it) but a failed SyncEvent each.
+    assert set(IdempotencyRecord.objects.values_list("key", flat=True)) == {"event:a", "event:e"}
+    assert SyncEvent.objects.filter(direction="inbound", status="failed").count() == 2
+    assert AuditEvent.objects.filter(action="activity.create").count() == 2
+
+
+def test_a_batch_sent_again_replays_each_known_id_and_applies_only_the_new_ones(app):
+    ContactFactory(email=None, external_id="u-1")
+    events = [{"id": f"e{n}", "type": "page_viewed", "user": {"external_id": "u-1"}} for n in range(3)]
+    first = batch(app, events)
+    again = batch(app, [*events[:2], {"id": "e9", "type": "custom", "user": {"external_id": "u-1"}}])
+    assert statuses(again) == ["replayed", "replayed", "accepted"]
+    assert again["results"][0]["result"] == first["results"][0]["result"]
+    assert Activity.objects.count() == 4 and SyncEvent.objects.filter(direction="inbound").count() == 4
+    other_body = batch(app, [{**events[0], "properties": {"path": "/changed"}}])
+    assert statuses(other_body) == ["rejected"] and "another body" in str(other_body["results"][0]["errors"])
+
+
+def test_an_id_repeated_in_one_batch_is_applied_once(app):
+    ContactFactory(email=None, external_id="u-1")
+    event = {"id": "dup", "type": "food_logged", "user": {"external_id": "u-1"}, "properties": {"kcal": 1}}
+    body = batch(app, [event, event, {**event, "properties": {"kcal": 2}}])
+    assert statuses(body) == ["accepted", "replayed", "rejected"]
+    assert body["results"][1]["result"] == body["results"][0]["result"]
+    assert "earlier in this batch" in str(body["results"][2]["errors"])
+    assert Activity.objects.count() == 1
+
+
+def test_stale_logins_land_on_the_timeline_without_moving_the_field(app):
+    contact = ContactFactory(email=None, external_id="u-1")
+    now = timezone.now().replace(microsecond=0)
+    login = {"type": "user_logged_in", "user": {"external_id": "u-1"}}
+    body = batch(
+        app,
+        [
+            {**login, "id": "new", "occurred_at": now.isoformat()},
+            {**login, "id": "old", "occurred_at": (now - timedelta(hours=2)).isoformat()},
+        ],
+    )
+    assert [r["result"]["stale"] for r in body["results"]] == [[], ["last_login_at"]]
+    contact.refresh_from_db()
+    assert contact.last_login_at == now and contact.group_timestamps["engagement"]["source"] == "app"
+    stale = Activity.objects.get(pk=body["results"][1]["result"]["activity"])
+    assert stale.properties["_stale_fields"] == ["last_login_at"]
+    assert list(SyncEvent.objects.order_by("id").values_list("status", flat=True)) == ["applied", "skipped_stale"]
+    # One contact.updated for the batch, naming the field it changed.
+    update = OutboxMessage.objects.get(topic="contact.updated", object_id=str(contact.pk))
+    assert update.payload["changed"] == ["last_login_at"] and update.payload["external_id"] == "u-1"
+    # A later single event, older still, is stale too.
+    old = (now - timedelta(days=1)).isoformat()
+    single = app.post(EVENTS, {**login, "occurred_at": old}, format="json", HTTP_IDEMPOTENCY_KEY="s1")
+    assert single.json()["result"]["stale"] == ["last_login_at"]
+
+
+def test_new_users_are_created_once_and_unknown_ones_refused_where_the_type_needs_them(app):
+    events = [
+        {"id": "1", "type": "page_viewed", "user": {"external_id": "new-1"}},
+        {"id": "2", "type": "food_logged", "user": {"external_id": "new-1"}},
+        {"id": "3", "type": "page_viewed", "user": {"external_id": "new-1", "email": "New@Example.com"}},
+        {
+            "id": "4",
+            "type": "order_placed",
+            "user": {"external_id": "new-2"},
+            "properties": {"order_id": "o", "amount": "5"},
+        },
+        {"id": "5", "type": "page_viewed", "user": {"external_id": "new-2"}},
+        {"id": "6", "type": "user_logged_in", "user": {"external_id": "new-2"}},
+    ]
+    body = batch(app, events)
+    # The order names new-2 before anything created it: refused, as one event at a time would be.
+    assert statuses(body) == ["accepted", "accepted", "accepted", "rejected", "accepted", "accepted"]
+    new = Contact.objects.get(external_id="new-1")
+    assert new.email == "new@example.com" and new.group_timestamps["identity"]["source"] == "app"
+    assert Contact.objects.filter(external_id__startswith="new-").count() == 2
+    assert Contact.objects.get(external_id="new-2").last_login_at is not None
+    assert OutboxMessage.objects.filter(topic="contact.created").count() == 2
+    assert not Order.objects.exists()
+
+
+def test_types_with_real_effects_run_in_a_batch_beside_the_timeline(app):
+    ContactFactory(email=None, external_id="u-1", lifecycle_stage="patient")
+    events = [
+        {"id": "a", "type": "account_created", "user": {"external_id": "u-9", "email": "nine@example.com"}},
+        {"id": "b", "type": "food_logged", "user": {"external_id": "u-9"}},
+        {
+            "id": "c",
+            "type": "order_placed",
+            "user": {"external_id": "u-1"},
+            "properties": {"order_id": "o1", "amount": "9"},
+        },
+        {
+            "id": "d",
+            "type": "subscription_started",
+            "user": {"external_id": "u-1"},
+            "properties": {"subscription_id": "s1", "plan": "Core"},
+        },
+        {
+            "id": "e",
+            "type": "support_ticket_created",
+            "user": {"external_id": "u-1"},
+            "properties": {"subject": "Help"},
+        },
+        {
+            "id": "f",
+            "type": "lead_captured",
+            "user": {"email": "lead@example.com"},
+            "properties": {"source": "website_form"},
+        },
+        {
+            "id": "g",
+            "type": "subscription_cancelled",
+            "user": {"external_id": "u-1"},
+            "properties": {"subscription_id": "nope"},
+        },
+    ]
+    body = batch(app, events)
+    assert statuses(body) == ["accepted"] * 6 + ["rejected"]
+    assert "properties.subscription_id" in body["results"][6]["errors"]
+    assert Contact.objects.get(external_id="u-9").email == "nine@example.com"
+    assert Activity.objects.filter(contact__external_id="u-9").count() == 2  # account_created + food_logged
+    assert Order.objects.get(external_id="o1").contact.external_id == "u-1"
+    assert Subscription.objects.get(external_id="s1").contact.external_id == "u-1"
+    assert Ticket.objects.get().subject == "Help" and Lead.objects.get().source == "website_form"
+    assert Contact.objects.get(external_id="u-1").lifecycle_stage == "subscriber"
+
+
+def test_lifecycle_rules_apply_on_the_timeline_path(app):
+    contact = ContactFactory(email=None, external_id="u-1", lifecycle_stage="visitor")
+    churned = ContactFactory(email=None, external_id="u-2", lifecycle_stage="churned")
+    body = batch(
+        app,
+        [
+            {"id": "a", "type": "consultation_submitted", "user": {"external_id": "u-1"}},
+            {"id": "b", "type": "page_viewed", "user": {"external_id": "u-2"}},
+        ],
+    )
+    assert statuses(body) == ["accepted", "accepted"]
+    contact.refresh_from_db()
+    churned.refresh_from_db()
+    assert (contact.lifecycle_stage, churned.lifecycle_stage) == ("prospect", "won_back")
+    moves = LifecycleTransition.objects.order_by("id").values_list("to_stage", "reason")
+    assert list(moves) == [("prospect", "event consultation_submitted"), ("won_back", "event page_viewed")]
+
+
+def test_last_active_moves_forward_once_a_minute_at_most(app):
+    long_ago = timezone.now() - timedelta(days=3)
+    contact = ContactFactory(email=None, external_id="u-1", last_active_at=long_ago)
+    now = timezone.now().replace(microsecond=0)
+    batch(app, [{"id": "a", "type": "custom", "user": {"external_id": "u-1"}, "occurred_at": now.isoformat()}])
+    contact.refresh_from_db()
+    assert contact.last_active_at == now
+    soon = (now + timedelta(seconds=20)).isoformat()
+    batch(app, [{"id": "b", "type": "custom", "user": {"external_id": "u-1"}, "occurred_at": soon}])
+    contact.refresh_from_db()
+    assert contact.last_active_at == now  # within the minute: the row is not rewritten
+    later = now + timedelta(minutes=5)
+    batch(app, [{"id": "c", "type": "custom", "user": {"external_id": "u-1"}, "occurred_at": later.isoformat()}])
+    contact.refresh_from_db()
+    assert contact.last_active_at == later
+
+
+def test_an_event_for_a_merged_away_contact_lands_on_the_survivor(app, system_actor):
+    from contacts.services import contact_merge
+
+    survivor = ContactFactory(email="keep@example.com", external_id="u-keep")
+    loser = ContactFactory(email="gone@example.com", external_id="u-gone")
+    contact_merge(survivor=survivor, loser=loser, actor=system_actor)
+    body = batch(app, [{"id": "a", "type": "food_logged", "user": {"external_id": "u-gone"}}])
+    assert body["results"][0]["result"]["contact"] == survivor.pk
+
+
+def test_the_hot_paths_take_a_bounded_number_of_queries(app):
+    ContactFactory(email=None, external_id="u-0")
+    for n in range(1, 200):
+        ContactFactory(email=None, external_id=f"u-{n}")
+
+    def events(count, tag):
+        kinds = ["food_logged", "page_viewed", "user_logged_in", "goal_progress"]
+        return [
+            {"id": f"{tag}{n}", "type": kinds[n % 4], "user": {"external_id": f"u-{n}"}, "properties": {"n": n}}
+            for n in range(count)
+        ]
+
+    app.post(EVENTS, {"type": "custom", "user": {"external_id": "u-0"}}, format="json", HTTP_IDEMPOTENCY_KEY="warm")
+    with CaptureQueriesContext(connection) as single:
+        response = app.post(
+            EVENTS, {"type": "food_logged", "user": {"external_id": "u-1"}}, format="json", HTTP_IDEMPOTENCY_KEY="q1"
+        )
+    assert response.status_code == 202
+    # Idempotency lookup, contact lookup, rules, touch, activity, audit, sync event, stored response.
+    assert len(_statements(single)) <= 8
+    with CaptureQueriesContext(connection) as small:
+        assert batch(app, events(10, "s"))["accepted"] == 10
+    with CaptureQueriesContext(connection) as large:
+        assert batch(app, events(200, "l"))["accepted"] == 200
+    assert len(_statements(large)) == len(_statements(small)) <= 13
+
+
+def _statements(captured) -> list[str]:
+    return [q["sql"] for q in captured.captured_queries if not q["sql"].startswith(("SAVEPOINT", "RELEASE"))]
+
+
+def test_two_identical_batches_racing_apply_each_event_once(transactional_db, make_key):
+    ContactFactory(email=None, external_id="u-1")
+    _, raw = make_key(["events:write"])
+    events = [{"id": f"r{n}", "type": "food_logged", "user": {"external_id": "u-1"}} for n in range(20)]
+    barrier = threading.Barrier(4)
+    answers = []
+
+    def send():
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+        try:
+            barrier.wait()
+            answers.append(client.post(BATCH, {"events": events}, format="json").json())
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=send) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert Activity.objects.count() == 20
+    assert sorted(a["accepted"] for a in answers) == [0, 0, 0, 20]
+    assert all(a["replayed"] == 20 for a in answers if not a["accepted"])
+
+
+def test_two_identical_single_events_racing_make_one_activity(transactional_db, make_key):
+    ContactFactory(email=None, external_id="u-1")
+    _, raw = make_key(["events:write"])
+    barrier = threading.Barrier(4)
+    answers = []
+
+    def send():
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+        try:
+            barrier.wait()
+            response = client.post(
+                EVENTS, {"type": "custom", "user": {"external_id": "u-1"}}, format="json", HTTP_IDEMPOTENCY_KEY="race"
+            )
+            answers.append((response.status_code, response.get("Idempotent-Replayed")))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=send) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert Activity.objects.count() == 1
+    assert sorted(answers, key=lambda a: a[1] or "") == [(202, None), (202, "true"), (202, "true"), (202, "true")]
+
+
+def test_unusual_envelopes_get_the_serializers_words(app):
+    ContactFactory(email=None, external_id="u-1")
+    cases = [
+        ({"type": "custom", "user": {"external_id": "u-1"}, "occurred_at": "yesterday"}, "occurred_at"),
+        ({"type": "custom", "user": {"external_id": "u-1"}, "properties": "x"}, "properties"),
+        ({"type": "custom", "user": {"email": "not-an-email"}}, "user.email"),
+        ({"type": "custom", "user": {"external_id": "u-1"}, "source": "fax"}, "source"),
+    ]
+    for n, (body, field) in enumerate(cases):
+        response = app.post(EVENTS, body, format="json", HTTP_IDEMPOTENCY_KEY=f"u{n}")
+        assert response.status_code == 400 and field in response.json()["error"]["fields"], (body, response.content)
+    naive = {"type": "custom", "user": {"external_id": " u-1 "}, "occurred_at": "2026-01-02T03:04:05"}
+    response = app.post(EVENTS, naive, format="json", HTTP_IDEMPOTENCY_KEY="naive")
+    assert response.status_code == 202, response.content  # trimmed id, the default time zone: as DRF reads them
