@@ -109,3 +109,21 @@ def test_admin_suppression_list_shows_hashes_and_finds_a_value(erased, admin_cli
     assert (
         admin_client.get("/admin/compliance/suppression/", {"q": "nobody@example.com"}).context["cl"].result_count == 0
     )
+
+
+def test_the_event_batch_refuses_and_lifts_the_same_way(erased, key_client):
+    events = key_client(["events:write"])
+    refused = events.post(
+        "/api/v1/events/batch",
+        {"events": [{"id": "b1", "type": "profile_updated", "user": {"email": EMAIL}, "properties": {}}]},
+        format="json",
+    ).json()
+    assert refused["results"][0]["status"] == "rejected" and "email" in refused["results"][0]["errors"]
+    accepted = events.post(
+        "/api/v1/events/batch",
+        {"events": [{"id": "b2", "type": "account_created", "user": {"email": EMAIL}, "properties": {}}]},
+        format="json",
+    ).json()
+    assert accepted["results"][0]["status"] == "accepted", accepted
+    assert Contact.objects.filter(email=EMAIL).exists()
+    assert not Suppression.objects.filter(kind="email", lifted_at__isnull=True).exists()
