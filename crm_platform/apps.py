@@ -26,13 +26,8 @@ class CrmPlatformConfig(AppConfig):
         # Staff accounts hold personal data too.
         register_personal_fields("auth.User", {"username": PII, "email": PII, "first_name": PII, "last_name": PII})
 
-        # Retention (settings.RETENTION_DAYS; the nightly compliance.retention_purge job): delivered
-        # and routed outbox rows, and Idempotency-Key records. Dead and pending rows stay.
-        from django.db.models import Q
-
+        # Retention (settings.RETENTION_DAYS; the nightly compliance.retention_purge job) of
+        # Idempotency-Key records. Outbox rows are purged by integrations' relay (its apps.py).
         from compliance.retention import register_retention
 
-        register_retention(
-            "crm_platform.outboxmessage", date_field="delivered_at", filter=Q(status__in=["delivered", "routed"])
-        )
         register_retention("crm_platform.idempotencyrecord", date_field="created_at")

@@ -57,11 +57,15 @@ class IntegrationsConfig(AppConfig):
 
         register_destination(WebhookDestination())
         register_allow_list("webhook", WEBHOOK_FIELDS)
-        # Retention (settings.RETENTION_DAYS; the nightly compliance.retention_purge job).
+        # Retention (settings.RETENTION_DAYS; the nightly compliance.retention_purge job): delivered
+        # and routed outbox rows through the relay's own purge (the admin action uses it too; dead
+        # and pending rows stay), webhook delivery logs, sync events.
         from compliance.retention import register_retention
+        from integrations import relay, sync
 
+        register_retention("crm_platform.outboxmessage", purge=relay.outbox_purge)
         register_retention("integrations.webhookdelivery", date_field="at")
-        register_retention("integrations.syncevent", date_field="created_at")
+        register_retention("integrations.syncevent", purge=sync.sync_events_purge)
         # GDPR erasure: the sync log's rows about the person go (integrations/privacy.py).
         from compliance.subjects import register_subject_data
         from integrations.privacy import erase_sync_events

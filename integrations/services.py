@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import secrets as pysecrets
 from collections.abc import Iterable
-from datetime import timedelta
 from typing import Any
 
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -150,15 +148,3 @@ def webhook_endpoint_test(*, endpoint: WebhookEndpoint, actor: Actor) -> Webhook
     )
     audit_record(actor=actor, action="webhook_endpoint.test", obj=endpoint, changes={"succeeded": delivery.succeeded})
     return delivery
-
-
-def webhook_deliveries_purge(*, older_than_days: int | None = None) -> int:
-    """Delete delivery log rows past their retention (WEBHOOK_DELIVERY_RETENTION_DAYS, default 30)."""
-    days = older_than_days if older_than_days is not None else getattr(settings, "WEBHOOK_DELIVERY_RETENTION_DAYS", 30)
-    cutoff = timezone.now() - timedelta(days=days)
-    total = 0
-    while True:
-        ids = list(WebhookDelivery.objects.filter(at__lt=cutoff).values_list("pk", flat=True)[:10_000])
-        if not ids:
-            return total
-        total += WebhookDelivery.objects.filter(pk__in=ids).delete()[0]
