@@ -66,23 +66,26 @@ def _consents_body(contact) -> dict:
     }
 
 
+class ConsentDecisionInput(serializers.Serializer):
+    """One decision: a grant or a revocation, with its proof."""
+
+    purpose = serializers.ChoiceField(choices=Consent.Purpose.choices)
+    channel = serializers.ChoiceField(choices=Consent.Channel.choices, required=False, allow_blank=True, default="")
+    third_party = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
+    granted = serializers.BooleanField()
+    source = serializers.CharField(max_length=100)
+    text_version = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
+    ip = serializers.IPAddressField(required=False, allow_null=True, default=None)
+    user_agent = serializers.CharField(max_length=400, required=False, allow_blank=True, default="")
+
+
 class ConsentsApi(APIView):
     """A contact's consents: the current decision per purpose and channel, and the history."""
 
     required_scopes = {"GET": "contacts:read", "PUT": "consents:write"}
 
-    class DecisionInput(serializers.Serializer):
-        purpose = serializers.ChoiceField(choices=Consent.Purpose.choices)
-        channel = serializers.ChoiceField(choices=Consent.Channel.choices, required=False, allow_blank=True, default="")
-        third_party = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
-        granted = serializers.BooleanField()
-        source = serializers.CharField(max_length=100)
-        text_version = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
-        ip = serializers.IPAddressField(required=False, allow_null=True, default=None)
-        user_agent = serializers.CharField(max_length=400, required=False, allow_blank=True, default="")
-
     class ConsentsInput(serializers.Serializer):
-        consents = serializers.ListField(child=serializers.DictField(), min_length=1, max_length=50)
+        consents = ConsentDecisionInput(many=True, min_length=1, max_length=50)
 
     @extend_schema(responses={200: OpenApiResponse(description="Current consents, restriction flag and history")})
     def get(self, request, pk: int):
@@ -93,18 +96,9 @@ class ConsentsApi(APIView):
         """Record decisions (each a grant or a revocation with its proof); all or none. A
         decision equal to the current one adds no history row."""
         contact = _contact(pk)
-        outer = self.ConsentsInput(data=request.data)
-        outer.is_valid(raise_exception=True)
-        decisions = []
-        errors = {}
-        for index, item in enumerate(outer.validated_data["consents"]):
-            one = self.DecisionInput(data=item)
-            if one.is_valid():
-                decisions.append(one.validated_data)
-            else:
-                errors.update({f"consents.{index}.{k}": v for k, v in one.errors.items()})
-        if errors:
-            raise serializers.ValidationError(errors)
+        data = self.ConsentsInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        decisions = data.validated_data["consents"]
         actor = Actor.from_request(request)
         with transaction.atomic():
             for decision in decisions:
