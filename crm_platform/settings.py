@@ -6,6 +6,7 @@ DJANGO_DEBUG is unset) has no default for any secret and passes `manage.py check
 """
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -61,7 +62,8 @@ else:
             )
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # django.contrib.admin, with our admin site: TOTP for staff in production (compliance/security.py).
+    "compliance.admin_site.StaffAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -74,6 +76,9 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_celery_beat",
+    "axes",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
     "crm_platform",
     "compliance",
     "contacts",
@@ -87,14 +92,19 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "crm_platform.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "compliance.security.AdminContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
+    "compliance.security.SessionIdleTimeoutMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "crm_platform.middleware.JsonErrorMiddleware",
+    # Last, as django-axes asks: it turns a lockout raised during login into its 429 page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "crm_platform.urls"
@@ -141,8 +151,26 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
-SESSION_COOKIE_AGE = env.int("SESSION_IDLE_SECONDS", default=15 * 60)
-SESSION_SAVE_EVERY_REQUEST = True  # idle timeout: every request pushes the expiry forward
+# Staff sessions end after SESSION_IDLE_TIMEOUT idle seconds, checked by
+# compliance.security.SessionIdleTimeoutMiddleware, which refreshes the session at most once a
+# minute (not SESSION_SAVE_EVERY_REQUEST, which rewrites the session row on every page).
+SESSION_IDLE_TIMEOUT = env.int("SESSION_IDLE_SECONDS", default=15 * 60)
+SESSION_COOKIE_AGE = SESSION_IDLE_TIMEOUT + 60
+SESSION_SAVE_EVERY_REQUEST = False
+# django-axes: after AXES_FAILURE_LIMIT failed logins for one username from one address, that
+# pair is locked out for AXES_COOLOFF_MINUTES (a pair, so nobody can lock a colleague out from
+# elsewhere by guessing their name).
+AUTHENTICATION_BACKENDS = ["compliance.security.LockoutBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "compliance.security.axes_client_ip"
+AXES_VERBOSE = False
+# django-otp: staff must give a TOTP code at the admin login in production, always; in
+# development only with OTP_REQUIRED_FOR_STAFF=true.
+OTP_REQUIRED_FOR_STAFF = True if not DEBUG else env.bool("OTP_REQUIRED_FOR_STAFF", default=False)
+OTP_TOTP_ISSUER = env("OTP_TOTP_ISSUER", default="crm_platform")
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_HTTPONLY = True
