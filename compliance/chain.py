@@ -33,7 +33,6 @@ GENESIS = "0" * 64
 # pg_try_advisory_xact_lock key: "audit seal" as a number; one sealer at a time.
 SEAL_LOCK = 0x61756469745F7365
 SEAL_BATCH = 50_000
-VERIFY_FETCH = 20_000
 # The database refuses to delete audit rows younger than this (trigger in migration 0003);
 # AUDIT_RETENTION_DAYS can only lengthen it.
 RETENTION_FLOOR_DAYS = 2190
@@ -111,10 +110,12 @@ def audit_seal(*, batch_size: int = SEAL_BATCH, max_rows: int | None = None) -> 
                 ids.append(row_id)
                 seqs.append(row_seq)
                 hashes.append(previous)
+            # The id range keeps the join on the primary key's range, not a scan of the whole log.
             cursor.execute(
                 f"UPDATE {TABLE} a SET chain_seq = u.seq, hash = u.hash "  # noqa: S608
-                "FROM unnest(%s::bigint[], %s::bigint[], %s::text[]) AS u(id, seq, hash) WHERE a.id = u.id",
-                [ids, seqs, hashes],
+                "FROM unnest(%s::bigint[], %s::bigint[], %s::text[]) AS u(id, seq, hash) "
+                "WHERE a.id = u.id AND a.id BETWEEN %s AND %s",
+                [ids, seqs, hashes, ids[0], ids[-1]],
             )
         sealed += len(rows)
         if len(rows) < limit:
@@ -149,33 +150,47 @@ class VerifyResult:
         return self.broken is None
 
 
-def audit_verify(*, fetch_size: int = VERIFY_FETCH) -> VerifyResult:
-    """Walk the sealed chain in seq order (a server-side cursor, so memory stays flat) and
-    recompute every hash. Returns the first broken link, if any: a gap in the sequence, a first
-    row that does not follow the purge checkpoint, or a hash that does not match its row."""
+def audit_verify() -> VerifyResult:
+    """Check the whole sealed chain in one pass inside PostgreSQL: every row's hash must equal
+    sha256(the previous row's stored hash + this row's canonical text) and every seq the
+    previous one plus one, the first row following the purge checkpoint (or the genesis).
+
+    Checking each link against the stored previous hash finds the same first break as
+    recomputing the chain from the start (up to the first bad link both agree), without
+    shipping a million rows to Python. Returns the first broken link, if any."""
     state = AuditChainState.objects.filter(pk=1).values_list("checkpoint_seq", "checkpoint_hash").first()
-    expected_seq, previous = (state[0], state[1]) if state and state[0] is not None else (0, GENESIS)
-    checked = 0
-    with transaction.atomic(), connection.chunked_cursor() as cursor:
-        cursor.itersize = fetch_size
+    start_seq, start_hash = (state[0], state[1]) if state and state[0] is not None else (0, GENESIS)
+    links = (
+        f"SELECT a.chain_seq AS seq, a.id, a.hash, "  # noqa: S608
+        f"coalesce(lag(a.chain_seq) OVER w, %(start_seq)s) + 1 AS expected_seq, "
+        f"encode(sha256(convert_to(coalesce(lag(a.hash) OVER w, %(start_hash)s) || {_CANONICAL}, 'UTF8')), 'hex') "
+        f"AS expected FROM {TABLE} a WHERE a.chain_seq IS NOT NULL WINDOW w AS (ORDER BY a.chain_seq)"
+    )
+    params = {"start_seq": start_seq, "start_hash": start_hash}
+    with transaction.atomic(), connection.cursor() as cursor:
+        # One snapshot for both statements (REPEATABLE READ would do too; the chain only grows).
         cursor.execute(
-            f"SELECT a.chain_seq, a.id, {_CANONICAL}, a.hash FROM {TABLE} a "  # noqa: S608
-            "WHERE a.chain_seq IS NOT NULL ORDER BY a.chain_seq"
+            f"SELECT count(*), max(seq), min(seq) FILTER (WHERE seq <> expected_seq OR hash <> expected) "  # noqa: S608
+            f"FROM ({links}) v",
+            params,
         )
-        for seq, row_id, canonical, found in cursor:
-            expected_seq += 1
-            if seq != expected_seq:
-                return VerifyResult(
-                    checked, seq - 1, previous, ChainBreak(seq, row_id, f"seq {expected_seq}", f"seq {seq}", "gap")
-                )
-            expected = _link(previous, canonical)
-            if expected != found:
-                return VerifyResult(
-                    checked, seq - 1, previous, ChainBreak(seq, row_id, expected, found, "hash mismatch")
-                )
-            previous = found
-            checked += 1
-    return VerifyResult(checked, expected_seq, previous, None)
+        checked, head_seq, broken_seq = cursor.fetchone()
+        if broken_seq is None:
+            head_hash = start_hash
+            if head_seq is not None:
+                cursor.execute(f"SELECT hash FROM {TABLE} WHERE chain_seq = %s", [head_seq])  # noqa: S608
+                head_hash = cursor.fetchone()[0]
+            return VerifyResult(checked, head_seq or start_seq, head_hash, None)
+        cursor.execute(
+            f"SELECT seq, id, hash, expected_seq, expected FROM ({links}) v WHERE seq = %(broken)s",  # noqa: S608
+            {**params, "broken": broken_seq},
+        )
+        seq, row_id, found, expected_seq, expected = cursor.fetchone()
+    if seq != expected_seq:
+        broken = ChainBreak(seq, row_id, f"seq {expected_seq}", f"seq {seq}", "gap")
+    else:
+        broken = ChainBreak(seq, row_id, expected, found, "hash mismatch")
+    return VerifyResult(checked, seq - 1, "", broken)
 
 
 def audit_retention_cutoff(*, now=None):

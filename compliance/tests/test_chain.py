@@ -76,7 +76,7 @@ def test_sealing_continues_the_chain_across_runs_and_small_batches():
     _write(4)
     audit_seal(batch_size=2)
     assert list(AuditEvent.objects.order_by("chain_seq").values_list("chain_seq", flat=True)) == list(range(1, 12))
-    result = audit_verify(fetch_size=5)
+    result = audit_verify()
     assert result.ok and result.checked == 11 and result.head_seq == 11
 
 
@@ -295,3 +295,4 @@ def test_transactional_tests_can_still_flush_the_audit_table():
     # allows that in test databases only (decided by migration 0003 from the database name).
     _write(2)
     assert audit_seal() == 2
+
