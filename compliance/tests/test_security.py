@@ -78,6 +78,8 @@ def test_a_successful_login_before_the_limit_resets_the_count(client, staff):
 @override_settings(OTP_REQUIRED_FOR_STAFF=True)
 def test_production_mode_requires_a_totp_code_at_the_admin_login(client, staff):
     device = TOTPDevice.objects.create(user=staff, name="phone", confirmed=True)
+    page = client.get(LOGIN).content.decode()
+    assert 'name="otp_token"' in page and "<style" not in page  # nothing the CSP would refuse
     without = _login(client)
     assert without.status_code == 200 and "_auth_user_id" not in client.session
     ok = _login(client, otp_device=device.persistent_id, otp_token=f"{totp(device.bin_key):06d}")
