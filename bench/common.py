@@ -48,18 +48,24 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def gunicorn(
-    *, workers: int, app: str = "crm_platform.wsgi", settings: str = "bench.settings", env: dict[str, str] | None = None
+    *,
+    workers: int,
+    app: str = "crm_platform.wsgi",
+    settings: str = "bench.settings",
+    env: dict[str, str] | None = None,
+    log_path: str | None = None,
 ) -> Iterator[str]:
     """A real gunicorn (sync workers) on a free loopback port; yields its base URL and always stops it.
 
     `env` replaces this process's environment (tests use it to point a server at other stores). Its
-    output goes to a temporary file (a pipe nobody reads would stall it), shown if it fails to start."""
+    output goes to a temporary file (a pipe nobody reads would stall it), shown if it fails to start,
+    or to `log_path` when given (kept, to read what went wrong after a run)."""
     port = free_port()
     env = {**(os.environ if env is None else env), "DJANGO_SETTINGS_MODULE": settings, "PYTHONUNBUFFERED": "1"}
     command = [sys.executable, "-m", "gunicorn", app, "--bind", f"127.0.0.1:{port}", "--workers", str(workers)]
     command += ["--log-level", "warning", "--graceful-timeout", "5"]
     base = f"http://127.0.0.1:{port}"
-    with tempfile.TemporaryFile() as log:
+    with open(log_path, "w+b") if log_path else tempfile.TemporaryFile() as log:
         # Its own session, so a master that will not stop can be killed together with its workers.
         proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log, start_new_session=True)
         try:

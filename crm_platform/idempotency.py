@@ -172,7 +172,14 @@ def idempotency_lookup_many(*, owner: str, keys: list[tuple[str, str]]) -> dict[
     fingerprints = dict(keys)
     abandoned = timezone.now() - dt.timedelta(seconds=settings.IDEMPOTENCY_IN_FLIGHT_SECONDS)
     found = {}
-    for record in IdempotencyRecord.objects.filter(owner=owner, key__in=list(fingerprints)):
+    # The keys travel as one JSON array (a thousand IN parameters cost more in Python than the
+    # query), joined so that each is one probe of the (owner, key) index.
+    records = IdempotencyRecord.objects.raw(
+        f"SELECT r.* FROM jsonb_array_elements_text(%s::jsonb) AS k(key) "  # noqa: S608
+        f"JOIN {IdempotencyRecord._meta.db_table} AS r ON r.owner = %s AND r.key = k.key",
+        [json.dumps(list(fingerprints)), owner],
+    )
+    for record in records:
         if record.request_hash != fingerprints[record.key]:
             found[record.key] = Found("mismatch")
         elif record.status == IdempotencyRecord.Status.COMPLETED:
