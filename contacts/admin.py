@@ -10,6 +10,7 @@ import csv
 import io
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -23,7 +24,8 @@ from django.utils.html import format_html, format_html_join
 
 from compliance.services import audit_record
 from contacts import selectors, services
-from contacts.bulk import MAX_ROWS, contacts_bulk_upsert
+from contacts.bulk import BATCH as BULK_BATCH
+from contacts.bulk import MAX_ROWS, contacts_add_tag, contacts_bulk_upsert, contacts_set_owner
 from contacts.lifecycle import Stage
 from contacts.models import (
     Activity,
@@ -38,6 +40,7 @@ from contacts.models import (
     Subscription,
     Ticket,
 )
+from contacts.tasks import contacts_bulk_change
 from crm_platform.actor import Actor
 from crm_platform.admin_tools import AuditedAdminMixin, FastChangeListMixin, PhiAdminMixin
 from crm_platform.errors import ConflictError
@@ -378,10 +381,8 @@ class ContactAdmin(FastChangeListMixin, admin.ModelAdmin):
         form = OwnerForm(request.POST if "apply" in request.POST else None)
         if not form.is_valid():
             return self._intermediate(request, queryset, form, "Assign an owner", "assign_owner")
-        actor, owner = _actor(request), form.cleaned_data["owner"]
-        for contact in queryset.iterator(chunk_size=500):
-            services.contact_update(contact=contact, actor=actor, owner=owner)
-        self.message_user(request, f"Owner set on {queryset.count()} contact(s).", messages.SUCCESS)
+        owner = form.cleaned_data["owner"]
+        self._bulk_change(request, queryset, "set_owner", owner.pk if owner else None, "Owner set")
         return None
 
     @admin.action(description="Add a tag", permissions=["change"])
@@ -389,13 +390,30 @@ class ContactAdmin(FastChangeListMixin, admin.ModelAdmin):
         form = TagForm(request.POST if "apply" in request.POST else None)
         if not form.is_valid():
             return self._intermediate(request, queryset, form, "Add a tag", "add_tag")
-        actor, tag = _actor(request), form.cleaned_data["tag"].strip().lower()
-        changed = 0
-        for contact in queryset.exclude(tags__contains=[tag]).iterator(chunk_size=500):
-            services.contact_update(contact=contact, actor=actor, tags=[*contact.tags, tag])
-            changed += 1
-        self.message_user(request, f"Tag “{tag}” added to {changed} contact(s).", messages.SUCCESS)
+        tag = form.cleaned_data["tag"].strip().lower()
+        self._bulk_change(request, queryset, "add_tag", tag, f"Tag “{tag}” added")
         return None
+
+    def _bulk_change(self, request, queryset, action: str, value, done: str) -> None:
+        """Set-based (contacts.bulk); past ADMIN_BULK_INLINE_LIMIT contacts (a select-all over a
+        big filter), queued as background jobs of contacts.bulk.BATCH ids each on the bulk queue."""
+        actor, ids = _actor(request), list(queryset.order_by().values_list("pk", flat=True))
+        if len(ids) <= settings.ADMIN_BULK_INLINE_LIMIT:
+            change = contacts_set_owner if action == "set_owner" else contacts_add_tag
+            argument = {"owner_id": value} if action == "set_owner" else {"tag": value}
+            changed = change(ids=ids, actor=actor, **argument)
+            self.message_user(request, f"{done}: {changed} contact(s) changed.", messages.SUCCESS)
+            return
+        jobs = range(0, len(ids), BULK_BATCH)
+        for start in jobs:
+            contacts_bulk_change.apply_async(
+                (action, ids[start : start + BULK_BATCH], value, actor.to_task()), queue="bulk"
+            )
+        self.message_user(
+            request,
+            f"{done} for {len(ids):,} contacts in the background ({len(jobs)} jobs); each change is in the audit log.",
+            messages.SUCCESS,
+        )
 
     @admin.action(description="Move to a lifecycle stage", permissions=["change"])
     def move_stage(self, request, queryset):

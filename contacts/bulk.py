@@ -223,7 +223,8 @@ def _update(updates: dict[int, tuple[int, dict[str, Any]]], prepared, results, a
     for index, (contact_id, _) in updates.items():
         results[index].update(status="updated", id=contact_id)
     changes = [
-        (contact_id, {name: (None, value) for name, value in fields.items()}) for contact_id, fields in updates.values()
+        (contact_id, {name: (None, value) for name, value in fields.items()}, contact_id)
+        for contact_id, fields in updates.values()
     ]
     audit_record_many(actor=actor, action="contact.update", object_type="contacts.contact", rows=changes)
     outbox_publish_many(
@@ -289,7 +290,7 @@ def _create(creates, prepared, results, actor: Actor) -> None:
         actor=actor,
         action="contact.create",
         object_type="contacts.contact",
-        rows=[(pk, {name: (None, v) for name, v in values.items()}) for pk, _, _, values in created],
+        rows=[(pk, {name: (None, v) for name, v in values.items()}, pk) for pk, _, _, values in created],
     )
     outbox_publish_many(
         topic="contact.created",
@@ -337,3 +338,77 @@ def _one_by_one(index: int, row, results, actor: Actor) -> None:
         results[index].update(status="error", errors=exc.fields or {"non_field_errors": [exc.message]})
         return
     results[index].update(status="created" if created else "updated", id=contact.pk)
+
+
+# -- staff bulk actions --------------------------------------------------------------------------
+
+BATCH = 5000
+
+
+def contacts_set_owner(*, ids: list[int], owner_id: int | None, actor: Actor) -> int:
+    """Give many contacts one owner (None: no owner), set-based: per batch of BATCH ids one
+    UPDATE ... RETURNING the old owner, one audit INSERT and one outbox INSERT, each batch its
+    own transaction. Contacts that already have that owner are left alone. Returns how many
+    changed. ValidationError when the owner is not a staff user."""
+    if owner_id is not None:
+        from django.contrib.auth import get_user_model
+
+        if not get_user_model().objects.filter(pk=owner_id, is_staff=True).exists():
+            raise ValidationError({"owner": ["No such staff user."]})
+    changed = 0
+    for batch in _batches(ids):
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                "UPDATE contacts_contact AS c SET owner_id = %s, updated_at = %s "
+                "FROM (SELECT id, owner_id FROM contacts_contact WHERE id = ANY(%s::bigint[]) "
+                "      AND owner_id IS DISTINCT FROM %s ORDER BY id FOR UPDATE) AS old "
+                "WHERE c.id = old.id RETURNING c.id, old.owner_id",
+                [owner_id, timezone.now(), batch, owner_id],
+            )
+            rows = cursor.fetchall()
+            _announce(actor, [(pk, {"owner": (old, owner_id)}) for pk, old in rows], ["owner"])
+        changed += len(rows)
+    return changed
+
+
+def contacts_add_tag(*, ids: list[int], tag: str, actor: Actor) -> int:
+    """Add one tag to many contacts, set-based like contacts_set_owner (tags stay sorted and
+    unique, as contact_update keeps them). Returns how many gained the tag."""
+    tag = (tag or "").strip().lower()
+    if not 0 < len(tag) <= 50:
+        raise ValidationError({"tag": ["A tag of 1 to 50 characters."]})
+    changed = 0
+    for batch in _batches(ids):
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                "UPDATE contacts_contact AS c "
+                "SET tags = ARRAY(SELECT DISTINCT t FROM unnest(c.tags || ARRAY[%s]::varchar(50)[]) AS t ORDER BY t), "
+                "    updated_at = %s "
+                "FROM (SELECT id FROM contacts_contact WHERE id = ANY(%s::bigint[]) "
+                "      AND NOT tags @> ARRAY[%s]::varchar(50)[] ORDER BY id FOR UPDATE) AS chosen "
+                "WHERE c.id = chosen.id RETURNING c.id",
+                [tag, timezone.now(), batch, tag],
+            )
+            rows = cursor.fetchall()
+            _announce(actor, [(pk, {"tags": {"added": tag}}) for (pk,) in rows], ["tags"])
+        changed += len(rows)
+    return changed
+
+
+def _batches(ids: list[int]):
+    ids = sorted({int(i) for i in ids})
+    for start in range(0, len(ids), BATCH):
+        yield ids[start : start + BATCH]
+
+
+def _announce(actor: Actor, changes: list[tuple[int, dict[str, Any]]], fields: list[str]) -> None:
+    """The audit rows and contact.updated outbox rows of a set-based change, in its transaction."""
+    audit_record_many(
+        actor=actor, action="contact.update", object_type="contacts.contact", rows=[(pk, c, pk) for pk, c in changes]
+    )
+    outbox_publish_many(
+        topic="contact.updated",
+        object_type="contacts.contact",
+        rows=[(pk, {"id": pk, "changed": fields}) for pk, _ in changes],
+        actor=actor,
+    )

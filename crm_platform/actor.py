@@ -26,6 +26,15 @@ class Actor:
     request_id: str = ""
     ip: str | None = None
 
+    def to_task(self) -> list:
+        """The actor as a Celery argument (JSON), so work queued by a person stays theirs."""
+        return [str(self.kind), self.id, self.request_id, self.ip]
+
+    @classmethod
+    def from_task(cls, value: list) -> Actor:
+        kind, actor_id, request_id, ip = value
+        return cls(ActorKind(kind), str(actor_id), request_id, ip)
+
     @classmethod
     def system(cls, name: str, *, request_id: str = "") -> Actor:
         """An actor for beat jobs, management commands and other work nobody asked for in person."""

@@ -58,7 +58,7 @@ else:
         if not _value:
             raise ImproperlyConfigured(
                 f"Set the {_name} environment variable (production mode has no default). Generate one with: "
-                "python -c \"from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())\""
+                'python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"'
             )
 
 INSTALLED_APPS = [
@@ -278,6 +278,10 @@ SPECTACULAR_SETTINGS = {
         "crm_platform.api.schema.describe_scopes",
     ],
 }
+
+# --------------------------------------------------------------------------- admin
+# Admin bulk actions on more rows than this are queued as background jobs (bulk queue).
+ADMIN_BULK_INLINE_LIMIT = env.int("ADMIN_BULK_INLINE_LIMIT", default=5000)
 
 # --------------------------------------------------------------------------- outbox and webhooks
 # Outbound webhooks may target private, loopback or link-local addresses only when this is on
