@@ -21,7 +21,7 @@ from compliance.models import AdminNotice, AuditEvent, BreakGlassGrant
 from compliance.notices import admin_notice_resolve
 from compliance.services import audit_record
 from crm_platform.actor import Actor
-from crm_platform.admin_tools import FastChangeListMixin
+from crm_platform.admin_tools import FastChangeListMixin, PhiAdminMixin
 from crm_platform.csv_export import csv_response
 
 CSV_COLUMNS = [
@@ -221,9 +221,10 @@ def _usernames(ids) -> dict[str, str]:
     return {str(pk): name for pk, name in users}
 
 
-class BreakGlassGrantAdmin(admin.ModelAdmin):
+class BreakGlassGrantAdmin(PhiAdminMixin, admin.ModelAdmin):
     """Grants are made by the break-glass form on a contact's page; here they are reviewed."""
 
+    phi_fields = ("reason",)  # registered PHI: it may describe the patient
     list_display = ["granted_at", "user", "contact_id", "expires_at", "active"]
     list_filter = [("granted_at", admin.DateFieldListFilter)]
     list_select_related = ["user"]

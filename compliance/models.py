@@ -2,6 +2,8 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from compliance.fields import EncryptedTextField
+
 
 class AuditEvent(models.Model):
     """One thing that happened, by whom, to what. Append-only.
@@ -108,7 +110,7 @@ class BreakGlassGrant(models.Model):
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="break_glass_grants")
     contact = models.ForeignKey("contacts.Contact", on_delete=models.CASCADE, related_name="+")
-    reason = models.TextField()
+    reason = EncryptedTextField()  # PHI (may describe the patient), encrypted at rest
     granted_at = models.DateTimeField(default=timezone.now)
     expires_at = models.DateTimeField()
     revoked_at = models.DateTimeField(null=True, blank=True)

@@ -293,7 +293,7 @@ class Subscription(models.Model):
         indexes = [models.Index(fields=["contact", "status"], name="subscription_contact_idx")]
 
     def __str__(self) -> str:
-        return f"{self.plan} ({self.status})"
+        return f"subscription #{self.pk} ({self.status})"  # not the plan: PHI, and str() shows everywhere
 
 
 class LifecycleTransition(models.Model):

@@ -13,7 +13,7 @@ from django.core.exceptions import ValidationError
 from django.utils.html import format_html
 
 from crm_platform.actor import Actor
-from crm_platform.admin_tools import FastChangeListMixin
+from crm_platform.admin_tools import PHI_PERMISSION, FastChangeListMixin
 from crm_platform.models import OutboxMessage
 from integrations import relay, selectors, services, sync
 from integrations.events import EVENT_TYPES, TOPIC_EVENT_TYPES
@@ -31,6 +31,16 @@ class OutboxMessageAdmin(FastChangeListMixin, admin.ModelAdmin):
     ordering = ("-id",)
     actions = ("replay", "purge_delivered")
     readonly_fields = [f.name for f in OutboxMessage._meta.fields]
+
+    def get_readonly_fields(self, request, obj=None):
+        # Payloads may carry medical fields (a plan, a persona, an assessment): only staff who
+        # may see PHI see them (compliance/tests/test_phi_masking.py walks this page).
+        if request.user.has_perm(PHI_PERMISSION):
+            return self.readonly_fields
+        return [f for f in self.readonly_fields if f != "payload"]
+
+    def get_fields(self, request, obj=None):
+        return self.get_readonly_fields(request, obj)
 
     def has_add_permission(self, request):
         return False
