@@ -6,6 +6,8 @@ from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.utils import timezone
 
+from compliance.fields import EncryptedCharField
+
 
 class WebhookEndpoint(models.Model):
     """A URL that hears about our events, signed per Standard Webhooks.
@@ -15,7 +17,8 @@ class WebhookEndpoint(models.Model):
 
     url = models.URLField(max_length=2000)
     description = models.CharField(max_length=200, blank=True)
-    secret = models.CharField(max_length=200, editable=False)
+    # Encrypted at rest (compliance.fields): a database dump must not let anyone sign as us.
+    secret = EncryptedCharField(max_length=200, editable=False)
     event_types = ArrayField(
         models.CharField(max_length=60), default=list, blank=True, help_text="Event types to send; empty: all."
     )
