@@ -110,7 +110,9 @@ class SyncEvent(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.CharField(max_length=500, blank=True)
-    payload_digest = models.CharField(max_length=64, help_text="sha256 of the payload's canonical JSON.")
+    payload_digest = models.CharField(
+        max_length=64, help_text="Keyed HMAC-SHA256 of the payload's canonical JSON (never the payload)."
+    )
     outbox_message = models.ForeignKey(
         "crm_platform.OutboxMessage",
         null=True,

@@ -11,7 +11,6 @@ record, and the record must outlive that rollback.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
@@ -25,6 +24,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections, transaction
 from django.utils import timezone
 
+from compliance.crypto import hmac_digest
 from crm_platform.actor import Actor
 from crm_platform.models import OutboxMessage
 from integrations.models import SyncEvent
@@ -44,10 +44,12 @@ _OUTBOX_STATUS = {
 
 
 def payload_digest(data: Any) -> str:
-    """sha256 (hex) of the canonical JSON of `data`: sorted keys, no spaces, UTF-8. The same
-    payload always gives the same digest, so staff can match a sender's copy without us keeping it."""
+    """Keyed HMAC-SHA256 (hex, compliance.crypto.hmac_digest) of the canonical JSON of `data`:
+    sorted keys, no spaces, UTF-8. The same payload always gives the same digest, so staff can
+    match a sender's copy without us keeping it; keyed, because a plain hash of a small payload
+    naming an email could be found again by hashing guesses."""
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, cls=DjangoJSONEncoder)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return hmac_digest(canonical)
 
 
 def error_summary(exc: BaseException) -> str:

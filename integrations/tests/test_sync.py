@@ -255,3 +255,13 @@ def test_the_daily_purge_deletes_sync_events_past_the_retention(app, settings):
 
     assert result["integrations.syncevent"] == 1
     assert list(_inbound().values_list("external_id", flat=True)) == ["u-new"]
+
+
+def test_the_payload_digest_is_keyed_not_a_plain_hash_of_the_payload():
+    import hashlib
+    import json
+
+    payload = {"user": {"email": "guess.me@example.com"}, "type": "user_logged_in"}
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    assert payload_digest(payload) != hashlib.sha256(canonical.encode()).hexdigest()
+    assert payload_digest(payload) == payload_digest(dict(reversed(payload.items())))
