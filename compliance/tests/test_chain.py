@@ -296,3 +296,16 @@ def test_transactional_tests_can_still_flush_the_audit_table():
     _write(2)
     assert audit_seal() == 2
 
+
+def test_the_update_guard_names_every_column_but_the_seal():
+    # UPDATE OF <columns> refuses any change to them: a column added to AuditEvent must be listed
+    # there too (a new migration replacing compliance_audit_guard_columns), or it could be edited.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT a.attname FROM pg_trigger t JOIN pg_attribute a "
+            "ON a.attrelid = t.tgrelid AND a.attnum = ANY (t.tgattr::int2[]) "
+            "WHERE t.tgname = 'compliance_audit_guard_columns'"
+        )
+        guarded = {row[0] for row in cursor.fetchall()}
+    columns = {field.column for field in AuditEvent._meta.concrete_fields}
+    assert guarded == columns - {"chain_seq", "hash"}
