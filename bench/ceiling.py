@@ -121,3 +121,74 @@ class EventsUnnestCeilingApi(APIView):
                 [[str(event["id"]) for event in events]],
             )
         return Response({"inserted": len(events)})
+
+
+# The rows one timeline event must write, whatever the code: its activity, its audit row, its
+# sync log row and its stored idempotency response (copies of the real tables, indexes included).
+EVENT_WRITE_TABLES = {
+    "bench_ceiling_activity": "contacts_activity",
+    "bench_ceiling_audit": "compliance_auditevent",
+    "bench_ceiling_sync": "integrations_syncevent",
+    "bench_ceiling_idempotency": "crm_platform_idempotencyrecord",
+}
+
+
+def ensure_event_write_tables() -> None:
+    """Empty copies (columns, checks, indexes, identity; no triggers or foreign keys) of the
+    tables an event writes, made afresh each run."""
+    with connection.cursor() as cursor:
+        for copy, table in EVENT_WRITE_TABLES.items():
+            cursor.execute(f"DROP TABLE IF EXISTS {copy}")
+            cursor.execute(f"CREATE TABLE {copy} (LIKE {table} INCLUDING ALL)")
+
+
+@functools.cache
+def _event_write_sql() -> list[str]:
+    """One INSERT ... SELECT FROM jsonb_to_recordset per copy: the event's id in every text column
+    (so unique keys hold), its properties in every JSON column, empty values elsewhere."""
+    statements = []
+    with connection.cursor() as cursor:
+        for copy in EVENT_WRITE_TABLES:
+            cursor.execute(
+                "SELECT column_name, data_type, coalesce(character_maximum_length, 200) FROM "
+                "information_schema.columns WHERE table_schema = current_schema() AND table_name = %s "
+                "AND is_nullable = 'NO' AND column_default IS NULL AND is_identity = 'NO' ORDER BY ordinal_position",
+                [copy],
+            )
+            rows = cursor.fetchall()
+            columns = [(c, t) for c, t, _ in rows]
+            values = [
+                f"right(e.id, {n})" if t in ("character varying", "text") else "e.p" if t == "jsonb" else _empty(t)
+                for _, t, n in rows
+            ]
+            statements.append(
+                f"INSERT INTO {copy} ({', '.join(c for c, _ in columns)}) "  # noqa: S608 - names from the catalog
+                f"SELECT {', '.join(values)} FROM jsonb_to_recordset(%s::jsonb) AS e(id text, p jsonb)"
+            )
+    return statements
+
+
+def _empty(data_type: str) -> str:
+    numeric = ("smallint", "integer", "bigint", "numeric", "double precision", "real")
+    return _EMPTY.get(data_type, "0" if data_type in numeric else "''")
+
+
+class EventWritesCeilingApi(APIView):
+    """Up to 1,000 events: json.loads and, in one transaction, one INSERT per table an event must
+    write (activity, audit, sync log, idempotency record) into empty copies of those tables. What
+    the required rows cost on this machine, with no lookup, no logic and no contact touch: the
+    fairer ceiling for the batch path (DESIGN.md's unnest ceiling writes one narrow row)."""
+
+    authentication_classes = []
+    permission_classes = [AllowAny]
+    throttle_classes = []
+
+    def post(self, request):
+        from django.db import transaction
+
+        events = json.loads(request.body)["events"]
+        document = json.dumps([{"id": str(e["id"]), "p": e.get("properties") or {}} for e in events])
+        with transaction.atomic(), connection.cursor() as cursor:
+            for sql in _event_write_sql():
+                cursor.execute(sql, [document])
+        return Response({"inserted": len(events)})
