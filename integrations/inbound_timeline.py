@@ -318,13 +318,19 @@ class TimelineBatch:
         new = list(dict.fromkeys(row.person for row in planned if row.person.new))
         if not new:
             return
-        rows = [{k: p.values[k] for k in ("email", "external_id") if p.values[k]} for p in new]
+        # Created already active: the UPDATE that follows then only stamps the groups, which
+        # touches no indexed column and can stay on the row's page (a HOT update).
+        rows = [
+            {**{k: p.values[k] for k in ("email", "external_id") if p.values[k]}, "last_active_at": p.last_active}
+            for p in new
+        ]
         for person, result in zip(new, contacts_bulk_upsert(rows=rows, actor=self.actor), strict=True):
             if result["status"] == "error":
                 person.failed = ValidationError(result["errors"])
             else:
                 person.id = result["id"]
                 person.stamped = True
+                person.values["last_active_at"] = person.original["last_active_at"] = person.last_active
 
     def _write_contacts(self, planned: list[_Row]) -> None:
         """One UPDATE for every contact the batch touches: changed fields, group stamps, and

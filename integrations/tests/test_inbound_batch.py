@@ -136,6 +136,7 @@ def test_new_users_are_created_once_and_unknown_ones_refused_where_the_type_need
     assert statuses(body) == ["accepted", "accepted", "accepted", "rejected", "accepted", "accepted"]
     new = Contact.objects.get(external_id="new-1")
     assert new.email == "new@example.com" and new.group_timestamps["identity"]["source"] == "app"
+    assert new.last_active_at is not None
     assert Contact.objects.filter(external_id__startswith="new-").count() == 2
     assert Contact.objects.get(external_id="new-2").last_login_at is not None
     assert OutboxMessage.objects.filter(topic="contact.created").count() == 2
