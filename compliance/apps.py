@@ -71,7 +71,7 @@ def _privacy_ready() -> None:
     grant(MARKETING, ["compliance.view_consent"])
 
     register_personal_fields("compliance.Consent", {"proof_ip": PII, "proof_user_agent": PII})
-    register_personal_fields("compliance.ExportBundle", {"data": PHI})
+    register_personal_fields("compliance.ExportBundle", {"ciphertext": PHI})
     register_personal_fields("compliance.LegalHold", {"reason": PII})
     register_personal_fields("compliance.ProcessingRestriction", {"reason": PII})
     # Compliance's own rows about a person go with them (a hold still in place blocks erasure

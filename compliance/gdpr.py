@@ -347,7 +347,7 @@ def export_build(*, bundle_id: str, actor: Actor) -> ExportBundle:
         group = _merge_group(_contact_model(), bundle.contact, subject_model().merged_into)
         tables = export_collect(contact_ids=group)
         archive = _zip(tables, contact_id=bundle.contact_id)
-        bundle.data = encrypt(archive).encode("ascii")
+        bundle.ciphertext = encrypt(archive).encode("ascii")
         bundle.size = len(archive)
         bundle.tables = {label: len(rows) for label, rows in tables.items()}
         bundle.status = ExportBundle.Status.READY
@@ -408,11 +408,11 @@ def export_open(*, token: str, actor: Actor) -> tuple[ExportBundle, bytes]:
     bundle = ExportBundle.objects.filter(pk=bundle_id).first()
     if bundle is None:
         raise ExportLinkError("No such export (expired bundles are purged).", status=404)
-    if bundle.status != ExportBundle.Status.READY or bundle.data is None:
+    if bundle.status != ExportBundle.Status.READY or bundle.ciphertext is None:
         raise ExportLinkError(f"The export is {bundle.status}.", status=409)
     if bundle.expires_at and bundle.expires_at <= timezone.now():
         raise ExportLinkError("This export has expired; request a new one.", status=410)
-    data = decrypt_bytes(bytes(bundle.data))
+    data = decrypt_bytes(bytes(bundle.ciphertext))
     with transaction.atomic():
         ExportBundle.objects.filter(pk=bundle.pk).update(downloads=models.F("downloads") + 1)
         audit_record(actor=actor, action="export.download", obj=bundle, changes={"bytes": len(data)})

@@ -176,7 +176,9 @@ class ExportBundle(models.Model):
     completed_at = models.DateTimeField(null=True, blank=True)
     expires_at = models.DateTimeField(null=True, blank=True)
     # The Fernet token of the zip (bytes); never shown in the admin.
-    data = models.BinaryField(null=True, blank=True, editable=False)
+    # The encrypted zip. Not called `data`: the PHI guard drops registered PHI names at any
+    # depth of every outbound payload, and `data` is the Standard Webhooks envelope's key.
+    ciphertext = models.BinaryField(null=True, blank=True, editable=False)
     size = models.PositiveIntegerField(null=True, blank=True, help_text="Bytes of the zip (before encryption).")
     tables = models.JSONField(default=dict, blank=True, help_text="Rows exported per table.")
     error = models.CharField(max_length=200, blank=True)

@@ -80,7 +80,7 @@ class ConsentAdmin(FastChangeListMixin, ReadOnlyAdmin):
             "history": history,
             "restrictions": ProcessingRestriction.objects.filter(contact=contact)[:20],
             "holds": LegalHold.objects.filter(contact=contact).select_related("placed_by", "released_by")[:20],
-            "exports": ExportBundle.objects.filter(contact=contact).defer("data")[:20],
+            "exports": ExportBundle.objects.filter(contact=contact).defer("ciphertext")[:20],
             "decisions": [
                 (purpose, consent.can_process(contact, purpose))
                 for purpose in (*Consent.Purpose.values, consent.PROVIDER_SYNC)
@@ -191,8 +191,8 @@ class ExportBundleAdmin(FastChangeListMixin, ReadOnlyAdmin):
     list_display = ["requested_at", "contact_id", "status", "size", "expires_at", "downloads", "download"]
     list_filter = ["status"]
     search_fields = ["=contact__id"]
-    exclude = ["data"]
-    readonly_fields = [f.name for f in ExportBundle._meta.fields if f.name != "data"]
+    exclude = ["ciphertext"]
+    readonly_fields = [f.name for f in ExportBundle._meta.fields if f.name != "ciphertext"]
 
     @admin.display(description="download")
     def download(self, obj):

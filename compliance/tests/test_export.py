@@ -50,7 +50,7 @@ def _export(gdpr, contact, django_capture_on_commit_callbacks):
 def test_export_builds_an_encrypted_bundle_of_every_table(gdpr, person, django_capture_on_commit_callbacks):
     bundle_id = _export(gdpr, person, django_capture_on_commit_callbacks)
     bundle = ExportBundle.objects.get(pk=bundle_id)
-    assert b"export.me@example.com" not in bytes(bundle.data)  # encrypted at rest
+    assert b"export.me@example.com" not in bytes(bundle.ciphertext)  # encrypted at rest
     status = gdpr.get(f"/api/v1/exports/{bundle_id}").json()
     assert status["status"] == "ready" and status["download_url"].startswith(
         "http://testserver/api/v1/exports/download/"

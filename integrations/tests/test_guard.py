@@ -59,3 +59,11 @@ def test_guard_does_not_mutate_the_payload():
     payload = {"id": 1, "data": {"diagnosis": "x"}}
     guard_payload("guard-test", payload)
     assert payload == {"id": 1, "data": {"diagnosis": "x"}}
+
+
+def test_no_phi_name_is_an_envelope_key():
+    """The guard drops PHI names at any depth, so a model field registered as PHI under a generic
+    name (an ExportBundle's `data` once) would silently empty every webhook's `data`."""
+    from compliance.guard import phi_field_names
+
+    assert not phi_field_names() & {"id", "type", "timestamp", "data", "topic", "event", "object", "changed"}
