@@ -21,13 +21,18 @@ class ComplianceConfig(AppConfig):
 
 
 def _audit_ready() -> None:
-    """The audit log's API scope, who reads audit rows, break-glass grants and notices."""
+    """The audit log's API scope, who reads audit rows, break-glass grants and notices; the
+    idle-timeout clock starts at login (compliance.security)."""
+    from django.contrib.auth.signals import user_logged_in
+
     from compliance.registry import PHI, register_personal_fields
+    from compliance.security import session_idle_clock_start
     from crm_platform.api.scopes import set_staff_permission
     from crm_platform.roles import ADMINISTRATOR, COMPLIANCE_OFFICER
     from crm_platform.roles import register_role_permissions as grant
 
     set_staff_permission("audit:read", "compliance.view_auditevent")
+    user_logged_in.connect(session_idle_clock_start, dispatch_uid="compliance.session_idle_clock_start")
     for role in (ADMINISTRATOR, COMPLIANCE_OFFICER):
         grant(
             role,

@@ -44,6 +44,14 @@ class SessionIdleTimeoutMiddleware:
         return self.get_response(request)
 
 
+def session_idle_clock_start(sender, request, user, **kwargs) -> None:
+    """user_logged_in receiver (django.contrib.auth's signal): the login writes the session
+    anyway, so the last-seen time goes with it and the first pages after login write nothing."""
+    session = getattr(request, "session", None)
+    if session is not None:
+        session[_LAST_SEEN] = int(time.time())
+
+
 class LockoutBackend(AxesStandaloneBackend):
     """django-axes' lockout check for every login that comes with a request (the admin login
     form, and any other form built on django.contrib.auth). Without a request there is nothing

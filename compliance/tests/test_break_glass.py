@@ -107,10 +107,19 @@ def test_break_glass_for_an_unknown_contact_is_404(client, sales):
     assert client.post("/admin/compliance/auditevent/break-glass/999999/", {"reason": "x" * 20}).status_code == 404
 
 
-def test_officers_review_grants_read_only(client, sales, officer, patient):
-    _request(client, patient)
+def test_officers_review_grants_read_only(client, sales, officer, patient, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        _request(client, patient)
     client.force_login(officer)
     grant = BreakGlassGrant.objects.get()
     page = client.get(f"/admin/compliance/breakglassgrant/{grant.pk}/change/")
     assert page.status_code == 200 and "collapsed" in page.content.decode()
-    assert client.get("/admin/").status_code == 200
+    index = client.get("/admin/").content.decode()
+    assert f"Break-glass access: staff user {sales.pk} to contact {patient.pk}" in index  # the notice
+
+
+def test_break_glass_notices_are_not_shown_to_other_staff(client, sales, patient, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        _request(client, patient)
+    assert AdminNotice.objects.filter(source="break_glass").exists()
+    assert "Break-glass access: staff user" not in client.get("/admin/").content.decode()
