@@ -13,7 +13,6 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.html import format_html
 
 from compliance.audit_selectors import phi_read_fields, phi_reads_for_contact
 from compliance.breakglass import MIN_REASON_LENGTH, break_glass_active, break_glass_request
@@ -268,12 +267,6 @@ class AdminNoticeAdmin(admin.ModelAdmin):
             admin_notice_resolve(notice=notice, user=request.user)
             audit_record(actor=Actor.from_request(request), action="notice.resolved", obj=notice)
         self.message_user(request, "Resolved.", messages.SUCCESS)
-
-
-def notice_link(notice: AdminNotice) -> str:
-    return format_html(
-        '<a href="{}">{}</a>', reverse("admin:compliance_adminnotice_change", args=[notice.pk]), notice.title
-    )
 
 
 admin.site.register(AuditEvent, AuditEventAdmin)

@@ -194,26 +194,14 @@ def audit_verify() -> VerifyResult:
 
 
 def audit_retention_cutoff(*, now=None):
-    """Audit rows older than this may be purged: AUDIT_RETENTION_DAYS ago (never less than the
-    database's six-year floor), moved back before the oldest audit row about any contact under
-    an active legal hold, so a hold keeps its whole trail (and, the chain being purged only
-    from its oldest end, everything after it)."""
+    """Audit rows older than this may be purged: AUDIT_RETENTION_DAYS ago, never less than the
+    database's six-year floor (legal holds are applied by audit_purge)."""
     now = now or timezone.now()
-    days = max(int(settings.AUDIT_RETENTION_DAYS), RETENTION_FLOOR_DAYS)
-    if days == RETENTION_FLOOR_DAYS and settings.AUDIT_RETENTION_DAYS < RETENTION_FLOOR_DAYS:
+    days = int(settings.AUDIT_RETENTION_DAYS)
+    if days < RETENTION_FLOOR_DAYS:
         logger.warning("AUDIT_RETENTION_DAYS below the six-year floor; using %s days", RETENTION_FLOOR_DAYS)
-    cutoff = now - timedelta(days=days)
-    held = _held_contact_ids()
-    if held:
-        oldest = (
-            AuditEvent.objects.filter(subject_id__in=held, occurred_at__lt=cutoff)
-            .order_by("occurred_at")
-            .values_list("occurred_at", flat=True)
-            .first()
-        )
-        if oldest is not None:
-            cutoff = oldest
-    return cutoff
+        days = RETENTION_FLOOR_DAYS
+    return now - timedelta(days=days)
 
 
 def _held_contact_ids() -> list[int]:
@@ -233,8 +221,11 @@ def _held_contact_ids() -> list[int]:
 def audit_purge(*, batch_size: int = SEAL_BATCH, now=None) -> int:
     """Delete sealed audit rows past the retention cutoff, oldest first, in batches; the
     trigger checks each batch continues the chain from its checkpoint and moves the checkpoint.
-    Stops at the first row that is unsealed or not old enough. Returns rows deleted."""
+    Stops at the first row (in chain order) that is not old enough or is about a contact under
+    an active legal hold: a hold keeps its contact's whole trail and, the chain being purged
+    only from its start, everything after it. Returns rows deleted."""
     cutoff = audit_retention_cutoff(now=now)
+    held = _held_contact_ids()
     deleted = 0
     while True:
         with transaction.atomic(), connection.cursor() as cursor:
@@ -243,12 +234,13 @@ def audit_purge(*, batch_size: int = SEAL_BATCH, now=None) -> int:
                 return deleted
             # The contiguous run of old rows at the start of the chain (a younger row stops it).
             cursor.execute(
-                f"WITH head AS (SELECT chain_seq, occurred_at FROM {TABLE} WHERE chain_seq IS NOT NULL "  # noqa: S608
-                "ORDER BY chain_seq LIMIT %s), "
-                "stop AS (SELECT min(chain_seq) AS seq FROM head WHERE occurred_at >= %s) "
+                f"WITH head AS (SELECT chain_seq, occurred_at, subject_id FROM {TABLE} "  # noqa: S608
+                "WHERE chain_seq IS NOT NULL ORDER BY chain_seq LIMIT %s), "
+                "stop AS (SELECT min(chain_seq) AS seq FROM head "
+                "WHERE occurred_at >= %s OR subject_id = ANY(%s::bigint[])) "
                 f"DELETE FROM {TABLE} a USING head WHERE a.chain_seq = head.chain_seq "
                 "AND head.chain_seq < coalesce((SELECT seq FROM stop), 9223372036854775807)",
-                [batch_size, cutoff],
+                [batch_size, cutoff, held],
             )
             count = cursor.rowcount
         deleted += count

@@ -309,3 +309,21 @@ def test_the_update_guard_names_every_column_but_the_seal():
         guarded = {row[0] for row in cursor.fetchall()}
     columns = {field.column for field in AuditEvent._meta.concrete_fields}
     assert guarded == columns - {"chain_seq", "hash"}
+
+
+def test_a_legal_hold_keeps_its_contacts_trail_and_everything_after_it():
+    from compliance.models import LegalHold
+    from contacts.tests.factories import ContactFactory
+
+    contact = ContactFactory()
+    when = timezone.now() - timedelta(days=365 * 7)
+    _old(2)
+    AuditEvent.objects.create(occurred_at=when, actor_kind="system", actor_id="t", action="old", subject_id=contact.pk)
+    _old(2)
+    audit_seal()
+    LegalHold.objects.create(contact=contact, reason="litigation")
+    assert audit_purge() == 2
+    assert sorted(AuditEvent.objects.values_list("chain_seq", flat=True)) == [3, 4, 5]
+    LegalHold.objects.update(released_at=timezone.now())
+    assert audit_purge() == 3
+    assert audit_verify().ok
