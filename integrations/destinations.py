@@ -67,14 +67,29 @@ class Destination(Protocol):
 
 
 class BaseDestination:
-    """One target per wanted topic: the adapter's own name."""
+    """One target per wanted topic: the adapter's own name.
+
+    Optional batch hooks: the relay calls `batch_begin(rows)` before delivering a claimed batch
+    and `batch_end()` after, in the batch's transaction, so an adapter can load what its rows
+    need in one query and write its own records (delivery logs) in one INSERT.
+    `savepoint_per_attempt`: each attempt runs under a savepoint, so an adapter that breaks
+    half-way through its own writes loses them and fails only its row. An adapter that writes
+    nothing per row on its common path may turn it off to spare two round trips a row; a
+    database error inside it then fails the whole batch, whose rows come back (at-least-once)."""
 
     name = ""
     topics: frozenset[str] | None = None
     retry_schedule: Sequence[int] = DEFAULT_RETRY_SCHEDULE
+    savepoint_per_attempt = True
 
     def targets(self, messages: Sequence[OutboxMessage]) -> dict[int, list[str]]:
         return {m.pk: [self.name] for m in messages if self.topics is None or m.topic in self.topics}
+
+    def batch_begin(self, messages: Sequence[OutboxMessage]) -> None:
+        """Before a batch of this adapter's rows is delivered."""
+
+    def batch_end(self) -> None:
+        """After the batch, in its transaction (also when some rows failed)."""
 
 
 _registry: dict[str, Destination] = {}

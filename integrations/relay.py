@@ -21,7 +21,6 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from crm_platform.actor import Actor
@@ -62,54 +61,84 @@ def outbox_route_batch(*, limit: int = 1000) -> int:
             for pk, values in destination.targets(parents).items():
                 wanted[pk].extend(values)
         now = timezone.now()
-        OutboxMessage.objects.bulk_create(
-            [
-                OutboxMessage(
-                    topic=parent.topic,
-                    destination=value,
-                    parent_id=parent.pk,
-                    object_type=parent.object_type,
-                    object_id=parent.object_id,
-                    payload=parent.payload,
-                    request_id=parent.request_id,
-                    created_at=parent.created_at,
-                    next_attempt_at=now,
+        pairs = [(parent.pk, value) for parent in parents for value in wanted.get(parent.pk, ())]
+        if pairs:
+            # Children copy their parent's columns inside PostgreSQL (no payload round trip
+            # through Python), and take their ids in their parents' order (ORDER BY u.n).
+            table = OutboxMessage._meta.db_table
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    f"INSERT INTO {table} (topic, destination, parent_id, object_type, object_id, payload, "  # noqa: S608
+                    "status, attempts, next_attempt_at, last_error, request_id, created_at) "
+                    "SELECT p.topic, u.destination, p.id, p.object_type, p.object_id, p.payload, 'pending', 0, %s, "
+                    f"'', p.request_id, p.created_at FROM unnest(%s::bigint[], %s::text[]) WITH ORDINALITY "
+                    f"AS u(parent_id, destination, n) JOIN {table} p ON p.id = u.parent_id ORDER BY u.n",
+                    [now, [pk for pk, _ in pairs], [value for _, value in pairs]],
                 )
-                for parent in parents
-                for value in wanted.get(parent.pk, ())
-            ],
-            batch_size=1000,
-        )
         OutboxMessage.objects.filter(pk__in=[p.pk for p in parents]).update(
             status=OutboxMessage.Status.ROUTED, delivered_at=now
         )
     return len(parents)
 
 
+# Due rows with no earlier undelivered sibling for the same (destination, object). OFFSET 0
+# fences NOT EXISTS off from becoming a planner anti-join: it stays a per-row subplan, an index
+# probe on outbox_dest_object_idx. As an anti-join, statistics gone stale after a burst of
+# inserts led PostgreSQL to scan every open row for each candidate (150 ms a claim at 3,000
+# open rows, and growing with the backlog).
+_CLAIM_SQL = (
+    "SELECT o.* FROM {table} o "
+    "WHERE o.status IN ('pending', 'failed') AND o.next_attempt_at <= %s AND o.destination <> '' "
+    "AND NOT EXISTS (SELECT 1 FROM {table} e WHERE e.destination = o.destination "
+    "AND e.object_type = o.object_type AND e.object_id = o.object_id AND e.id < o.id "
+    "AND e.status IN ('pending', 'failed') OFFSET 0) "
+    "ORDER BY o.next_attempt_at, o.id LIMIT %s FOR UPDATE OF o SKIP LOCKED"
+)
+
+
 def outbox_deliver_batch(*, limit: int = 100) -> int:
     """Attempt up to `limit` due rows; returns how many were attempted (delivered or not)."""
-    earlier_open = OutboxMessage.objects.filter(
-        destination=OuterRef("destination"),
-        object_type=OuterRef("object_type"),
-        object_id=OuterRef("object_id"),
-        id__lt=OuterRef("id"),
-        status__in=OPEN,
-    )
+    sql = _CLAIM_SQL.format(table=OutboxMessage._meta.db_table)
     with transaction.atomic():
-        rows = list(
-            OutboxMessage.objects.select_for_update(skip_locked=True)
-            .filter(status__in=OPEN, next_attempt_at__lte=timezone.now())
-            .exclude(destination="")
-            .filter(~Exists(earlier_open))
-            .order_by("next_attempt_at", "id")[:limit]
-        )
+        rows = list(OutboxMessage.objects.raw(sql, [timezone.now(), limit]))
+        if not rows:
+            return 0
+        by_adapter: dict = defaultdict(list)
+        for row in rows:
+            by_adapter[destination_for(row.destination)].append(row)
+        adapters = [adapter for adapter in by_adapter if adapter is not None]
+        for adapter in adapters:
+            if hasattr(adapter, "batch_begin"):
+                adapter.batch_begin(by_adapter[adapter])
         for row in rows:
             _attempt(row)
-        OutboxMessage.objects.bulk_update(
-            rows, ["status", "attempts", "next_attempt_at", "last_error", "delivered_at"], batch_size=500
-        )
+        for adapter in adapters:
+            if hasattr(adapter, "batch_end"):
+                adapter.batch_end()
+        _save_outcomes(rows)
         sync.sync_events_record_outbound(rows)
     return len(rows)
+
+
+def _save_outcomes(rows: list[OutboxMessage]) -> None:
+    """The batch's new states in one UPDATE ... FROM unnest (bulk_update's CASE per field and
+    row costs more to build than the delivery itself)."""
+    table = OutboxMessage._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} AS o SET status = u.status, attempts = u.attempts, "  # noqa: S608
+            "next_attempt_at = u.next_attempt_at, last_error = u.last_error, delivered_at = u.delivered_at "
+            "FROM unnest(%s::bigint[], %s::text[], %s::int[], %s::timestamptz[], %s::text[], %s::timestamptz[]) "
+            "AS u(id, status, attempts, next_attempt_at, last_error, delivered_at) WHERE o.id = u.id",
+            [
+                [row.pk for row in rows],
+                [row.status for row in rows],
+                [row.attempts for row in rows],
+                [row.next_attempt_at for row in rows],
+                [row.last_error for row in rows],
+                [row.delivered_at for row in rows],
+            ],
+        )
 
 
 def _attempt(row: OutboxMessage) -> None:
@@ -120,33 +149,40 @@ def _attempt(row: OutboxMessage) -> None:
         logger.warning("outbox row %s: no destination %r registered; waiting", row.pk, row.destination)
         row.next_attempt_at = now + timedelta(seconds=UNKNOWN_DESTINATION_WAIT)
         return
-    # A savepoint per row: an adapter that breaks (a bug, not a delivery outcome) loses its own
-    # half-done writes and fails only its row; typed outcomes keep theirs (delivery log, endpoint state).
-    savepoint = transaction.savepoint()
+    # A savepoint per row (unless the adapter opts out, see BaseDestination): an adapter that
+    # breaks (a bug, not a delivery outcome) loses its own half-done writes and fails only its
+    # row; typed outcomes keep theirs (delivery log, endpoint state).
+    savepoint = transaction.savepoint() if getattr(destination, "savepoint_per_attempt", True) else None
     try:
         destination.deliver(row)
     except DeferDelivery as deferred:
-        transaction.savepoint_commit(savepoint)
+        _release(savepoint)
         row.next_attempt_at = now + timedelta(seconds=deferred.seconds)
         return
     except PermanentDeliveryError as exc:
-        transaction.savepoint_commit(savepoint)
+        _release(savepoint)
         _fail(row, destination, str(exc), permanent=True)
         return
     except TransientDeliveryError as exc:
-        transaction.savepoint_commit(savepoint)
+        _release(savepoint)
         _fail(row, destination, str(exc), retry_after=exc.retry_after)
         return
     except Exception as exc:  # an adapter bug must not wedge the queue: count it as a failed attempt
-        transaction.savepoint_rollback(savepoint)
+        if savepoint is not None:
+            transaction.savepoint_rollback(savepoint)
         logger.exception("outbox row %s: %s adapter raised", row.pk, destination.name)
         _fail(row, destination, f"internal error: {type(exc).__name__}")
         return
-    transaction.savepoint_commit(savepoint)
+    _release(savepoint)
     row.attempts += 1
     row.status = OutboxMessage.Status.DELIVERED
     row.delivered_at = timezone.now()
     row.last_error = ""
+
+
+def _release(savepoint) -> None:
+    if savepoint is not None:
+        transaction.savepoint_commit(savepoint)
 
 
 def _fail(row: OutboxMessage, destination, error: str, *, permanent: bool = False, retry_after=None) -> None:

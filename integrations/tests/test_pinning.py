@@ -84,3 +84,15 @@ def test_the_pinned_url_keeps_path_query_port_and_the_name_for_tls(settings):
         "api.partner.test",
     )
     assert (v6.url, v6.host) == ("http://[2606:2800:220:1::1]:8080/h", "v6.partner.test:8080")
+
+
+def test_https_goes_to_the_pinned_address_with_the_name_as_sni_and_verifies_the_certificate(make_endpoint, publish):
+    from tests.fakes.tls_receiver import TlsListener
+
+    with TlsListener(names=["hooks.partner.test"]) as tls, FakeDns({"hooks.partner.test": ["127.0.0.1"]}):
+        make_endpoint(url=f"https://hooks.partner.test:{tls.port}/hook")
+        publish()
+        relay.outbox_relay(budget_seconds=10)
+    assert tls.server_names == ["hooks.partner.test"]  # the socket went to 127.0.0.1, TLS named the host
+    row = OutboxMessage.objects.exclude(destination="").get()
+    assert (row.status, row.last_error) == (OutboxMessage.Status.FAILED, "SSLError")  # self-signed: refused
