@@ -80,7 +80,7 @@ def _rows(system_actor, requester) -> dict[str, object]:
 
 # PHI fields no admin page or API response shows even to those who may see PHI, and why.
 SHOWN_NOWHERE = {
-    ("compliance.exportbundle", "data"): "the encrypted bundle goes only to the data subject's signed link",
+    ("compliance.exportbundle", "ciphertext"): "the encrypted bundle goes only to the data subject's signed link",
 }
 NOT_IN_API = {
     ("compliance.breakglassgrant", "reason"): "break-glass grants are reviewed in the admin only",
