@@ -67,6 +67,9 @@ PAYLOAD_FIELDS = (
 )
 WRITABLE_FIELDS = frozenset(conflict.FIELD_GROUPS["engagement"])
 _READ = ("id", "merged_into_id", "group_timestamps", *PAYLOAD_FIELDS, *sorted(WRITABLE_FIELDS - set(PAYLOAD_FIELDS)))
+# What the first lookup reads of every named contact: enough to find it, touch it and apply the
+# lifecycle rules. Contacts whose fields events write are read whole (_READ) when locked.
+_LOOKUP = ("id", "merged_into_id", "email", "external_id", "lifecycle_stage", "last_active_at")
 
 
 @dataclass
@@ -147,9 +150,9 @@ class TimelineBatch:
             [json.dumps(emails), json.dumps(externals)],
             output_field=BooleanField(),
         )  # the identifiers travel as two JSON arrays: a thousand IN parameters cost more in Python
-        rows = Contact.objects.filter(named).values(*_READ)
+        rows = Contact.objects.filter(named).values(*_LOOKUP)
         for row in rows:
-            person = _Person(id=row.pop("id"), stamps=dict(row.pop("group_timestamps") or {}), values=row)
+            person = _Person(id=row.pop("id"), stamps={}, values=row)
             person.original = dict(row)
             if row["merged_into_id"]:
                 self.merged[person.id] = row["merged_into_id"]
@@ -359,7 +362,7 @@ class TimelineBatch:
             column = Contact._meta.get_field(name)
             arrays += [f"%s::{column.db_type(connection)}[]", "%s::boolean[]"]
             names += [f"v{i}", f"p{i}"]
-            params += [[p.values[name] for p in people], [name in changes[p] for p in people]]
+            params += [[p.values.get(name) for p in people], [name in changes[p] for p in people]]
             sets.append(f'"{column.column}" = CASE WHEN v.p{i} THEN v.v{i} ELSE c."{column.column}" END')
         sql = (
             f"UPDATE contacts_contact AS c SET {', '.join(sets)} "  # noqa: S608 - the model's own columns
@@ -441,7 +444,7 @@ def _changes(person: _Person) -> dict[str, tuple[Any, Any]]:
     """Fields whose value this batch changed (a new person's, against the defaults it was made with)."""
     return {
         name: (person.original[name], person.values[name])
-        for name in WRITABLE_FIELDS
+        for name in WRITABLE_FIELDS & person.values.keys()
         if person.values[name] != person.original[name]
     }
 
