@@ -199,11 +199,14 @@ def _fail(row: OutboxMessage, destination, error: str, *, permanent: bool = Fals
     row.next_attempt_at = timezone.now() + timedelta(seconds=max(delay, retry_after or 0))
 
 
-def outbox_relay(*, budget_seconds: float = 50.0, route_limit: int = 1000, deliver_limit: int = 100) -> dict:
-    """Route and deliver until nothing is due or the time budget is spent."""
+def outbox_relay(
+    *, budget_seconds: float = 50.0, route_limit: int = 1000, deliver_limit: int = 100, should_stop=None
+) -> dict:
+    """Route and deliver until nothing is due, the time budget is spent, or `should_stop()`
+    says so (checked between batches: a batch is never cut short)."""
     deadline = time.monotonic() + budget_seconds
     routed = attempted = 0
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not (should_stop and should_stop()):
         batch_routed = outbox_route_batch(limit=route_limit)
         batch_attempted = outbox_deliver_batch(limit=deliver_limit)
         routed += batch_routed

@@ -1,12 +1,26 @@
 """integrations: Celery tasks. Thin: each calls one relay or service function, safe to run twice."""
 
+import threading
+
 from celery import shared_task
+from celery.signals import worker_shutting_down
 
 from integrations import relay
+
+# Set when this worker process starts a warm shutdown (solo and thread pools run tasks in the
+# process that gets the signal): the relay then stops between batches instead of running out
+# its time budget, so a supervisor that kills slow-stopping workers does not cut a batch short
+# (its sent rows would roll back and go out again).
+_shutting_down = threading.Event()
+
+
+@worker_shutting_down.connect
+def _stop_relaying(**kwargs) -> None:
+    _shutting_down.set()
 
 
 @shared_task(acks_late=True, time_limit=120, soft_time_limit=110, ignore_result=False)
 def outbox_relay() -> dict:
     """Route and deliver what is due (kicked after each commit that wrote outbox rows, and
     swept by beat). Concurrent runs share the work through SKIP LOCKED."""
-    return relay.outbox_relay(budget_seconds=60)
+    return relay.outbox_relay(budget_seconds=60, should_stop=_shutting_down.is_set)

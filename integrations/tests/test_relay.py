@@ -359,3 +359,19 @@ def test_publishing_kicks_the_relay_once_per_transaction(django_capture_on_commi
         outbox_publish(topic="contact.updated", obj=key, payload={}, actor=actor)
         outbox_publish(topic="contact.updated", obj=key, payload={}, actor=actor)
     assert [cb for cb in callbacks if cb is _kick_relay] == [_kick_relay]
+
+
+def test_a_worker_shutting_down_stops_the_relay_between_batches(make_endpoint, publish, receiver):
+    from celery.signals import worker_shutting_down
+
+    from integrations import tasks
+
+    make_endpoint()
+    publish()
+    worker_shutting_down.send(sender="test", sig="SIGTERM", how="Warm", exitcode=0)
+    try:
+        assert tasks.outbox_relay.apply().get() == {"routed": 0, "attempted": 0}
+    finally:
+        tasks._shutting_down.clear()  # this test process is no worker: take the flag back
+    assert receiver.requests == []
+    assert tasks.outbox_relay.apply().get() == {"routed": 1, "attempted": 1}
