@@ -16,28 +16,14 @@ from django.utils import timezone
 
 from compliance.audit_selectors import phi_read_fields, phi_reads_for_contact
 from compliance.breakglass import MIN_REASON_LENGTH, break_glass_active, break_glass_request
-from compliance.models import AdminNotice, AuditEvent, BreakGlassGrant
+from compliance.models import AUDIT_COLUMNS, AdminNotice, AuditEvent, BreakGlassGrant
 from compliance.notices import admin_notice_resolve
 from compliance.services import audit_record
 from crm_platform.actor import Actor
-from crm_platform.admin_tools import FastChangeListMixin, PhiAdminMixin
+from crm_platform.admin_tools import FastChangeListMixin, PhiAdminMixin, ReadOnlyAdminMixin
 from crm_platform.csv_export import csv_response
 
-CSV_COLUMNS = [
-    "id",
-    "occurred_at",
-    "actor_kind",
-    "actor_id",
-    "action",
-    "object_type",
-    "object_id",
-    "subject_id",
-    "changes",
-    "request_id",
-    "ip",
-    "chain_seq",
-    "hash",
-]
+CSV_COLUMNS = list(AUDIT_COLUMNS)
 # Filter choices come from the newest rows (an index scan), never from a DISTINCT over the
 # whole log; any other value still filters through the URL (?action=...).
 _RECENT = 5_000
@@ -63,7 +49,7 @@ class ObjectTypeFilter(_RecentValuesFilter):
     parameter_name = field = "object_type"
 
 
-class AuditEventAdmin(FastChangeListMixin, admin.ModelAdmin):
+class AuditEventAdmin(ReadOnlyAdminMixin, FastChangeListMixin, admin.ModelAdmin):
     """Read-only: the audit log is append-only, for everyone (and the database agrees).
 
     Search: `type:id` for an object (contacts.contact:12), `kind:id` for an actor (user:5),
@@ -99,15 +85,6 @@ class AuditEventAdmin(FastChangeListMixin, admin.ModelAdmin):
         if kind in {c.value for c in AuditEvent.ActorKind}:
             return queryset.filter(actor_kind=kind, actor_id=ident), False
         return queryset.filter(object_type=kind.lower(), object_id=ident), False
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     @admin.action(description="Export selected as CSV", permissions=["view"])
     def export_csv(self, request, queryset):
@@ -220,7 +197,7 @@ def _usernames(ids) -> dict[str, str]:
     return {str(pk): name for pk, name in users}
 
 
-class BreakGlassGrantAdmin(PhiAdminMixin, admin.ModelAdmin):
+class BreakGlassGrantAdmin(ReadOnlyAdminMixin, PhiAdminMixin, admin.ModelAdmin):
     """Grants are made by the break-glass form on a contact's page; here they are reviewed."""
 
     phi_fields = ("reason",)  # registered PHI: it may describe the patient
@@ -233,15 +210,6 @@ class BreakGlassGrantAdmin(PhiAdminMixin, admin.ModelAdmin):
     @admin.display(boolean=True)
     def active(self, obj):
         return obj.revoked_at is None and obj.expires_at > timezone.now()
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 class AdminNoticeAdmin(admin.ModelAdmin):

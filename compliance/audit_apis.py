@@ -10,7 +10,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from compliance.audit_selectors import audit_event_list, audit_events_for_contact
-from compliance.models import AuditEvent, BreakGlassGrant
+from compliance.models import AUDIT_COLUMNS, AuditEvent, BreakGlassGrant
 
 AUDIT_READ = "audit:read"
 SEED_ACTOR_TYPES = {"ai": "ai_assistant"}  # seed 002 names the AI actor "ai_assistant"
@@ -19,21 +19,7 @@ SEED_ACTOR_TYPES = {"ai": "ai_assistant"}  # seed 002 names the AI actor "ai_ass
 class AuditEventOutput(serializers.ModelSerializer):
     class Meta:
         model = AuditEvent
-        fields = [
-            "id",
-            "occurred_at",
-            "actor_kind",
-            "actor_id",
-            "action",
-            "object_type",
-            "object_id",
-            "subject_id",
-            "changes",
-            "request_id",
-            "ip",
-            "chain_seq",
-            "hash",
-        ]
+        fields = list(AUDIT_COLUMNS)
         read_only_fields = fields
 
 

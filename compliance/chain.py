@@ -23,7 +23,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from compliance.models import AuditChainState, AuditEvent
+from compliance.models import AUDIT_COLUMNS, AuditChainState, AuditEvent
 
 logger = logging.getLogger(__name__)
 
@@ -43,22 +43,7 @@ _CANONICAL = (
     "a.object_type, a.object_id, a.subject_id, a.changes, a.request_id, host(a.ip))::text"
 )
 
-_COLUMNS = ", ".join(
-    f"b.{c}"
-    for c in (
-        "id",
-        "occurred_at",
-        "actor_kind",
-        "actor_id",
-        "action",
-        "object_type",
-        "object_id",
-        "subject_id",
-        "changes",
-        "request_id",
-        "ip",
-    )
-)
+_COLUMNS = ", ".join(f"b.{c}" for c in AUDIT_COLUMNS if c not in ("chain_seq", "hash"))
 
 
 def _link(previous: str, canonical: str) -> str:

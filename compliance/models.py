@@ -5,6 +5,23 @@ from django.utils import timezone
 
 from compliance.fields import EncryptedTextField
 
+# Every column of an audit row, in the order the API and CSV exports show them.
+AUDIT_COLUMNS = (
+    "id",
+    "occurred_at",
+    "actor_kind",
+    "actor_id",
+    "action",
+    "object_type",
+    "object_id",
+    "subject_id",
+    "changes",
+    "request_id",
+    "ip",
+    "chain_seq",
+    "hash",
+)
+
 
 class AuditEvent(models.Model):
     """One thing that happened, by whom, to what. Append-only.

@@ -18,7 +18,7 @@ from compliance import consent, gdpr
 from compliance.models_privacy import Consent, Erasure, ExportBundle, LegalHold, ProcessingRestriction, Suppression
 from compliance.suppression import digest
 from crm_platform.actor import Actor
-from crm_platform.admin_tools import FastChangeListMixin
+from crm_platform.admin_tools import FastChangeListMixin, ReadOnlyAdminMixin
 from crm_platform.errors import ConflictError
 
 
@@ -26,19 +26,8 @@ def _actor(request) -> Actor:
     return Actor.from_request(request)
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
 @admin.register(Consent)
-class ConsentAdmin(FastChangeListMixin, ReadOnlyAdmin):
+class ConsentAdmin(FastChangeListMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     """Every consent decision, newest first: filter by contact for one person's history (the
     current decision per purpose is flagged). Changes come from the person, through the API."""
 
@@ -162,7 +151,7 @@ class LegalHoldAdmin(FastChangeListMixin, admin.ModelAdmin):
 
 
 @admin.register(Suppression)
-class SuppressionAdmin(FastChangeListMixin, ReadOnlyAdmin):
+class SuppressionAdmin(FastChangeListMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     """Only keyed hashes are stored. Search with an email or phone (E.164) to see whether it is
     suppressed: the search term is hashed the same way."""
 
@@ -184,7 +173,7 @@ class SuppressionAdmin(FastChangeListMixin, ReadOnlyAdmin):
 
 
 @admin.register(ExportBundle)
-class ExportBundleAdmin(FastChangeListMixin, ReadOnlyAdmin):
+class ExportBundleAdmin(FastChangeListMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     """GDPR exports: start one from the contacts list (action "GDPR: export"); download a ready
     one here until it expires (each download is audited)."""
 
@@ -219,7 +208,7 @@ class ExportBundleAdmin(FastChangeListMixin, ReadOnlyAdmin):
 
 
 @admin.register(Erasure)
-class ErasureAdmin(FastChangeListMixin, ReadOnlyAdmin):
+class ErasureAdmin(FastChangeListMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     """The erasure ledger: which contact ids were erased, when, by whom, rows per table."""
 
     list_display = ["erased_at", "contact_id", "contact_ids", "actor_kind", "actor_id"]

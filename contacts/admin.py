@@ -15,11 +15,10 @@ from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Q
-from django.http import HttpResponseRedirect, StreamingHttpResponse
+from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from compliance.services import audit_record
@@ -42,7 +41,8 @@ from contacts.models import (
 )
 from contacts.tasks import contacts_bulk_change
 from crm_platform.actor import Actor
-from crm_platform.admin_tools import AuditedAdminMixin, FastChangeListMixin, PhiAdminMixin
+from crm_platform.admin_tools import AuditedAdminMixin, FastChangeListMixin, PhiAdminMixin, ReadOnlyAdminMixin
+from crm_platform.csv_export import csv_response
 from crm_platform.errors import ConflictError
 
 User = get_user_model()
@@ -500,23 +500,7 @@ class ContactAdmin(FastChangeListMixin, admin.ModelAdmin):
             changes={"count": queryset.count()},
         )
         rows = queryset.order_by("pk").values_list(*EXPORT_COLUMNS).iterator(chunk_size=2000)
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-
-        def stream():
-            writer.writerow(EXPORT_COLUMNS)
-            for row in rows:
-                writer.writerow([_csv_cell(v) for v in row])
-                if buffer.tell() > 64_000:
-                    yield buffer.getvalue()
-                    buffer.seek(0)
-                    buffer.truncate()
-            yield buffer.getvalue()
-
-        response = StreamingHttpResponse(stream(), content_type="text/csv")
-        stamp = timezone.now().strftime("%Y%m%d-%H%M")
-        response["Content-Disposition"] = f'attachment; filename="contacts-{stamp}.csv"'
-        return response
+        return csv_response("contacts", EXPORT_COLUMNS, rows)
 
     # -------------------------------------------------------------- extra pages
 
@@ -610,16 +594,6 @@ class ContactAdmin(FastChangeListMixin, admin.ModelAdmin):
         return TemplateResponse(request, "admin/contacts/contact/import.html", context)
 
 
-def _csv_cell(value):
-    """A value for a spreadsheet: lists joined, and text that a spreadsheet would run as a
-    formula (=, +, -, @, tab, CR) made inert with a leading apostrophe (OWASP CSV injection)."""
-    if isinstance(value, list):
-        value = ";".join(value)
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value
-
-
 def _parse_csv(text: str) -> tuple[list[dict], list[str]]:
     reader = csv.DictReader(io.StringIO(text))
     unknown = [c for c in (reader.fieldnames or []) if c not in CSV_COLUMNS]
@@ -686,7 +660,7 @@ class CompanyAdmin(FastChangeListMixin, admin.ModelAdmin):
 
 
 @admin.register(Activity)
-class ActivityAdmin(ByIdOrContactSearch, PhiAdminMixin, FastChangeListMixin, admin.ModelAdmin):
+class ActivityAdmin(ReadOnlyAdminMixin, ByIdOrContactSearch, PhiAdminMixin, FastChangeListMixin, admin.ModelAdmin):
     """The timeline is append-only: nothing here changes it."""
 
     phi_fields = ("properties",)
@@ -694,15 +668,6 @@ class ActivityAdmin(ByIdOrContactSearch, PhiAdminMixin, FastChangeListMixin, adm
     list_filter = [ActivityTypeFilter, ("occurred_at", admin.DateFieldListFilter)]
     list_select_related = ["contact"]
     raw_id_fields = ["contact"]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(Note)

@@ -38,6 +38,19 @@ def _estimate(table: str) -> int | None:
     return int(row[0]) if row and row[0] >= 0 else None
 
 
+class ReadOnlyAdminMixin:
+    """For rows nobody edits by hand (logs, histories, records the services write): view only."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 class FastChangeListMixin:
     """For ModelAdmins of big tables."""
 
