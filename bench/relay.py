@@ -258,14 +258,19 @@ def clean_up(endpoint: WebhookEndpoint | None, first_id: int | None, last_id: in
     """Delete what the run made: our outbox rows and their children, their sync events, and the
     endpoint (its delivery log goes with it). Audit rows stay: the trail is append-only."""
     with connection.cursor() as cursor:
+        # Outbox rows first: the DELETE waits for any batch still holding them (another worker on
+        # the same broker), whose sync events are then in place to be deleted next.
         if endpoint is not None:
-            cursor.execute("DELETE FROM integrations_syncevent WHERE provider = %s", [f"webhook:{endpoint.pk}"])
             cursor.execute("DELETE FROM crm_platform_outboxmessage WHERE destination = %s", [f"webhook:{endpoint.pk}"])
         if first_id is not None:
             cursor.execute(
                 "DELETE FROM crm_platform_outboxmessage WHERE object_type = %s AND id BETWEEN %s AND %s",
                 [OBJECT_TYPE, first_id, last_id],
             )
+        provider = f"webhook:{endpoint.pk}" if endpoint is not None else ""
+        cursor.execute(
+            "DELETE FROM integrations_syncevent WHERE provider = %s OR object_type = %s", [provider, OBJECT_TYPE]
+        )
     if endpoint is not None:
         WebhookEndpoint.objects.filter(pk=endpoint.pk).delete()
     left = (

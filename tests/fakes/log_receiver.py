@@ -57,6 +57,8 @@ class Receiver:
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             return
+        except asyncio.CancelledError:
+            return  # shutting down with the client's keep-alive connection still open: nothing to report
         finally:
             writer.close()
 
