@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from compliance.crypto import hmac_digest
@@ -48,11 +48,15 @@ def suppressed_values(*, emails: Iterable[str | None] = (), phones: Iterable[str
     pairs = _pairs(emails, phones)
     if not pairs:
         return set()
-    found = set(
-        Suppression.objects.filter(lifted_at__isnull=True, digest__in={d for _, _, d in pairs}).values_list(
-            "kind", "digest"
+    # = ANY(array): one parameter; Django's __in builds a placeholder and a prepared value per
+    # digest, a tenth of a second for a 1,000-contact bulk upsert.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT kind, digest FROM {Suppression._meta.db_table} "  # noqa: S608 - our table's name
+            "WHERE lifted_at IS NULL AND digest = ANY(%s::varchar[])",
+            [sorted({d for _, _, d in pairs})],
         )
-    )
+        found = set(cursor.fetchall())
     return {value for kind, value, d in pairs if (kind, d) in found}
 
 
