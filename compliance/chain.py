@@ -89,18 +89,20 @@ def audit_seal(*, batch_size: int = SEAL_BATCH, max_rows: int | None = None) -> 
             rows = cursor.fetchall()
             if not rows:
                 return sealed
-            ids, seqs, hashes = [], [], []
-            for row_id, row_seq, canonical in rows:
+            ids, hashes = [], []
+            for row_id, _, canonical in rows:
                 previous = _link(previous, canonical)
-                ids.append(row_id)
-                seqs.append(row_seq)
+                ids.append(str(row_id))
                 hashes.append(previous)
+            # Rows come in id order and were numbered seq + 1, seq + 2, ...: the n-th id gets
+            # seq + n. Ids and hashes travel as two comma-joined strings: quoting three Python
+            # lists of 50,000 elements element by element cost a sixth of the sealing time.
             # The id range keeps the join on the primary key's range, not a scan of the whole log.
             cursor.execute(
-                f"UPDATE {TABLE} a SET chain_seq = u.seq, hash = u.hash "  # noqa: S608
-                "FROM unnest(%s::bigint[], %s::bigint[], %s::text[]) AS u(id, seq, hash) "
-                "WHERE a.id = u.id AND a.id BETWEEN %s AND %s",
-                [ids, seqs, hashes, ids[0], ids[-1]],
+                f"UPDATE {TABLE} a SET chain_seq = %s + u.n, hash = u.hash "  # noqa: S608
+                "FROM unnest(string_to_array(%s, ','), string_to_array(%s, ',')) WITH ORDINALITY AS u(id, hash, n) "
+                "WHERE a.id = u.id::bigint AND a.id BETWEEN %s AND %s",
+                [seq, ",".join(ids), ",".join(hashes), rows[0][0], rows[-1][0]],
             )
         sealed += len(rows)
         if len(rows) < limit:
