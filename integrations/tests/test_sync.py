@@ -160,7 +160,8 @@ def test_the_admin_list_renders_with_each_filter_and_searches_by_object_and_dige
     send(app, {"type": "account_created", "user": {"external_id": "u-9"}}, "k")
     event = _inbound().get()
     row = reverse("admin:integrations_syncevent_change", args=[event.pk]).encode()
-    today = timezone.localdate()
+    # As the date filter's own links say it: midnight in the current time zone, aware.
+    today = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
     for params in (
         {},
         {"direction": "inbound"},
