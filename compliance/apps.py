@@ -18,6 +18,27 @@ class ComplianceConfig(AppConfig):
 
         _privacy_ready()
         _audit_ready()
+        from crm_platform.admin_tools import register_dashboard_panel
+
+        register_dashboard_panel(
+            "PHI guard: fields kept from leaving", _guard_panel, permission="compliance.view_auditevent"
+        )
+
+
+def _guard_panel(request):
+    """Per destination and field, how often the guard dropped it (names only, never values)."""
+    from django.utils.html import format_html, format_html_join
+
+    from compliance.guard import guard_drop_counts
+
+    counts = sorted(guard_drop_counts().items(), key=lambda item: (-item[1], item[0]))
+    if not counts:
+        return format_html("<p>{}</p>", "Nothing dropped yet.")
+    rows = format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", ((d, f, n) for (d, f), n in counts[:50]))
+    return format_html(
+        "<table><thead><tr><th>destination</th><th>field</th><th>times</th></tr></thead><tbody>{}</tbody></table>",
+        rows,
+    )
 
 
 def _audit_ready() -> None:

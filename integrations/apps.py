@@ -42,6 +42,19 @@ WEBHOOK_FIELDS = (
 )
 
 
+# Seed 000: the six Klaviyo profile properties, and the events (by name) that may reach it.
+# "Prescription Ordered" / last_prescription_date reveal treatment: they are not here (DESIGN.md).
+KLAVIYO_PROFILE_FIELDS = (
+    "patient_id",
+    "account_created_date",
+    "paid",
+    "onboarding_status",
+    "last_login_date",
+    "engagement_status",
+)
+KLAVIYO_EVENT_NAMES = ("Account Created", "Onboarding Completed", "User Logged In")
+
+
 class IntegrationsConfig(AppConfig):
     """Inbound events, the outbox relay, provider adapters and outbound webhooks."""
 
@@ -56,7 +69,10 @@ class IntegrationsConfig(AppConfig):
         from integrations.webhooks import WebhookDestination
 
         register_destination(WebhookDestination())
-        register_allow_list("webhook", WEBHOOK_FIELDS)
+        # Webhooks as a family may be BAA-covered; each endpoint's may_receive_phi flag and its
+        # phi_fields decide (integrations/webhooks.py). Klaviyo never is (seed 000: no PHI).
+        register_allow_list("webhook", WEBHOOK_FIELDS, baa_covered=True)
+        register_allow_list("klaviyo", (*KLAVIYO_PROFILE_FIELDS, "event"), baa_covered=False)
         # Retention (settings.RETENTION_DAYS; the nightly compliance.retention_purge job): delivered
         # and routed outbox rows through the relay's own purge (the admin action uses it too; dead
         # and pending rows stay), webhook delivery logs, sync events.

@@ -1,9 +1,19 @@
+import pytest
+from django.contrib.auth.models import Permission
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from compliance.guard import MEDICAL_FIELD_NAMES, guard_payload, phi_field_names, register_allow_list
+from compliance.guard import (
+    MEDICAL_FIELD_NAMES,
+    guard_drop_counts,
+    guard_payload,
+    phi_field_names,
+    register_allow_list,
+)
+from integrations.apps import KLAVIYO_PROFILE_FIELDS
 
-register_allow_list("guard-test", ["id", "email", "data", "items", "plan"])
+register_allow_list("guard-test", ["id", "email", "data", "items", "plan"], baa_covered=True)
+register_allow_list("guard-test-no-baa", ["id", "email", "data", "items", "plan"])
 
 PHI_NAMES = sorted(phi_field_names())
 keys = st.one_of(st.sampled_from(PHI_NAMES), st.sampled_from(["id", "email", "data", "x", "plan"]), st.text(max_size=8))
@@ -67,3 +77,35 @@ def test_no_phi_name_is_an_envelope_key():
     from compliance.guard import phi_field_names
 
     assert not phi_field_names() & {"id", "type", "timestamp", "data", "topic", "event", "object", "changed"}
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.dictionaries(keys, payloads, max_size=8), st.lists(st.sampled_from(PHI_NAMES), max_size=5))
+def test_klaviyo_gets_only_its_six_profile_fields_and_the_event_name_and_never_phi(payload, asked):
+    """Seed 000: Klaviyo is never covered by a BAA, so even a caller naming PHI cannot send it."""
+    payload = {**payload, "patient_id": "u-1", "weight": 80, "event": "User Logged In"}
+    guarded = guard_payload("klaviyo", payload, phi_allowed=asked)
+    assert set(guarded) <= {*KLAVIYO_PROFILE_FIELDS, "event"}
+    assert guarded["patient_id"] == "u-1" and "weight" not in guarded
+    assert not set(_keys(guarded)) & set(PHI_NAMES)
+
+
+def test_phi_is_refused_to_a_destination_without_a_business_associate_agreement(caplog):
+    payload = {"id": 1, "plan": "glp1"}
+    assert guard_payload("guard-test-no-baa", payload, phi_allowed=["plan"]) == {"id": 1}
+    assert "no business associate agreement" in caplog.text and "glp1" not in caplog.text
+    assert guard_payload("guard-test", payload, phi_allowed=["plan"]) == payload
+
+
+@pytest.mark.django_db
+def test_drops_are_logged_by_name_counted_and_shown_on_the_dashboard(caplog, client, django_user_model):
+    guard_payload("guard-test", {"id": 1, "secret_note": "do not log me", "data": {"diagnosis": "x"}})
+    guard_payload("guard-test", {"id": 2, "secret_note": "again"})
+    assert guard_drop_counts()[("guard-test", "secret_note")] == 2
+    assert guard_drop_counts()[("guard-test", "diagnosis")] == 1
+    assert "secret_note" in caplog.text and "do not log me" not in caplog.text
+    officer = django_user_model.objects.create_user("officer", password="pw-long-enough-1", is_staff=True)
+    officer.user_permissions.add(Permission.objects.get(codename="view_auditevent"))
+    client.force_login(officer)
+    html = client.get("/admin/dashboard/").content.decode()
+    assert "PHI guard" in html and "secret_note" in html
