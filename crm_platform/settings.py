@@ -279,6 +279,10 @@ SPECTACULAR_SETTINGS = {
     ],
 }
 
+# --------------------------------------------------------------------------- providers
+# HubSpot app's client secret: verifies its webhooks (v3 signatures). Empty: they are refused.
+HUBSPOT_CLIENT_SECRET = env("HUBSPOT_CLIENT_SECRET", default="")
+
 # --------------------------------------------------------------------------- admin
 # Admin bulk actions on more rows than this are queued as background jobs (bulk queue).
 ADMIN_BULK_INLINE_LIMIT = env.int("ADMIN_BULK_INLINE_LIMIT", default=5000)

@@ -10,6 +10,7 @@ from crm_platform.api.permissions import PublicRoute
 from crm_platform.api.throttling import AddressRateThrottle
 from crm_platform.apis import MeApi
 from integrations.inbound_apis import AppEventApi
+from integrations.providers.hubspot.apis import HubSpotWebhookApi
 
 _public = {"permission_classes": [PublicRoute], "authentication_classes": [], "throttle_classes": [AddressRateThrottle]}
 
@@ -30,6 +31,8 @@ urlpatterns = [
     path("api/integrations/webhooks/", include("integrations.urls_seed003")),
     # Seed 002's app webhook, served exactly as the YAHealthy app calls it.
     path("api/crm/webhooks/app-event", AppEventApi.as_view(), name="seed002-app-event"),
+    # Provider webhooks: signed by the provider, so public to API keys.
+    path("api/integrations/hubspot/webhooks", HubSpotWebhookApi.as_view(), name="hubspot-webhooks"),
     path("api/crm/audit-log/<str:user_id>", SeedAuditLogApi.as_view(), name="seed002-audit-log"),
     # Seed 002's GDPR erasure (DELETE only; userId is the contact's app user id).
     path("api/crm/users/<str:user_id>", SeedUserEraseApi.as_view(), name="seed002-user"),

@@ -14,5 +14,7 @@ PUBLIC_ROUTES = frozenset(
         "api-redoc",
         "admin:login",
         "admin:logout",
+        # Signed by HubSpot (X-HubSpot-Signature-v3), checked before anything else happens.
+        "hubspot-webhooks",
     }
 )
