@@ -159,6 +159,13 @@ class PhiAdminMixin:
         fields = super().get_readonly_fields(request, obj)
         return [f for f in fields if f not in self.phi_fields] if self._hides_phi(request, obj) else fields
 
+    def get_sortable_by(self, request):
+        # An encrypted column sorts by its ciphertext: a meaningless order, so no sort link.
+        from compliance.fields import EncryptedFieldMixin
+
+        encrypted = {f.name for f in self.model._meta.concrete_fields if isinstance(f, EncryptedFieldMixin)}
+        return [name for name in super().get_sortable_by(request) if name not in encrypted]
+
     def get_exclude(self, request, obj=None):
         exclude = list(super().get_exclude(request, obj) or [])
         return [*exclude, *self.phi_fields] if self._hides_phi(request, obj) else exclude or None

@@ -221,3 +221,14 @@ def test_csv_preview_names_identity_conflicts_and_refuses_big_files(admin_client
     big = SimpleUploadedFile("big.csv", b"email\n" + b"x@example.com\n" * 200_000, content_type="text/csv")
     page = admin_client.post("/admin/contacts/contact/import/", {"file": big}).content.decode()
     assert "At most 2 MB per import" in page
+
+
+def test_encrypted_columns_offer_no_sort_link(admin_client, system_actor):
+    """Sorting an encrypted column would order by ciphertext: the header is not sortable."""
+    from contacts.services import subscription_start
+
+    subscription_start(contact=ContactFactory(), plan="glp1-monthly", actor=system_actor)
+    html = admin_client.get("/admin/contacts/subscription/").content.decode()
+    assert "glp1-monthly" in html  # the admin may see it...
+    assert re.search(r'class="[^"]*sortable[^"]*column-status', html)
+    assert not re.search(r'class="[^"]*sortable[^"]*column-plan', html)  # ...but not sort by it
