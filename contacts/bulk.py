@@ -302,27 +302,14 @@ def _create(creates, prepared, results, actor: Actor) -> None:
 
 def _payload(pk: int, email, external_id, values: dict[str, Any]) -> dict[str, Any]:
     """services.contact_payload's shape for a contact created here (defaults where not given)."""
-    contact = {f: values.get(f, _payload_defaults()[f]) for f in _PAYLOAD_FIELDS}
-    return {"id": pk, "email": email, "external_id": external_id, **contact}
+    given = {**_payload_defaults(), **values, "email": email, "external_id": external_id}
+    return {"id": pk, **{name: given[name] for name in services.CONTACT_PAYLOAD_FIELDS}}
 
 
 @functools.cache
 def _payload_defaults() -> dict[str, Any]:
     defaults = Contact()
-    return {f: getattr(defaults, f) for f in _PAYLOAD_FIELDS}
-
-
-_PAYLOAD_FIELDS = (
-    "first_name",
-    "last_name",
-    "phone",
-    "lifecycle_stage",
-    "engagement_tier",
-    "lead_score",
-    "is_paid",
-    "onboarding_status",
-    "tags",
-)
+    return {name: getattr(defaults, name) for name in services.CONTACT_PAYLOAD_FIELDS}
 
 
 def _one_by_one(index: int, row, results, actor: Actor) -> None:

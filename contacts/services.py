@@ -400,22 +400,26 @@ def contact_archive(*, contact: Contact, actor: Actor, archived: bool = True) ->
     return locked
 
 
+# What other systems hear about a contact (contact.created / contact.updated), after its id;
+# the bulk and event paths build the same shape from rows (contacts.bulk, integrations).
+CONTACT_PAYLOAD_FIELDS = (
+    "email",
+    "external_id",
+    "first_name",
+    "last_name",
+    "phone",
+    "lifecycle_stage",
+    "engagement_tier",
+    "lead_score",
+    "is_paid",
+    "onboarding_status",
+    "tags",
+)
+
+
 def contact_payload(contact: Contact) -> dict[str, Any]:
     """What other systems hear about a contact (the PHI guard filters it per destination)."""
-    return {
-        "id": contact.pk,
-        "email": contact.email,
-        "external_id": contact.external_id,
-        "first_name": contact.first_name,
-        "last_name": contact.last_name,
-        "phone": contact.phone,
-        "lifecycle_stage": contact.lifecycle_stage,
-        "engagement_tier": contact.engagement_tier,
-        "lead_score": contact.lead_score,
-        "is_paid": contact.is_paid,
-        "onboarding_status": contact.onboarding_status,
-        "tags": contact.tags,
-    }
+    return {"id": contact.pk, **{name: getattr(contact, name) for name in CONTACT_PAYLOAD_FIELDS}}
 
 
 # ----------------------------------------------------------------------------- merge

@@ -52,19 +52,7 @@ UNKNOWN_USER = "Unknown user: this event type needs a user the CRM already knows
 TOUCH_EVERY = dt.timedelta(minutes=5)
 # What contact.updated carries (contacts.services.contact_payload), and the fields an event on
 # this path may write (the engagement group: the app's own, see contacts/conflict.py).
-PAYLOAD_FIELDS = (
-    "email",
-    "external_id",
-    "first_name",
-    "last_name",
-    "phone",
-    "lifecycle_stage",
-    "engagement_tier",
-    "lead_score",
-    "is_paid",
-    "onboarding_status",
-    "tags",
-)
+PAYLOAD_FIELDS = contacts.CONTACT_PAYLOAD_FIELDS
 WRITABLE_FIELDS = frozenset(conflict.FIELD_GROUPS["engagement"])
 _READ = ("id", "merged_into_id", "group_timestamps", *PAYLOAD_FIELDS, *sorted(WRITABLE_FIELDS - set(PAYLOAD_FIELDS)))
 # What the first lookup reads of every named contact: enough to find it, touch it and apply the
