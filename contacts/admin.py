@@ -22,9 +22,8 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from compliance.services import audit_record
-from contacts import selectors, services
-from contacts.bulk import BATCH as BULK_BATCH
-from contacts.bulk import MAX_ROWS, contacts_add_tag, contacts_bulk_upsert, contacts_set_owner
+from contacts import bulk, selectors, services, tasks
+from contacts.bulk import MAX_ROWS, contacts_bulk_upsert
 from contacts.lifecycle import Stage
 from contacts.models import (
     Activity,
@@ -39,7 +38,6 @@ from contacts.models import (
     Subscription,
     Ticket,
 )
-from contacts.tasks import contacts_bulk_change
 from crm_platform.actor import Actor
 from crm_platform.admin_tools import AuditedAdminMixin, FastChangeListMixin, PhiAdminMixin, ReadOnlyAdminMixin
 from crm_platform.csv_export import csv_response
@@ -399,15 +397,13 @@ class ContactAdmin(FastChangeListMixin, admin.ModelAdmin):
         big filter), queued as background jobs of contacts.bulk.BATCH ids each on the bulk queue."""
         actor, ids = _actor(request), list(queryset.order_by().values_list("pk", flat=True))
         if len(ids) <= settings.ADMIN_BULK_INLINE_LIMIT:
-            change = contacts_set_owner if action == "set_owner" else contacts_add_tag
-            argument = {"owner_id": value} if action == "set_owner" else {"tag": value}
-            changed = change(ids=ids, actor=actor, **argument)
+            changed = bulk.contacts_bulk_change(action=action, ids=ids, value=value, actor=actor)
             self.message_user(request, f"{done}: {changed} contact(s) changed.", messages.SUCCESS)
             return
-        jobs = range(0, len(ids), BULK_BATCH)
+        jobs = range(0, len(ids), bulk.BATCH)
         for start in jobs:
-            contacts_bulk_change.apply_async(
-                (action, ids[start : start + BULK_BATCH], value, actor.to_task()), queue="bulk"
+            tasks.contacts_bulk_change.apply_async(
+                (action, ids[start : start + bulk.BATCH], value, actor.to_task()), queue="bulk"
             )
         self.message_user(
             request,

@@ -382,6 +382,16 @@ def contacts_add_tag(*, ids: list[int], tag: str, actor: Actor) -> int:
     return changed
 
 
+def contacts_bulk_change(*, action: str, ids: list[int], value: Any, actor: Actor) -> int:
+    """One staff bulk action by name, as the admin runs it inline and the bulk-queue job runs it
+    later: "set_owner" (value: a staff user id or None) or "add_tag" (value: the tag)."""
+    if action == "set_owner":
+        return contacts_set_owner(ids=ids, owner_id=value, actor=actor)
+    if action == "add_tag":
+        return contacts_add_tag(ids=ids, tag=value, actor=actor)
+    raise ValueError(f"unknown bulk change {action!r}")
+
+
 def _batches(ids: list[int]):
     ids = sorted({int(i) for i in ids})
     for start in range(0, len(ids), BATCH):

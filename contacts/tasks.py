@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from contacts.bulk import contacts_add_tag, contacts_set_owner
+from contacts import bulk
 from contacts.services import lifecycle_sweep as lifecycle_sweep_service
 from crm_platform.actor import Actor
 
@@ -17,9 +17,4 @@ def lifecycle_sweep() -> dict[str, int]:
 def contacts_bulk_change(action: str, ids: list[int], value, actor: list) -> int:
     """A staff bulk action too large to run inside the admin request ("set_owner" or "add_tag");
     set-based and safe to run twice (a contact already changed is left alone)."""
-    who = Actor.from_task(actor)
-    if action == "set_owner":
-        return contacts_set_owner(ids=ids, owner_id=value, actor=who)
-    if action == "add_tag":
-        return contacts_add_tag(ids=ids, tag=value, actor=who)
-    raise ValueError(f"unknown bulk change {action!r}")
+    return bulk.contacts_bulk_change(action=action, ids=ids, value=value, actor=Actor.from_task(actor))
