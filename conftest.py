@@ -41,6 +41,13 @@ def _fresh_redis(_isolated_redis):
     yield
 
 
+@pytest.fixture(autouse=True)
+def _no_inbox_linger(settings):
+    """Tests apply the inbox by calling its task; the linger (a throughput knob) would only add
+    a pause to each call."""
+    settings.INBOX_APPLY_LINGER_MS = 0
+
+
 @pytest.fixture
 def system_actor():
     return Actor.system("tests")

@@ -124,12 +124,13 @@ class EventsUnnestCeilingApi(APIView):
 
 
 # The rows one timeline event must write, whatever the code: its activity, its audit row, its
-# sync log row and its stored idempotency response (copies of the real tables, indexes included).
+# sync log row and its inbox row, which is also its stored Idempotency-Key (copies of the real
+# tables, indexes included).
 EVENT_WRITE_TABLES = {
     "bench_ceiling_activity": "contacts_activity",
     "bench_ceiling_audit": "compliance_auditevent",
     "bench_ceiling_sync": "integrations_syncevent",
-    "bench_ceiling_idempotency": "crm_platform_idempotencyrecord",
+    "bench_ceiling_inbox": "integrations_inboundevent",
 }
 
 
@@ -175,9 +176,9 @@ def _empty(data_type: str) -> str:
 
 class EventWritesCeilingApi(APIView):
     """Up to 1,000 events: json.loads and, in one transaction, one INSERT per table an event must
-    write (activity, audit, sync log, idempotency record) into empty copies of those tables. What
-    the required rows cost on this machine, with no lookup, no logic and no contact touch: the
-    fairer ceiling for the batch path (DESIGN.md's unnest ceiling writes one narrow row)."""
+    write (activity, audit, sync log, inbox row) into empty copies of those tables. What the
+    required rows cost on this machine, with no lookup, no logic and no contact touch: the least
+    accepting and applying a batch can cost (DESIGN.md's unnest ceiling writes one narrow row)."""
 
     authentication_classes = []
     permission_classes = [AllowAny]

@@ -1,25 +1,48 @@
-"""Inbound events at volume (issue 5, "Volume and speed"), each figure beside its in-run ceiling
-(DESIGN.md, "Ceilings": single events >= 60% of the one-insert view, batches >= 50% of the unnest view).
+"""Inbound events at volume (issue 5, "Volume and speed"): how fast the API accepts them, each
+figure beside its in-run ceiling (DESIGN.md, "Ceilings": single events >= 60% of the one-insert
+view, batches >= 50% of the unnest view), and how fast they are then applied to the CRM.
 
     DJANGO_DEBUG=true .venv/bin/python -m bench.events [--duration 10] [--rounds 2] [--batches 20]
 
-Through a real gunicorn (sync workers, loopback) and a real Celery worker (the outbox relay the
-events' writes kick, on a broker database of its own), against the contacts `manage.py
-generate_data` left in the dev database (events name users sampled from them):
+Through a real gunicorn (sync workers, loopback) and a real Celery worker (solo pool, on a broker
+database of its own: the inbox applier `integrations.inbox_apply`, kicked by the accepting
+requests, and the outbox relay its writes kick; there is no beat, so nothing sweeps), against the
+contacts `manage.py generate_data` left in the dev database (events name users sampled from them).
 
+A request only checks the event and writes one inbox row (integrations/inbox.py) before its 202;
+the applier applies the rows just after, many at a time. So each part gives two figures:
+
+- accepted: requests (events) per second answered 202 while the load ran, the figure the issue's
+  HTTP targets are about, judged against the ceiling as before;
+- applied end to end: the phase's inbox rows applied per second, from the start of each load
+  slice until the last of the slice's rows was applied (its `applied_at`), summed over the slices,
+  and how long that backlog took to drain after the load stopped. Timestamps, not a wall clock
+  over the whole part: after every slice of ours the bench waits until the run's inbox holds no
+  pending row and the worker has no task queued or running (polling the database and the broker
+  every 0.2 s; not sooner than 2 s after the load, for the requests wrk leaves in flight) before
+  the next slice. So the applier never runs during a ceiling slice (it neither slows the ceiling
+  down nor gets the machine to itself there), and neither the ceiling slices nor the waits
+  count in the applied rate. A row the applier failed counts against it (all applied, 0 failed).
+
+0. Warm-up: one page view for each sampled user, in batches (each contact's first touch rewrites
+   its row); the next part starts only once the applier has drained it.
 a. POST /api/v1/events at 16 connections (wrk; a Lua script gives every request its own
    Idempotency-Key and a user, type and body of its own), interleaved with the ceiling: a DRF view
-   doing one idempotent INSERT per request on the same server.
+   doing one idempotent INSERT per request on the same server. Accepted vs that ceiling, and
+   applied end to end (info).
 b. POST /api/v1/events/batch, 1,000 events a request from 2 client threads, interleaved with the
-   ceiling: a view doing json.loads and one INSERT ... SELECT FROM unnest of the 1,000 ids; and,
-   for information, with a view writing only the rows every event must leave (activity, audit,
-   sync log, stored key) into empty copies of their tables, no lookup and no logic.
+   ceiling: a view doing json.loads and one INSERT ... SELECT FROM unnest of the 1,000 ids (vs
+   what we accept); and with a view writing only the rows every event must leave (activity,
+   audit, sync log, inbox row) into empty copies of their tables, no lookup and no logic: that is
+   what applying costs at the least, so it is set beside the applied end-to-end rate.
 c. A single-event run where 10% of requests are re-sent with the key (and body) of the one before
-   and 10% name a user the CRM does not know yet (page_viewed creates them). Afterwards the
-   activities and contacts it made are counted: duplicates (must be 0) and lost events.
+   and 10% name a user the CRM does not know yet (page_viewed creates them). Once the applier has
+   drained it, the database is counted: every inbox row of the run applied must have exactly one
+   activity (more: duplicates, must be 0; none, or a row failed or still pending: lost), and no
+   new user may have two contacts.
 
-The run's rows are removed afterwards (its activities, the contacts it created, its idempotency
-records), so the volume stays what generate_data made; audit rows stay (append-only).
+The run's rows are removed afterwards (its activities, the contacts it created, its inbox rows),
+so the volume stays what generate_data made; audit and sync log rows stay (append-only).
 """
 
 from __future__ import annotations
@@ -27,6 +50,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
+import functools
 import json
 import os
 import random
@@ -36,14 +60,16 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import IO, TypeVar
 
 import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
 django.setup()
 
+import redis  # noqa: E402
 import requests  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.db import connection  # noqa: E402
@@ -63,7 +89,10 @@ from bench.common import (  # noqa: E402
 )
 from crm_platform.actor import Actor  # noqa: E402
 from crm_platform.management.commands.generate_data import CONTACT_PREFIX  # noqa: E402
+from crm_platform.redis import get_redis  # noqa: E402
 from crm_platform.services import api_key_create, api_key_revoke  # noqa: E402
+from integrations.inbox import KICK_FLAG  # noqa: E402
+from integrations.models import InboundEvent  # noqa: E402
 
 THREADS = 2
 WARMUP_SECONDS = 2
@@ -78,6 +107,16 @@ BATCH_RATIO = 0.5
 TYPES = ["food_logged"] * 4 + ["goal_progress"] * 2 + ["page_viewed"] * 2 + ["custom", "user_logged_in"]
 NEW_USER_PREFIX = "bench-evt-"
 BROKER_DB = 15  # the Celery broker of this run: a Redis database nobody else's worker listens on
+DRAIN_TIMEOUT = 300  # seconds the applier may take to empty the run's inbox before the run fails
+DRAIN_POLL = 0.2
+# wrk stops without waiting for the answers in flight; their rows commit moments later (gunicorn
+# finishes each request), so the inbox is not called drained sooner than this after a load.
+SETTLE_SECONDS = 2.0
+# The worker's queues and the hash where the Redis transport keeps the message of the task running
+# (acks_late) on the broker database of the run.
+BROKER_KEYS = ("sync", "default", "unacked")
+INBOX = InboundEvent._meta.db_table
+T = TypeVar("T")
 
 
 @dataclass
@@ -100,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the run's activities, contacts and keys")
     parser.add_argument("--only", default="a,b,c", help="which parts to run, e.g. a,c (default a,b,c)")
     parser.add_argument("--server-log", help="write gunicorn's output to this file")
+    parser.add_argument("--worker-log", help="write the Celery worker's output (level INFO) to this file")
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.duration <= 0 or args.connections < THREADS or args.batches < args.rounds:
         parser.error(f"need --rounds >= 1, --duration > 0, --connections >= {THREADS}, --batches >= --rounds")
@@ -113,21 +153,29 @@ def main(argv: list[str] | None = None) -> int:
     auth = f"Bearer {raw}"
     broker = f"{settings.REDIS_URL.rsplit('/', 1)[0]}/{BROKER_DB}"
     env = {**os.environ, "CELERY_BROKER_URL": broker, "CELERY_RESULT_BACKEND": broker}
+    broker_client = redis.Redis.from_url(broker)
+    broker_client.delete(*BROKER_KEYS, "unacked_index")  # what an aborted run may have left
+    # A kick flag left by a server whose worker is gone would hold our kicks back up to its TTL.
+    get_redis().delete(KICK_FLAG)
     rows: list[Row] = []
     try:
-        with celery_worker(env), gunicorn(workers=args.workers, env=env, log_path=args.server_log) as base:
+        with (
+            celery_worker(env, log_path=args.worker_log) as worker,
+            gunicorn(workers=args.workers, env=env, log_path=args.server_log) as base,
+        ):
+            inbox = Inbox(f"key:{key.pk}", worker, broker_client)
             check_event(base, auth, users[0])
             print(f"warming up: one event for each of the {len(users):,} users, in batches ...", flush=True)
-            rows += warm_rows(warm_users(base, auth, users, run), len(users))
+            rows += warm_rows(*inbox.run(f"event:{run}-warm-%", lambda: warm_users(base, auth, users, run)))
             if "a" in args.only:
                 print("a. single events against the one-insert view ...", flush=True)
-                rows += single_rows(*single_figures(base, auth, users, run, args))
+                rows += single_rows(*single_figures(base, auth, users, run, args, inbox))
             if "b" in args.only:
-                print("b. batches against the unnest view ...", flush=True)
-                rows += batch_rows(*batch_figures(base, auth, users, run, args))
+                print("b. batches against the unnest view and the required writes ...", flush=True)
+                rows += batch_rows(*batch_figures(base, auth, users, run, args, inbox))
             if "c" in args.only:
                 print("c. 10% re-sent with the same key ...", flush=True)
-                resend_counts, resend_figure = resend_run(base, auth, users, run, args)
+                resend_counts, resend_figure = resend_run(base, auth, users, run, args, inbox)
         if "c" in args.only:
             duplicates = count_duplicates(run, start_id, key.pk)
             rows += resend_rows(resend_counts, resend_figure, duplicates, args.connections)
@@ -141,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print()
     print(
-        f"{len(users):,} generated users sampled; gunicorn {args.workers} sync workers + 1 Celery worker (solo); "
+        f"{len(users):,} generated users sampled; gunicorn {args.workers} sync workers + 1 Celery worker (solo: "
+        "inbox applier and outbox relay); "
         f"wrk -t{THREADS} -c{args.connections} {args.duration:g}s in {args.rounds} interleaved slice(s); "
         f"batches of {BATCH_SIZE:,} from {BATCH_CLIENTS} client threads; same 2-core machine"
     )
@@ -176,20 +225,34 @@ def max_activity_id() -> int:
         return cursor.fetchone()[0]
 
 
+@dataclass
+class Worker:
+    proc: subprocess.Popen
+    log: IO[bytes]
+
+    def check(self) -> None:
+        """BenchError (with the end of its output) when the worker is gone."""
+        if self.proc.poll() is not None:
+            self.log.seek(0)
+            raise BenchError("the Celery worker exited:\n" + self.log.read().decode(errors="replace")[-3000:])
+
+
 @contextlib.contextmanager
-def celery_worker(env: dict[str, str]) -> Iterator[None]:
-    """A real worker (solo pool) for the queues the outbox kick and the relay use."""
+def celery_worker(env: dict[str, str], log_path: str | None = None) -> Iterator[Worker]:
+    """A real worker for the queues the inbox applier, the outbox kick and the relay use. Solo
+    pool: one task at a time, so the applier and the relay take turns (each runs until it has
+    nothing left, then the next queued kick runs; a relay turn takes milliseconds here). More
+    processes would add no applying: the applier takes one batch at a time (an advisory lock)."""
     command = [sys.executable, "-m", "celery", "-A", "crm_platform", "worker", "-Q", "sync,default"]
-    command += ["--pool", "solo", "-l", "WARNING"]
+    command += ["--pool", "solo", "-l", "INFO" if log_path else "WARNING"]
     worker_env = {**env, "DJANGO_SETTINGS_MODULE": "crm_platform.settings"}
-    with tempfile.TemporaryFile() as log:
+    with open(log_path, "w+b") if log_path else tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(command, cwd=ROOT, env=worker_env, stdout=log, stderr=log, start_new_session=True)
+        worker = Worker(proc, log)
         try:
             time.sleep(2)
-            if proc.poll() is not None:
-                log.seek(0)
-                raise BenchError("the Celery worker exited:\n" + log.read().decode(errors="replace")[-3000:])
-            yield
+            worker.check()
+            yield worker
         finally:
             proc.terminate()
             try:
@@ -197,6 +260,92 @@ def celery_worker(env: dict[str, str]) -> Iterator[None]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+@dataclass
+class Applied:
+    """What the applier made of one phase's inbox rows, end to end."""
+
+    applied: int = 0
+    failed: int = 0
+    seconds: float = 0.0  # from each load slice's start to its last row's applied_at, summed
+    tail: float = 0.0  # the longest a slice's last row waited after the slice's load stopped
+
+    def __add__(self, other: Applied) -> Applied:
+        return Applied(
+            self.applied + other.applied,
+            self.failed + other.failed,
+            self.seconds + other.seconds,
+            max(self.tail, other.tail),
+        )
+
+    @property
+    def rate(self) -> float:
+        return self.applied / self.seconds if self.seconds > 0 else 0.0
+
+    def figure(self) -> str:
+        return (
+            f"{self.rate:,.0f} events/s ({self.applied:,} applied, {self.failed:,} failed); "
+            f"backlog drained {self.tail:.1f} s after the load"
+        )
+
+
+@dataclass
+class Inbox:
+    """The run's inbox rows (owner key:<the bench key's id>), the worker that applies them and
+    its broker."""
+
+    owner: str
+    worker: Worker
+    broker: redis.Redis
+
+    def drain(self, stopped: float, timeout: float = DRAIN_TIMEOUT) -> float:
+        """Wait until none of the run's rows is pending (the database polled every DRAIN_POLL
+        seconds) and the worker has no task queued or running (kicks that will find nothing, the
+        relay's turn: they would run into the next slice), twice in a row, and not before
+        SETTLE_SECONDS after the load stopped at `stopped` (time.time()); the time.time() it saw
+        so. BenchError after `timeout` seconds or when the worker is gone."""
+        time.sleep(max(0.0, stopped + SETTLE_SECONDS - time.time()))
+        deadline = time.monotonic() + timeout
+        quiet = 0
+        while True:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    f"SELECT count(*) FROM {INBOX} WHERE status = 'pending' AND owner = %s",  # noqa: S608
+                    [self.owner],
+                )
+                pending = cursor.fetchone()[0]
+            tasks = self.broker.llen("sync") + self.broker.llen("default") + self.broker.hlen("unacked")
+            quiet = 0 if pending or tasks else quiet + 1
+            if quiet >= 2:
+                return time.time()
+            self.worker.check()
+            if time.monotonic() > deadline:
+                raise BenchError(f"after {timeout:.0f} s, {pending:,} inbox rows of the run pending, {tasks} tasks")
+            time.sleep(DRAIN_POLL)
+
+    def tally(self, like: str, started: float, stopped: float) -> Applied:
+        """How the rows whose key is LIKE `like` ended, for a load that ran from `started` to
+        `stopped` (time.time(); the database runs on this machine, so its clock is ours)."""
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FILTER (WHERE status = 'applied'), count(*) FILTER (WHERE status = 'failed'), "  # noqa: S608
+                "count(*) FILTER (WHERE status = 'pending'), extract(epoch FROM max(applied_at)) "
+                f"FROM {INBOX} WHERE owner = %s AND key LIKE %s",
+                [self.owner, like],
+            )
+            applied, failed, pending, last = cursor.fetchone()
+        if pending or last is None:
+            raise BenchError(f"inbox rows {like!r}: {pending} pending, {applied + failed} applied or failed")
+        return Applied(applied, failed, float(last) - started, max(0.0, float(last) - stopped))
+
+    def run(self, like: str, load: Callable[[], T]) -> tuple[T, Applied]:
+        """Run `load`, wait for the applier to drain the inbox, and tally the rows LIKE `like`."""
+        started = time.time()
+        result = load()
+        stopped = time.time()
+        self.drain(stopped)
+        return result, self.tally(like, started, stopped)
 
 
 def check_event(base: str, auth: str, user: str) -> None:
@@ -237,8 +386,11 @@ def warm_users(base: str, auth: str, users: list[str], run: str) -> float:
     return len(users) / (time.perf_counter() - started)
 
 
-def warm_rows(rate: float, users: int) -> list[Row]:
-    figure = f"{rate:,.0f} events/s ({users:,} users, batches)"
+def warm_rows(rate: float, applied: Applied) -> list[Row]:
+    figure = (
+        f"accepted {rate:,.0f} events/s, applied {applied.rate:,.0f} events/s end to end "
+        f"({applied.applied:,} users, batches; {applied.failed:,} failed)"
+    )
     return [Row("0. warm-up: first touch of each user", figure, "info", None)]
 
 
@@ -349,25 +501,33 @@ def wrk_ceiling(url: str, *, duration: float, connections: int) -> Figure:
     return parse_wrk(result.stdout)
 
 
-def single_figures(base: str, auth: str, users: list[str], run: str, args) -> tuple[Figure, Figure]:
+def single_figures(
+    base: str, auth: str, users: list[str], run: str, args, inbox: Inbox
+) -> tuple[Figure, Figure, Applied]:
+    """Ours (accepted), the one-insert ceiling, interleaved, and what the applier made of our
+    slices' rows (each slice drained before the ceiling's, see the module docstring)."""
     load = {"connections": args.connections}
     ours_url, ceiling_url = base + "/api/v1/events", base + "/bench/ceiling/insert"
-    wrk_events(ours_url, auth, users, f"{run}w", duration=WARMUP_SECONDS, **load)
+    inbox.run(f"{run}w-%", lambda: wrk_events(ours_url, auth, users, f"{run}w", duration=WARMUP_SECONDS, **load))
     wrk_ceiling(ceiling_url, duration=WARMUP_SECONDS, **load)
     slices: dict[str, list[Figure]] = {"ours": [], "ceiling": []}
+    applied = Applied()
     for n in range(args.rounds):
-        slices["ours"].append(
-            wrk_events(ours_url, auth, users, f"{run}s{n}", duration=args.duration / args.rounds, **load)[0]
+        duration = args.duration / args.rounds
+        (figure, _), slice_applied = inbox.run(
+            f"{run}s{n}-%", lambda n=n, d=duration: wrk_events(ours_url, auth, users, f"{run}s{n}", duration=d, **load)
         )
-        slices["ceiling"].append(wrk_ceiling(ceiling_url, duration=args.duration / args.rounds, **load))
+        slices["ours"].append(figure)
+        applied += slice_applied
+        slices["ceiling"].append(wrk_ceiling(ceiling_url, duration=duration, **load))
     ours, ceiling = merge(slices["ours"]), merge(slices["ceiling"])
     for name, figure in (("/api/v1/events", ours), ("the one-insert view", ceiling)):
         if figure.non_2xx or figure.socket_errors:
             raise BenchError(f"{name}: {figure.non_2xx} non-2xx, {figure.socket_errors} socket errors")
-    return ours, ceiling
+    return ours, ceiling, applied
 
 
-def single_rows(ours: Figure, ceiling: Figure) -> list[Row]:
+def single_rows(ours: Figure, ceiling: Figure, applied: Applied) -> list[Row]:
     ratio = ours.rps / ceiling.rps
     absolute = ours.rps >= SINGLE_PER_S and ours.p99_ms < SINGLE_P99_MS
     return [
@@ -378,7 +538,8 @@ def single_rows(ours: Figure, ceiling: Figure) -> list[Row]:
             absolute or ratio >= SINGLE_RATIO,
             ceiling=f"{ceiling.rps:,.0f} req/s, p99 {ceiling.p99_ms:.1f} ms (one-insert view)",
             ratio=f"{ratio:.0%}",
-        )
+        ),
+        Row("   applied end to end", applied.figure(), "info; all applied, 0 failed", applied.failed == 0),
     ]
 
 
@@ -435,8 +596,12 @@ def check_ceiling(response: requests.Response) -> None:
         raise BenchError(f"ceiling view answered {response.status_code}: {response.text[:300]}")
 
 
-def batch_figures(base: str, auth: str, users: list[str], run: str, args) -> tuple[float, float, float]:
-    """Ours, the unnest ceiling (DESIGN.md) and the required-writes ceiling, interleaved."""
+def batch_figures(
+    base: str, auth: str, users: list[str], run: str, args, inbox: Inbox
+) -> tuple[float, float, float, Applied]:
+    """Ours (accepted), the unnest ceiling (DESIGN.md) and the required-writes ceiling,
+    interleaved, and what the applier made of our rounds' rows (each round's drained before the
+    ceilings run)."""
     ensure_event_write_tables()
     urls = {
         "ours": base + "/api/v1/events/batch",
@@ -446,21 +611,29 @@ def batch_figures(base: str, auth: str, users: list[str], run: str, args) -> tup
     headers = {"ours": {"Authorization": auth}, "unnest": {}, "writes": {}}
     checks = {"ours": check_batch, "unnest": check_ceiling, "writes": check_ceiling}
     rates: dict[str, list[float]] = {name: [] for name in urls}
+    applied = Applied()
     per_round = args.batches // args.rounds
     for n in range(-1, args.rounds):  # round -1 warms every view up
         for name, url in urls.items():
             bodies = batch_bodies(users, run, BATCH_CLIENTS if n < 0 else per_round, f"{name}{n}-")
-            rate = post_all(url, bodies, headers[name], checks[name])
+            post = functools.partial(post_all, url, bodies, headers[name], checks[name])
+            if name == "ours":
+                rate, round_applied = inbox.run(f"event:{run}-{name}{n}-%", post)
+                if n >= 0:
+                    applied += round_applied
+            else:
+                rate = post()
             if n >= 0:
                 rates[name].append(rate)
-    return tuple(sum(r) / len(r) for r in rates.values())
+    ours, unnest, writes = (sum(r) / len(r) for r in rates.values())
+    return ours, unnest, writes, applied
 
 
-def batch_rows(ours: float, ceiling: float, writes: float) -> list[Row]:
+def batch_rows(ours: float, ceiling: float, writes: float, applied: Applied) -> list[Row]:
     ratio = ours / ceiling
     return [
         Row(
-            f"b. batch of {BATCH_SIZE:,}",
+            f"b. batch of {BATCH_SIZE:,}, accepted",
             f"{ours:,.0f} events/s",
             f">= {BATCH_PER_S:,}/s, or >= {BATCH_RATIO:.0%} of ceiling",
             ours >= BATCH_PER_S or ratio >= BATCH_RATIO,
@@ -468,12 +641,12 @@ def batch_rows(ours: float, ceiling: float, writes: float) -> list[Row]:
             ratio=f"{ratio:.0%}",
         ),
         Row(
-            "   vs the rows an event must write",
-            f"{ours:,.0f} events/s",
-            "info",
-            None,
-            ceiling=f"{writes:,.0f} events/s (activity, audit, sync, key rows; no logic)",
-            ratio=f"{ours / writes:.0%}",
+            "   applied end to end",
+            applied.figure(),
+            "info; all applied, 0 failed",
+            applied.failed == 0,
+            ceiling=f"{writes:,.0f} events/s (rows an event must write: activity, audit, sync, inbox; no logic)",
+            ratio=f"{applied.rate / writes:.0%}",
         ),
     ]
 
@@ -481,7 +654,8 @@ def batch_rows(ours: float, ceiling: float, writes: float) -> list[Row]:
 # -- c. re-sends --------------------------------------------------------------------------------------
 
 
-def resend_run(base: str, auth: str, users: list[str], run: str, args) -> tuple[Counts, Figure]:
+def resend_run(base: str, auth: str, users: list[str], run: str, args, inbox: Inbox) -> tuple[Counts, Figure]:
+    """The run, then the applier's drain (what it left is counted afterwards, count_duplicates)."""
     figure, counts = wrk_events(
         base + "/api/v1/events",
         auth,
@@ -492,33 +666,39 @@ def resend_run(base: str, auth: str, users: list[str], run: str, args) -> tuple[
         resend=0.1,
         newusers=0.1,
     )
+    inbox.drain(time.time())
     return counts, figure
 
 
 @dataclass
 class Duplicates:
-    activities: int  # accepted events (stored keys) with more than one activity
-    lost: int  # accepted events (stored keys) with no activity
-    stored: int  # keys stored as accepted
+    activities: int  # applied inbox rows with more than one activity
+    lost: int  # applied inbox rows with no activity, plus rows failed or still pending
+    stored: int  # inbox rows (events accepted, each once)
+    failed: int  # of which the applier failed
+    pending: int  # of which still pending (none once drained)
     contacts_created: int
     contacts_duplicated: int  # identities held by more than one contact
-    new_users_sent: int  # distinct new users among the accepted events
+    new_users_sent: int  # distinct new users among the applied events
 
 
 def count_duplicates(run: str, start_id: int, key_id: int) -> Duplicates:
-    """From the database alone: every key stored as accepted must have exactly one activity (wrk
-    does not count the answers still in flight when it stops, so its own counts cannot say)."""
+    """From the database alone, once the applier drained the run: every inbox row of the run
+    applied must have exactly one activity (its properties' k is the row's key); a row failed or
+    still pending is an event lost (wrk does not count the answers still in flight when it stops,
+    so its own counts cannot say)."""
     marker = f"{run}r"
     with connection.cursor() as cursor:
         cursor.execute(
-            "WITH acts AS (SELECT properties->>'k' AS k, count(*) AS n FROM contacts_activity "
-            "  WHERE id > %s AND properties->>'bench_run' = %s GROUP BY 1), "
-            "keys AS (SELECT key FROM crm_platform_idempotencyrecord WHERE owner = %s AND key LIKE %s) "
-            "SELECT count(*) FILTER (WHERE acts.n > 1), count(*) FILTER (WHERE acts.n IS NULL), count(*) "
-            "FROM keys LEFT JOIN acts ON acts.k = keys.key",
+            "WITH acts AS (SELECT properties->>'k' AS k, count(*) AS n FROM contacts_activity "  # noqa: S608
+            "  WHERE id > %s AND properties->>'bench_run' = %s GROUP BY 1) "
+            "SELECT count(*) FILTER (WHERE e.status = 'applied' AND acts.n > 1), "
+            "count(*) FILTER (WHERE e.status = 'applied' AND acts.n IS NULL), count(*), "
+            "count(*) FILTER (WHERE e.status = 'failed'), count(*) FILTER (WHERE e.status = 'pending') "
+            f"FROM {INBOX} e LEFT JOIN acts ON acts.k = e.key WHERE e.owner = %s AND e.key LIKE %s",
             [start_id, marker, f"key:{key_id}", f"{marker}-%"],
         )
-        activities, lost, stored = cursor.fetchone()
+        activities, unapplied, stored, failed, pending = cursor.fetchone()
         cursor.execute(
             "SELECT count(*), count(*) - count(DISTINCT external_id) - count(*) FILTER (WHERE external_id IS NULL) "
             "+ count(email) - count(DISTINCT email) FROM contacts_contact WHERE external_id LIKE %s",
@@ -532,7 +712,8 @@ def count_duplicates(run: str, start_id: int, key_id: int) -> Duplicates:
             [start_id, marker, f"{NEW_USER_PREFIX}{marker}%"],
         )
         new_users = cursor.fetchone()[0]
-    return Duplicates(activities, lost, stored, created, duplicated, new_users)
+    lost = unapplied + failed + pending
+    return Duplicates(activities, lost, stored, failed, pending, created, duplicated, new_users)
 
 
 def resend_rows(counts: Counts, figure: Figure, dup: Duplicates, connections: int) -> list[Row]:
@@ -549,7 +730,8 @@ def resend_rows(counts: Counts, figure: Figure, dup: Duplicates, connections: in
         Row(
             "   duplicates afterwards",
             f"activities {dup.activities}, contacts {dup.contacts_duplicated}; lost {dup.lost} of {dup.stored:,} "
-            f"stored keys; {dup.contacts_created:,} contacts created for {dup.new_users_sent:,} new users",
+            f"queued events ({dup.failed} failed, {dup.pending} pending); {dup.contacts_created:,} contacts "
+            f"created for {dup.new_users_sent:,} new users",
             "0 duplicates, 0 lost",
             clean and dup.contacts_created == dup.new_users_sent,
         ),
@@ -567,10 +749,14 @@ def cleanup(start_id: int, key_id: int) -> None:
             cursor.execute(f"DELETE FROM {table} WHERE contact_id IN ({new_contacts})", [NEW_USER_PREFIX + "%"])  # noqa: S608
         cursor.execute("DELETE FROM contacts_contact WHERE external_id LIKE %s", [NEW_USER_PREFIX + "%"])
         contacts = cursor.rowcount
-        cursor.execute("DELETE FROM crm_platform_idempotencyrecord WHERE owner = %s", [f"key:{key_id}"])
+        cursor.execute(f"DELETE FROM {INBOX} WHERE owner = %s", [f"key:{key_id}"])  # noqa: S608
+        inbox_rows = cursor.rowcount
         for copy in EVENT_WRITE_TABLES:
             cursor.execute(f"DROP TABLE IF EXISTS {copy}")
-    print(f"removed the run's {activities:,} activities and {contacts:,} contacts in {time.monotonic() - started:.1f}s")
+    print(
+        f"removed the run's {activities:,} activities, {contacts:,} contacts and {inbox_rows:,} inbox rows "
+        f"in {time.monotonic() - started:.1f}s"
+    )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,10 @@ replays that response with `Idempotent-Replayed: true`; the same key with anothe
 422. A request refused by an exception (bad input, permission) releases the key, so a
 corrected retry may use it. Records are kept IDEMPOTENCY_TTL_DAYS, then purged by the retention
 job (compliance.retention).
+
+The inbound event routes keep their keys in the inbox instead (integrations/inbox.py): there the
+event's one INSERT is also its key's record, so a request claims, answers and stores in one
+statement, and a duplicate racing it waits for that statement and replays.
 """
 
 from __future__ import annotations
@@ -22,12 +26,9 @@ import functools
 import hashlib
 import json
 import re
-from dataclasses import dataclass
-from typing import Any
 
 from django.conf import settings
-from django.core.serializers.json import DjangoJSONEncoder
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
@@ -136,93 +137,6 @@ def idempotency_release(*, record: IdempotencyRecord) -> None:
     IdempotencyRecord.objects.filter(pk=record.pk, status=IdempotencyRecord.Status.IN_FLIGHT).delete()
 
 
-# ----------------------------------------------------------------------------- many keys at once
-
-
 def valid_key(key: str) -> bool:
     """1 to 255 printable ASCII characters, no spaces."""
     return bool(_VALID_KEY.match(key))
-
-
-@dataclass(frozen=True)
-class Found:
-    """A key idempotency_lookup_many found: outcome "replay" (with the stored response),
-    "mismatch" (another body) or "in_flight" (a request still running under it)."""
-
-    outcome: str
-    response_status: int | None = None
-    response_body: Any = None
-
-
-class IdempotencyRace(Exception):
-    """idempotency_store_many found a key stored meanwhile by a concurrent request: roll the
-    transaction back and run again (the key then replays)."""
-
-
-def idempotency_lookup_many(*, owner: str, keys: list[tuple[str, str]]) -> dict[str, Found]:
-    """Set-based paths (the event batch, single events): what is stored for these (key,
-    fingerprint) pairs, in one query. Keys not in the answer are free: run the request, then
-    store its response with idempotency_store_many in the same transaction. Nothing is written
-    first, so a refused request leaves no claim to release; a request racing another with the
-    same key finds out when it stores, and runs again to replay the winner's response. An
-    in-flight key (a `@idempotent` request) abandoned longer than IDEMPOTENCY_IN_FLIGHT_SECONDS
-    counts as free."""
-    if not keys:
-        return {}
-    fingerprints = dict(keys)
-    abandoned = timezone.now() - dt.timedelta(seconds=settings.IDEMPOTENCY_IN_FLIGHT_SECONDS)
-    found = {}
-    # The keys travel as one JSON array (a thousand IN parameters cost more in Python than the
-    # query), joined so that each is one probe of the (owner, key) index.
-    records = IdempotencyRecord.objects.raw(
-        f"SELECT r.* FROM jsonb_array_elements_text(%s::jsonb) AS k(key) "  # noqa: S608
-        f"JOIN {IdempotencyRecord._meta.db_table} AS r ON r.owner = %s AND r.key = k.key",
-        [json.dumps(list(fingerprints)), owner],
-    )
-    for record in records:
-        if record.request_hash != fingerprints[record.key]:
-            found[record.key] = Found("mismatch")
-        elif record.status == IdempotencyRecord.Status.COMPLETED:
-            found[record.key] = Found("replay", record.response_status, record.response_body)
-        elif record.created_at >= abandoned:
-            found[record.key] = Found("in_flight")
-    return found
-
-
-def idempotency_store_many(*, owner: str, responses: list[tuple[str, str, int, Any]]) -> None:
-    """Store (key, fingerprint, status code, JSON body) responses to replay, completed, in one
-    INSERT; call in the transaction that holds the effects. Raises IdempotencyRace when another
-    request stored one of the keys since idempotency_lookup_many (its INSERT waits for that
-    transaction, so the answer is certain)."""
-    if not responses:
-        return
-    now = timezone.now()
-    abandoned = now - dt.timedelta(seconds=settings.IDEMPOTENCY_IN_FLIGHT_SECONDS)
-    table = IdempotencyRecord._meta.db_table
-    rows = sorted(responses, key=lambda r: r[0])  # one order, so overlapping stores wait, never deadlock
-    document = [{"k": key, "h": fingerprint, "c": code, "b": body} for key, fingerprint, code, body in rows]
-    with connection.cursor() as cursor:
-        # The rows travel as one JSON document: psycopg would quote a thousand JSON strings in Python.
-        cursor.execute(
-            f"INSERT INTO {table} AS r (owner, key, request_hash, status, response_status, response_body, "  # noqa: S608
-            "created_at, completed_at) "
-            "SELECT %s, u.k, u.h, %s, u.c, u.b, %s, %s "
-            "FROM jsonb_to_recordset(%s::jsonb) AS u(k text, h text, c int, b jsonb) "
-            # An abandoned in-flight claim of the same request is taken over; anything else stays.
-            "ON CONFLICT (owner, key) DO UPDATE SET status = EXCLUDED.status, "
-            "response_status = EXCLUDED.response_status, response_body = EXCLUDED.response_body, "
-            "created_at = EXCLUDED.created_at, completed_at = EXCLUDED.completed_at "
-            "WHERE r.status = %s AND r.request_hash = EXCLUDED.request_hash AND r.created_at < %s "
-            "RETURNING 1",
-            [
-                owner,
-                IdempotencyRecord.Status.COMPLETED,
-                now,
-                now,
-                json.dumps(document, cls=DjangoJSONEncoder),
-                IdempotencyRecord.Status.IN_FLIGHT,
-                abandoned,
-            ],
-        )
-        if len(cursor.fetchall()) != len(rows):
-            raise IdempotencyRace

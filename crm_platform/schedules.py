@@ -50,6 +50,13 @@ SCHEDULE["integrations.outbox_sweep"] = {
     "expires": 5,
     "description": "Route and deliver due outbox rows (catches what the on-commit kick missed, e.g. broker down).",
 }
+SCHEDULE["integrations.inbox_sweep"] = {
+    "task": "integrations.tasks.inbox_apply",
+    "every": 5,
+    "queue": "sync",
+    "expires": 5,
+    "description": "Apply queued inbound events (catches what the per-request kick missed, e.g. broker down).",
+}
 SCHEDULE["compliance.retention_purge"] = {
     "task": "compliance.tasks.retention_purge",
     "crontab": {"minute": "35", "hour": "3"},

@@ -5,6 +5,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import time
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -106,7 +107,17 @@ return 1
 """
 
 
+# Verified keys are also remembered in this process for API_KEY_LOCAL_CACHE_SECONDS (a Redis
+# round trip is a good part of a small request's cost): a revocation is at once in the process
+# that made it, and within those seconds everywhere else.
+_local: dict[str, tuple[float, dict]] = {}
+_LOCAL_MAX = 1000
+
+
 def _cached(hashed: str) -> ApiKey | None:
+    local = _local.get(hashed)
+    if local is not None and local[0] > time.monotonic():
+        return _key_from(local[1])
     try:
         raw = get_redis().get(cache_key_for(hashed))
     except RedisError:  # Redis down: fall back to PostgreSQL, the source of truth
@@ -115,10 +126,25 @@ def _cached(hashed: str) -> ApiKey | None:
     if raw is None or raw == _FORGOTTEN:
         return None
     data = json.loads(raw)
+    _remember_locally(hashed, data)
+    return _key_from(data)
+
+
+def _key_from(data: dict) -> ApiKey:
+    data = dict(data)
     for field in _DATETIME_FIELDS:
         if data[field] is not None:
             data[field] = datetime.fromisoformat(data[field])
     return ApiKey(**data)
+
+
+def _remember_locally(hashed: str, data: dict) -> None:
+    seconds = settings.API_KEY_LOCAL_CACHE_SECONDS
+    if not seconds:
+        return
+    if len(_local) >= _LOCAL_MAX:
+        _local.clear()
+    _local[hashed] = (time.monotonic() + seconds, data)
 
 
 def _remember(key: ApiKey) -> None:
@@ -127,7 +153,7 @@ def _remember(key: ApiKey) -> None:
         if data[field] is not None:
             data[field] = data[field].isoformat()
     try:
-        get_redis().eval(
+        stored = get_redis().eval(
             _SET_UNLESS_FORGOTTEN,
             1,
             cache_key_for(key.hashed_key),
@@ -137,11 +163,15 @@ def _remember(key: ApiKey) -> None:
         )
     except RedisError:
         logger.warning("api key cache unavailable")
+        return
+    if stored:
+        _remember_locally(key.hashed_key, data)
 
 
 def api_key_forget(hashed_key: str) -> None:
     """After a key changed or was revoked: its cached verification is replaced by a marker for
     API_KEY_CACHE_SECONDS, during which every request reads the row from PostgreSQL."""
+    _local.pop(hashed_key, None)
     try:
         get_redis().set(cache_key_for(hashed_key), _FORGOTTEN, ex=settings.API_KEY_CACHE_SECONDS)
     except RedisError:

@@ -240,6 +240,9 @@ REST_FRAMEWORK = {
 }
 # Seconds a verified API key is remembered in Redis; a revocation clears it at once.
 API_KEY_CACHE_SECONDS = env.int("API_KEY_CACHE_SECONDS", default=30)
+# ... and in each process for this long (no Redis round trip); a revocation reaches the other
+# processes within it (0: every request asks Redis).
+API_KEY_LOCAL_CACHE_SECONDS = env.int("API_KEY_LOCAL_CACHE_SECONDS", default=2)
 API_KEY_ROTATION_OVERLAP_HOURS = env.int("API_KEY_ROTATION_OVERLAP_HOURS", default=24)
 # Idempotency-Key records: kept this many days; a claim in flight longer than this many
 # seconds (its process died) may be taken over by a retry.
@@ -295,6 +298,9 @@ WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=10.0)
 OUTBOX_RETENTION_DAYS = env.int("OUTBOX_RETENTION_DAYS", default=7)
 WEBHOOK_DELIVERY_RETENTION_DAYS = env.int("WEBHOOK_DELIVERY_RETENTION_DAYS", default=30)
 SYNC_EVENT_RETENTION_DAYS = env.int("SYNC_EVENT_RETENTION_DAYS", default=30)
+# The inbox applier waits this long after a batch smaller than its limit, so that a stream of
+# single events is applied a few dozen at a time (integrations/inbox.py); 0: never waits.
+INBOX_APPLY_LINGER_MS = env.int("INBOX_APPLY_LINGER_MS", default=100)
 
 # --------------------------------------------------------------------------- audit (compliance/README.md)
 # Audit rows are kept this long (the database refuses to delete any younger than 2190 days);
@@ -311,6 +317,7 @@ RETENTION_DAYS = {
     "integrations.webhookdelivery": WEBHOOK_DELIVERY_RETENTION_DAYS,
     "integrations.syncevent": SYNC_EVENT_RETENTION_DAYS,
     "crm_platform.idempotencyrecord": IDEMPOTENCY_TTL_DAYS,
+    "integrations.inboundevent": IDEMPOTENCY_TTL_DAYS,  # applied and failed inbound events (the inbox)
     "compliance.exportbundle": 0,  # days after the download link expired
     # Timeline entries: kept for good unless ACTIVITY_RETENTION_DAYS is set.
     "contacts.activity": env.int("ACTIVITY_RETENTION_DAYS", default=None),

@@ -15,9 +15,9 @@ from django.utils.html import format_html
 from crm_platform.actor import Actor
 from crm_platform.admin_tools import PHI_PERMISSION, FastChangeListMixin
 from crm_platform.models import OutboxMessage
-from integrations import relay, selectors, services, sync
+from integrations import inbox, relay, selectors, services, sync
 from integrations.events import EVENT_TYPES, TOPIC_EVENT_TYPES
-from integrations.models import SyncEvent, WebhookDelivery, WebhookEndpoint
+from integrations.models import InboundEvent, SyncEvent, WebhookDelivery, WebhookEndpoint
 from integrations.webhooks import url_check
 
 # ----------------------------------------------------------------------------- outbox
@@ -329,11 +329,68 @@ class SyncEventAdmin(FastChangeListMixin, admin.ModelAdmin):
         if counts["inbound"]:
             self.message_user(
                 request,
-                f"{counts['inbound']} inbound event(s) left unchanged: we keep a digest of the payload, "
-                "not the payload, so only the sender can send them again (with a new Idempotency-Key "
-                "if the first was accepted).",
+                f"{counts['inbound']} inbound event(s) left unchanged: the sync log keeps a digest, not the "
+                "payload. Apply a failed event again from Inbound events.",
                 messages.WARNING,
             )
 
     def has_retry_permission(self, request):
         return request.user.has_perm("crm_platform.change_outboxmessage")
+
+
+# ----------------------------------------------------------------------------- the inbox
+
+
+class InboundEventTypeFilter(_ChoicesFilter):
+    title = "event type"
+    parameter_name = "type"
+
+    def lookups(self, request, model_admin):
+        from integrations.inbound import EVENT_TYPES as INBOUND_TYPES
+
+        return [(name, name) for name in sorted(INBOUND_TYPES)]
+
+
+@admin.register(InboundEvent)
+class InboundEventAdmin(FastChangeListMixin, admin.ModelAdmin):
+    """Events the API queued: how each ended, and "apply again" for failed ones."""
+
+    list_display = ("id", "received_at", "type", "route", "owner", "status", "applied_at", "errors")
+    list_filter = ("status", InboundEventTypeFilter, "route", ("received_at", admin.DateFieldListFilter))
+    search_fields = ("=id", "=key", "=user_external_id", "=user_email")
+    search_help_text = "Inbox id, Idempotency-Key (batch: event:<id>), app user id or email (exact)."
+    ordering = ("-id",)
+    actions = ("apply_again",)
+    readonly_fields = [f.name for f in InboundEvent._meta.fields]
+
+    def get_readonly_fields(self, request, obj=None):
+        # A queued or failed event's payload may carry medical fields: PHI staff only.
+        if request.user.has_perm(PHI_PERMISSION):
+            return self.readonly_fields
+        return [f for f in self.readonly_fields if f != "payload"]
+
+    def get_fields(self, request, obj=None):
+        return self.get_readonly_fields(request, obj)
+
+    @admin.display(description="errors")
+    def errors(self, obj):
+        if obj.status != InboundEvent.Status.FAILED or not obj.result:
+            return ""
+        return "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in obj.result.get("errors", {}).items())[:200]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False  # read-only; "apply again" is an action guarded by its own permission
+
+    @admin.action(description="Apply again (failed events)", permissions=["apply_again"])
+    def apply_again(self, request, queryset):
+        count = inbox.inbox_retry(ids=queryset.values_list("pk", flat=True), actor=Actor.from_request(request))
+        self.message_user(request, f"{count} failed event(s) queued to be applied again.", messages.SUCCESS)
+
+    def has_apply_again_permission(self, request):
+        return request.user.has_perm("integrations.change_inboundevent")

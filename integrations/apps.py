@@ -76,17 +76,32 @@ class IntegrationsConfig(AppConfig):
         # Retention (settings.RETENTION_DAYS; the nightly compliance.retention_purge job): delivered
         # and routed outbox rows through the relay's own purge (the admin action uses it too; dead
         # and pending rows stay), webhook delivery logs, sync events.
+        from django.db.models import Q
+
         from compliance.retention import register_retention
         from integrations import relay, sync
+        from integrations.models import InboundEvent
 
         register_retention("crm_platform.outboxmessage", purge=relay.outbox_purge)
         register_retention("integrations.webhookdelivery", date_field="at")
         register_retention("integrations.syncevent", purge=sync.sync_events_purge)
+        # The inbox's rows are its events' Idempotency-Key records: kept as long as those, unless queued.
+        register_retention(
+            "integrations.inboundevent", date_field="received_at", filter=~Q(status=InboundEvent.Status.PENDING)
+        )
+        # The inbox: whom an event names, and a queued or failed event's payload (its properties
+        # may be medical: a food log, a treatment plan).
+        from compliance.registry import PHI, PII, register_personal_fields
+
+        register_personal_fields("integrations.InboundEvent", {"user_email": PII, "payload": PHI})
         # GDPR erasure: the sync log's rows about the person go (integrations/privacy.py).
         from compliance.subjects import register_subject_data
-        from integrations.privacy import erase_sync_events
+        from integrations.privacy import erase_inbound_events, erase_sync_events
 
         register_subject_data("integrations.SyncEvent", contact_path="object_id", erase=erase_sync_events, export=False)
+        register_subject_data(
+            "integrations.InboundEvent", contact_path="result__contact", erase=erase_inbound_events, export=False
+        )
         set_staff_permission("webhooks:read", "integrations.view_webhookendpoint")
         set_staff_permission("webhooks:write", "integrations.change_webhookendpoint")
         grant(
@@ -95,6 +110,8 @@ class IntegrationsConfig(AppConfig):
                 *[f"integrations.{a}_webhookendpoint" for a in ("view", "add", "change")],
                 "integrations.view_webhookdelivery",
                 "integrations.view_syncevent",
+                "integrations.view_inboundevent",
+                "integrations.change_inboundevent",
                 "crm_platform.view_outboxmessage",
                 "crm_platform.change_outboxmessage",
             ],

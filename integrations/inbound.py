@@ -9,7 +9,8 @@ fields go through the conflict policy (contacts/conflict.py): an event older tha
 group last saw is *stale* and lands on the timeline without being applied.
 
 `events_ingest` applies any number of parsed events in the caller's transaction and returns one
-Outcome each; the API's single, batch and seed routes all go through it.
+Outcome each. The API's routes check events (`event_parse`) and queue them in the inbox
+(integrations/inbox.py), whose applier runs them through `events_ingest` many at a time.
 """
 
 from __future__ import annotations
@@ -399,16 +400,19 @@ def _sync_row(event: Event, outcome: Outcome) -> sync.SyncRow:
     return sync.inbound_event_row(event, status="failed", error=sync.error_summary(outcome.error))
 
 
-def event_ingest(*, event: Event, actor: Actor) -> dict[str, Any]:
-    """Apply one event in one transaction and return its result. Raises ValidationError (400)
-    for a user we do not know when the type needs one, ConflictError (409) when the email and
-    user id name two contacts; the refusal is recorded as a failed SyncEvent that outlives the
-    caller's rollback."""
-    [outcome] = events_ingest(events=[event], actor=actor)
-    if outcome.status == "rejected":
-        sync.sync_event_record_failure(_sync_row(event, outcome))
-        raise outcome.error
-    return outcome.result
+def event_refusals_record(refusals: list[tuple[Event, ValidationError | ConflictError]]) -> None:
+    """Failed SyncEvents for events refused at the door (unknown user, identity conflict), in
+    their own transaction, so the sync log shows what was turned away."""
+    if refusals:
+        with transaction.atomic():
+            sync.sync_events_record_many([_sync_row(event, Outcome.rejected(error)) for event, error in refusals])
+
+
+def outcome_errors(exc: ValidationError | ConflictError) -> dict[str, list[str]]:
+    """A refusal's errors as field -> messages."""
+    if isinstance(exc, ConflictError):
+        return exc.fields or {"non_field_errors": [exc.message]}
+    return exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
 
 
 def _flat(errors, prefix: str = "") -> dict[str, list[str]]:

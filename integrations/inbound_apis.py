@@ -1,40 +1,44 @@
 """Inbound events over HTTP: /api/v1/events, /api/v1/events/batch and seed 002's
-/api/crm/webhooks/app-event. Each answers 202 with the stored result; a replay with the same
-Idempotency-Key (or, in a batch, the same event id) answers the same, and changes nothing."""
+/api/crm/webhooks/app-event. Each checks the event and queues it in the inbox
+(integrations/inbox.py: one INSERT, which is also the Idempotency-Key record), answers 202
+"queued", and the inbox applier applies it moments later; GET /api/v1/events/{id} tells how it
+ended. A replay with the same Idempotency-Key (or, in a batch, the same event id) answers as
+the first time and queues nothing."""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import OperationalError, transaction
+from django.db import OperationalError
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from psycopg.errors import DeadlockDetected
 from rest_framework import serializers
+from rest_framework.generics import get_object_or_404
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from crm_platform.actor import Actor
 from crm_platform.api.errors import error_body
-from crm_platform.api.throttling import PrincipalRateThrottle, RedisRateThrottle
-from crm_platform.errors import ConflictError
-from crm_platform.idempotency import (
-    HEADER,
-    REPLAYED,
-    IdempotencyRace,
-    idempotency_lookup_many,
-    idempotency_store_many,
-    idempotent,
-    owner_of,
-    request_fingerprint,
-    valid_key,
-)
-from integrations.inbound import EventInput, event_ingest, event_parse, events_ingest
+from crm_platform.api.throttling import PrincipalRateThrottle
+from crm_platform.idempotency import HEADER, REPLAYED, owner_of, request_fingerprint, valid_key
+from integrations.inbound import EventInput, event_parse, event_refusals_record, outcome_errors
+from integrations.inbox import Accepted, Entry, inbox_accept, inbox_accept_one, inbox_find, inbox_refusals
+from integrations.models import InboundEvent
 
 BATCH_MAX = 1000
 RETRIES = 3
 EARLIER_OTHER_BODY = "This event id appears earlier in this batch with another body."
+REUSED = "This event id was reused with another body."
+# The API's word for each inbox state.
+STATES = {
+    InboundEvent.Status.PENDING: "queued",
+    InboundEvent.Status.APPLIED: "applied",
+    InboundEvent.Status.FAILED: "failed",
+}
 
 # Seed 002: (entityType, operation) -> our event type. Anything else is a 400 naming the pair.
 APP_EVENT_TYPES: dict[tuple[str, str], str] = {
@@ -57,8 +61,6 @@ _OCCURRED_AT_KEYS = ("occurredAt", "timestamp", "date")
 
 def _occurred_at(value):
     """The seed's payloads carry ISO datetimes, plain dates or unix seconds."""
-    import datetime as dt
-
     if isinstance(value, int | float) and not isinstance(value, bool):
         return dt.datetime.fromtimestamp(value, tz=dt.UTC).isoformat()
     if isinstance(value, str) and len(value) == 10:
@@ -69,87 +71,92 @@ def _occurred_at(value):
     return value
 
 
-class AppUserRateThrottle(RedisRateThrottle):
-    """Per app user (seed 002: 100 requests a minute), rate `app_user`."""
+class EventRateThrottle(PrincipalRateThrottle):
+    """The sender's limit (rate `api_key` or `user`) and, in the same Redis round trip, the app
+    user's (seed 002: 100 requests a minute, rate `app_user`)."""
 
-    rate_name = "app_user"
-
-    def identity(self, request):
+    def windows(self, request):
+        windows = super().windows(request)
+        rate = settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"].get("app_user")
         data = request.data if isinstance(request.data, dict) else {}
         user_ref = data.get("user") if isinstance(data.get("user"), dict) else {}
         user = data.get("userId") or user_ref.get("external_id") or user_ref.get("email")
-        return f"{owner_of(request)}:{user}" if isinstance(user, str) and user else None
+        if rate and isinstance(user, str) and user:
+            windows.append((f"app_user:{owner_of(request)}:{user}", rate))
+        return windows
 
 
-def _accepted(result: dict) -> dict:
-    return {"status": "accepted", "result": result}
+def _body(accepted: Accepted, key: str) -> dict:
+    """The 202 body, the same for the first request and every replay (rebuilt from the row)."""
+    if accepted.route == InboundEvent.Route.APP_EVENT:
+        data = {"event": accepted.id, "type": accepted.type}
+        return {"status": "accepted", "idempotencyKey": key, "result": {"status": "queued", "data": data}}
+    return {"status": "accepted", "event": {"id": accepted.id, "type": accepted.type, "status": "queued"}}
 
 
-def _errors(exc: ValidationError | ConflictError) -> dict:
-    if isinstance(exc, ConflictError):
-        return exc.fields or {"non_field_errors": [exc.message]}
-    return exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
+def _queue_one(request, *, route: str, event, key: str) -> Response:
+    """Check one event and queue it under the request's Idempotency-Key (a refusal raises)."""
+    entry = Entry(key, request_fingerprint(request), event)
+    actor = Actor.from_request(request)
+    accepted = _retrying(lambda: inbox_accept_one(owner=owner_of(request), route=route, actor=actor, entry=entry))
+    if accepted.mismatch:
+        return _error(422, "idempotency_key_reused", f"This {HEADER} was used with another request body.")
+    headers = {REPLAYED: "true"} if accepted.replayed else None
+    return Response(_body(accepted, key), status=202, headers=headers)
+
+
+def _key_problem(key: str | None) -> Response | None:
+    if key is None:
+        return _error(400, "idempotency_key_missing", f"This route needs an {HEADER} header.")
+    if not valid_key(key):
+        return _error(400, "idempotency_key_invalid", f"{HEADER} is 1 to 255 printable characters.")
+    return None
 
 
 class EventApi(APIView):
-    """One app event. Idempotency-Key is required. The event's effects and its stored response
-    share one transaction (one commit). Keys are nearly always new, so the first attempt does
-    not look the key up: storing the response finds a key already stored (a replay, another
-    body, a request racing this one), and then the attempt rolls back and the next one looks
-    the key up and answers as stored. A refused event looks its key up before answering, so a
-    replay is answered as stored even when the event would be refused today."""
+    """One app event, queued. Idempotency-Key is required."""
 
     required_scopes = {"POST": "events:write"}
-    throttle_classes = [PrincipalRateThrottle, AppUserRateThrottle]
+    throttle_classes = [EventRateThrottle]
 
-    @extend_schema(request=EventInput, responses={202: OpenApiResponse(description="Accepted")})
+    @extend_schema(request=EventInput, responses={202: OpenApiResponse(description="Queued")})
     def post(self, request):
         key = request.headers.get(HEADER)
-        if key is None:
-            return _error(400, "idempotency_key_missing", f"This route needs an {HEADER} header.")
-        if not valid_key(key):
-            return _error(400, "idempotency_key_invalid", f"{HEADER} is 1 to 255 printable characters.")
-        event = event_parse(request.data)
-        owner, actor, fingerprint = owner_of(request), Actor.from_request(request), request_fingerprint(request)
+        if problem := _key_problem(key):
+            return problem
+        return _queue_one(request, route=InboundEvent.Route.EVENT, event=event_parse(request.data), key=key)
 
-        attempts = iter(range(RETRIES))
 
-        def attempt():
-            optimistic = next(attempts) == 0
-            if not optimistic:
-                found = idempotency_lookup_many(owner=owner, keys=[(key, fingerprint)]).get(key)
-                if found is not None:
-                    return found, None
-            [outcome] = events_ingest(events=[event], actor=actor)
-            if outcome.status == "accepted":
-                body = {**_accepted(outcome.result), "type": event.type}
-                idempotency_store_many(owner=owner, responses=[(key, fingerprint, 202, body)])
-            elif optimistic:
-                found = idempotency_lookup_many(owner=owner, keys=[(key, fingerprint)]).get(key)
-                if found is not None:
-                    transaction.set_rollback(True)  # answered before: this attempt leaves nothing
-                    return found, None
-            return None, outcome
+class EventDetailApi(APIView):
+    """How a queued event ended: queued, applied (with what it made and the fields the conflict
+    policy kept out as stale) or failed (with its errors). Only the sender's own events."""
 
-        found, outcome = _retrying(attempt)
-        if found is not None and found.outcome == "replay":
-            return Response(found.response_body, status=found.response_status, headers={REPLAYED: "true"})
-        if found is not None and found.outcome == "mismatch":
-            return _error(422, "idempotency_key_reused", f"This {HEADER} was used with another request body.")
-        if found is not None:
-            return _error(409, "idempotency_key_in_flight", f"A request with this {HEADER} is still running.")
-        if outcome.status == "rejected":
-            raise outcome.error  # after the commit: the failed SyncEvent stays, nothing else was written
-        return Response({**_accepted(outcome.result), "type": event.type}, status=202)
+    required_scopes = {"GET": "events:read"}
+
+    @extend_schema(responses={200: OpenApiResponse(description="The event's state")})
+    def get(self, request, pk: int):
+        row = get_object_or_404(InboundEvent.objects.filter(owner=owner_of(request)), pk=pk)
+        result = row.result or {}
+        failed = row.status == InboundEvent.Status.FAILED
+        return Response(
+            {
+                "id": row.pk,
+                "type": row.type,
+                "status": STATES[row.status],
+                "received_at": row.received_at,
+                "applied_at": row.applied_at,
+                "result": None if failed else row.result,
+                "errors": result.get("errors") if failed else None,
+            }
+        )
 
 
 class EventBatchApi(APIView):
     """Up to 1,000 events, each with its own `id` (its idempotency key). One result per event:
-    accepted, replayed, or rejected with its errors; only a malformed batch is a 400.
+    accepted (queued), replayed, or rejected with its errors; only a malformed batch is a 400.
 
-    Set-based: every event is parsed first, all ids are looked up in one query, the new events
-    go through events_ingest together, and their results are stored in one statement, all in
-    one transaction."""
+    Set-based: every event is parsed first, their users are checked in one query, and the
+    accepted ones are queued in one INSERT that also finds the ids sent before."""
 
     required_scopes = {"POST": "events:write"}
 
@@ -161,17 +168,18 @@ class EventBatchApi(APIView):
         items = request.data.get("events") if isinstance(request.data, dict) else None
         if not (isinstance(items, list) and 0 < len(items) <= BATCH_MAX and all(isinstance(i, dict) for i in items)):
             self.BatchInput(data=request.data).is_valid(raise_exception=True)  # words the 400
-        results = batch_ingest(items, actor=Actor.from_request(request), owner=owner_of(request))
+        results = batch_queue(items, actor=Actor.from_request(request), owner=owner_of(request))
         counts = {k: sum(r["status"] == k for r in results) for k in ("accepted", "replayed", "rejected")}
         return Response({"results": results, **counts}, status=202)
 
 
-def batch_ingest(items: list[dict], *, actor: Actor, owner: str) -> list[dict]:
-    """One result per item: {"id", "status": accepted|replayed|rejected, "result" | "errors"}."""
+def batch_queue(items: list[dict], *, actor: Actor, owner: str) -> list[dict]:
+    """One result per item: {"id", "status": accepted|replayed, "event": inbox id} or
+    {"id", "status": rejected, "errors"}."""
     results: list[dict | None] = [None] * len(items)
     leaders: dict[str, tuple[int, str]] = {}  # event id -> (first index, fingerprint)
     repeats: list[tuple[int, str, str]] = []
-    parsed: dict[int, tuple[str, str, object]] = {}
+    parsed: list[tuple[int, Entry]] = []
     for index, item in enumerate(items):
         event_id = item.get("id")
         if not isinstance(event_id, str) or not 0 < len(event_id) <= 200:
@@ -183,11 +191,25 @@ def batch_ingest(items: list[dict], *, actor: Actor, owner: str) -> list[dict]:
             continue
         leaders[event_id] = (index, fingerprint)
         try:
-            parsed[index] = (event_id, fingerprint, event_parse(item))
+            parsed.append((index, Entry(f"event:{event_id}", fingerprint, event_parse(item))))
         except ValidationError as exc:
-            results[index] = _rejected(event_id, _errors(exc))
-    for index, result in _retrying(lambda: _batch_write(parsed, actor=actor, owner=owner)).items():
-        results[index] = result
+            results[index] = _rejected(event_id, outcome_errors(exc))
+    refusals = inbox_refusals([entry.event for _, entry in parsed])
+    refused = [(index, entry, refusals[n]) for n, (index, entry) in enumerate(parsed) if n in refusals]
+    queued = [(index, entry) for n, (index, entry) in enumerate(parsed) if n not in refusals]
+    # A refused event sent before under its id is answered as then.
+    earlier = {e.key: inbox_find(owner=owner, key=e.key, fingerprint=e.fingerprint) for _, e, _ in refused}
+    for index, entry, refusal in refused:
+        results[index] = _batch_result(earlier[entry.key], entry) or _rejected(
+            entry.key.removeprefix("event:"), outcome_errors(refusal)
+        )
+    event_refusals_record([(entry.event, refusal) for _, entry, refusal in refused if earlier[entry.key] is None])
+    entries = [entry for _, entry in queued]
+    accepted = _retrying(
+        lambda: inbox_accept(owner=owner, route=InboundEvent.Route.BATCH, actor=actor, entries=entries)
+    )
+    for (index, entry), outcome in zip(queued, accepted, strict=True):
+        results[index] = _batch_result(outcome, entry)
     for index, event_id, fingerprint in repeats:  # the same id again in this batch: the first one's answer
         first, first_fingerprint = leaders[event_id]
         if fingerprint != first_fingerprint:
@@ -195,45 +217,25 @@ def batch_ingest(items: list[dict], *, actor: Actor, owner: str) -> list[dict]:
         elif results[first]["status"] == "rejected":
             results[index] = results[first]
         else:
-            results[index] = {"id": event_id, "status": "replayed", "result": results[first]["result"]}
+            results[index] = {**results[first], "status": "replayed"}
     return results
 
 
-def _batch_write(parsed: dict[int, tuple[str, str, object]], *, actor: Actor, owner: str) -> dict[int, dict]:
-    found = idempotency_lookup_many(owner=owner, keys=[(f"event:{i}", f) for i, f, _ in parsed.values()])
-    settled: dict[int, dict] = {}
-    todo: list[tuple[int, str, str, object]] = []
-    for index, (event_id, fingerprint, event) in parsed.items():
-        stored = found.get(f"event:{event_id}")
-        if stored is None:
-            todo.append((index, event_id, fingerprint, event))
-        elif stored.outcome == "replay":
-            settled[index] = {"id": event_id, "status": "replayed", "result": stored.response_body}
-        else:
-            message = "reused with another body" if stored.outcome == "mismatch" else "still being processed"
-            settled[index] = _rejected(event_id, {"id": [f"This event id was {message}."]})
-    outcomes = events_ingest(events=[event for *_, event in todo], actor=actor)
-    done = []
-    for (index, event_id, fingerprint, _), outcome in zip(todo, outcomes, strict=True):
-        if outcome.status == "accepted":
-            settled[index] = {"id": event_id, "status": "accepted", "result": outcome.result}
-            done.append((f"event:{event_id}", fingerprint, 202, outcome.result))
-        else:
-            settled[index] = _rejected(event_id, _errors(outcome.error))
-    idempotency_store_many(owner=owner, responses=done)
-    return settled
+def _batch_result(accepted: Accepted | None, entry: Entry) -> dict | None:
+    if accepted is None:
+        return None
+    event_id = entry.key.removeprefix("event:")
+    if accepted.mismatch:
+        return _rejected(event_id, {"id": [REUSED]})
+    return {"id": event_id, "status": "replayed" if accepted.replayed else "accepted", "event": accepted.id}
 
 
 def _retrying(work):
-    """Run `work` in a transaction; run it again when a concurrent request stored one of its
-    keys first (it then replays) or PostgreSQL broke a deadlock by rolling it back."""
+    """Run `work` again when PostgreSQL broke a deadlock by rolling it back (two batches
+    queueing some of the same ids in different orders)."""
     for attempt in range(RETRIES):
         try:
-            with transaction.atomic():
-                return work()
-        except IdempotencyRace:
-            if attempt == RETRIES - 1:
-                raise ConflictError("The same events are being sent concurrently; try again.") from None
+            return work()
         except OperationalError as exc:
             if not isinstance(exc.__cause__, DeadlockDetected) or attempt == RETRIES - 1:
                 raise
@@ -252,7 +254,7 @@ class AppEventApi(APIView):
     """Seed 002: POST /api/crm/webhooks/app-event with its own body, exactly."""
 
     required_scopes = {"POST": "events:write"}
-    throttle_classes = [PrincipalRateThrottle, AppUserRateThrottle]
+    throttle_classes = [EventRateThrottle]
 
     class AppEventInput(serializers.Serializer):
         entityType = serializers.CharField(max_length=50)
@@ -261,9 +263,11 @@ class AppEventApi(APIView):
         externalId = serializers.CharField(max_length=128, required=False, allow_blank=True)
         payload = serializers.DictField(required=False, default=dict)
 
-    @extend_schema(request=AppEventInput, responses={202: OpenApiResponse(description="Accepted")})
-    @idempotent(required=True)
+    @extend_schema(request=AppEventInput, responses={202: OpenApiResponse(description="Queued")})
     def post(self, request):
+        key = request.headers.get(HEADER)
+        if problem := _key_problem(key):
+            return problem
         data = self.AppEventInput(data=request.data)
         data.is_valid(raise_exception=True)
         values = data.validated_data
@@ -281,12 +285,4 @@ class AppEventApi(APIView):
             "properties": properties,
             **({"occurred_at": occurred_at} if occurred_at else {}),
         }
-        result = event_ingest(event=event_parse(envelope), actor=Actor.from_request(request))
-        return Response(
-            {
-                "status": "accepted",
-                "idempotencyKey": request.headers["Idempotency-Key"],
-                "result": {"status": "success", "data": result},
-            },
-            status=202,
-        )
+        return _queue_one(request, route=InboundEvent.Route.APP_EVENT, event=event_parse(envelope), key=key)

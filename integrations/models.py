@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import BrinIndex
 from django.db import models
 from django.utils import timezone
 
@@ -151,3 +152,65 @@ class SyncEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.direction} {self.event_type} {self.object_type}:{self.object_id} ({self.status})"
+
+
+class InboundEvent(models.Model):
+    """The inbox: an app event the API accepted (202) and the applier has yet to apply, or has.
+
+    A request checks the event (envelope, schema, a user the CRM knows) and writes this one row,
+    which is also the request's Idempotency-Key record: (owner, key) is unique, the request's
+    hash is kept, and a replay's answer is rebuilt from the row. The `integrations.inbox_apply`
+    task applies pending rows in id order, many at a time, through integrations.inbound
+    (integrations/inbox.py). The payload is cleared once applied; rows are kept
+    IDEMPOTENCY_TTL_DAYS (retention), then purged."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        APPLIED = "applied"
+        FAILED = "failed"
+
+    class Route(models.TextChoices):
+        EVENT = "event", "POST /api/v1/events"
+        BATCH = "batch", "POST /api/v1/events/batch"
+        APP_EVENT = "app_event", "POST /api/crm/webhooks/app-event"
+
+    owner = models.CharField(max_length=64, help_text='Whose key: "key:<api key id>" or "user:<staff id>".')
+    key = models.CharField(max_length=260, help_text="Idempotency-Key; in a batch, event:<the event's id>.")
+    request_hash = models.CharField(max_length=64)
+    route = models.CharField(max_length=16, choices=Route.choices)
+    type = models.CharField(max_length=50)
+    user_external_id = models.CharField(max_length=128, blank=True)
+    user_email = models.CharField(max_length=254, blank=True)
+    creates_user = models.BooleanField(default=False, help_text="May name a user the CRM does not know yet.")
+    payload = models.JSONField(null=True, blank=True, help_text="The event as accepted; cleared once applied.")
+    actor = models.JSONField(help_text="Who sent it: [kind, id, request id, ip].")
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
+    result = models.JSONField(null=True, blank=True, help_text="Applied: what it made. Failed: the errors.")
+    received_at = models.DateTimeField(default=timezone.now)
+    applied_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [models.UniqueConstraint(fields=["owner", "key"], name="inbound_event_key_uniq")]
+        indexes = [
+            # The applier takes pending rows in id order.
+            models.Index(fields=["id"], name="inbound_event_pending_idx", condition=models.Q(status="pending")),
+            # A request for a user whose sign-up is still pending knows that user.
+            models.Index(
+                fields=["user_external_id"],
+                name="inbound_event_pend_ext_idx",
+                condition=models.Q(status="pending", creates_user=True) & ~models.Q(user_external_id=""),
+            ),
+            models.Index(
+                fields=["user_email"],
+                name="inbound_event_pend_email_idx",
+                condition=models.Q(status="pending", creates_user=True) & ~models.Q(user_email=""),
+            ),
+            models.Index(
+                fields=["status", "-id"], name="inbound_event_failed_idx", condition=models.Q(status="failed")
+            ),
+            BrinIndex(fields=["received_at"], name="inbound_event_received_brin"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} #{self.pk} ({self.status})"

@@ -3,10 +3,8 @@
 One INSERT per event (`sync_event_record`), or one INSERT ... SELECT FROM unnest for many
 (`sync_events_record_many`, for the batch ingest path and the relay). Rows carry a digest of
 the payload, never the payload, and errors carry field names and error kinds, never values.
-
-Inbound failures are written on a connection of their own when the caller holds a transaction
-(`sync_event_record_failure`): the caller rolls its transaction back on the very error we
-record, and the record must outlive that rollback.
+Inbound events are recorded by the inbox applier as it applies them, and by the API for the
+events it refuses at the door.
 """
 
 from __future__ import annotations
@@ -21,7 +19,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections, transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from compliance.crypto import hmac_digest
@@ -205,24 +203,6 @@ def sync_events_record_many(rows: Sequence[SyncRow], *, using=None) -> int:
     return len(rows)
 
 
-def sync_event_record_failure(row: SyncRow) -> None:
-    """Record a failed inbound event so that it survives the caller's rollback: in autocommit
-    it is one INSERT; inside a transaction (which the error is about to roll back) it goes
-    through a short-lived connection of its own. Best effort: a database error here is logged,
-    never raised over the caller's own error."""
-    try:
-        if not connection.in_atomic_block:
-            sync_events_record_many([row])
-            return
-        side = connections.create_connection(DEFAULT_DB_ALIAS)
-        try:
-            sync_events_record_many([row], using=side)
-        finally:
-            side.close()
-    except DatabaseError:
-        logger.exception("could not record a failed %s event", row.event_type)
-
-
 # ----------------------------------------------------------------------------- outbound
 
 
@@ -257,10 +237,11 @@ def sync_events_mark_replayed(*, outbox_ids: Iterable[int]) -> int:
 
 def sync_events_retry(*, ids: Iterable[int], actor: Actor) -> dict[str, int]:
     """Retry from the admin. Outbound events replay their outbox rows (relay.outbox_replay:
-    audited, back to pending now). Inbound events cannot be retried here: we keep a digest, not
-    the payload, so only the sender can send the event again; they are counted, not changed.
-    Returns {"replayed": outbox rows reset, "inbound": inbound events left as they were,
-    "missing": outbound events whose outbox row was already purged}."""
+        audited, back to pending now). Inbound events cannot be retried here: we keep a digest, not
+        the payload, so they are counted, not changed: a failed event is applied again from the
+    inbox's admin ("Inbound events"), which keeps a failed event's payload until retention.
+        Returns {"replayed": outbox rows reset, "inbound": inbound events left as they were,
+        "missing": outbound events whose outbox row was already purged}."""
     from integrations.relay import outbox_replay
 
     events = list(SyncEvent.objects.filter(pk__in=list(ids)).values_list("direction", "outbox_message_id"))

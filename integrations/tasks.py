@@ -5,7 +5,7 @@ import threading
 from celery import shared_task
 from celery.signals import worker_shutting_down
 
-from integrations import relay
+from integrations import inbox, relay
 
 # Set when this worker process starts a warm shutdown (solo and thread pools run tasks in the
 # process that gets the signal): the relay then stops between batches instead of running out
@@ -24,3 +24,11 @@ def outbox_relay() -> dict:
     """Route and deliver what is due (kicked after each commit that wrote outbox rows, and
     swept by beat). Concurrent runs share the work through SKIP LOCKED."""
     return relay.outbox_relay(budget_seconds=60, should_stop=_shutting_down.is_set)
+
+
+@shared_task(acks_late=True, time_limit=120, soft_time_limit=110)
+def inbox_apply() -> dict:
+    """Apply the queued inbound events (kicked after each accepting request, unless a kick is
+    already waiting, and swept by beat). One batch at a time across workers (an advisory lock),
+    so events apply in the order they were accepted."""
+    return inbox.inbox_apply(budget_seconds=60, should_stop=_shutting_down.is_set)

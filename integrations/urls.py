@@ -6,6 +6,7 @@ from integrations import apis, inbound_apis
 
 urlpatterns = [
     path("events", inbound_apis.EventApi.as_view(), name="event-create"),
+    path("events/<int:pk>", inbound_apis.EventDetailApi.as_view(), name="event-detail"),
     path("events/batch", inbound_apis.EventBatchApi.as_view(), name="event-batch"),
     path("webhook-endpoints", apis.WebhookEndpointListApi.as_view(), name="webhook-endpoint-list"),
     path("webhook-endpoints/<int:pk>", apis.WebhookEndpointDetailApi.as_view(), name="webhook-endpoint-detail"),

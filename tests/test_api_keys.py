@@ -5,6 +5,7 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from compliance.models import AuditEvent
+from crm_platform import selectors
 from crm_platform.models import ApiKey
 from crm_platform.redis import get_redis
 from crm_platform.selectors import hash_key
@@ -92,6 +93,25 @@ def test_cached_key_request_makes_no_query_and_last_used_is_written_once(
     assert ApiKey.objects.get(pk=key.pk).last_used_at == first_use
 
 
+def test_each_process_remembers_a_verified_key_for_a_few_seconds(api_client, make_key, django_assert_num_queries):
+    key, raw = make_key()
+    api_client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    assert api_client.get("/api/v1/me").status_code == 200
+    cached = selectors.cache_key_for(key.hashed_key)
+    get_redis().delete(cached)
+    with django_assert_num_queries(0):  # neither Redis (the entry is gone) nor PostgreSQL
+        assert api_client.get("/api/v1/me").status_code == 200
+    assert not get_redis().exists(cached)
+    _, data = selectors._local[key.hashed_key]
+    selectors._local[key.hashed_key] = (0.0, data)  # the seconds are up
+    assert api_client.get("/api/v1/me").status_code == 200
+    assert get_redis().exists(cached)  # verified again and cached again
+    selectors._local.clear()  # another process: Redis has the key, this process learns it from there
+    for _ in range(2):
+        with django_assert_num_queries(0):
+            assert api_client.get("/api/v1/me").status_code == 200
+
+
 def test_last_used_is_written_again_after_a_minute(make_key):
     from crm_platform.selectors import api_key_verify
 
@@ -113,7 +133,10 @@ def test_rotation_overlaps_then_old_key_stops(api_client, make_key, system_actor
         assert api_client.get("/api/v1/me", HTTP_AUTHORIZATION=f"Bearer {raw}").status_code == 200
     # The overlap ends.
     ApiKey.objects.filter(pk=old.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
-    get_redis().flushdb()  # the cached verification would otherwise live up to API_KEY_CACHE_SECONDS
+    # The cached verification would otherwise live up to API_KEY_CACHE_SECONDS (Redis) and
+    # API_KEY_LOCAL_CACHE_SECONDS (this process).
+    get_redis().flushdb()
+    selectors._local.clear()
     assert api_client.get("/api/v1/me", HTTP_AUTHORIZATION=f"Bearer {old_raw}").status_code == 401
     assert api_client.get("/api/v1/me", HTTP_AUTHORIZATION=f"Bearer {new_raw}").status_code == 200
 

@@ -87,13 +87,17 @@ def person(system_actor):
         change_message="Changed first_name.",
         single_object=True,
     )
-    # An inbound app event: the sync log records it by the app user id.
-    from integrations.inbound import event_ingest, event_parse
+    # Inbound app events: one applied (the sync log records it by the app user id), one still queued.
+    from integrations.inbound import event_parse
+    from integrations.inbox import Entry, inbox_accept, inbox_apply
 
-    event_ingest(
-        event=event_parse({"type": "user_logged_in", "user": {"external_id": "app-user-77", "email": EMAIL}}),
-        actor=system_actor,
-    )
+    def queue(key, body):
+        entry = Entry(key, key, event_parse(body))
+        inbox_accept(owner="key:0", route="event", actor=system_actor, entries=[entry])
+
+    queue("applied", {"type": "user_logged_in", "user": {"external_id": "app-user-77", "email": EMAIL}})
+    inbox_apply()
+    queue("queued", {"type": "page_viewed", "user": {"email": EMAIL}, "properties": {"path": "/erase-me"}})
     duplicate = contacts.contact_create(actor=system_actor, email="erasmus.old@example.com", first_name="Erasmus")
     contacts.contact_merge(survivor=contact, loser=duplicate, actor=system_actor)
     return {"contact": contact, "duplicate": duplicate, "deal": deal}
@@ -166,6 +170,13 @@ def test_erase_removes_every_row_about_the_person_in_every_app(gdpr, person, dja
     assert body["counts"]["contacts.activity"] >= 1 and body["counts"]["leads.deal"] == 1
 
     assert_nothing_left([contact.pk, duplicate.pk])
+    # The inbox: the queued event is gone (it would bring the person back); the applied one stays
+    # as its key's record, naming nobody.
+    from integrations.models import InboundEvent
+
+    assert list(InboundEvent.objects.values_list("key", "user_email", "user_external_id", "payload")) == [
+        ("applied", "", "", None)
+    ]
     # The deal stays, anonymised, for the pipeline figures.
     deal = person["deal"]
     deal.refresh_from_db()

@@ -75,6 +75,20 @@ def _rows(system_actor, requester) -> dict[str, object]:
         reason=f"Covering the on-call coach {m('compliance.breakglassgrant', 'reason')}",
         actor=system_actor,
     )
+    # An inbound event still queued in the inbox: its payload holds the event's properties.
+    from integrations.inbound import event_parse
+    from integrations.inbox import Entry, inbox_accept
+    from integrations.models import InboundEvent
+
+    event = event_parse(
+        {
+            "type": "custom",
+            "user": {"external_id": "app-4242"},
+            "properties": {"x": m("integrations.inboundevent", "payload")},
+        }
+    )
+    [queued] = inbox_accept(owner="key:0", route="event", actor=system_actor, entries=[Entry("k", "h", event)])
+    rows["integrations.inboundevent"] = InboundEvent.objects.get(pk=queued.id)
     return rows
 
 
@@ -84,6 +98,7 @@ SHOWN_NOWHERE = {
 }
 NOT_IN_API = {
     ("compliance.breakglassgrant", "reason"): "break-glass grants are reviewed in the admin only",
+    ("integrations.inboundevent", "payload"): "the sender has its event; GET /api/v1/events/{id} tells how it ended",
 }
 # Apps whose admin pages are walked: ours, and auth (users and groups).
 ADMIN_APPS = {"auth", "crm_platform", "compliance", "contacts", "leads", "campaigns", "scheduling", "coaching"}

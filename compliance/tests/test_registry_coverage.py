@@ -174,6 +174,8 @@ PHI_NOT_ENCRYPTED = {
     "contacts.activity.properties": "the 5M-row event stream on the ingestion path; JSON conditions on "
     "event properties are expected (README: what is not encrypted, and why)",
     "compliance.exportbundle.ciphertext": "a BinaryField that already holds a compliance.crypto token",
+    "integrations.inboundevent.payload": "the event's properties for the seconds until it is applied (cleared "
+    "then; kept only on failed rows), on the ingestion hot path; the same data as contacts.activity.properties",
 }
 
 

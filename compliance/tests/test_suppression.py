@@ -10,6 +10,7 @@ from compliance.models import AuditEvent, Suppression
 from compliance.suppression import suppression_add, suppression_check
 from contacts.models import Contact
 from contacts.tests.factories import ContactFactory
+from integrations.tasks import inbox_apply
 
 pytestmark = pytest.mark.django_db
 
@@ -87,6 +88,7 @@ def test_account_created_lifts_the_suppression_audited(erased, key_client):
         HTTP_IDEMPOTENCY_KEY="signup-again",
     )
     assert response.status_code == 202, response.content
+    inbox_apply()
     assert Contact.objects.filter(email=EMAIL, phone=PHONE).exists()
     assert not Suppression.objects.filter(lifted_at__isnull=True).exists()
     assert Suppression.objects.filter(lifted_reason="account_created").count() == 2
@@ -125,5 +127,6 @@ def test_the_event_batch_refuses_and_lifts_the_same_way(erased, key_client):
         format="json",
     ).json()
     assert accepted["results"][0]["status"] == "accepted", accepted
+    inbox_apply()
     assert Contact.objects.filter(email=EMAIL).exists()
     assert not Suppression.objects.filter(kind="email", lifted_at__isnull=True).exists()

@@ -43,16 +43,28 @@ def parse_rate(rate: str) -> tuple[int, int]:
 
 def sliding_window_hit(key: str, limit: int, window: int, now: float | None = None) -> float | None:
     """Count one hit; None when allowed, else the seconds to wait."""
+    return sliding_window_hits([(key, limit, window)], now=now)[0]
+
+
+def sliding_window_hits(windows: list[tuple[str, int, int]], now: float | None = None) -> list[float | None]:
+    """Count one hit in each (key, limit, window), all in one Redis round trip; for each, None
+    when allowed, else the seconds to wait."""
     now = time.time() if now is None else now
-    current = int(now // window)
-    elapsed = now - current * window
-    r = get_redis()
-    pipe = r.pipeline(transaction=False)
-    pipe.incr(f"rl:{key}:{current}")
-    pipe.expire(f"rl:{key}:{current}", window * 2)
-    pipe.get(f"rl:{key}:{current - 1}")
-    count, _, previous = pipe.execute()
-    previous = int(previous or 0)
+    pipe = get_redis().pipeline(transaction=False)
+    for key, _, window in windows:
+        current = int(now // window)
+        pipe.incr(f"rl:{key}:{current}")
+        pipe.expire(f"rl:{key}:{current}", window * 2)
+        pipe.get(f"rl:{key}:{current - 1}")
+    replies = pipe.execute()
+    waits = []
+    for n, (_, limit, window) in enumerate(windows):
+        count, _, previous = replies[3 * n : 3 * n + 3]
+        waits.append(_wait(int(count), int(previous or 0), limit, window, now - int(now // window) * window))
+    return waits
+
+
+def _wait(count: int, previous: int, limit: int, window: int, elapsed: float) -> float | None:
     weighted = previous * (window - elapsed) / window + count
     if weighted <= limit:
         return None
@@ -67,6 +79,10 @@ def sliding_window_hit(key: str, limit: int, window: int, now: float | None = No
 
 
 class RedisRateThrottle(BaseThrottle):
+    """One or more sliding windows, counted in one Redis round trip. A subclass names its rate
+    (`rate_name`, a key of DEFAULT_THROTTLE_RATES) and whom it counts (`identity`), or, to count
+    several windows at once, overrides `windows`."""
+
     rate_name: str = ""
 
     def identity(self, request) -> str | None:
@@ -76,18 +92,23 @@ class RedisRateThrottle(BaseThrottle):
     def rate_for(self, request) -> str | None:
         return settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"].get(self.rate_name)
 
-    def allow_request(self, request, view) -> bool:
-        self.wait_seconds = None
+    def windows(self, request) -> list[tuple[str, str]]:
+        """(counter, rate) pairs this request counts against."""
         ident = self.identity(request)
         rate = self.rate_for(request) if ident else None
-        if not rate:
+        return [(f"{self.rate_name}:{ident}", rate)] if rate else []
+
+    def allow_request(self, request, view) -> bool:
+        self.wait_seconds = None
+        windows = [(name, *parse_rate(rate)) for name, rate in self.windows(request)]
+        if not windows:
             return True
-        limit, window = parse_rate(rate)
         try:
-            self.wait_seconds = sliding_window_hit(f"{self.rate_name}:{ident}", limit, window)
+            waits = [w for w in sliding_window_hits(windows) if w is not None]
         except Exception:
             logger.warning("rate limiter unavailable (Redis); request allowed")
             return True
+        self.wait_seconds = max(waits) if waits else None
         return self.wait_seconds is None
 
     def wait(self):

@@ -1,5 +1,4 @@
 import pytest
-from django.db import DEFAULT_DB_ALIAS, connections
 from standardwebhooks import Webhook
 
 from crm_platform.models import OutboxMessage
@@ -14,20 +13,6 @@ def _private_targets_allowed(settings):
     settings.WEBHOOK_TIMEOUT_SECONDS = 2
     # No real DNS in tests: names resolve only through tests.fakes.dns.FakeDns.
     settings.WEBHOOK_RESOLVER = "tests.fakes.dns.resolve"
-
-
-@pytest.fixture(autouse=True)
-def _no_committed_sync_failures(django_db_setup, django_db_blocker):
-    """Failed inbound events are recorded on a connection of their own (they must outlive the
-    request's rollback), so they escape the test's transaction: remove them after each test."""
-    yield
-    with django_db_blocker.unblock():
-        side = connections.create_connection(DEFAULT_DB_ALIAS)
-        try:
-            with side.cursor() as cursor:
-                cursor.execute("DELETE FROM integrations_syncevent WHERE direction = 'inbound' AND status = 'failed'")
-        finally:
-            side.close()
 
 
 @pytest.fixture

@@ -3,7 +3,8 @@ from django.utils import timezone
 
 from contacts.models import Activity, Contact, Order, Ticket
 from contacts.tests.factories import ContactFactory
-from crm_platform.models import IdempotencyRecord
+from integrations.models import InboundEvent, SyncEvent
+from integrations.tasks import inbox_apply
 from leads.models import Lead
 
 pytestmark = pytest.mark.django_db
@@ -14,12 +15,24 @@ APP_EVENT = "/api/crm/webhooks/app-event"
 
 @pytest.fixture
 def app(key_client):
-    return key_client(["events:write"], name="mobile app")
+    return key_client(["events:write", "events:read"], name="mobile app")
 
 
-def send(client, url, body, key="k-1"):
+def send(client, url, body, key="k-1", apply=True):
+    """POST an event, then let the inbox applier run (as the worker does after the kick)."""
     headers = {"HTTP_IDEMPOTENCY_KEY": key} if key else {}
-    return client.post(url, body, format="json", **headers)
+    response = client.post(url, body, format="json", **headers)
+    if apply:
+        inbox_apply()
+    return response
+
+
+def outcome(client, response) -> dict:
+    """GET /api/v1/events/{id} for the event a 202 queued."""
+    event = response.json()["event"]["id"] if "event" in response.json() else response.json()["result"]["data"]["event"]
+    answer = client.get(f"{EVENTS}/{event}")
+    assert answer.status_code == 200, answer.content
+    return answer.json()
 
 
 def test_account_created_makes_the_contact_and_the_timeline(app):
@@ -28,19 +41,74 @@ def test_account_created_makes_the_contact_and_the_timeline(app):
         "user": {"external_id": "u-1", "email": "Ann@Example.com"},
         "properties": {"first_name": "Ann"},
     }
-    response = send(app, EVENTS, body)
+    response = send(app, EVENTS, body, apply=False)
     assert response.status_code == 202, response.content
+    queued = response.json()
+    assert queued["status"] == "accepted" and queued["event"]["status"] == "queued"
+    assert queued["event"]["type"] == "account_created" and not Contact.objects.exists()
+    assert outcome(app, response)["status"] == "queued"
+    assert inbox_apply() == {"applied": 1, "failed": 0, "batches": 1}
     contact = Contact.objects.get(external_id="u-1")
     assert (contact.email, contact.first_name, contact.source) == ("ann@example.com", "Ann", "app")
-    assert response.json()["result"]["contact"] == contact.pk
+    state = outcome(app, response)
+    assert state["status"] == "applied" and state["result"]["contact"] == contact.pk and state["errors"] is None
     assert Activity.objects.filter(contact=contact, type="account_created").count() == 1
+    assert InboundEvent.objects.get().payload is None  # cleared once applied
 
 
 def test_replay_with_the_same_key_changes_nothing(app):
     body = {"type": "account_created", "user": {"external_id": "u-1"}}
-    first, again = send(app, EVENTS, body), send(app, EVENTS, body)
+    first, again = send(app, EVENTS, body, apply=False), send(app, EVENTS, body)
     assert again.status_code == 202 and again.json() == first.json() and again["Idempotent-Replayed"] == "true"
-    assert Activity.objects.count() == 1 and Contact.objects.count() == 1
+    later = send(app, EVENTS, body)  # after it was applied: still the first answer, nothing new
+    assert later.json() == first.json() and later["Idempotent-Replayed"] == "true"
+    assert Activity.objects.count() == 1 and Contact.objects.count() == 1 and InboundEvent.objects.count() == 1
+
+
+def test_same_key_with_another_body_is_422(app):
+    send(app, EVENTS, {"type": "account_created", "user": {"external_id": "u-1"}})
+    response = send(app, EVENTS, {"type": "account_created", "user": {"external_id": "u-2"}})
+    assert response.status_code == 422 and response.json()["error"]["code"] == "idempotency_key_reused"
+    assert not Contact.objects.filter(external_id="u-2").exists()
+
+
+def test_an_event_for_a_user_whose_sign_up_is_queued_is_accepted(app):
+    """The sign-up is still in the inbox when the next event names the user: both apply, in order."""
+    send(app, EVENTS, {"type": "account_created", "user": {"external_id": "u-9"}}, key="a", apply=False)
+    response = send(app, EVENTS, {"type": "user_logged_in", "user": {"external_id": "u-9"}}, key="b", apply=False)
+    assert response.status_code == 202, response.content
+    assert inbox_apply()["applied"] == 2
+    contact = Contact.objects.get(external_id="u-9")
+    assert contact.last_login_at is not None
+    assert list(Activity.objects.filter(contact=contact).order_by("id").values_list("type", flat=True)) == [
+        "account_created",
+        "user_logged_in",
+    ]
+
+
+def test_an_event_that_fails_when_applied_is_failed_with_its_errors_and_can_be_applied_again(app, system_actor):
+    from integrations.inbox import inbox_retry
+
+    ContactFactory(email=None, external_id="u-1")
+    body = {"type": "subscription_cancelled", "user": {"external_id": "u-1"}, "properties": {"subscription_id": "s-1"}}
+    response = send(app, EVENTS, body)
+    state = outcome(app, response)
+    assert state["status"] == "failed" and "properties.subscription_id" in state["errors"]
+    row = InboundEvent.objects.get()
+    assert row.payload is not None  # kept, for "apply again"
+    assert SyncEvent.objects.filter(direction="inbound", status="failed", event_type="subscription_cancelled").exists()
+    assert inbox_retry(ids=[row.pk], actor=system_actor) == 1
+    assert outcome(app, response)["status"] == "queued"
+    assert inbox_apply()["failed"] == 1  # still no such subscription: failed again, nothing written
+
+
+def test_event_detail_shows_only_the_senders_own_events(app, key_client):
+    ContactFactory(email=None, external_id="u-1")
+    response = send(app, EVENTS, {"type": "custom", "user": {"external_id": "u-1"}})
+    event = response.json()["event"]["id"]
+    other = key_client(["events:read"], name="someone else")
+    assert other.get(f"{EVENTS}/{event}").status_code == 404
+    assert key_client(["events:write"], name="no read").get(f"{EVENTS}/{event}").status_code == 403
 
 
 @pytest.mark.parametrize(
@@ -58,7 +126,7 @@ def test_bad_events_are_400_with_fields_and_write_nothing(app, body, field):
     response = send(app, EVENTS, body)
     assert response.status_code == 400, response.content
     assert field in response.json()["error"]["fields"]
-    assert not Activity.objects.exists() and not IdempotencyRecord.objects.exists()
+    assert not Activity.objects.exists() and not InboundEvent.objects.exists()
 
 
 def test_missing_key_is_400_and_wrong_scope_403(app, key_client):
@@ -115,7 +183,7 @@ def test_a_stale_event_lands_on_the_timeline_but_is_not_applied(app):
         },
         key="b",
     )
-    assert response.json()["result"]["stale"] == ["first_name"]
+    assert outcome(app, response)["result"]["stale"] == ["first_name"]
     assert Contact.objects.get(external_id="u-1").first_name == "New"
     assert Activity.objects.filter(type="profile_updated").count() == 2
 
@@ -144,8 +212,11 @@ def test_batch_reports_each_event_and_replays_by_id(app):
     body = app.post(BATCH, {"events": events}, format="json").json()
     assert [r["status"] for r in body["results"]] == ["accepted", "rejected", "rejected", "rejected"]
     assert "type" in body["results"][1]["errors"] and "user" in body["results"][3]["errors"]
+    inbox_apply()
     again = app.post(BATCH, {"events": events[:1]}, format="json").json()
     assert again["results"][0]["status"] == "replayed" and again["replayed"] == 1
+    assert again["results"][0]["event"] == body["results"][0]["event"]
+    inbox_apply()
     assert Activity.objects.filter(type="page_viewed").count() == 1
     changed = [{**events[0], "properties": {"path": "/other"}}]
     assert app.post(BATCH, {"events": changed}, format="json").json()["results"][0]["status"] == "rejected"
@@ -173,13 +244,15 @@ def test_seed_002_app_event_is_served_exactly(app):
     assert (data["status"], data["idempotencyKey"], data["result"]["status"]) == (
         "accepted",
         "food_12345_1703808000",
-        "success",
+        "queued",
     )
+    assert data["result"]["data"]["type"] == "food_logged"
+    assert outcome(app, response)["status"] == "applied"
     activity = Activity.objects.get(type="food_logged")
     assert activity.occurred_at.date().isoformat() == "2025-12-28"
     assert activity.properties["external_id"] == "food_12345"
     again = send(app, APP_EVENT, body, key="food_12345_1703808000")
-    assert again.json()["idempotencyKey"] == data["idempotencyKey"] and Activity.objects.count() == 1
+    assert again.json() == data and again["Idempotent-Replayed"] == "true" and Activity.objects.count() == 1
 
 
 def test_seed_002_unmapped_pair_is_400_naming_it(app):

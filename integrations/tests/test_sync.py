@@ -14,6 +14,7 @@ from crm_platform.models import OutboxMessage
 from integrations import relay
 from integrations.models import SyncEvent
 from integrations.sync import payload_digest
+from integrations.tasks import inbox_apply
 
 pytestmark = pytest.mark.django_db
 EVENTS = "/api/v1/events"
@@ -26,7 +27,10 @@ def app(key_client):
 
 
 def send(client, body, key):
-    return client.post(EVENTS, body, format="json", HTTP_IDEMPOTENCY_KEY=key)
+    """POST one event, then let the inbox applier run (as the worker does after the kick)."""
+    response = client.post(EVENTS, body, format="json", HTTP_IDEMPOTENCY_KEY=key)
+    inbox_apply()
+    return response
 
 
 def _inbound(**filters):
@@ -110,6 +114,8 @@ def test_the_batch_records_one_event_per_accepted_event(app):
     ]
     response = app.post(BATCH, {"events": events}, format="json")
     assert response.status_code == 202 and response.json()["accepted"] == 2
+    assert not _inbound().exists()  # queued, not applied yet
+    inbox_apply()
     assert _inbound(status="applied", external_id="u-3").count() == 2
 
 
@@ -221,7 +227,7 @@ def test_retry_of_an_inbound_event_explains_and_changes_nothing(admin_client, ap
     send(app, {"type": "food_logged", "user": {"external_id": "ghost"}}, "k-ghost")
     event = _inbound(external_id="ghost").get()
     response = _retry(admin_client, [event.pk])
-    assert b"only the sender can send them again" in response.content
+    assert b"Apply a failed event again from Inbound events" in response.content
     event.refresh_from_db()
     assert (event.status, event.attempts) == ("failed", 1)
     assert not AuditEvent.objects.filter(action="outbox.replay").exists()

@@ -1,0 +1,481 @@
+"""The inbox: inbound app events are accepted in one INSERT and applied just after, many at a time.
+
+Accepting (the request, `inbox_accept`): the event is checked (envelope and type schema by
+integrations.inbound.event_parse; a user the CRM knows, or whose sign-up is queued, by
+`inbox_unknown_users`) and written as one InboundEvent row. That row is also the request's
+Idempotency-Key record: (owner, key) is unique, so a replay, a reused key and two requests
+racing with one key are settled by the INSERT itself (ON CONFLICT), and the answer (202
+"queued") is rebuilt from the row. Nothing else is written, so the request costs about what
+one idempotent insert costs.
+
+Applying (the `integrations.inbox_apply` task, `inbox_apply`): pending rows are taken in id
+order, up to APPLY_BATCH at a time, under a transaction-level advisory lock (one batch at a
+time, so an event never overtakes one accepted before it), and go through
+integrations.inbound.events_ingest (set-based: a statement per step, not per event). Each row
+ends applied (its result: contact, activity, stale fields; its payload is cleared) or failed
+(its errors; its payload stays for a retry from the admin). A batch that raises is applied
+again one event at a time, so one bad event cannot hold back the rest.
+
+Kicks: after each accepting commit, `inbox_kick` queues the task unless the flag says an
+applier is queued or running (a Redis key set with NX, cleared by the applier once it finds
+nothing to do, before a last look), so a busy API sends one task per drain, not one per
+request. Under a stream of single events the applier lingers INBOX_APPLY_LINGER_MS after a
+short batch so that the next one is larger. The beat sweep
+(`integrations.inbox_sweep`) runs the task every few seconds for whatever a lost kick left
+(broker down, worker killed).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from itertools import groupby
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import connection, transaction
+from django.utils import timezone
+from kombu.exceptions import KombuError
+from redis.exceptions import RedisError
+
+from compliance.suppression import REFUSED, suppressed_values
+from contacts.models import Contact
+from crm_platform.actor import Actor, ActorKind
+from crm_platform.errors import ConflictError
+from crm_platform.redis import get_redis
+from integrations.inbound import (
+    EVENT_TYPES,
+    Event,
+    event_parse,
+    event_refusals_record,
+    events_ingest,
+    outcome_errors,
+)
+from integrations.inbound_timeline import UNKNOWN_USER
+from integrations.models import InboundEvent
+
+logger = logging.getLogger(__name__)
+
+APPLY_TASK = "integrations.tasks.inbox_apply"
+APPLY_BATCH = 1000
+KICK_FLAG = "crm:inbox:kick"
+KICK_TTL_SECONDS = 30  # a kick whose task was lost stops holding others back after this long
+_LOCK = 0x1B0C5E  # pg_advisory_xact_lock key: one applier batch at a time
+_TABLE = InboundEvent._meta.db_table
+_CONTACTS = Contact._meta.db_table
+_KINDS = {"email": "email address", "phone": "phone number"}
+
+
+# ----------------------------------------------------------------------------- accepting
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One event to accept: its key (Idempotency-Key, or event:<id> in a batch), the hash of
+    what was sent under it, and the parsed event."""
+
+    key: str
+    fingerprint: str
+    event: Event
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """An inbox row for an entry: new (replayed False) or already there from an earlier request
+    with the same key and body (replayed True). `mismatch`: the key was used with another body."""
+
+    id: int | None
+    type: str
+    route: str
+    replayed: bool = False
+    mismatch: bool = False
+
+
+def inbox_refusals(events: list[Event]) -> dict[int, ValidationError | ConflictError]:
+    """The events to refuse now, by index: a type that needs a known user naming nobody the CRM
+    knows (no contact, no queued sign-up, no sign-up earlier in `events`); an email and a user
+    id naming two different contacts; a new person whose email or phone is suppressed (erased,
+    unsubscribed for good) unless the type is a sign-up, which lifts it. At most two queries,
+    and none when no event can fail."""
+
+    def needs_user(event: Event) -> bool:
+        return not EVENT_TYPES[event.type].creates_user
+
+    def may_be_suppressed(event: Event) -> bool:
+        kind = EVENT_TYPES[event.type]
+        return kind.creates_user and not kind.lifts_suppression and bool(event.user.get("email") or _phone(event))
+
+    checked = [e for e in events if needs_user(e) or len(e.user) == 2 or may_be_suppressed(e)]
+    if not checked:
+        return {}
+    emails = sorted({e.user["email"] for e in checked if "email" in e.user})
+    externals = sorted({e.user["external_id"] for e in checked if "external_id" in e.user})
+    by_email: dict[str, int] = {}
+    by_external: dict[str, int] = {}
+    queued: set[tuple[str, str]] = set()
+    with connection.cursor() as cursor:
+        # The identifiers travel as two JSON arrays (a thousand parameters cost more in Python).
+        cursor.execute(
+            f"SELECT 'c', email, external_id, coalesce(merged_into_id, id) FROM {_CONTACTS} "  # noqa: S608
+            "WHERE email = ANY(ARRAY(SELECT jsonb_array_elements_text(%s::jsonb))) "
+            "OR external_id = ANY(ARRAY(SELECT jsonb_array_elements_text(%s::jsonb))) "
+            f"UNION ALL SELECT 'i', nullif(user_email, ''), nullif(user_external_id, ''), 0 FROM {_TABLE} "
+            "WHERE status = 'pending' AND creates_user "
+            "AND (user_email = ANY(ARRAY(SELECT jsonb_array_elements_text(%s::jsonb))) "
+            "OR user_external_id = ANY(ARRAY(SELECT jsonb_array_elements_text(%s::jsonb))))",
+            [json.dumps(emails), json.dumps(externals)] * 2,
+        )
+        for source, email, external_id, contact_id in cursor.fetchall():
+            if source == "c":
+                if email:
+                    by_email[email] = contact_id
+                if external_id:
+                    by_external[external_id] = contact_id
+            else:
+                queued |= {("email", email), ("external_id", external_id)}
+    refused: dict[int, ValidationError | ConflictError] = {}
+    newcomers: list[int] = []
+    for index, event in enumerate(events):
+        refs = set(event.user.items())
+        email_contact = by_email.get(event.user.get("email", ""))
+        external_contact = by_external.get(event.user.get("external_id", ""))
+        known = bool(email_contact or external_contact or refs & queued)
+        if email_contact and external_contact and email_contact != external_contact:
+            refused[index] = ConflictError(
+                "The email and the app user id belong to two different contacts; merge them first.",
+                fields={"email": [f"contact {email_contact}"], "external_id": [f"contact {external_contact}"]},
+                code="identity_conflict",
+            )
+        elif not needs_user(event):
+            if not known and may_be_suppressed(event):
+                newcomers.append(index)
+            queued |= refs  # later events in this request may name this user
+        elif not known:
+            refused[index] = ValidationError({"user": [UNKNOWN_USER]})
+    if newcomers:
+        people = [events[i] for i in newcomers]
+        hits = suppressed_values(emails=[e.user.get("email") for e in people], phones=[_phone(e) for e in people])
+        for index, event in zip(newcomers, people, strict=True):
+            fields = {"email": event.user.get("email"), "phone": _phone(event)}
+            errors = {
+                name: [REFUSED.format(kind=_KINDS[name])] for name, value in fields.items() if value and value in hits
+            }
+            if errors:
+                refused[index] = ValidationError(errors)
+    return refused
+
+
+def _phone(event: Event) -> str | None:
+    phone = event.properties.get("phone")
+    return phone if isinstance(phone, str) and phone else None
+
+
+def inbox_accept(*, owner: str, route: str, actor: Actor, entries: list[Entry]) -> list[Accepted]:
+    """Write one pending row per entry (in order, so they apply in order) and kick the applier;
+    one Accepted each. Entries whose key the owner used before are not written: same body, a
+    replay of that row; another body, a mismatch. Call outside any transaction: each row is
+    committed, and thus durable, before the caller answers 202."""
+    if not entries:
+        return []
+    rows = [
+        {
+            "n": n,
+            "k": entry.key,
+            "h": entry.fingerprint,
+            "t": entry.event.type,
+            "x": entry.event.user.get("external_id", ""),
+            "e": entry.event.user.get("email", ""),
+            "c": EVENT_TYPES[entry.event.type].creates_user,
+            "p": _stored(entry.event),
+        }
+        for n, entry in enumerate(entries)
+    ]
+    with connection.cursor() as cursor:
+        # The rows travel as one JSON document (psycopg would quote a thousand JSON texts in Python).
+        cursor.execute(
+            f"INSERT INTO {_TABLE} (owner, key, request_hash, route, type, user_external_id, user_email, "  # noqa: S608
+            "creates_user, payload, actor, status, received_at) "
+            "SELECT %s, u.k, u.h, %s, u.t, u.x, u.e, u.c, u.p, %s::jsonb, 'pending', %s "
+            "FROM jsonb_to_recordset(%s::jsonb) AS u(n int, k text, h text, t text, x text, e text, c bool, p jsonb) "
+            "ORDER BY u.n ON CONFLICT (owner, key) DO NOTHING RETURNING key, id",
+            [owner, route, json.dumps(actor.to_task()), timezone.now(), json.dumps(rows, cls=DjangoJSONEncoder)],
+        )
+        written = dict(cursor.fetchall())
+    found = _existing(owner, [e.key for e in entries if e.key not in written])
+    if written:
+        transaction.on_commit(inbox_kick, robust=True)
+    accepted = []
+    for entry in entries:
+        if entry.key in written:
+            accepted.append(Accepted(written[entry.key], entry.event.type, route))
+            continue
+        row_id, fingerprint, row_type, row_route = found[entry.key]
+        if fingerprint != entry.fingerprint:
+            accepted.append(Accepted(None, entry.event.type, route, mismatch=True))
+        else:
+            accepted.append(Accepted(row_id, row_type, row_route, replayed=True))
+    return accepted
+
+
+def inbox_accept_one(*, owner: str, route: str, actor: Actor, entry: Entry) -> Accepted:
+    """Check one event and queue it: an Accepted (new, replayed or mismatch), or the refusal
+    raised (ValidationError or ConflictError, recorded as a failed SyncEvent). A refused event
+    looks its key up first, so an answered event replays even if it would be refused today.
+
+    The common case, a type that needs a known user named by one identifier, is one statement:
+    the INSERT carries the check (the user is a contact, or their sign-up is queued)."""
+    event = entry.event
+    ref = next(iter(event.user.items())) if len(event.user) == 1 else None
+    if ref is not None and not EVENT_TYPES[event.type].creates_user:
+        written = _insert_if_known(owner, route, actor, entry, ref)
+        if written is not None:
+            transaction.on_commit(inbox_kick, robust=True)
+            return Accepted(written, event.type, route)
+        earlier = inbox_find(owner=owner, key=entry.key, fingerprint=entry.fingerprint)
+        if earlier is not None:
+            return earlier
+    refusal = inbox_refusals([event]).get(0)
+    if refusal is not None:
+        earlier = inbox_find(owner=owner, key=entry.key, fingerprint=entry.fingerprint)
+        if earlier is not None:
+            return earlier
+        event_refusals_record([(event, refusal)])
+        raise refusal
+    [accepted] = inbox_accept(owner=owner, route=route, actor=actor, entries=[entry])
+    return accepted
+
+
+def _insert_if_known(owner: str, route: str, actor: Actor, entry: Entry, ref: tuple[str, str]) -> int | None:
+    """INSERT the row when its one identifier names a contact or a queued sign-up; its id, or
+    None (unknown user, or the key is taken)."""
+    column = "email" if ref[0] == "email" else "external_id"
+    event = entry.event
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {_TABLE} (owner, key, request_hash, route, type, user_external_id, user_email, "  # noqa: S608
+            "creates_user, payload, actor, status, received_at) "
+            "SELECT %s, %s, %s, %s, %s, %s, %s, false, %s::jsonb, %s::jsonb, 'pending', %s "
+            f"WHERE EXISTS (SELECT 1 FROM {_CONTACTS} WHERE {column} = %s) "
+            f"OR EXISTS (SELECT 1 FROM {_TABLE} WHERE status = 'pending' AND creates_user AND user_{column} = %s) "
+            "ON CONFLICT (owner, key) DO NOTHING RETURNING id",
+            [
+                owner,
+                entry.key,
+                entry.fingerprint,
+                route,
+                event.type,
+                event.user.get("external_id", ""),
+                event.user.get("email", ""),
+                json.dumps(_stored(event), cls=DjangoJSONEncoder),
+                json.dumps(actor.to_task()),
+                timezone.now(),
+                ref[1],
+                ref[1],
+            ],
+        )
+        row = cursor.fetchone()
+    return row[0] if row else None
+
+
+def inbox_find(*, owner: str, key: str, fingerprint: str) -> Accepted | None:
+    """What an earlier request left under this key (replay or mismatch), or None."""
+    found = _existing(owner, [key]).get(key)
+    if found is None:
+        return None
+    row_id, row_fingerprint, row_type, row_route = found
+    if row_fingerprint != fingerprint:
+        return Accepted(None, row_type, row_route, mismatch=True)
+    return Accepted(row_id, row_type, row_route, replayed=True)
+
+
+def _existing(owner: str, keys: list[str]) -> dict[str, tuple[int, str, str, str]]:
+    if not keys:
+        return {}
+    rows = InboundEvent.objects.filter(owner=owner, key__in=keys).values_list(
+        "key", "id", "request_hash", "type", "route"
+    )
+    return {key: rest for key, *rest in rows}
+
+
+def _stored(event: Event) -> dict[str, Any]:
+    """The event as the applier parses it again: the receipt time stands in for a missing
+    occurred_at, so applying later changes nothing."""
+    return {
+        "type": event.type,
+        "occurred_at": event.occurred_at.isoformat(),
+        "user": event.user,
+        "properties": event.properties,
+        "source": event.source,
+    }
+
+
+# Until when (time.monotonic) this process saw the kick flag set: its requests skip the Redis
+# round trip meanwhile. Safe because the applier, having cleared the flag, waits as long before
+# its last look (inbox_apply): an event whose request skipped its kick is committed by then.
+_flag_seen_until = 0.0
+
+
+def inbox_kick() -> None:
+    """Ask a worker to apply the inbox now, unless a kick is already waiting. Best effort: with
+    Redis or the broker down the rows wait in PostgreSQL for the sweep."""
+    global _flag_seen_until
+    from crm_platform.celery import app
+
+    started = time.monotonic()
+    if started < _flag_seen_until:
+        return
+    try:
+        redis = get_redis()
+        if redis.set(KICK_FLAG, "1", nx=True, ex=KICK_TTL_SECONDS):
+            try:
+                app.send_task(APPLY_TASK, queue="sync", expires=60, retry=False)
+            except (KombuError, OSError):
+                redis.delete(KICK_FLAG)  # let the next request try again
+                raise
+        _flag_seen_until = started + settings.INBOX_APPLY_LINGER_MS / 1000
+    except (KombuError, RedisError, OSError) as exc:
+        logger.warning("inbox apply kick not sent (%s); the sweep will apply", type(exc).__name__)
+
+
+def _clear_kick() -> None:
+    global _flag_seen_until
+    _flag_seen_until = 0.0
+    try:
+        get_redis().delete(KICK_FLAG)
+    except RedisError:
+        pass  # the flag expires on its own
+
+
+# ----------------------------------------------------------------------------- applying
+
+
+def inbox_apply(
+    *, budget_seconds: float = 50, batch: int = APPLY_BATCH, should_stop: Callable[[], bool] | None = None
+) -> dict[str, int]:
+    """Apply pending rows, a batch at a time, until none is left or the budget is spent.
+    Returns {"applied", "failed", "batches"}."""
+    counts = {"applied": 0, "failed": 0, "batches": 0}
+    deadline = time.monotonic() + budget_seconds
+    linger = settings.INBOX_APPLY_LINGER_MS / 1000
+    while time.monotonic() < deadline and not (should_stop and should_stop()):
+        done = _apply_batch(batch)
+        if done is None:
+            # Nothing waits. Let the next accepted event kick again, then look once more: an
+            # event committed before the flag went may have found it set (or remembered it set,
+            # for up to the linger) and not kicked.
+            _clear_kick()
+            if linger:
+                time.sleep(linger)
+            done = _apply_batch(batch)
+            if done is None:
+                break
+        counts["batches"] += 1
+        for status in done.values():
+            counts[status] += 1
+        if len(done) < batch and linger:
+            # A batch costs a dozen statements however small: under a stream of single events,
+            # let a few more arrive (the flag is still set, so their requests send no kick).
+            time.sleep(linger)
+    return counts
+
+
+def _apply_batch(limit: int) -> dict[int, str] | None:
+    """One batch in one transaction: {row id: "applied" | "failed"}, or None when none waits."""
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK])
+        rows = list(
+            InboundEvent.objects.filter(status=InboundEvent.Status.PENDING)
+            .order_by("id")
+            .values_list("id", "payload", "actor")[:limit]
+        )
+        if not rows:
+            return None
+        try:
+            with transaction.atomic():
+                ends = _ingest(rows)
+        except Exception:
+            logger.exception("inbox rows %s-%s failed together; applying them one at a time", rows[0][0], rows[-1][0])
+            ends = {}
+            for row in rows:
+                try:
+                    with transaction.atomic():
+                        ends.update(_ingest([row]))
+                except Exception as exc:
+                    logger.exception("inbox row %s failed", row[0])
+                    message = f"Internal error ({type(exc).__name__}); see the server log."
+                    ends[row[0]] = (InboundEvent.Status.FAILED, {"errors": {"non_field_errors": [message]}})
+        _mark(ends)
+    return {row_id: status for row_id, (status, _) in ends.items()}
+
+
+def _ingest(rows: list[tuple[int, dict, list]]) -> dict[int, tuple[str, dict]]:
+    """Parse the rows' events again and apply them, consecutive rows of one sender together."""
+    ends: dict[int, tuple[str, dict]] = {}
+    parsed: list[tuple[int, Event, list]] = []
+    for row_id, payload, actor in rows:
+        try:
+            parsed.append((row_id, event_parse(payload), actor))
+        except ValidationError as exc:  # the type's schema changed since the event was accepted
+            ends[row_id] = (InboundEvent.Status.FAILED, {"errors": outcome_errors(exc)})
+    for _, group in groupby(parsed, key=lambda row: tuple(row[2][:2])):
+        group = list(group)
+        outcomes = events_ingest(events=[event for _, event, _ in group], actor=_sender([a for *_, a in group]))
+        for (row_id, _, _), outcome in zip(group, outcomes, strict=True):
+            if outcome.status == "accepted":
+                ends[row_id] = (InboundEvent.Status.APPLIED, outcome.result)
+            else:
+                ends[row_id] = (InboundEvent.Status.FAILED, {"errors": outcome_errors(outcome.error)})
+    return ends
+
+
+def _sender(actors: list[list]) -> Actor:
+    """The actor a group of rows is applied as: their sender, with the request id and address
+    they share (rows from several requests keep theirs on the inbox row, not in the audit)."""
+    kind, actor_id, request_id, ip = actors[0]
+    if any(a[2] != request_id for a in actors):
+        request_id = f"inbox-{len(actors)}-{request_id}"[:64]
+    if any(a[3] != ip for a in actors):
+        ip = None
+    return Actor(ActorKind(kind), str(actor_id), request_id, ip)
+
+
+def _mark(ends: dict[int, tuple[str, dict]]) -> None:
+    """How each row ended, in one UPDATE; an applied row's payload is cleared."""
+    document = [{"i": row_id, "s": status, "r": result} for row_id, (status, result) in ends.items()]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {_TABLE} AS t SET status = u.s, result = u.r, applied_at = %s, "  # noqa: S608
+            "payload = CASE WHEN u.s = 'applied' THEN NULL ELSE t.payload END "
+            "FROM jsonb_to_recordset(%s::jsonb) AS u(i bigint, s text, r jsonb) WHERE t.id = u.i",
+            [timezone.now(), json.dumps(document, cls=DjangoJSONEncoder)],
+        )
+
+
+def inbox_retry(*, ids, actor: Actor) -> int:
+    """Failed rows back to pending, audited (the admin's "apply again"); returns how many."""
+    from compliance.services import audit_record_many
+
+    with transaction.atomic():
+        reset = list(
+            InboundEvent.objects.select_for_update()
+            .filter(pk__in=list(ids), status=InboundEvent.Status.FAILED, payload__isnull=False)
+            .values_list("pk", flat=True)
+        )
+        InboundEvent.objects.filter(pk__in=reset).update(
+            status=InboundEvent.Status.PENDING, result=None, applied_at=None
+        )
+        if reset:
+            audit_record_many(
+                actor=actor,
+                action="inbox.retry",
+                object_type=InboundEvent._meta.label_lower,
+                rows=[(pk, {}) for pk in reset],
+            )
+            transaction.on_commit(inbox_kick, robust=True)
+    return len(reset)

@@ -1,0 +1,147 @@
+"""The inbox: the kick, the applier (order, batches, a row that breaks its batch), the broker
+down, retention and the admin."""
+
+import datetime as dt
+import json
+
+import pytest
+import redis
+from django.contrib.auth.models import Permission
+from django.utils import timezone
+
+from compliance.models import AuditEvent
+from compliance.tasks import retention_purge
+from contacts.models import Activity, Contact
+from contacts.tests.factories import ContactFactory
+from integrations.inbox import KICK_FLAG
+from integrations.models import InboundEvent
+from integrations.tasks import inbox_apply
+from integrations.tests.test_worker import own_broker  # noqa: F401 - a fixture
+from tests.support import celery_worker, wait_until
+
+EVENTS = "/api/v1/events"
+
+
+def post(client, body, key):
+    return client.post(EVENTS, body, format="json", HTTP_IDEMPOTENCY_KEY=key)
+
+
+def _queued(broker_url: str, queue: str = "sync") -> list[str]:
+    """Task names waiting in a queue of a Redis broker (kombu keeps each queue as a list)."""
+    messages = redis.Redis.from_url(broker_url).lrange(queue, 0, -1)
+    return [json.loads(m)["headers"]["task"] for m in messages]
+
+
+def test_one_kick_is_sent_until_the_applier_takes_a_batch(transactional_db, key_client, own_broker):  # noqa: F811
+    from crm_platform.redis import get_redis
+
+    app = key_client(["events:write"])
+    ContactFactory(email=None, external_id="u-1")
+    for n in range(3):  # autocommit: each request commits, and its on-commit kick runs at once
+        assert post(app, {"type": "custom", "user": {"external_id": "u-1"}}, f"k{n}").status_code == 202
+    assert _queued(own_broker.url) == ["integrations.tasks.inbox_apply"]
+    assert inbox_apply() == {"applied": 3, "failed": 0, "batches": 1}
+    assert not get_redis().exists(KICK_FLAG)
+    post(app, {"type": "custom", "user": {"external_id": "u-1"}}, "k9")  # after the applier looked: a new kick
+    assert _queued(own_broker.url) == ["integrations.tasks.inbox_apply"] * 2
+
+
+@pytest.mark.integration
+def test_events_are_accepted_with_the_broker_down_and_applied_once_it_is_back(
+    transactional_db,
+    key_client,
+    own_broker,  # noqa: F811
+    caplog,
+):
+    app = key_client(["events:write"])
+    own_broker.stop()
+    ContactFactory(email=None, external_id="u-1")
+    answers = [post(app, {"type": "food_logged", "user": {"external_id": "u-1"}}, f"k{n}") for n in range(3)]
+    assert [a.status_code for a in answers] == [202] * 3
+    assert "inbox apply kick not sent" in caplog.text
+    assert InboundEvent.objects.filter(status="pending").count() == 3 and not Activity.objects.exists()
+
+    own_broker.start()
+    with celery_worker(broker_url=own_broker.url) as queue:
+        inbox_apply.apply_async(queue=queue, expires=30)  # what beat's sweep does every few seconds
+        wait_until(lambda: Activity.objects.filter(type="food_logged").count() == 3, timeout=60)
+    assert set(InboundEvent.objects.values_list("status", flat=True)) == {"applied"}
+
+
+@pytest.mark.django_db
+def test_rows_apply_in_the_order_accepted_a_batch_at_a_time(key_client):
+    from integrations.inbox import inbox_apply as apply_rows
+
+    app = key_client(["events:write"])
+    post(app, {"type": "account_created", "user": {"external_id": "u-5"}}, "a")
+    for n in range(4):
+        post(app, {"type": "custom", "user": {"external_id": "u-5"}, "properties": {"n": n}}, f"c{n}")
+    assert apply_rows(batch=2) == {"applied": 5, "failed": 0, "batches": 3}
+    contact = Contact.objects.get(external_id="u-5")
+    steps = Activity.objects.filter(contact=contact).order_by("id").values_list("type", "properties")
+    assert [(t, p.get("n")) for t, p in steps] == [("account_created", None)] + [("custom", n) for n in range(4)]
+
+
+@pytest.mark.django_db
+def test_a_row_that_breaks_its_batch_fails_alone_and_the_others_apply(key_client, caplog):
+    app = key_client(["events:write", "events:read"])
+    ContactFactory(email=None, external_id="u-1")
+    ids = [
+        post(app, {"type": "custom", "user": {"external_id": "u-1"}}, f"k{n}").json()["event"]["id"] for n in range(3)
+    ]
+    InboundEvent.objects.filter(pk=ids[1]).update(actor=["robot", "1", "", None])  # a row nobody can apply
+    assert inbox_apply() == {"applied": 2, "failed": 1, "batches": 1}
+    broken = app.get(f"{EVENTS}/{ids[1]}").json()
+    assert broken["status"] == "failed" and "Internal error (ValueError)" in str(broken["errors"])
+    assert "applying them one at a time" in caplog.text
+    assert Activity.objects.count() == 2
+
+
+@pytest.mark.django_db
+def test_retention_purges_applied_and_failed_rows_and_keeps_queued_ones(key_client, settings):
+    app = key_client(["events:write"])
+    ContactFactory(email=None, external_id="u-1")
+    for n in range(3):
+        post(app, {"type": "custom", "user": {"external_id": "u-1"}}, f"k{n}")
+    inbox_apply()
+    post(app, {"type": "custom", "user": {"external_id": "u-1"}}, "queued")
+    old = timezone.now() - dt.timedelta(days=settings.IDEMPOTENCY_TTL_DAYS + 1)
+    InboundEvent.objects.update(received_at=old)
+    InboundEvent.objects.filter(key="k2").update(received_at=timezone.now())
+    report = retention_purge()
+    assert report["integrations.inboundevent"] == 2
+    assert sorted(InboundEvent.objects.values_list("key", "status")) == [("k2", "applied"), ("queued", "pending")]
+
+
+@pytest.mark.django_db
+def test_the_admin_lists_filters_hides_payloads_from_non_phi_staff_and_applies_again(
+    key_client, client, staff_user, admin_client
+):
+    app = key_client(["events:write"])
+    ContactFactory(email=None, external_id="u-1")
+    post(
+        app,
+        {"type": "subscription_cancelled", "user": {"external_id": "u-1"}, "properties": {"subscription_id": "s-404"}},
+        "cancel",
+    )
+    inbox_apply()
+    row = InboundEvent.objects.get()
+    url = "/admin/integrations/inboundevent/"
+    for query in ({}, {"status": "failed"}, {"type": "subscription_cancelled"}, {"route": "event"}, {"q": "cancel"}):
+        page = admin_client.get(url, query)
+        assert page.status_code == 200 and page.context["cl"].result_count == 1, query
+    assert b"properties.subscription_id" in admin_client.get(url).content  # the errors column
+
+    staff_user.user_permissions.add(
+        *Permission.objects.filter(codename__in=["view_inboundevent", "change_inboundevent"])
+    )
+    client.force_login(staff_user)
+    detail = client.get(f"{url}{row.pk}/change/")
+    assert detail.status_code == 200 and b"s-404" not in detail.content  # no PHI permission: no payload
+    assert b"s-404" in admin_client.get(f"{url}{row.pk}/change/").content
+
+    response = client.post(url, {"action": "apply_again", "_selected_action": [row.pk]}, follow=True)
+    assert b"1 failed event(s) queued to be applied again" in response.content
+    row.refresh_from_db()
+    assert row.status == "pending" and row.result is None
+    assert AuditEvent.objects.filter(action="inbox.retry", object_id=str(row.pk)).exists()
