@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -23,6 +22,7 @@ from rest_framework.views import APIView
 
 from crm_platform.actor import Actor
 from crm_platform.api.errors import error_body
+from crm_platform.api.fastjson import FastJSONParser, FastJSONRenderer, fingerprint_bytes
 from crm_platform.api.throttling import PrincipalRateThrottle
 from crm_platform.idempotency import HEADER, REPLAYED, owner_of, request_fingerprint, valid_key
 from integrations.inbound import EventInput, event_parse, event_refusals_record, outcome_errors
@@ -118,6 +118,7 @@ class EventApi(APIView):
 
     required_scopes = {"POST": "events:write"}
     throttle_classes = [EventRateThrottle]
+    parser_classes = [FastJSONParser]
 
     @extend_schema(request=EventInput, responses={202: OpenApiResponse(description="Queued")})
     def post(self, request):
@@ -159,6 +160,8 @@ class EventBatchApi(APIView):
     accepted ones are queued in one INSERT that also finds the ids sent before."""
 
     required_scopes = {"POST": "events:write"}
+    parser_classes = [FastJSONParser]
+    renderer_classes = [FastJSONRenderer]  # the results hold ids and field errors, no datetimes
 
     class BatchInput(serializers.Serializer):
         events = serializers.ListField(child=serializers.DictField(), min_length=1, max_length=BATCH_MAX)
@@ -185,7 +188,7 @@ def batch_queue(items: list[dict], *, actor: Actor, owner: str) -> list[dict]:
         if not isinstance(event_id, str) or not 0 < len(event_id) <= 200:
             results[index] = _rejected(event_id, {"id": ["Each event needs an id (1-200 chars)."]})
             continue
-        fingerprint = hashlib.sha256(json.dumps(item, sort_keys=True, default=str).encode()).hexdigest()
+        fingerprint = hashlib.sha256(fingerprint_bytes(item)).hexdigest()
         if event_id in leaders:
             repeats.append((index, event_id, fingerprint))
             continue
@@ -255,6 +258,7 @@ class AppEventApi(APIView):
 
     required_scopes = {"POST": "events:write"}
     throttle_classes = [EventRateThrottle]
+    parser_classes = [FastJSONParser]
 
     class AppEventInput(serializers.Serializer):
         entityType = serializers.CharField(max_length=50)

@@ -46,6 +46,7 @@ from redis.exceptions import RedisError
 from compliance.suppression import REFUSED, suppressed_values
 from contacts.models import Contact
 from crm_platform.actor import Actor, ActorKind
+from crm_platform.api.fastjson import dumps
 from crm_platform.errors import ConflictError
 from crm_platform.redis import get_redis
 from integrations.inbound import (
@@ -203,7 +204,7 @@ def inbox_accept(*, owner: str, route: str, actor: Actor, entries: list[Entry]) 
             "SELECT %s, u.k, u.h, %s, u.t, u.x, u.e, u.c, u.p, %s::jsonb, 'pending', %s "
             "FROM jsonb_to_recordset(%s::jsonb) AS u(n int, k text, h text, t text, x text, e text, c bool, p jsonb) "
             "ORDER BY u.n ON CONFLICT (owner, key) DO NOTHING RETURNING key, id",
-            [owner, route, json.dumps(actor.to_task()), timezone.now(), json.dumps(rows, cls=DjangoJSONEncoder)],
+            [owner, route, json.dumps(actor.to_task()), timezone.now(), dumps(rows)],
         )
         written = dict(cursor.fetchall())
     found = _existing(owner, [e.key for e in entries if e.key not in written])
@@ -271,7 +272,7 @@ def _insert_if_known(owner: str, route: str, actor: Actor, entry: Entry, ref: tu
                 event.type,
                 event.user.get("external_id", ""),
                 event.user.get("email", ""),
-                json.dumps(_stored(event), cls=DjangoJSONEncoder),
+                dumps(_stored(event)),
                 json.dumps(actor.to_task()),
                 timezone.now(),
                 ref[1],

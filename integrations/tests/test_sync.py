@@ -272,3 +272,24 @@ def test_the_payload_digest_is_keyed_not_a_plain_hash_of_the_payload():
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     assert payload_digest(payload) != hashlib.sha256(canonical.encode()).hexdigest()
     assert payload_digest(payload) == payload_digest(dict(reversed(payload.items())))
+
+
+def test_the_payload_digest_is_the_canonical_json_it_always_was():
+    """orjson writes it now; the canonical form (sorted keys, no spaces, UTF-8, values as
+    DjangoJSONEncoder writes them) must not change, or old digests stop matching."""
+    import datetime as dt
+    import json
+    from decimal import Decimal
+
+    from django.core.serializers.json import DjangoJSONEncoder
+
+    from compliance.crypto import hmac_digest
+
+    payload = {
+        "type": "order_placed",
+        "occurred_at": dt.datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=dt.UTC),
+        "user": {"email": "zoë@example.com", "external_id": "u-1"},
+        "properties": {"amount": Decimal("19.90"), "items": [{"sku": "a", "qty": 2}], "ratio": 0.25, "ok": True},
+    }
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, cls=DjangoJSONEncoder)
+    assert payload_digest(payload) == hmac_digest(canonical)

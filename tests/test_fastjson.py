@@ -1,0 +1,37 @@
+"""orjson on the event routes: the same answers as DRF's JSON parser and renderer."""
+
+import json
+from decimal import Decimal
+
+import pytest
+
+from crm_platform.api.fastjson import dumps, fingerprint_bytes
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.mark.parametrize("body", ["{not json", '{"events": [NaN]}', '{"events": [{"x": Infinity}]}'])
+def test_malformed_json_is_a_400_with_a_json_body(key_client, body):
+    app = key_client(["events:write"])
+    for url in ("/api/v1/events/batch", "/api/v1/events"):
+        response = app.generic("POST", url, body, content_type="application/json", HTTP_IDEMPOTENCY_KEY="k")
+        assert response.status_code == 400, (url, response.content)
+        assert response["Content-Type"].startswith("application/json")
+        assert "JSON parse error" in response.json()["error"]["message"]
+
+
+def test_the_batch_answer_is_plain_json(key_client):
+    app = key_client(["events:write"])
+    response = app.post("/api/v1/events/batch", {"events": [{"id": "x", "type": "teleport"}]}, format="json")
+    assert response.status_code == 202
+    assert json.loads(response.content) == {
+        "results": [{"id": "x", "status": "rejected", "errors": response.json()["results"][0]["errors"]}],
+        "accepted": 0,
+        "replayed": 0,
+        "rejected": 1,
+    }
+
+
+def test_documents_for_postgresql_keep_decimals_exact_and_fingerprints_ignore_key_order():
+    assert json.loads(dumps({"amount": Decimal("19.990")})) == {"amount": "19.990"}
+    assert fingerprint_bytes({"b": 1, "a": {"d": 2, "c": 3}}) == fingerprint_bytes({"a": {"c": 3, "d": 2}, "b": 1})
