@@ -300,7 +300,7 @@ WEBHOOK_DELIVERY_RETENTION_DAYS = env.int("WEBHOOK_DELIVERY_RETENTION_DAYS", def
 SYNC_EVENT_RETENTION_DAYS = env.int("SYNC_EVENT_RETENTION_DAYS", default=30)
 # The inbox applier waits this long after a batch smaller than its limit, so that a stream of
 # single events is applied a few dozen at a time (integrations/inbox.py); 0: never waits.
-INBOX_APPLY_LINGER_MS = env.int("INBOX_APPLY_LINGER_MS", default=100)
+INBOX_APPLY_LINGER_MS = env.int("INBOX_APPLY_LINGER_MS", default=400)
 
 # --------------------------------------------------------------------------- audit (compliance/README.md)
 # Audit rows are kept this long (the database refuses to delete any younger than 2190 days);

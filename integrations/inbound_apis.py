@@ -17,6 +17,7 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema
 from psycopg.errors import DeadlockDetected
 from rest_framework import serializers
 from rest_framework.generics import get_object_or_404
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -119,6 +120,7 @@ class EventApi(APIView):
     required_scopes = {"POST": "events:write"}
     throttle_classes = [EventRateThrottle]
     parser_classes = [FastJSONParser]
+    renderer_classes = [JSONRenderer]  # a machine route: no browsable page to negotiate
 
     @extend_schema(request=EventInput, responses={202: OpenApiResponse(description="Queued")})
     def post(self, request):
@@ -259,6 +261,7 @@ class AppEventApi(APIView):
     required_scopes = {"POST": "events:write"}
     throttle_classes = [EventRateThrottle]
     parser_classes = [FastJSONParser]
+    renderer_classes = [JSONRenderer]
 
     class AppEventInput(serializers.Serializer):
         entityType = serializers.CharField(max_length=50)

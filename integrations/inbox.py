@@ -35,10 +35,12 @@ from dataclasses import dataclass
 from itertools import groupby
 from typing import Any
 
+import psycopg
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
+from django.db.backends.utils import CursorDebugWrapper, CursorWrapper
 from django.utils import timezone
 from kombu.exceptions import KombuError
 from redis.exceptions import RedisError
@@ -256,7 +258,7 @@ def _insert_if_known(owner: str, route: str, actor: Actor, entry: Entry, ref: tu
     None (unknown user, or the key is taken)."""
     column = "email" if ref[0] == "email" else "external_id"
     event = entry.event
-    with connection.cursor() as cursor:
+    with _prepared_cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {_TABLE} (owner, key, request_hash, route, type, user_external_id, user_email, "  # noqa: S608
             "creates_user, payload, actor, status, received_at) "
@@ -281,6 +283,16 @@ def _insert_if_known(owner: str, route: str, actor: Actor, entry: Entry, ref: tu
         )
         row = cursor.fetchone()
     return row[0] if row else None
+
+
+def _prepared_cursor():
+    """A Django cursor over a server-binding psycopg cursor: the statement is sent with its
+    parameters apart, and psycopg prepares it once it has run a few times on the connection
+    (prepare_threshold), so PostgreSQL stops parsing and planning the hot INSERT on every
+    request. Django's client-side cursors (the project default) never prepare."""
+    connection.ensure_connection()
+    raw = psycopg.Cursor(connection.connection)
+    return (CursorDebugWrapper if connection.queries_logged else CursorWrapper)(raw, connection)
 
 
 def inbox_find(*, owner: str, key: str, fingerprint: str) -> Accepted | None:

@@ -46,20 +46,45 @@ def sliding_window_hit(key: str, limit: int, window: int, now: float | None = No
     return sliding_window_hits([(key, limit, window)], now=now)[0]
 
 
+# One command for any number of windows: each window's current counter is incremented (and
+# given its expiry when new), and the previous window's count read. Cheaper than a pipeline of
+# three commands a window, for Redis and for redis-py, on every API request.
+_HITS = """
+local out = {}
+for i = 1, #KEYS, 2 do
+  local n = redis.call('INCR', KEYS[i])
+  if n == 1 then redis.call('EXPIRE', KEYS[i], ARGV[(i + 1) / 2]) end
+  out[#out + 1] = n
+  out[#out + 1] = tonumber(redis.call('GET', KEYS[i + 1]) or '0')
+end
+return out
+"""
+_scripts: dict[int, object] = {}
+
+
+def _hits_script():
+    """The script, registered once per Redis client (redis-py sends EVALSHA, and the source
+    again only if the server has forgotten it)."""
+    client = get_redis()
+    script = _scripts.get(id(client))
+    if script is None:
+        script = _scripts[id(client)] = client.register_script(_HITS)
+    return script
+
+
 def sliding_window_hits(windows: list[tuple[str, int, int]], now: float | None = None) -> list[float | None]:
-    """Count one hit in each (key, limit, window), all in one Redis round trip; for each, None
+    """Count one hit in each (key, limit, window), all in one Redis command; for each, None
     when allowed, else the seconds to wait."""
     now = time.time() if now is None else now
-    pipe = get_redis().pipeline(transaction=False)
+    keys, ttls = [], []
     for key, _, window in windows:
         current = int(now // window)
-        pipe.incr(f"rl:{key}:{current}")
-        pipe.expire(f"rl:{key}:{current}", window * 2)
-        pipe.get(f"rl:{key}:{current - 1}")
-    replies = pipe.execute()
+        keys += [f"rl:{key}:{current}", f"rl:{key}:{current - 1}"]
+        ttls.append(window * 2)
+    replies = _hits_script()(keys=keys, args=ttls)
     waits = []
     for n, (_, limit, window) in enumerate(windows):
-        count, _, previous = replies[3 * n : 3 * n + 3]
+        count, previous = replies[2 * n], replies[2 * n + 1]
         waits.append(_wait(int(count), int(previous or 0), limit, window, now - int(now // window) * window))
     return waits
 
