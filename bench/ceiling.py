@@ -144,12 +144,12 @@ def ensure_event_write_tables() -> None:
 
 
 @functools.cache
-def _event_write_sql() -> list[str]:
+def _event_write_sql(copies: tuple[str, ...]) -> list[str]:
     """One INSERT ... SELECT FROM jsonb_to_recordset per copy: the event's id in every text column
     (so unique keys hold), its properties in every JSON column, empty values elsewhere."""
     statements = []
     with connection.cursor() as cursor:
-        for copy in EVENT_WRITE_TABLES:
+        for copy in copies:
             cursor.execute(
                 "SELECT column_name, data_type, coalesce(character_maximum_length, 200) FROM "
                 "information_schema.columns WHERE table_schema = current_schema() AND table_name = %s "
@@ -183,6 +183,7 @@ class EventWritesCeilingApi(APIView):
     authentication_classes = []
     permission_classes = [AllowAny]
     throttle_classes = []
+    copies: tuple[str, ...] = tuple(EVENT_WRITE_TABLES)
 
     def post(self, request):
         from django.db import transaction
@@ -190,6 +191,14 @@ class EventWritesCeilingApi(APIView):
         events = json.loads(request.body)["events"]
         document = json.dumps([{"id": str(e["id"]), "p": e.get("properties") or {}} for e in events])
         with transaction.atomic(), connection.cursor() as cursor:
-            for sql in _event_write_sql():
+            for sql in _event_write_sql(self.copies):
                 cursor.execute(sql, [document])
         return Response({"inserted": len(events)})
+
+
+class InboxWriteCeilingApi(EventWritesCeilingApi):
+    """The row accepting an event must write, its inbox row (an empty copy of the inbox table,
+    its indexes included), with json.loads and nothing else: the least the batch endpoint's
+    acceptance can cost for the rows it keeps (no parsing of the events, no user check)."""
+
+    copies = ("bench_ceiling_inbox",)

@@ -13,4 +13,5 @@ urlpatterns = [
     path("bench/ceiling/bulk-upsert", ceiling.BulkUpsertCeilingApi.as_view(), name="bench-ceiling-bulk-upsert"),
     path("bench/ceiling/events-unnest", ceiling.EventsUnnestCeilingApi.as_view(), name="bench-ceiling-events-unnest"),
     path("bench/ceiling/event-writes", ceiling.EventWritesCeilingApi.as_view(), name="bench-ceiling-event-writes"),
+    path("bench/ceiling/inbox-writes", ceiling.InboxWriteCeilingApi.as_view(), name="bench-ceiling-inbox-writes"),
 ]

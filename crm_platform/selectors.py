@@ -60,8 +60,8 @@ def api_key_verify(*, raw_key: str, ip: str | None, now: datetime | None = None)
     """The active ApiKey for a presented key, or ApiKeyInvalid.
 
     One indexed lookup by prefix and one constant-time compare of hashes; the verified row is
-    remembered in Redis for API_KEY_CACHE_SECONDS (a revocation clears it). last_used_at is
-    written at most once a minute per key.
+    remembered in Redis for API_KEY_CACHE_SECONDS (a revocation clears it) and in this process
+    for API_KEY_LOCAL_CACHE_SECONDS. last_used_at is written at most once a minute per key.
     """
     now = now or timezone.now()
     prefix = split_key(raw_key)

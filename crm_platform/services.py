@@ -112,7 +112,8 @@ def api_key_update(*, api_key: ApiKey, actor: Actor, **fields) -> ApiKey:
 
 @transaction.atomic
 def api_key_revoke(*, api_key: ApiKey, actor: Actor) -> ApiKey:
-    """Stop a key at once. Idempotent: revoking a revoked key changes nothing."""
+    """Stop a key: at once in this process, within API_KEY_LOCAL_CACHE_SECONDS in the others
+    (each remembers a verified key that long). Idempotent: revoking a revoked key changes nothing."""
     key = ApiKey.objects.select_for_update().get(pk=api_key.pk)
     if key.revoked_at is None:
         key.revoked_at = timezone.now()

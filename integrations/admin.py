@@ -330,7 +330,8 @@ class SyncEventAdmin(FastChangeListMixin, admin.ModelAdmin):
             self.message_user(
                 request,
                 f"{counts['inbound']} inbound event(s) left unchanged: the sync log keeps a digest, not the "
-                "payload. Apply a failed event again from Inbound events.",
+                "payload. An event that failed when applied can be applied again from Inbound events; one "
+                "refused at the door was never accepted, and only its sender can send it again.",
                 messages.WARNING,
             )
 

@@ -27,7 +27,7 @@ from crm_platform.api.fastjson import FastJSONParser, FastJSONRenderer, fingerpr
 from crm_platform.api.throttling import PrincipalRateThrottle
 from crm_platform.idempotency import HEADER, REPLAYED, owner_of, request_fingerprint, valid_key
 from integrations.inbound import EventInput, event_parse, event_refusals_record, outcome_errors
-from integrations.inbox import Accepted, Entry, inbox_accept, inbox_accept_one, inbox_find, inbox_refusals
+from integrations.inbox import Accepted, Entry, inbox_accept, inbox_accept_one, inbox_find_many, inbox_refusals
 from integrations.models import InboundEvent
 
 BATCH_MAX = 1000
@@ -63,7 +63,10 @@ _OCCURRED_AT_KEYS = ("occurredAt", "timestamp", "date")
 def _occurred_at(value):
     """The seed's payloads carry ISO datetimes, plain dates or unix seconds."""
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return dt.datetime.fromtimestamp(value, tz=dt.UTC).isoformat()
+        try:
+            return dt.datetime.fromtimestamp(value, tz=dt.UTC).isoformat()
+        except (ValueError, OverflowError, OSError):
+            return str(value)  # out of range: event_parse words the 400
     if isinstance(value, str) and len(value) == 10:
         try:
             return dt.datetime.combine(dt.date.fromisoformat(value), dt.time(), tzinfo=dt.UTC).isoformat()
@@ -159,7 +162,8 @@ class EventBatchApi(APIView):
     accepted (queued), replayed, or rejected with its errors; only a malformed batch is a 400.
 
     Set-based: every event is parsed first, their users are checked in one query, and the
-    accepted ones are queued in one INSERT that also finds the ids sent before."""
+    accepted ones are queued in one INSERT ... ON CONFLICT DO NOTHING; the ids it did not write
+    (sent before) are then read in one query."""
 
     required_scopes = {"POST": "events:write"}
     parser_classes = [FastJSONParser]
@@ -202,8 +206,8 @@ def batch_queue(items: list[dict], *, actor: Actor, owner: str) -> list[dict]:
     refusals = inbox_refusals([entry.event for _, entry in parsed])
     refused = [(index, entry, refusals[n]) for n, (index, entry) in enumerate(parsed) if n in refusals]
     queued = [(index, entry) for n, (index, entry) in enumerate(parsed) if n not in refusals]
-    # A refused event sent before under its id is answered as then.
-    earlier = {e.key: inbox_find(owner=owner, key=e.key, fingerprint=e.fingerprint) for _, e, _ in refused}
+    # A refused event sent before under its id is answered as then (one query for them all).
+    earlier = inbox_find_many(owner=owner, entries=[entry for _, entry, _ in refused])
     for index, entry, refusal in refused:
         results[index] = _batch_result(earlier[entry.key], entry) or _rejected(
             entry.key.removeprefix("event:"), outcome_errors(refusal)

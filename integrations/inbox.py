@@ -8,13 +8,16 @@ racing with one key are settled by the INSERT itself (ON CONFLICT), and the answ
 "queued") is rebuilt from the row. Nothing else is written, so the request costs about what
 one idempotent insert costs.
 
-Applying (the `integrations.inbox_apply` task, `inbox_apply`): pending rows are taken in id
-order, up to APPLY_BATCH at a time, under a transaction-level advisory lock (one batch at a
-time, so an event never overtakes one accepted before it), and go through
-integrations.inbound.events_ingest (set-based: a statement per step, not per event). Each row
-ends applied (its result: contact, activity, stale fields; its payload is cleared) or failed
-(its errors; its payload stays for a retry from the admin). A batch that raises is applied
-again one event at a time, so one bad event cannot hold back the rest.
+Applying (the `integrations.inbox_apply` task, `inbox_apply`): one applier at a time (a
+session advisory lock; a task that finds it taken returns at once) takes pending rows in id
+order, up to APPLY_BATCH at a time, each batch in one transaction, through
+integrations.inbound.events_ingest (set-based: a statement per step, not per event). An event
+accepted after another was answered (a login after its sign-up's 202) has a larger id and is
+applied after it; events sent concurrently may apply in either order. Each row ends applied
+(its result: contact, activity, stale fields; its payload is cleared) or failed (its errors;
+its payload stays for a retry from the admin). A batch that raises is applied again one event
+at a time, so one bad event cannot hold back the rest; an error that says nothing about the
+events (a lost connection, a deadlock, the task's time limit) leaves them pending instead.
 
 Kicks: after each accepting commit, `inbox_kick` queues the task unless the flag says an
 applier is queued or running (a Redis key set with NX, cleared by the applier once it finds
@@ -36,10 +39,11 @@ from itertools import groupby
 from typing import Any
 
 import psycopg
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import connection, transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 from django.db.backends.utils import CursorDebugWrapper, CursorWrapper
 from django.utils import timezone
 from kombu.exceptions import KombuError
@@ -68,7 +72,7 @@ APPLY_TASK = "integrations.tasks.inbox_apply"
 APPLY_BATCH = 1000
 KICK_FLAG = "crm:inbox:kick"
 KICK_TTL_SECONDS = 30  # a kick whose task was lost stops holding others back after this long
-_LOCK = 0x1B0C5E  # pg_advisory_xact_lock key: one applier batch at a time
+_LOCK = 0x1B0C5E  # pg_try_advisory_lock key: one applier at a time
 _TABLE = InboundEvent._meta.db_table
 _CONTACTS = Contact._meta.db_table
 _KINDS = {"email": "email address", "phone": "phone number"}
@@ -129,8 +133,9 @@ def inbox_refusals(events: list[Event]) -> dict[int, ValidationError | ConflictE
             "OR external_id = ANY(ARRAY(SELECT jsonb_array_elements_text(%s::jsonb))) "
             f"UNION ALL SELECT 'i', nullif(user_email, ''), nullif(user_external_id, ''), 0 FROM {_TABLE} "
             "WHERE status = 'pending' AND creates_user "
-            "AND (user_email = ANY(ARRAY(SELECT jsonb_array_elements_text(%s::jsonb))) "
-            "OR user_external_id = ANY(ARRAY(SELECT jsonb_array_elements_text(%s::jsonb))))",
+            "AND ((user_email <> '' AND user_email = ANY(ARRAY(SELECT jsonb_array_elements_text(%s::jsonb)))) "
+            "OR (user_external_id <> '' "
+            "AND user_external_id = ANY(ARRAY(SELECT jsonb_array_elements_text(%s::jsonb)))))",
             [json.dumps(emails), json.dumps(externals)] * 2,
         )
         for source, email, external_id, contact_id in cursor.fetchall():
@@ -264,7 +269,8 @@ def _insert_if_known(owner: str, route: str, actor: Actor, entry: Entry, ref: tu
             "creates_user, payload, actor, status, received_at) "
             "SELECT %s, %s, %s, %s, %s, %s, %s, false, %s::jsonb, %s::jsonb, 'pending', %s "
             f"WHERE EXISTS (SELECT 1 FROM {_CONTACTS} WHERE {column} = %s) "
-            f"OR EXISTS (SELECT 1 FROM {_TABLE} WHERE status = 'pending' AND creates_user AND user_{column} = %s) "
+            f"OR EXISTS (SELECT 1 FROM {_TABLE} WHERE status = 'pending' AND creates_user "
+            f"AND user_{column} <> '' AND user_{column} = %s) "
             "ON CONFLICT (owner, key) DO NOTHING RETURNING id",
             [
                 owner,
@@ -297,10 +303,19 @@ def _prepared_cursor():
 
 def inbox_find(*, owner: str, key: str, fingerprint: str) -> Accepted | None:
     """What an earlier request left under this key (replay or mismatch), or None."""
-    found = _existing(owner, [key]).get(key)
-    if found is None:
+    return _found(_existing(owner, [key]).get(key), fingerprint)
+
+
+def inbox_find_many(*, owner: str, entries: list[Entry]) -> dict[str, Accepted | None]:
+    """inbox_find for many entries, in one query: key -> Accepted or None."""
+    existing = _existing(owner, [entry.key for entry in entries])
+    return {entry.key: _found(existing.get(entry.key), entry.fingerprint) for entry in entries}
+
+
+def _found(row: tuple[int, str, str, str] | None, fingerprint: str) -> Accepted | None:
+    if row is None:
         return None
-    row_id, row_fingerprint, row_type, row_route = found
+    row_id, row_fingerprint, row_type, row_route = row
     if row_fingerprint != fingerprint:
         return Accepted(None, row_type, row_route, mismatch=True)
     return Accepted(row_id, row_type, row_route, replayed=True)
@@ -371,11 +386,46 @@ def inbox_apply(
     *, budget_seconds: float = 50, batch: int = APPLY_BATCH, should_stop: Callable[[], bool] | None = None
 ) -> dict[str, int]:
     """Apply pending rows, a batch at a time, until none is left or the budget is spent.
-    Returns {"applied", "failed", "batches"}."""
+    Returns {"applied", "failed", "batches"}.
+
+    One applier at a time: a task that finds another holding the lock returns at once (so extra
+    kicks and sweeps never hold worker slots). The holder looks once more after letting go of
+    the lock, so a row whose kick found the lock still held is not left for the sweep."""
     counts = {"applied": 0, "failed": 0, "batches": 0}
     deadline = time.monotonic() + budget_seconds
+
+    def stopped() -> bool:
+        return time.monotonic() >= deadline or bool(should_stop and should_stop())
+
+    while not stopped():
+        if not _lock(connection):
+            return counts  # another applier is at it
+        try:
+            _drain(batch, counts, stopped)
+        finally:
+            _unlock(connection)
+        if not InboundEvent.objects.filter(status=InboundEvent.Status.PENDING).exists():
+            break
+    return counts
+
+
+def _lock(conn) -> bool:
+    with conn.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [_LOCK])
+        return cursor.fetchone()[0]
+
+
+def _unlock(conn) -> None:
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [_LOCK])
+    except DatabaseError:
+        logger.warning("inbox applier lock not released; it goes with the connection")
+
+
+def _drain(batch: int, counts: dict[str, int], stopped: Callable[[], bool]) -> None:
     linger = settings.INBOX_APPLY_LINGER_MS / 1000
-    while time.monotonic() < deadline and not (should_stop and should_stop()):
+    while not stopped():
         done = _apply_batch(batch)
         if done is None:
             # Nothing waits. Let the next accepted event kick again, then look once more: an
@@ -386,7 +436,7 @@ def inbox_apply(
                 time.sleep(linger)
             done = _apply_batch(batch)
             if done is None:
-                break
+                return
         counts["batches"] += 1
         for status in done.values():
             counts[status] += 1
@@ -394,14 +444,17 @@ def inbox_apply(
             # A batch costs a dozen statements however small: under a stream of single events,
             # let a few more arrive (the flag is still set, so their requests send no kick).
             time.sleep(linger)
-    return counts
+
+
+# Errors that say nothing about the event: the batch rolls back and its rows stay pending for
+# the next run, instead of being marked failed.
+_TRANSIENT = (OperationalError, InterfaceError, SoftTimeLimitExceeded)
 
 
 def _apply_batch(limit: int) -> dict[int, str] | None:
-    """One batch in one transaction: {row id: "applied" | "failed"}, or None when none waits."""
+    """One batch in one transaction: {row id: "applied" | "failed"}, or None when none waits.
+    The caller holds the applier's lock."""
     with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK])
         rows = list(
             InboundEvent.objects.filter(status=InboundEvent.Status.PENDING)
             .order_by("id")
@@ -412,6 +465,8 @@ def _apply_batch(limit: int) -> dict[int, str] | None:
         try:
             with transaction.atomic():
                 ends = _ingest(rows)
+        except _TRANSIENT:
+            raise
         except Exception:
             logger.exception("inbox rows %s-%s failed together; applying them one at a time", rows[0][0], rows[-1][0])
             ends = {}
@@ -419,7 +474,9 @@ def _apply_batch(limit: int) -> dict[int, str] | None:
                 try:
                     with transaction.atomic():
                         ends.update(_ingest([row]))
-                except Exception as exc:
+                except _TRANSIENT:
+                    raise
+                except Exception as exc:  # this event's own fault: recorded on its row
                     logger.exception("inbox row %s failed", row[0])
                     message = f"Internal error ({type(exc).__name__}); see the server log."
                     ends[row[0]] = (InboundEvent.Status.FAILED, {"errors": {"non_field_errors": [message]}})

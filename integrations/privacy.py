@@ -34,4 +34,6 @@ def erase_inbound_events(*, contact_ids: list[int], actor) -> int:
         return 0
     rows = InboundEvent.objects.filter(Q(user_email__in=emails) | Q(user_external_id__in=external_ids))
     gone = rows.exclude(status=InboundEvent.Status.APPLIED).delete()[0]
-    return gone + rows.update(user_email="", user_external_id="", payload=None)
+    return gone + rows.filter(status=InboundEvent.Status.APPLIED).update(
+        user_email="", user_external_id="", payload=None
+    )

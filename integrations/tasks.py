@@ -30,5 +30,5 @@ def outbox_relay() -> dict:
 def inbox_apply() -> dict:
     """Apply the queued inbound events (kicked after each accepting request, unless a kick is
     already waiting, and swept by beat). One batch at a time across workers (an advisory lock),
-    so events apply in the order they were accepted."""
+    so an event sent after another's 202 applies after it."""
     return inbox.inbox_apply(budget_seconds=60, should_stop=_shutting_down.is_set)

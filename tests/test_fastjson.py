@@ -35,3 +35,14 @@ def test_the_batch_answer_is_plain_json(key_client):
 def test_documents_for_postgresql_keep_decimals_exact_and_fingerprints_ignore_key_order():
     assert json.loads(dumps({"amount": Decimal("19.990")})) == {"amount": "19.990"}
     assert fingerprint_bytes({"b": 1, "a": {"d": 2, "c": 3}}) == fingerprint_bytes({"a": {"c": 3, "d": 2}, "b": 1})
+
+
+def test_a_nul_character_is_a_400_not_a_database_error(key_client):
+    app = key_client(["events:write"])
+    body = {"type": "custom", "user": {"external_id": "u\u0000x"}}
+    single = app.post("/api/v1/events", body, format="json", HTTP_IDEMPOTENCY_KEY="nul")
+    batch = app.post(
+        "/api/v1/events/batch", {"events": [{**body, "id": "a", "properties": {"n": "\u0000"}}]}, format="json"
+    )
+    for response in (single, batch):
+        assert response.status_code == 400 and "NUL" in response.json()["error"]["message"]

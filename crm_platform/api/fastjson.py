@@ -19,8 +19,12 @@ _fallback = JSONEncoder().default
 
 class FastJSONParser(JSONParser):
     def parse(self, stream, media_type=None, parser_context=None):
+        body = stream.read()
+        # JSON can carry a NUL character only escaped; PostgreSQL text and jsonb refuse it.
+        if b"\\u0000" in body:
+            raise ParseError("JSON parse error - NUL characters (\\u0000) are not accepted.")
         try:
-            return orjson.loads(stream.read())
+            return orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             raise ParseError(f"JSON parse error - {exc}") from None
 

@@ -273,3 +273,10 @@ def test_events_per_app_user_are_rate_limited(app, settings):
         ]
         other = send(app, EVENTS, {"type": "account_created", "user": {"external_id": "u-2"}}, key="other")
     assert codes == [202, 202, 429] and other.status_code == 202
+
+
+def test_seed_002_timestamps_out_of_range_are_400(app):
+    body = {"entityType": "food_log", "operation": "create", "userId": "u-1", "payload": {"timestamp": 1e20}}
+    ContactFactory(email=None, external_id="u-1")
+    response = send(app, APP_EVENT, body, key="huge")
+    assert response.status_code == 400 and "occurred_at" in response.json()["error"]["fields"]

@@ -2,6 +2,7 @@
 down, retention and the admin."""
 
 import datetime as dt
+import hashlib
 import json
 
 import pytest
@@ -145,3 +146,94 @@ def test_the_admin_lists_filters_hides_payloads_from_non_phi_staff_and_applies_a
     row.refresh_from_db()
     assert row.status == "pending" and row.result is None
     assert AuditEvent.objects.filter(action="inbox.retry", object_id=str(row.pk)).exists()
+
+
+def test_a_process_that_saw_the_flag_skips_redis_for_the_linger(
+    transactional_db,
+    key_client,
+    own_broker,  # noqa: F811
+    settings,
+):
+    from crm_platform.redis import get_redis
+    from integrations import inbox
+
+    settings.INBOX_APPLY_LINGER_MS = 1000
+    app = key_client(["events:write"])
+    ContactFactory(email=None, external_id="u-1")
+    post(app, {"type": "custom", "user": {"external_id": "u-1"}}, "k1")
+    get_redis().delete(KICK_FLAG)  # as if the applier had just cleared it
+    post(app, {"type": "custom", "user": {"external_id": "u-1"}}, "k2")  # remembered: no Redis, no kick
+    assert _queued(own_broker.url) == ["integrations.tasks.inbox_apply"]
+    # The applier, having cleared the flag, waits the linger before its last look: k2 is applied.
+    assert inbox_apply() == {"applied": 2, "failed": 0, "batches": 1}
+    inbox._flag_seen_until = 0.0  # the linger is over
+    post(app, {"type": "custom", "user": {"external_id": "u-1"}}, "k3")
+    assert _queued(own_broker.url) == ["integrations.tasks.inbox_apply"] * 2
+
+
+@pytest.mark.django_db
+def test_one_applier_at_a_time_another_returns_at_once(key_client):
+    from django.db import DEFAULT_DB_ALIAS, connections
+
+    from integrations.inbox import _lock, _unlock
+
+    app = key_client(["events:write"])
+    ContactFactory(email=None, external_id="u-1")
+    post(app, {"type": "custom", "user": {"external_id": "u-1"}}, "k1")
+    other = connections.create_connection(DEFAULT_DB_ALIAS)  # another worker's applier
+    try:
+        assert _lock(other)
+        assert inbox_apply() == {"applied": 0, "failed": 0, "batches": 0}
+        assert InboundEvent.objects.get().status == "pending"
+        _unlock(other)
+        assert inbox_apply() == {"applied": 1, "failed": 0, "batches": 1}
+    finally:
+        other.close()
+
+
+@pytest.mark.django_db
+def test_keys_the_event_routes_stored_before_the_inbox_still_replay(make_key):
+    """Migration 0006 moves them into the inbox: a retry after the upgrade is not applied again."""
+    import importlib
+
+    from django.db import connection
+    from rest_framework.test import APIClient
+
+    from crm_platform.models import IdempotencyRecord
+
+    key, raw = make_key(["events:write"])
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    ContactFactory(email=None, external_id="u-1")
+    body = {"type": "custom", "user": {"external_id": "u-1"}}
+    # What the route kept before (crm_platform.idempotency.request_fingerprint: method, path, body).
+    fingerprint = hashlib.sha256(b"POST /api/v1/events\n" + json.dumps(body).encode()).hexdigest()
+    old = {"status": "accepted", "result": {"contact": 1, "activity": 7, "stale": []}, "type": "custom"}
+    IdempotencyRecord.objects.create(
+        owner=f"key:{key.pk}",
+        key="old-key",
+        request_hash=fingerprint,
+        status="completed",
+        response_status=202,
+        response_body=old,
+        completed_at=timezone.now(),
+    )
+    IdempotencyRecord.objects.create(  # another route's record: not an event, stays where it is
+        owner=f"key:{key.pk}",
+        key="contact-key",
+        request_hash="x",
+        status="completed",
+        response_status=201,
+        response_body={"id": 5, "email": "a@example.com"},
+        completed_at=timezone.now(),
+    )
+    migration = importlib.import_module("integrations.migrations.0006_inbox_takes_event_keys")
+    with connection.cursor() as cursor:
+        cursor.execute(migration.FORWARD)
+    row = InboundEvent.objects.get(key="old-key")
+    assert (row.status, row.route, row.type, row.result) == ("applied", "event", "custom", old["result"])
+    assert not InboundEvent.objects.filter(key="contact-key").exists()
+
+    again = client.post(EVENTS, json.dumps(body), content_type="application/json", HTTP_IDEMPOTENCY_KEY="old-key")
+    assert again.status_code == 202 and again["Idempotent-Replayed"] == "true", again.content
+    assert inbox_apply()["applied"] == 0 and not Activity.objects.exists()
