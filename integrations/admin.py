@@ -13,7 +13,7 @@ from django.core.exceptions import ValidationError
 from django.utils.html import format_html
 
 from crm_platform.actor import Actor
-from crm_platform.admin_tools import PHI_PERMISSION, FastChangeListMixin
+from crm_platform.admin_tools import PHI_PERMISSION, FastChangeListMixin, PhiAdminMixin
 from crm_platform.models import OutboxMessage
 from integrations import inbox, relay, selectors, services, sync
 from integrations.events import EVENT_TYPES, TOPIC_EVENT_TYPES
@@ -353,8 +353,11 @@ class InboundEventTypeFilter(_ChoicesFilter):
 
 
 @admin.register(InboundEvent)
-class InboundEventAdmin(FastChangeListMixin, admin.ModelAdmin):
-    """Events the API queued: how each ended, and "apply again" for failed ones."""
+class InboundEventAdmin(PhiAdminMixin, FastChangeListMixin, admin.ModelAdmin):
+    """Events the API queued: how each ended, and "apply again" for failed ones. A queued or
+    failed event's payload may carry medical fields: PHI staff only, and each view is audited."""
+
+    phi_fields = ("payload",)
 
     list_display = ("id", "received_at", "type", "route", "owner", "status", "applied_at", "errors")
     list_filter = ("status", InboundEventTypeFilter, "route", ("received_at", admin.DateFieldListFilter))
@@ -363,12 +366,6 @@ class InboundEventAdmin(FastChangeListMixin, admin.ModelAdmin):
     ordering = ("-id",)
     actions = ("apply_again",)
     readonly_fields = [f.name for f in InboundEvent._meta.fields]
-
-    def get_readonly_fields(self, request, obj=None):
-        # A queued or failed event's payload may carry medical fields: PHI staff only.
-        if request.user.has_perm(PHI_PERMISSION):
-            return self.readonly_fields
-        return [f for f in self.readonly_fields if f != "payload"]
 
     def get_fields(self, request, obj=None):
         return self.get_readonly_fields(request, obj)

@@ -139,7 +139,9 @@ def test_the_admin_lists_filters_hides_payloads_from_non_phi_staff_and_applies_a
     client.force_login(staff_user)
     detail = client.get(f"{url}{row.pk}/change/")
     assert detail.status_code == 200 and b"s-404" not in detail.content  # no PHI permission: no payload
+    assert not AuditEvent.objects.filter(action="phi.read", object_id=str(row.pk)).exists()
     assert b"s-404" in admin_client.get(f"{url}{row.pk}/change/").content
+    assert AuditEvent.objects.filter(action="phi.read", object_id=str(row.pk)).exists()  # the view is audited
 
     response = client.post(url, {"action": "apply_again", "_selected_action": [row.pk]}, follow=True)
     assert b"1 failed event(s) queued to be applied again" in response.content
