@@ -146,35 +146,52 @@ def inbox_refusals(events: list[Event]) -> dict[int, ValidationError | ConflictE
                     by_external[external_id] = contact_id
             else:
                 queued |= {("email", email), ("external_id", external_id)}
+
+    def known_before(event: Event) -> bool:  # a contact, or a sign-up queued by an earlier request
+        refs = set(event.user.items())
+        return bool(
+            by_email.get(event.user.get("email", ""))
+            or by_external.get(event.user.get("external_id", ""))
+            or refs & queued
+        )
+
+    # New people first (one query): a sign-up refused for suppression must not vouch for the
+    # events after it in this request.
+    suppressed = _suppressed([i for i, e in enumerate(events) if may_be_suppressed(e) and not known_before(e)], events)
     refused: dict[int, ValidationError | ConflictError] = {}
-    newcomers: list[int] = []
     for index, event in enumerate(events):
         refs = set(event.user.items())
         email_contact = by_email.get(event.user.get("email", ""))
         external_contact = by_external.get(event.user.get("external_id", ""))
-        known = bool(email_contact or external_contact or refs & queued)
         if email_contact and external_contact and email_contact != external_contact:
             refused[index] = ConflictError(
                 "The email and the app user id belong to two different contacts; merge them first.",
                 fields={"email": [f"contact {email_contact}"], "external_id": [f"contact {external_contact}"]},
                 code="identity_conflict",
             )
+        elif index in suppressed:
+            refused[index] = suppressed[index]
         elif not needs_user(event):
-            if not known and may_be_suppressed(event):
-                newcomers.append(index)
             queued |= refs  # later events in this request may name this user
-        elif not known:
+        elif not (email_contact or external_contact or refs & queued):
             refused[index] = ValidationError({"user": [UNKNOWN_USER]})
-    if newcomers:
-        people = [events[i] for i in newcomers]
-        hits = suppressed_values(emails=[e.user.get("email") for e in people], phones=[_phone(e) for e in people])
-        for index, event in zip(newcomers, people, strict=True):
-            fields = {"email": event.user.get("email"), "phone": _phone(event)}
-            errors = {
-                name: [REFUSED.format(kind=_KINDS[name])] for name, value in fields.items() if value and value in hits
-            }
-            if errors:
-                refused[index] = ValidationError(errors)
+    return refused
+
+
+def _suppressed(indices: list[int], events: list[Event]) -> dict[int, ValidationError]:
+    """Of these events (new people), the ones whose email or phone is on the suppression list."""
+    if not indices:
+        return {}
+    people = [events[i] for i in indices]
+    hits = suppressed_values(emails=[e.user.get("email") for e in people], phones=[_phone(e) for e in people])
+    refused = {}
+    for index, event in zip(indices, people, strict=True):
+        fields = {"email": event.user.get("email"), "phone": _phone(event)}
+        errors = {
+            name: [REFUSED.format(kind=_KINDS[name])] for name, value in fields.items() if value and value in hits
+        }
+        if errors:
+            refused[index] = ValidationError(errors)
     return refused
 
 
@@ -190,6 +207,35 @@ def inbox_accept(*, owner: str, route: str, actor: Actor, entries: list[Entry]) 
     committed, and thus durable, before the caller answers 202."""
     if not entries:
         return []
+    written: dict[str, int] = {}
+    found: dict[str, tuple[int, str, str, str]] = {}
+    todo = entries
+    for _ in range(3):
+        written |= _insert(owner, route, actor, todo)
+        found |= _existing(owner, [e.key for e in todo if e.key not in written])
+        # A key taken when we inserted but gone when we looked (retention purged its row): again.
+        todo = [e for e in todo if e.key not in written and e.key not in found]
+        if not todo:
+            break
+    else:
+        raise OperationalError("inbox keys kept vanishing between insert and lookup")
+    if written:
+        transaction.on_commit(inbox_kick, robust=True)
+    accepted = []
+    for entry in entries:
+        if entry.key in written:
+            accepted.append(Accepted(written[entry.key], entry.event.type, route))
+            continue
+        row_id, fingerprint, row_type, row_route = found[entry.key]
+        if fingerprint != entry.fingerprint:
+            accepted.append(Accepted(None, entry.event.type, route, mismatch=True))
+        else:
+            accepted.append(Accepted(row_id, row_type, row_route, replayed=True))
+    return accepted
+
+
+def _insert(owner: str, route: str, actor: Actor, entries: list[Entry]) -> dict[str, int]:
+    """INSERT the entries' rows in order, skipping keys already there: {key: id} of those written."""
     rows = [
         {
             "n": n,
@@ -213,21 +259,7 @@ def inbox_accept(*, owner: str, route: str, actor: Actor, entries: list[Entry]) 
             "ORDER BY u.n ON CONFLICT (owner, key) DO NOTHING RETURNING key, id",
             [owner, route, json.dumps(actor.to_task()), timezone.now(), dumps(rows)],
         )
-        written = dict(cursor.fetchall())
-    found = _existing(owner, [e.key for e in entries if e.key not in written])
-    if written:
-        transaction.on_commit(inbox_kick, robust=True)
-    accepted = []
-    for entry in entries:
-        if entry.key in written:
-            accepted.append(Accepted(written[entry.key], entry.event.type, route))
-            continue
-        row_id, fingerprint, row_type, row_route = found[entry.key]
-        if fingerprint != entry.fingerprint:
-            accepted.append(Accepted(None, entry.event.type, route, mismatch=True))
-        else:
-            accepted.append(Accepted(row_id, row_type, row_route, replayed=True))
-    return accepted
+        return dict(cursor.fetchall())
 
 
 def inbox_accept_one(*, owner: str, route: str, actor: Actor, entry: Entry) -> Accepted:

@@ -117,10 +117,17 @@ def test_the_event_batch_refuses_and_lifts_the_same_way(erased, key_client):
     events = key_client(["events:write"])
     refused = events.post(
         "/api/v1/events/batch",
-        {"events": [{"id": "b1", "type": "profile_updated", "user": {"email": EMAIL}, "properties": {}}]},
+        {
+            "events": [
+                {"id": "b1", "type": "profile_updated", "user": {"email": EMAIL}, "properties": {}},
+                # Would have been vouched for by b1's sign-up: refused with it.
+                {"id": "b1b", "type": "food_logged", "user": {"email": EMAIL}},
+            ]
+        },
         format="json",
     ).json()
     assert refused["results"][0]["status"] == "rejected" and "email" in refused["results"][0]["errors"]
+    assert refused["results"][1]["status"] == "rejected" and "user" in refused["results"][1]["errors"]
     accepted = events.post(
         "/api/v1/events/batch",
         {"events": [{"id": "b2", "type": "account_created", "user": {"email": EMAIL}, "properties": {}}]},
