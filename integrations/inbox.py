@@ -50,6 +50,7 @@ from kombu.exceptions import KombuError
 from redis.exceptions import RedisError
 
 from compliance.suppression import REFUSED, suppressed_values
+from contacts import services as contacts
 from contacts.models import Contact
 from crm_platform.actor import Actor, ActorKind
 from crm_platform.api.fastjson import dumps
@@ -163,12 +164,8 @@ def inbox_refusals(events: list[Event]) -> dict[int, ValidationError | ConflictE
         refs = set(event.user.items())
         email_contact = by_email.get(event.user.get("email", ""))
         external_contact = by_external.get(event.user.get("external_id", ""))
-        if email_contact and external_contact and email_contact != external_contact:
-            refused[index] = ConflictError(
-                "The email and the app user id belong to two different contacts; merge them first.",
-                fields={"email": [f"contact {email_contact}"], "external_id": [f"contact {external_contact}"]},
-                code="identity_conflict",
-            )
+        if email_contact and external_contact and email_contact != external_contact and (conflict := _conflict(event)):
+            refused[index] = conflict
         elif index in suppressed:
             refused[index] = suppressed[index]
         elif not needs_user(event):
@@ -176,6 +173,16 @@ def inbox_refusals(events: list[Event]) -> dict[int, ValidationError | ConflictE
         elif not (email_contact or external_contact or refs & queued):
             refused[index] = ValidationError({"user": [UNKNOWN_USER]})
     return refused
+
+
+def _conflict(event: Event) -> ConflictError | None:
+    """The lookup above follows one merge; contacts.contact_find follows the whole chain to the
+    survivors, and has the last word on whether the two identifiers name two people."""
+    try:
+        contacts.contact_find(email=event.user.get("email"), external_id=event.user.get("external_id"))
+    except ConflictError as conflict:
+        return conflict
+    return None
 
 
 def _suppressed(indices: list[int], events: list[Event]) -> dict[int, ValidationError]:

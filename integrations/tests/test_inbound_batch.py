@@ -381,3 +381,19 @@ def test_single_event_keys_replay_refuse_another_body_and_outlive_the_user(app):
     again = app.post(EVENTS, body, format="json", HTTP_IDEMPOTENCY_KEY="k")
     assert again.status_code == 202 and again["Idempotent-Replayed"] == "true" and again.json() == first.json()
     assert not SyncEvent.objects.filter(status="failed").exists()
+
+
+def test_identifiers_of_contacts_merged_in_a_chain_name_one_person(app, system_actor):
+    """A merged into B, then B into C: A's email and C's user id are the same person."""
+    from contacts.services import contact_merge
+
+    a = ContactFactory(email="a@example.com", external_id="u-a")
+    b = ContactFactory(email="b@example.com", external_id="u-b")
+    c = ContactFactory(email="c@example.com", external_id="u-c")
+    contact_merge(survivor=b, loser=a, actor=system_actor)
+    contact_merge(survivor=c, loser=b, actor=system_actor)
+    body = batch(app, [{"id": "m", "type": "custom", "user": {"email": "a@example.com", "external_id": "u-c"}}])
+    assert statuses(body) == ["accepted"] and body["results"][0]["result"]["contact"] == c.pk
+    ContactFactory(email="d@example.com", external_id="u-d")
+    refused = batch(app, [{"id": "n", "type": "custom", "user": {"email": "a@example.com", "external_id": "u-d"}}])
+    assert statuses(refused) == ["rejected"] and {"email", "external_id"} <= set(refused["results"][0]["errors"])
