@@ -13,7 +13,7 @@ from django.core.exceptions import ValidationError
 from django.utils.html import format_html
 
 from crm_platform.actor import Actor
-from crm_platform.admin_tools import PHI_PERMISSION, FastChangeListMixin, PhiAdminMixin
+from crm_platform.admin_tools import PHI_PERMISSION, FastChangeListMixin, PhiAdminMixin, ReadOnlyAdminMixin
 from crm_platform.models import OutboxMessage
 from integrations import inbox, relay, selectors, services, sync
 from integrations.events import EVENT_TYPES, TOPIC_EVENT_TYPES
@@ -24,7 +24,8 @@ from integrations.webhooks import url_check
 
 
 @admin.register(OutboxMessage)
-class OutboxMessageAdmin(FastChangeListMixin, admin.ModelAdmin):
+class OutboxMessageAdmin(ReadOnlyAdminMixin, FastChangeListMixin, admin.ModelAdmin):
+    # Read-only; replay and purge are actions guarded by the outbox's change permission.
     list_display = ("id", "topic", "destination", "object_type", "object_id", "status", "attempts", "next_attempt_at")
     list_filter = ("status", "destination", "topic")
     search_fields = ("=object_id", "=destination", "=topic")
@@ -41,15 +42,6 @@ class OutboxMessageAdmin(FastChangeListMixin, admin.ModelAdmin):
 
     def get_fields(self, request, obj=None):
         return self.get_readonly_fields(request, obj)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False  # read-only; replay and purge are actions guarded by the change permission
 
     @admin.action(description="Replay: send again now", permissions=["replay"])
     def replay(self, request, queryset):
@@ -204,7 +196,7 @@ class _EndpointChangeList(ChangeList):
 
 
 @admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(FastChangeListMixin, admin.ModelAdmin):
+class WebhookDeliveryAdmin(ReadOnlyAdminMixin, FastChangeListMixin, admin.ModelAdmin):
     list_display = (
         "id",
         "at",
@@ -222,15 +214,6 @@ class WebhookDeliveryAdmin(FastChangeListMixin, admin.ModelAdmin):
     ordering = ("-id",)
     readonly_fields = [f.name for f in WebhookDelivery._meta.fields]
     actions = ("replay",)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
     @admin.action(description="Replay these messages", permissions=["replay"])
     def replay(self, request, queryset):
@@ -278,7 +261,7 @@ class SyncEventTypeFilter(_ChoicesFilter):
 
 
 @admin.register(SyncEvent)
-class SyncEventAdmin(FastChangeListMixin, admin.ModelAdmin):
+class SyncEventAdmin(ReadOnlyAdminMixin, FastChangeListMixin, admin.ModelAdmin):
     list_display = (
         "id",
         "created_at",
@@ -305,15 +288,6 @@ class SyncEventAdmin(FastChangeListMixin, admin.ModelAdmin):
     ordering = ("-id",)
     actions = ("retry",)
     readonly_fields = [f.name for f in SyncEvent._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
     @admin.action(description="Retry: replay outbound deliveries", permissions=["retry"])
     def retry(self, request, queryset):
@@ -353,7 +327,7 @@ class InboundEventTypeFilter(_ChoicesFilter):
 
 
 @admin.register(InboundEvent)
-class InboundEventAdmin(PhiAdminMixin, FastChangeListMixin, admin.ModelAdmin):
+class InboundEventAdmin(ReadOnlyAdminMixin, PhiAdminMixin, FastChangeListMixin, admin.ModelAdmin):
     """Events the API queued: how each ended, and "apply again" for failed ones. A queued or
     failed event's payload may carry medical fields: PHI staff only, and each view is audited."""
 
@@ -375,15 +349,6 @@ class InboundEventAdmin(PhiAdminMixin, FastChangeListMixin, admin.ModelAdmin):
         if obj.status != InboundEvent.Status.FAILED or not obj.result:
             return ""
         return "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in obj.result.get("errors", {}).items())[:200]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False  # read-only; "apply again" is an action guarded by its own permission
 
     @admin.action(description="Apply again (failed events)", permissions=["apply_again"])
     def apply_again(self, request, queryset):
