@@ -46,18 +46,16 @@ def idempotent(*, required: bool = False):
         @functools.wraps(method)
         def wrapper(view, request, *args, **kwargs):
             key = request.headers.get(HEADER)
+            if refused := key_refusal(key, required=required):
+                return refused
             if key is None:
-                if required:
-                    return _error(400, "idempotency_key_missing", f"This route needs an {HEADER} header.")
                 return method(view, request, *args, **kwargs)
-            if not _VALID_KEY.match(key):
-                return _error(400, "idempotency_key_invalid", f"{HEADER} is 1 to 255 printable characters.")
             fingerprint = request_fingerprint(request)
             record, outcome = idempotency_claim(owner=owner_of(request), key=key, fingerprint=fingerprint)
             if outcome == "replay":
                 return Response(record.response_body, status=record.response_status, headers={REPLAYED: "true"})
             if outcome == "mismatch":
-                return _error(422, "idempotency_key_reused", f"This {HEADER} was used with another request body.")
+                return key_reused()
             if outcome == "in_flight":
                 return _error(409, "idempotency_key_in_flight", f"A request with this {HEADER} is still running.")
             try:
@@ -82,6 +80,21 @@ def idempotent(*, required: bool = False):
 class _Unstored(Exception):
     def __init__(self, response):
         self.response = response
+
+
+def key_refusal(key: str | None, *, required: bool) -> Response | None:
+    """The 400 for a missing (when the route requires one) or malformed Idempotency-Key, or
+    None. For routes that keep their keys elsewhere too (the event routes: the inbox)."""
+    if key is None:
+        return _error(400, "idempotency_key_missing", f"This route needs an {HEADER} header.") if required else None
+    if not _VALID_KEY.match(key):
+        return _error(400, "idempotency_key_invalid", f"{HEADER} is 1 to 255 printable characters.")
+    return None
+
+
+def key_reused() -> Response:
+    """The 422 for a key sent before with another request body."""
+    return _error(422, "idempotency_key_reused", f"This {HEADER} was used with another request body.")
 
 
 def _error(status_code: int, code: str, message: str) -> Response:
@@ -135,8 +148,3 @@ def idempotency_complete(*, record: IdempotencyRecord, response: Response) -> No
 
 def idempotency_release(*, record: IdempotencyRecord) -> None:
     IdempotencyRecord.objects.filter(pk=record.pk, status=IdempotencyRecord.Status.IN_FLIGHT).delete()
-
-
-def valid_key(key: str) -> bool:
-    """1 to 255 printable ASCII characters, no spaces."""
-    return bool(_VALID_KEY.match(key))

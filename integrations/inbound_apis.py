@@ -22,10 +22,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from crm_platform.actor import Actor
-from crm_platform.api.errors import error_body
 from crm_platform.api.fastjson import FastJSONParser, FastJSONRenderer, fingerprint_bytes
 from crm_platform.api.throttling import PrincipalRateThrottle
-from crm_platform.idempotency import HEADER, REPLAYED, owner_of, request_fingerprint, valid_key
+from crm_platform.idempotency import HEADER, REPLAYED, key_refusal, key_reused, owner_of, request_fingerprint
 from integrations.inbound import EventInput, event_parse, event_refusals_record, outcome_errors
 from integrations.inbox import Accepted, Entry, inbox_accept, inbox_accept_one, inbox_find_many, inbox_refusals
 from integrations.models import InboundEvent
@@ -104,17 +103,9 @@ def _queue_one(request, *, route: str, event, key: str) -> Response:
     actor = Actor.from_request(request)
     accepted = _retrying(lambda: inbox_accept_one(owner=owner_of(request), route=route, actor=actor, entry=entry))
     if accepted.mismatch:
-        return _error(422, "idempotency_key_reused", f"This {HEADER} was used with another request body.")
+        return key_reused()
     headers = {REPLAYED: "true"} if accepted.replayed else None
     return Response(_body(accepted, key), status=202, headers=headers)
-
-
-def _key_problem(key: str | None) -> Response | None:
-    if key is None:
-        return _error(400, "idempotency_key_missing", f"This route needs an {HEADER} header.")
-    if not valid_key(key):
-        return _error(400, "idempotency_key_invalid", f"{HEADER} is 1 to 255 printable characters.")
-    return None
 
 
 class EventApi(APIView):
@@ -128,8 +119,8 @@ class EventApi(APIView):
     @extend_schema(request=EventInput, responses={202: OpenApiResponse(description="Queued")})
     def post(self, request):
         key = request.headers.get(HEADER)
-        if problem := _key_problem(key):
-            return problem
+        if refused := key_refusal(key, required=True):
+            return refused
         return _queue_one(request, route=InboundEvent.Route.EVENT, event=event_parse(request.data), key=key)
 
 
@@ -251,10 +242,6 @@ def _retrying(work):
     raise AssertionError("unreachable")
 
 
-def _error(status_code: int, code: str, message: str) -> Response:
-    return Response(error_body(code, message), status=status_code)
-
-
 def _rejected(event_id, errors: dict) -> dict:
     return {"id": event_id, "status": "rejected", "errors": errors}
 
@@ -277,8 +264,8 @@ class AppEventApi(APIView):
     @extend_schema(request=AppEventInput, responses={202: OpenApiResponse(description="Queued")})
     def post(self, request):
         key = request.headers.get(HEADER)
-        if problem := _key_problem(key):
-            return problem
+        if refused := key_refusal(key, required=True):
+            return refused
         data = self.AppEventInput(data=request.data)
         data.is_valid(raise_exception=True)
         values = data.validated_data
