@@ -77,6 +77,11 @@ _LOCK = 0x1B0C5E  # pg_try_advisory_lock key: one applier at a time
 _TABLE = InboundEvent._meta.db_table
 _CONTACTS = Contact._meta.db_table
 _KINDS = {"email": "email address", "phone": "phone number"}
+# Both INSERTs of the inbox (many rows; one row with the user check) fill these columns.
+_INSERT_INTO = (
+    f"INSERT INTO {_TABLE} (owner, key, request_hash, route, type, user_external_id, user_email, "
+    "creates_user, payload, actor, status, received_at) "
+)
 
 
 # ----------------------------------------------------------------------------- accepting
@@ -259,9 +264,7 @@ def _insert(owner: str, route: str, actor: Actor, entries: list[Entry]) -> dict[
     with connection.cursor() as cursor:
         # The rows travel as one JSON document (psycopg would quote a thousand JSON texts in Python).
         cursor.execute(
-            f"INSERT INTO {_TABLE} (owner, key, request_hash, route, type, user_external_id, user_email, "  # noqa: S608
-            "creates_user, payload, actor, status, received_at) "
-            "SELECT %s, u.k, u.h, %s, u.t, u.x, u.e, u.c, u.p, %s::jsonb, 'pending', %s "
+            _INSERT_INTO + "SELECT %s, u.k, u.h, %s, u.t, u.x, u.e, u.c, u.p, %s::jsonb, 'pending', %s "
             "FROM jsonb_to_recordset(%s::jsonb) AS u(n int, k text, h text, t text, x text, e text, c bool, p jsonb) "
             "ORDER BY u.n ON CONFLICT (owner, key) DO NOTHING RETURNING key, id",
             [owner, route, json.dumps(actor.to_task()), timezone.now(), dumps(rows)],
@@ -278,6 +281,7 @@ def inbox_accept_one(*, owner: str, route: str, actor: Actor, entry: Entry) -> A
     the INSERT carries the check (the user is a contact, or their sign-up is queued)."""
     event = entry.event
     ref = next(iter(event.user.items())) if len(event.user) == 1 else None
+    looked_up = False  # whether the key is known to be free (looked up since the INSERT skipped it)
     if ref is not None and not EVENT_TYPES[event.type].creates_user:
         written = _insert_if_known(owner, route, actor, entry, ref)
         if written is not None:
@@ -286,9 +290,10 @@ def inbox_accept_one(*, owner: str, route: str, actor: Actor, entry: Entry) -> A
         earlier = inbox_find(owner=owner, key=entry.key, fingerprint=entry.fingerprint)
         if earlier is not None:
             return earlier
+        looked_up = True
     refusal = inbox_refusals([event]).get(0)
     if refusal is not None:
-        earlier = inbox_find(owner=owner, key=entry.key, fingerprint=entry.fingerprint)
+        earlier = None if looked_up else inbox_find(owner=owner, key=entry.key, fingerprint=entry.fingerprint)
         if earlier is not None:
             return earlier
         event_refusals_record([(event, refusal)])
@@ -304,9 +309,7 @@ def _insert_if_known(owner: str, route: str, actor: Actor, entry: Entry, ref: tu
     event = entry.event
     with _prepared_cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {_TABLE} (owner, key, request_hash, route, type, user_external_id, user_email, "  # noqa: S608
-            "creates_user, payload, actor, status, received_at) "
-            "SELECT %s, %s, %s, %s, %s, %s, %s, false, %s::jsonb, %s::jsonb, 'pending', %s "
+            _INSERT_INTO + "SELECT %s, %s, %s, %s, %s, %s, %s, false, %s::jsonb, %s::jsonb, 'pending', %s "  # noqa: S608 - our names
             f"WHERE EXISTS (SELECT 1 FROM {_CONTACTS} WHERE {column} = %s) "
             f"OR EXISTS (SELECT 1 FROM {_TABLE} WHERE status = 'pending' AND creates_user "
             f"AND user_{column} <> '' AND user_{column} = %s) "
