@@ -17,6 +17,37 @@ ROOT = Path(__file__).resolve().parent.parent
 PYTHON_BIN = Path(sys.executable).parent
 
 
+def race(count: int, work) -> list:
+    """Run work(n) for n in range(count), each in a thread of its own with its own database
+    connection (closed after), all released together by a barrier. Returns the results in n
+    order; once every thread has ended, raises the first exception any of them raised."""
+    import threading
+
+    from django.db import connection
+
+    barrier = threading.Barrier(count)
+    results: list = [None] * count
+    errors: list[BaseException] = []
+
+    def run(n: int) -> None:
+        try:
+            barrier.wait()
+            results[n] = work(n)
+        except BaseException as exc:  # re-raised below, in the test's thread
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return results
+
+
 def wait_until(predicate, timeout: float = 20.0, interval: float = 0.1):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -1,14 +1,13 @@
-import threading
 from datetime import timedelta
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 from rest_framework.test import APIClient
 
 from compliance.tasks import retention_purge
 from contacts.models import Contact
 from crm_platform.models import IdempotencyRecord
+from tests.support import race
 
 pytestmark = pytest.mark.django_db
 URL = "/api/v1/contacts"
@@ -89,23 +88,13 @@ def test_required_key_missing_is_400(key_client):
 
 def test_two_identical_requests_racing_make_one_contact(transactional_db, make_key):
     _, raw = make_key(["contacts:write"])
-    barrier = threading.Barrier(6)
-    statuses = []
 
-    def send():
+    def send(n):
         client = APIClient()
         client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
-        try:
-            barrier.wait()
-            statuses.append(post(client, {"email": "race@example.com"}, key="race-1").status_code)
-        finally:
-            connection.close()
+        return post(client, {"email": "race@example.com"}, key="race-1").status_code
 
-    threads = [threading.Thread(target=send) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    statuses = race(6, send)
     assert Contact.objects.filter(email="race@example.com").count() == 1
     assert statuses.count(201) >= 1 and set(statuses) <= {201, 409}
 

@@ -1,10 +1,8 @@
-import threading
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 from django.core.exceptions import ValidationError
-from django.db import connection
 from django.utils import timezone
 
 from compliance.models import AuditEvent
@@ -14,6 +12,7 @@ from contacts.models import Activity, Contact, CustomFieldDefinition, LifecycleR
 from contacts.tests.factories import ContactFactory
 from crm_platform.errors import ConflictError
 from crm_platform.models import OutboxMessage
+from tests.support import race
 
 pytestmark = pytest.mark.django_db
 
@@ -76,24 +75,7 @@ def test_upsert_creates_then_updates_and_fills_identity(system_actor):
 
 def test_concurrent_upserts_of_one_email_make_one_contact(transactional_db, system_actor):
     """Eight threads, each with its own database connection, race to upsert the same person."""
-    errors = []
-    barrier = threading.Barrier(8)
-
-    def worker(n):
-        try:
-            barrier.wait()
-            services.contact_upsert(actor=system_actor, email="Race@Example.com", first_name=f"T{n}")
-        except Exception as exc:  # collected and asserted below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    race(8, lambda n: services.contact_upsert(actor=system_actor, email="Race@Example.com", first_name=f"T{n}"))
     assert Contact.objects.filter(email="race@example.com").count() == 1
     assert AuditEvent.objects.filter(action="contact.create").count() == 1
 

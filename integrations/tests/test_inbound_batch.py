@@ -4,7 +4,6 @@ effectful types mixed in), single events sharing the same path, races, and query
 Requests queue events in the inbox; `batch()` then runs the applier task, as the worker does
 after the kick, and reads each event's outcome back from GET /api/v1/events/{id}."""
 
-import threading
 from datetime import timedelta
 
 import pytest
@@ -20,6 +19,7 @@ from crm_platform.models import OutboxMessage
 from integrations.models import InboundEvent, SyncEvent
 from integrations.tasks import inbox_apply
 from leads.models import Lead
+from tests.support import race
 
 pytestmark = pytest.mark.django_db
 EVENTS = "/api/v1/events"
@@ -303,23 +303,13 @@ def test_two_identical_batches_racing_apply_each_event_once(transactional_db, ma
     ContactFactory(email=None, external_id="u-1")
     _, raw = make_key(["events:write"])
     events = [{"id": f"r{n}", "type": "food_logged", "user": {"external_id": "u-1"}} for n in range(20)]
-    barrier = threading.Barrier(4)
-    answers = []
 
-    def send():
+    def send(n):
         client = APIClient()
         client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
-        try:
-            barrier.wait()
-            answers.append(client.post(BATCH, {"events": events}, format="json").json())
-        finally:
-            connection.close()
+        return client.post(BATCH, {"events": events}, format="json").json()
 
-    threads = [threading.Thread(target=send) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    answers = race(4, send)
     assert inbox_apply()["applied"] == 20
     assert Activity.objects.count() == 20
     assert sorted(a["accepted"] for a in answers) == [0, 0, 0, 20]
@@ -329,26 +319,16 @@ def test_two_identical_batches_racing_apply_each_event_once(transactional_db, ma
 def test_two_identical_single_events_racing_make_one_activity(transactional_db, make_key):
     ContactFactory(email=None, external_id="u-1")
     _, raw = make_key(["events:write"])
-    barrier = threading.Barrier(4)
-    answers = []
 
-    def send():
+    def send(n):
         client = APIClient()
         client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
-        try:
-            barrier.wait()
-            response = client.post(
-                EVENTS, {"type": "custom", "user": {"external_id": "u-1"}}, format="json", HTTP_IDEMPOTENCY_KEY="race"
-            )
-            answers.append((response.status_code, response.get("Idempotent-Replayed")))
-        finally:
-            connection.close()
+        response = client.post(
+            EVENTS, {"type": "custom", "user": {"external_id": "u-1"}}, format="json", HTTP_IDEMPOTENCY_KEY="race"
+        )
+        return response.status_code, response.get("Idempotent-Replayed")
 
-    threads = [threading.Thread(target=send) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    answers = race(4, send)
     assert inbox_apply()["applied"] == 1
     assert Activity.objects.count() == 1
     assert sorted(answers, key=lambda a: a[1] or "") == [(202, None), (202, "true"), (202, "true"), (202, "true")]

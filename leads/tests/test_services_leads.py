@@ -1,10 +1,7 @@
 """Lead capture, assignment, status history and contact merges, through the services."""
 
-import threading
-
 import pytest
 from django.core.exceptions import ValidationError
-from django.db import connection
 
 from compliance.models import AuditEvent
 from contacts.models import Activity, Contact
@@ -14,6 +11,7 @@ from crm_platform.errors import ConflictError
 from crm_platform.models import OutboxMessage
 from leads.models import Deal, Lead, LeadAssignmentRule, LeadStatusChange
 from leads.services import deal_create, lead_assign, lead_capture, lead_set_status
+from tests.support import race
 
 pytestmark = pytest.mark.django_db
 
@@ -100,25 +98,9 @@ def test_capture_when_email_and_user_id_name_two_people_is_a_conflict(system_act
 
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_captures_of_one_person_make_one_open_lead():
-    barrier = threading.Barrier(4)
-    results, errors = [], []
-
-    def capture():
-        try:
-            barrier.wait()
-            lead = lead_capture(actor=Actor.system("race"), source="website_form", email="race@example.com")
-            results.append(lead.pk)
-        except Exception as exc:  # surfaced below: the test fails naming it
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=capture) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors
+    results = race(
+        4, lambda n: lead_capture(actor=Actor.system("race"), source="website_form", email="race@example.com").pk
+    )
     assert len(set(results)) == 1
     assert Lead.objects.filter(status__in=Lead.OPEN_STATUSES).count() == 1
     assert Contact.objects.count() == 1
