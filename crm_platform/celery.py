@@ -20,6 +20,18 @@ def _add_request_id(headers=None, **kwargs):
         headers["request_id"] = request_id_var.get()
 
 
+# As in wsgi.py: once the worker has loaded everything, full collections stop walking it.
+@signals.worker_ready.connect
+@signals.worker_process_init.connect
+def _freeze_startup_heap(**kwargs):
+    import gc
+
+    from django.apps import apps
+
+    if apps.ready:
+        gc.freeze()
+
+
 @signals.task_prerun.connect
 def _set_request_id(task=None, **kwargs):
     from crm_platform.logging import request_id_var

@@ -90,3 +90,23 @@ def test_a_task_sent_to_one_queue_is_not_delivered_to_another():
         clear_expired_sessions.apply_async(queue="bulk", connection=conn)
         redis = conn.default_channel.client
         assert (redis.llen("bulk"), redis.llen("default")) == (1, 0)
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import crm_platform.wsgi",
+        "import django; django.setup(); from celery import signals; from crm_platform.celery import app; "
+        "signals.worker_ready.send(sender=None)",
+    ],
+    ids=["web", "worker"],
+)
+def test_web_and_worker_processes_freeze_what_startup_loaded(code):
+    """Full collections skip the objects loading Django made (see crm_platform/wsgi.py)."""
+    import subprocess
+    import sys
+
+    script = f"import gc; {code}; print(gc.get_freeze_count())"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(done.stdout.split()[-1]) > 50_000

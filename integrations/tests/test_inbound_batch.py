@@ -162,6 +162,30 @@ def test_new_users_are_created_once_and_unknown_ones_refused_where_the_type_need
     assert not Order.objects.exists()
 
 
+def test_a_batch_may_name_users_whose_sign_ups_an_earlier_request_queued(app):
+    """Sign-ups still in the inbox vouch for later batches by the identifiers they were sent
+    with; an identifier nobody signed up with is refused."""
+    queued = [
+        {"id": "s1", "type": "account_created", "user": {"external_id": "q-1", "email": "q1@example.com"}},
+        {"id": "s2", "type": "page_viewed", "user": {"external_id": "q-2"}},
+    ]
+    response = app.post(BATCH, {"events": queued}, format="json")
+    assert response.json()["accepted"] == 2
+    later = [
+        {"id": "a", "type": "user_logged_in", "user": {"email": "Q1@example.com"}},
+        {"id": "b", "type": "food_logged", "user": {"external_id": "q-1"}},
+        {"id": "c", "type": "food_logged", "user": {"external_id": "q-2"}},
+        {"id": "d", "type": "food_logged", "user": {"email": "q2@example.com"}},
+        {"id": "e", "type": "food_logged", "user": {"external_id": "q-3"}},
+    ]
+    body = batch(app, later)
+    assert statuses(body) == ["accepted", "accepted", "accepted", "rejected", "rejected"]
+    assert Activity.objects.filter(contact__external_id="q-1").count() == 3
+    # Once applied, the contacts vouch; the inbox rows no longer do (they are not pending).
+    again = batch(app, [{"id": "f", "type": "custom", "user": {"external_id": "q-2"}}])
+    assert statuses(again) == ["accepted"]
+
+
 def test_types_with_real_effects_run_in_a_batch_beside_the_timeline(app):
     ContactFactory(email=None, external_id="u-1", lifecycle_stage="patient")
     events = [
