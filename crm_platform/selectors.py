@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import copy
 import hashlib
 import hmac
 import ipaddress
@@ -109,15 +110,17 @@ return 1
 
 # Verified keys are also remembered in this process for API_KEY_LOCAL_CACHE_SECONDS (a Redis
 # round trip is a good part of a small request's cost): a revocation is at once in the process
-# that made it, and within those seconds everywhere else.
-_local: dict[str, tuple[float, dict]] = {}
+# that made it, and within those seconds everywhere else. The row is kept built, and each
+# request gets a shallow copy (building a model instance, with its init signals, cost more
+# than the rest of the lookup).
+_local: dict[str, tuple[float, ApiKey]] = {}
 _LOCAL_MAX = 1000
 
 
 def _cached(hashed: str) -> ApiKey | None:
     local = _local.get(hashed)
     if local is not None and local[0] > time.monotonic():
-        return _key_from(local[1])
+        return copy.copy(local[1])
     try:
         raw = get_redis().get(cache_key_for(hashed))
     except RedisError:  # Redis down: fall back to PostgreSQL, the source of truth
@@ -125,9 +128,9 @@ def _cached(hashed: str) -> ApiKey | None:
         return None
     if raw is None or raw == _FORGOTTEN:
         return None
-    data = json.loads(raw)
-    _remember_locally(hashed, data)
-    return _key_from(data)
+    key = _key_from(json.loads(raw))
+    _remember_locally(hashed, key)
+    return copy.copy(key)
 
 
 def _key_from(data: dict) -> ApiKey:
@@ -138,13 +141,13 @@ def _key_from(data: dict) -> ApiKey:
     return ApiKey(**data)
 
 
-def _remember_locally(hashed: str, data: dict) -> None:
+def _remember_locally(hashed: str, key: ApiKey) -> None:
     seconds = settings.API_KEY_LOCAL_CACHE_SECONDS
     if not seconds:
         return
     if len(_local) >= _LOCAL_MAX:
         _local.clear()
-    _local[hashed] = (time.monotonic() + seconds, data)
+    _local[hashed] = (time.monotonic() + seconds, key)
 
 
 def _remember(key: ApiKey) -> None:
@@ -165,7 +168,7 @@ def _remember(key: ApiKey) -> None:
         logger.warning("api key cache unavailable")
         return
     if stored:
-        _remember_locally(key.hashed_key, data)
+        _remember_locally(key.hashed_key, copy.copy(key))
 
 
 def api_key_forget(hashed_key: str) -> None:

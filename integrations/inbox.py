@@ -281,12 +281,14 @@ def inbox_accept_one(*, owner: str, route: str, actor: Actor, entry: Entry) -> A
     raised (ValidationError or ConflictError, recorded as a failed SyncEvent). A refused event
     looks its key up first, so an answered event replays even if it would be refused today.
 
-    The common case, a type that needs a known user named by one identifier, is one statement:
-    the INSERT carries the check (the user is a contact, or their sign-up is queued)."""
+    The common case, an event naming a known user by one identifier, is one statement: the
+    INSERT carries the check (the user is a contact, or their sign-up is queued). A known user
+    is all any type needs then (suppression and identity conflicts concern new people and two
+    identifiers); an unknown one takes the long way, which may still accept a sign-up."""
     event = entry.event
     ref = next(iter(event.user.items())) if len(event.user) == 1 else None
     looked_up = False  # whether the key is known to be free (looked up since the INSERT skipped it)
-    if ref is not None and not EVENT_TYPES[event.type].creates_user:
+    if ref is not None:
         written = _insert_if_known(owner, route, actor, entry, ref)
         if written is not None:
             transaction.on_commit(inbox_kick, robust=True)
@@ -313,7 +315,7 @@ def _insert_if_known(owner: str, route: str, actor: Actor, entry: Entry, ref: tu
     event = entry.event
     with _prepared_cursor() as cursor:
         cursor.execute(
-            _INSERT_INTO + "SELECT %s, %s, %s, %s, %s, %s, %s, false, %s::jsonb, %s::jsonb, 'pending', %s "  # noqa: S608 - our names
+            _INSERT_INTO + "SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb, 'pending', %s "  # noqa: S608 - our names
             f"WHERE EXISTS (SELECT 1 FROM {_CONTACTS} WHERE {column} = %s) "
             f"OR EXISTS (SELECT 1 FROM {_TABLE} WHERE status = 'pending' AND creates_user "
             f"AND user_{column} <> '' AND user_{column} = %s) "
@@ -326,6 +328,7 @@ def _insert_if_known(owner: str, route: str, actor: Actor, entry: Entry, ref: tu
                 event.type,
                 event.user.get("external_id", ""),
                 event.user.get("email", ""),
+                EVENT_TYPES[event.type].creates_user,
                 dumps(_stored(event)),
                 json.dumps(actor.to_task()),
                 timezone.now(),

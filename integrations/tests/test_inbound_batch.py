@@ -293,13 +293,21 @@ def test_the_hot_paths_take_a_bounded_number_of_queries(app):
         ]
 
     single(app, {"type": "custom", "user": {"external_id": "u-0"}}, "warm")
-    with CaptureQueriesContext(connection) as request:
-        response = app.post(
-            EVENTS, {"type": "food_logged", "user": {"external_id": "u-1"}}, format="json", HTTP_IDEMPOTENCY_KEY="q1"
-        )
-    assert response.status_code == 202
-    # The request: one INSERT that also checks the user (the API key is cached).
-    assert len(_statements(request)) == 1, _statements(request)
+    # The request: one INSERT that also checks the user (the API key is cached), whether the
+    # type needs a known user or may create one (page_viewed: this user is known).
+    for n, kind in enumerate(["food_logged", "page_viewed"], start=1):
+        with CaptureQueriesContext(connection) as request:
+            response = app.post(
+                EVENTS, {"type": kind, "user": {"external_id": f"u-{n}"}}, format="json", HTTP_IDEMPOTENCY_KEY=f"q{n}"
+            )
+        assert response.status_code == 202
+        assert len(_statements(request)) == 1, _statements(request)
+    assert list(
+        InboundEvent.objects.filter(key__in=["q1", "q2"]).order_by("key").values_list("creates_user", flat=True)
+    ) == [
+        False,
+        True,
+    ]
     inbox_apply()
 
     def applied(count, tag):
