@@ -131,7 +131,7 @@ def inbox_refusals(events: list[Event]) -> dict[int, ValidationError | ConflictE
     by_email: dict[str, int] = {}
     by_external: dict[str, int] = {}
     queued: set[tuple[str, str]] = set()
-    with connection.cursor() as cursor:
+    with _prepared_cursor() as cursor:
         # The identifiers travel as two JSON arrays (a thousand parameters cost more in Python).
         # Queued sign-ups are joined from the identifiers' side: written as `= ANY(...)` over the
         # inbox, the planner, whose statistics saw few pending rows, walked every pending row
@@ -265,7 +265,7 @@ def _insert(owner: str, route: str, actor: Actor, entries: list[Entry]) -> dict[
         }
         for n, entry in enumerate(entries)
     ]
-    with connection.cursor() as cursor:
+    with _prepared_cursor() as cursor:
         # The rows travel as one JSON document (psycopg would quote a thousand JSON texts in Python).
         cursor.execute(
             _INSERT_INTO + "SELECT %s, u.k, u.h, %s, u.t, u.x, u.e, u.c, u.p, %s::jsonb, 'pending', %s "
@@ -344,7 +344,9 @@ def _prepared_cursor():
     """A Django cursor over a server-binding psycopg cursor: the statement is sent with its
     parameters apart, and psycopg prepares it once it has run a few times on the connection
     (prepare_threshold), so PostgreSQL stops parsing and planning the hot INSERT on every
-    request. Django's client-side cursors (the project default) never prepare."""
+    request. Django's client-side cursors (the project default) never prepare, and merge the
+    parameters into the statement's text: a batch's 400 KB document was then quoted and hashed
+    in Python and scanned as one SQL literal by PostgreSQL."""
     connection.ensure_connection()
     raw = psycopg.Cursor(connection.connection)
     return (CursorDebugWrapper if connection.queries_logged else CursorWrapper)(raw, connection)
