@@ -247,7 +247,7 @@ def celery_worker(env: dict[str, str], log_path: str | None = None) -> Iterator[
     processes would add no applying: the applier takes one batch at a time (an advisory lock)."""
     command = [sys.executable, "-m", "celery", "-A", "crm_platform", "worker", "-Q", "sync,default"]
     command += ["--pool", "solo", "-l", "INFO" if log_path else "WARNING"]
-    worker_env = {**env, "DJANGO_SETTINGS_MODULE": "crm_platform.settings"}
+    worker_env = {**env, "DJANGO_SETTINGS_MODULE": "bench.settings"}  # DEBUG off, as production
     with open(log_path, "w+b") if log_path else tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(command, cwd=ROOT, env=worker_env, stdout=log, stderr=log, start_new_session=True)
         worker = Worker(proc, log)

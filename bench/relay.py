@@ -120,7 +120,7 @@ def receiver(port: int, log_path: Path, secret: str):
 @contextlib.contextmanager
 def workers(concurrency: int, workdir: Path):
     """Real Celery workers on the relay's queue, against the dev database and broker."""
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "crm_platform.settings", "WEBHOOK_ALLOW_PRIVATE_TARGETS": "true"}
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "bench.settings", "WEBHOOK_ALLOW_PRIVATE_TARGETS": "true"}
     log_path = workdir / "worker.log"
     command = [str(PYTHON_BIN / "celery"), "-A", "crm_platform", "worker", "-Q", QUEUE, "-c", str(concurrency)]
     command += ["--pool", "prefork", "-l", "INFO", "-n", f"bench-relay-{os.getpid()}@%h", "--without-mingle"]

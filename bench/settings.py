@@ -14,8 +14,8 @@ ROOT_URLCONF = "bench.urls"
 LOGGING = copy.deepcopy(_PRODUCT_LOGGING)
 LOGGING["loggers"]["crm_platform.request"] = {"level": "WARNING"}
 
-# Benchmarks measure the request path as production runs it: DEBUG off. With DEBUG on, Django
-# keeps every SQL statement of a request with its parameters merged in (for a 1,000-event batch,
-# a 400 KB statement composed in Python and kept in memory), which production never does. The
-# rest of development mode stays: its derived secrets, plain HTTP on loopback.
+# Benchmarks run the server and the workers as production does: DEBUG off. With DEBUG on, Django
+# composes and keeps the text of every SQL statement, parameters merged in (the inbox applier's
+# and the batch endpoint's statements carry documents of hundreds of KB); production never does.
+# The rest of development mode stays: its derived secrets, plain HTTP on loopback.
 DEBUG = False

@@ -29,6 +29,7 @@ def _freeze_startup_heap(**kwargs):
     from django.apps import apps
 
     if apps.ready:
+        gc.collect()
         gc.freeze()
 
 

@@ -120,7 +120,7 @@ _LOCAL_MAX = 1000
 def _cached(hashed: str) -> ApiKey | None:
     local = _local.get(hashed)
     if local is not None and local[0] > time.monotonic():
-        return copy.copy(local[1])
+        return _copy(local[1])
     try:
         raw = get_redis().get(cache_key_for(hashed))
     except RedisError:  # Redis down: fall back to PostgreSQL, the source of truth
@@ -130,11 +130,19 @@ def _cached(hashed: str) -> ApiKey | None:
         return None
     key = _key_from(json.loads(raw))
     _remember_locally(hashed, key)
-    return copy.copy(key)
+    return _copy(key)
+
+
+def _copy(key: ApiKey) -> ApiKey:
+    """A request's own copy of a remembered key: its lists too, so nothing one request does to
+    them reaches another."""
+    mine = copy.copy(key)
+    mine.scopes, mine.allowed_ips = list(key.scopes), list(key.allowed_ips)
+    return mine
 
 
 def _key_from(data: dict) -> ApiKey:
-    data = dict(data)
+    data = {**data, "scopes": list(data["scopes"]), "allowed_ips": list(data["allowed_ips"])}
     for field in _DATETIME_FIELDS:
         if data[field] is not None:
             data[field] = datetime.fromisoformat(data[field])
@@ -168,7 +176,7 @@ def _remember(key: ApiKey) -> None:
         logger.warning("api key cache unavailable")
         return
     if stored:
-        _remember_locally(key.hashed_key, copy.copy(key))
+        _remember_locally(key.hashed_key, _key_from(data))  # built whole, as from Redis
 
 
 def api_key_forget(hashed_key: str) -> None:

@@ -116,14 +116,7 @@ def inbox_refusals(events: list[Event]) -> dict[int, ValidationError | ConflictE
     unsubscribed for good) unless the type is a sign-up, which lifts it. At most two queries,
     and none when no event can fail."""
 
-    def needs_user(event: Event) -> bool:
-        return not EVENT_TYPES[event.type].creates_user
-
-    def may_be_suppressed(event: Event) -> bool:
-        kind = EVENT_TYPES[event.type]
-        return kind.creates_user and not kind.lifts_suppression and bool(event.user.get("email") or _phone(event))
-
-    checked = [e for e in events if needs_user(e) or len(e.user) == 2 or may_be_suppressed(e)]
+    checked = [e for e in events if _needs_check(e)]
     if not checked:
         return {}
     emails = sorted({e.user["email"] for e in checked if "email" in e.user})
@@ -167,7 +160,7 @@ def inbox_refusals(events: list[Event]) -> dict[int, ValidationError | ConflictE
 
     # New people first (one query): a sign-up refused for suppression must not vouch for the
     # events after it in this request.
-    suppressed = _suppressed([i for i, e in enumerate(events) if may_be_suppressed(e) and not known_before(e)], events)
+    suppressed = _suppressed([i for i, e in enumerate(events) if _may_be_suppressed(e) and not known_before(e)], events)
     refused: dict[int, ValidationError | ConflictError] = {}
     for index, event in enumerate(events):
         refs = set(event.user.items())
@@ -177,11 +170,22 @@ def inbox_refusals(events: list[Event]) -> dict[int, ValidationError | ConflictE
             refused[index] = conflict
         elif index in suppressed:
             refused[index] = suppressed[index]
-        elif not needs_user(event):
+        elif EVENT_TYPES[event.type].creates_user:
             queued |= refs  # later events in this request may name this user
         elif not (email_contact or external_contact or refs & queued):
             refused[index] = ValidationError({"user": [UNKNOWN_USER]})
     return refused
+
+
+def _needs_check(event: Event) -> bool:
+    """Whether inbox_refusals has anything to look up for this event: a user it must know, two
+    identifiers that may name two people, or a new person who may be suppressed."""
+    return not EVENT_TYPES[event.type].creates_user or len(event.user) == 2 or _may_be_suppressed(event)
+
+
+def _may_be_suppressed(event: Event) -> bool:
+    kind = EVENT_TYPES[event.type]
+    return kind.creates_user and not kind.lifts_suppression and bool(event.user.get("email") or _phone(event))
 
 
 def _conflict(event: Event) -> ConflictError | None:
@@ -281,14 +285,15 @@ def inbox_accept_one(*, owner: str, route: str, actor: Actor, entry: Entry) -> A
     raised (ValidationError or ConflictError, recorded as a failed SyncEvent). A refused event
     looks its key up first, so an answered event replays even if it would be refused today.
 
-    The common case, an event naming a known user by one identifier, is one statement: the
-    INSERT carries the check (the user is a contact, or their sign-up is queued). A known user
-    is all any type needs then (suppression and identity conflicts concern new people and two
-    identifiers); an unknown one takes the long way, which may still accept a sign-up."""
+    One statement in the common cases: an event with nothing to check (a sign-up-capable type
+    naming one identifier, no email or phone to find on the suppression list) is inserted; an
+    event that needs a known user, or may be a suppressed newcomer, named by one identifier is
+    inserted by an INSERT carrying the check (the user is a contact, or their sign-up is
+    queued): a known user is all either needs. Otherwise the long way."""
     event = entry.event
     ref = next(iter(event.user.items())) if len(event.user) == 1 else None
     looked_up = False  # whether the key is known to be free (looked up since the INSERT skipped it)
-    if ref is not None:
+    if ref is not None and _needs_check(event):
         written = _insert_if_known(owner, route, actor, entry, ref)
         if written is not None:
             transaction.on_commit(inbox_kick, robust=True)

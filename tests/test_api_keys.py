@@ -112,6 +112,20 @@ def test_each_process_remembers_a_verified_key_for_a_few_seconds(api_client, mak
             assert api_client.get("/api/v1/me").status_code == 200
 
 
+def test_each_request_gets_its_own_copy_of_a_remembered_key(make_key):
+    key, raw = make_key()
+    selectors._local.clear()
+    first = selectors.api_key_verify(raw_key=raw, ip="127.0.0.1")  # verified, remembered
+    first.scopes.append("admin")
+    first.name = "changed"
+    for _ in range(2):  # from this process's memory, then (forgotten here) from Redis
+        again = selectors.api_key_verify(raw_key=raw, ip="127.0.0.1")
+        assert again is not first and again.pk == key.pk
+        assert again.scopes == key.scopes and "admin" not in again.scopes and again.name == key.name
+        again.scopes.append("admin")
+        selectors._local.clear()
+
+
 def test_last_used_is_written_again_after_a_minute(make_key):
     from crm_platform.selectors import api_key_verify
 

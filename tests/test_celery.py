@@ -98,15 +98,20 @@ def test_a_task_sent_to_one_queue_is_not_delivered_to_another():
         "import crm_platform.wsgi",
         "import django; django.setup(); from celery import signals; from crm_platform.celery import app; "
         "signals.worker_ready.send(sender=None)",
+        "import django; django.setup(); from celery import signals; from crm_platform.celery import app; "
+        "signals.worker_process_init.send(sender=None)",
     ],
-    ids=["web", "worker"],
+    ids=["web", "solo worker", "prefork child"],
 )
 def test_web_and_worker_processes_freeze_what_startup_loaded(code):
     """Full collections skip the objects loading Django made (see crm_platform/wsgi.py)."""
     import subprocess
     import sys
 
-    script = f"import gc; {code}; print(gc.get_freeze_count())"
+    script = f"import gc; {code}; import sys; print(gc.get_freeze_count(), 'integrations.inbound_apis' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert int(done.stdout.split()[-1]) > 50_000
+    frozen, views_loaded = done.stdout.split()[-2:]
+    assert int(frozen) > 50_000
+    if code == "import crm_platform.wsgi":
+        assert views_loaded == "True"  # the URLconf and its views were loaded before the freeze
