@@ -3,6 +3,7 @@ explicitly to every service (no thread-locals)."""
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import uuid
 from dataclasses import dataclass
@@ -73,7 +74,14 @@ def client_ip(request) -> str | None:
         chain = [part.strip() for part in forwarded.split(",") if part.strip()]
         if len(chain) >= hops:
             ip = chain[-hops]
+    return _normalized_ip(ip) if ip else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _normalized_ip(ip: str) -> str | None:
+    """The address in its canonical form, or None if it is not one (asked several times per
+    request, by authentication, throttles and the actor, for a few distinct addresses)."""
     try:
-        return str(ipaddress.ip_address(ip)) if ip else None
+        return str(ipaddress.ip_address(ip))
     except ValueError:
         return None

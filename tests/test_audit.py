@@ -55,3 +55,6 @@ def test_client_ip_honours_only_trusted_proxies(rf, settings):
     assert client_ip(request) == "10.0.0.1"
     settings.TRUSTED_PROXY_COUNT = 1
     assert client_ip(request) == "203.0.113.5"
+    # Addresses come back in their canonical form; anything else is no address.
+    for forwarded, expected in (("2001:DB8::0001", "2001:db8::1"), ("not-an-ip", None), ("", "10.0.0.1")):
+        assert client_ip(rf.get("/", REMOTE_ADDR="10.0.0.1", HTTP_X_FORWARDED_FOR=forwarded)) == expected
