@@ -37,6 +37,12 @@ b. POST /api/v1/events/batch, 1,000 events a request from 2 client threads, inte
    and with a view writing only the rows every event must leave (activity,
    audit, sync log, inbox row) into empty copies of their tables, no lookup and no logic: that is
    what applying costs at the least, so it is set beside the applied end-to-end rate.
+Beside a. and b., the CPU a request (or 1,000 events) took, from /proc (bench/cpu.py): in the
+gunicorn workers and the PostgreSQL backends serving them, ours and the ceiling's, and what the
+worker applying our events spent meanwhile (info). Throughput here swings with the machine;
+these costs move far less, and their ratio says how much dearer our request is than the
+ceiling's whatever else runs.
+
 c. A single-event run where 10% of requests are re-sent with the key (and body) of the one before
    and 10% name a user the CRM does not know yet (page_viewed creates them). Once the applier has
    drained it, the database is counted: every inbox row of the run applied must have exactly one
@@ -89,6 +95,7 @@ from bench.common import (  # noqa: E402
     parse_wrk,
     print_table,
 )
+from bench.cpu import Cost, Meter, children, listener  # noqa: E402
 from crm_platform.actor import Actor  # noqa: E402
 from crm_platform.management.commands.generate_data import CONTACT_PREFIX  # noqa: E402
 from crm_platform.redis import get_redis  # noqa: E402
@@ -166,15 +173,17 @@ def main(argv: list[str] | None = None) -> int:
             gunicorn(workers=args.workers, env=env, log_path=args.server_log) as base,
         ):
             inbox = Inbox(f"key:{key.pk}", worker, broker_client)
+            master = listener(int(base.rsplit(":", 1)[1]))
+            meter = Meter({"web": children(master) if master else set(), "worker": {worker.proc.pid}})
             check_event(base, auth, users[0])
             print(f"warming up: one event for each of the {len(users):,} users, in batches ...", flush=True)
             rows += warm_rows(*inbox.run(f"event:{run}-warm-%", lambda: warm_users(base, auth, users, run)))
             if "a" in args.only:
                 print("a. single events against the one-insert view ...", flush=True)
-                rows += single_rows(*single_figures(base, auth, users, run, args, inbox))
+                rows += single_rows(*single_figures(base, auth, users, run, args, inbox, meter))
             if "b" in args.only:
                 print("b. batches against the unnest view and the required writes ...", flush=True)
-                rows += batch_rows(*batch_figures(base, auth, users, run, args, inbox))
+                rows += batch_rows(*batch_figures(base, auth, users, run, args, inbox, meter))
             if "c" in args.only:
                 print("c. 10% re-sent with the same key ...", flush=True)
                 resend_counts, resend_figure = resend_run(base, auth, users, run, args, inbox)
@@ -504,32 +513,38 @@ def wrk_ceiling(url: str, *, duration: float, connections: int) -> Figure:
 
 
 def single_figures(
-    base: str, auth: str, users: list[str], run: str, args, inbox: Inbox
-) -> tuple[Figure, Figure, Applied]:
-    """Ours (accepted), the one-insert ceiling, interleaved, and what the applier made of our
-    slices' rows (each slice drained before the ceiling's, see the module docstring)."""
+    base: str, auth: str, users: list[str], run: str, args, inbox: Inbox, meter: Meter
+) -> tuple[Figure, Figure, Applied, dict[str, Cost]]:
+    """Ours (accepted), the one-insert ceiling, interleaved, what the applier made of our
+    slices' rows (each slice drained before the ceiling's, see the module docstring), and the
+    CPU each took per request (bench/cpu.py; ours until its slice was drained)."""
     load = {"connections": args.connections}
     ours_url, ceiling_url = base + "/api/v1/events", base + "/bench/ceiling/insert"
     inbox.run(f"{run}w-%", lambda: wrk_events(ours_url, auth, users, f"{run}w", duration=WARMUP_SECONDS, **load))
     wrk_ceiling(ceiling_url, duration=WARMUP_SECONDS, **load)
     slices: dict[str, list[Figure]] = {"ours": [], "ceiling": []}
+    costs = {"ours": Cost(), "ceiling": Cost()}
     applied = Applied()
     for n in range(args.rounds):
         duration = args.duration / args.rounds
+        meter.start()
         (figure, _), slice_applied = inbox.run(
             f"{run}s{n}-%", lambda n=n, d=duration: wrk_events(ours_url, auth, users, f"{run}s{n}", duration=d, **load)
         )
+        costs["ours"].add(meter.stop(), figure.requests)
         slices["ours"].append(figure)
         applied += slice_applied
+        meter.start()
         slices["ceiling"].append(wrk_ceiling(ceiling_url, duration=duration, **load))
+        costs["ceiling"].add(meter.stop(), slices["ceiling"][-1].requests)
     ours, ceiling = merge(slices["ours"]), merge(slices["ceiling"])
     for name, figure in (("/api/v1/events", ours), ("the one-insert view", ceiling)):
         if figure.non_2xx or figure.socket_errors:
             raise BenchError(f"{name}: {figure.non_2xx} non-2xx, {figure.socket_errors} socket errors")
-    return ours, ceiling, applied
+    return ours, ceiling, applied, costs
 
 
-def single_rows(ours: Figure, ceiling: Figure, applied: Applied) -> list[Row]:
+def single_rows(ours: Figure, ceiling: Figure, applied: Applied, costs: dict[str, Cost]) -> list[Row]:
     ratio = ours.rps / ceiling.rps
     absolute = ours.rps >= SINGLE_PER_S and ours.p99_ms < SINGLE_P99_MS
     return [
@@ -542,7 +557,31 @@ def single_rows(ours: Figure, ceiling: Figure, applied: Applied) -> list[Row]:
             ratio=f"{ratio:.0%}",
         ),
         Row("   applied end to end", applied.figure(), "info; all applied, 0 failed", applied.failed == 0),
+        cpu_row("   CPU per request", costs["ours"], costs["ceiling"], 1, "one-insert view"),
     ]
+
+
+def cpu_row(name: str, ours: Cost, ceiling: Cost, unit: int, ceiling_name: str) -> Row:
+    """What a request (or `unit` events) cost in CPU: ours in the web workers and the database
+    backends serving them, plus the worker applying them meanwhile; the ceiling's in the web
+    workers and their backends. The ratio compares the requests' own costs (info)."""
+    digits = 2 if unit == 1 else 0
+
+    def ms(cost: Cost, *groups: str) -> str:
+        return f"{sum(cost.per(group, unit) for group in groups):.{digits}f}"
+
+    ours_request = ours.per("web", unit) + ours.per("web db", unit)
+    ceiling_request = ceiling.per("web", unit) + ceiling.per("web db", unit)
+    return Row(
+        name,
+        f"{ms(ours, 'web', 'web db')} ms (web {ms(ours, 'web')} + database {ms(ours, 'web db')}); "
+        f"applying {ms(ours, 'worker', 'worker db')} ms",
+        "info",
+        None,
+        ceiling=f"{ms(ceiling, 'web', 'web db')} ms (web {ms(ceiling, 'web')} + database "
+        f"{ms(ceiling, 'web db')}, {ceiling_name})",
+        ratio=f"{ceiling_request / ours_request:.0%}" if ours_request else "",
+    )
 
 
 # -- b. batches -------------------------------------------------------------------------------------
@@ -599,11 +638,11 @@ def check_ceiling(response: requests.Response) -> None:
 
 
 def batch_figures(
-    base: str, auth: str, users: list[str], run: str, args, inbox: Inbox
-) -> tuple[float, float, float, float, Applied]:
+    base: str, auth: str, users: list[str], run: str, args, inbox: Inbox, meter: Meter
+) -> tuple[float, float, float, float, Applied, dict[str, Cost]]:
     """Ours (accepted), the unnest ceiling (DESIGN.md), the inbox-row ceiling and the
-    required-writes ceiling, interleaved, and what the applier made of our rounds' rows (each
-    round's drained before the ceilings run)."""
+    required-writes ceiling, interleaved, what the applier made of our rounds' rows (each
+    round's drained before the ceilings run), and the CPU ours and the unnest view took."""
     ensure_event_write_tables()
     urls = {
         "ours": base + "/api/v1/events/batch",
@@ -614,12 +653,14 @@ def batch_figures(
     headers = {"ours": {"Authorization": auth}, "unnest": {}, "inbox": {}, "writes": {}}
     checks = {"ours": check_batch, "unnest": check_ceiling, "inbox": check_ceiling, "writes": check_ceiling}
     rates: dict[str, list[float]] = {name: [] for name in urls}
+    costs = {"ours": Cost(), "unnest": Cost()}
     applied = Applied()
     per_round = args.batches // args.rounds
     for n in range(-1, args.rounds):  # round -1 warms every view up
         for name, url in urls.items():
             bodies = batch_bodies(users, run, BATCH_CLIENTS if n < 0 else per_round, f"{name}{n}-")
             post = functools.partial(post_all, url, bodies, headers[name], checks[name])
+            meter.start()
             if name == "ours":
                 rate, round_applied = inbox.run(f"event:{run}-{name}{n}-%", post)
                 if n >= 0:
@@ -628,11 +669,15 @@ def batch_figures(
                 rate = post()
             if n >= 0:
                 rates[name].append(rate)
+                if name in costs:
+                    costs[name].add(meter.stop(), len(bodies) * BATCH_SIZE)
     ours, unnest, inbox_rows, writes = (sum(r) / len(r) for r in rates.values())
-    return ours, unnest, inbox_rows, writes, applied
+    return ours, unnest, inbox_rows, writes, applied, costs
 
 
-def batch_rows(ours: float, ceiling: float, inbox_rows: float, writes: float, applied: Applied) -> list[Row]:
+def batch_rows(
+    ours: float, ceiling: float, inbox_rows: float, writes: float, applied: Applied, costs: dict[str, Cost]
+) -> list[Row]:
     ratio = ours / ceiling
     return [
         Row(
@@ -659,6 +704,7 @@ def batch_rows(ours: float, ceiling: float, inbox_rows: float, writes: float, ap
             ceiling=f"{writes:,.0f} events/s (rows an event must write: activity, audit, sync, inbox; no logic)",
             ratio=f"{applied.rate / writes:.0%}",
         ),
+        cpu_row("   CPU per 1,000 events", costs["ours"], costs["unnest"], BATCH_SIZE, "unnest view"),
     ]
 
 
