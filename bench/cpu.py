@@ -22,15 +22,17 @@ _SOCKET = re.compile(r"socket:\[(\d+)\]")
 
 def cpu_seconds(pids: Iterable[int]) -> float:
     """User + system CPU seconds used so far by these processes (gone ones count 0)."""
-    total = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / _TICKS
+    return sum(_cpu(pid) or 0.0 for pid in pids)
+
+
+def _cpu(pid: int) -> float | None:
+    """CPU seconds used so far by one process, or None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
 def children(pid: int) -> set[int]:
@@ -93,6 +95,7 @@ def backends_of(pids: Iterable[int]) -> set[int]:
     if not ports:
         return set()
     with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_clear_snapshot()")  # inside a transaction, read afresh
         cursor.execute(
             "SELECT pid FROM pg_stat_activity WHERE client_port = ANY(%s) AND pid <> pg_backend_pid()", [list(ports)]
         )
@@ -101,22 +104,37 @@ def backends_of(pids: Iterable[int]) -> set[int]:
 
 @dataclass
 class Meter:
-    """CPU seconds per group over a stretch of time. The database backends of each group are
-    found again at every start (connections come and go)."""
+    """CPU seconds per group over a stretch of time; each group's database backends ("<name>
+    db") are counted too. Connections come and go (CONN_MAX_AGE): a backend found only at the
+    end counts whole (it started meanwhile), one gone by the end counts nothing (its last
+    seconds are lost: a slight undercount)."""
 
     groups: dict[str, set[int]]
-    _started: dict[str, float] = field(default_factory=dict)
-    _pids: dict[str, set[int]] = field(default_factory=dict)
+    _started: dict[str, dict[int, float]] = field(default_factory=dict)
+
+    def _members(self) -> dict[str, set[int]]:
+        members = {}
+        for name, pids in self.groups.items():
+            members[name] = set(pids)
+            members[f"{name} db"] = backends_of(pids)
+        return members
 
     def start(self) -> None:
-        self._pids = {}
-        for name, pids in self.groups.items():
-            self._pids[name] = pids
-            self._pids[f"{name} db"] = backends_of(pids)
-        self._started = {name: cpu_seconds(pids) for name, pids in self._pids.items()}
+        self._started = {
+            name: {pid: cpu for pid in pids if (cpu := _cpu(pid)) is not None} for name, pids in self._members().items()
+        }
 
     def stop(self) -> dict[str, float]:
-        return {name: cpu_seconds(pids) - self._started[name] for name, pids in self._pids.items()}
+        spent = {}
+        for name, pids in self._members().items():
+            started = self._started.get(name, {})
+            total = 0.0
+            for pid in pids | set(started):
+                now = _cpu(pid)
+                if now is not None:
+                    total += now - started.get(pid, 0.0)
+            spent[name] = total
+        return spent
 
 
 @dataclass

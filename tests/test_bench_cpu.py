@@ -46,3 +46,17 @@ def test_backends_of_a_process_are_its_database_connections_and_a_meter_counts_t
     cost = Cost()
     cost.add(seconds, 1000)
     assert cost.per("me db", 1000) == pytest.approx(seconds["me db"] * 1000)
+
+
+@pytest.mark.django_db
+def test_a_meter_counts_a_connection_opened_meanwhile_and_never_goes_negative_for_one_closed():
+    settings = connection.get_connection_params()
+    first = psycopg.connect(**settings)
+    first.execute("SELECT count(*) FROM generate_series(1, 3000000)").fetchone()  # CPU before the start
+    meter = Meter({"me": {os.getpid()}})
+    meter.start()
+    first.close()  # gone by the end: counts nothing
+    with psycopg.connect(**settings) as second:  # opened meanwhile: counts whole
+        second.execute("SELECT count(*) FROM generate_series(1, 3000000)").fetchone()
+        seconds = meter.stop()
+    assert seconds["me db"] > 0
