@@ -241,17 +241,12 @@ def inbox_accept(*, owner: str, route: str, actor: Actor, entries: list[Entry]) 
         raise OperationalError("inbox keys kept vanishing between insert and lookup")
     if written:
         transaction.on_commit(inbox_kick, robust=True)
-    accepted = []
-    for entry in entries:
-        if entry.key in written:
-            accepted.append(Accepted(written[entry.key], entry.event.type, route))
-            continue
-        row_id, fingerprint, row_type, row_route = found[entry.key]
-        if fingerprint != entry.fingerprint:
-            accepted.append(Accepted(None, entry.event.type, route, mismatch=True))
-        else:
-            accepted.append(Accepted(row_id, row_type, row_route, replayed=True))
-    return accepted
+    return [
+        Accepted(written[entry.key], entry.event.type, route)
+        if entry.key in written
+        else _found(found[entry.key], entry.fingerprint)
+        for entry in entries
+    ]
 
 
 def _insert(owner: str, route: str, actor: Actor, entries: list[Entry]) -> dict[str, int]:
