@@ -20,13 +20,8 @@ _TICKS = os.sysconf("SC_CLK_TCK")
 _SOCKET = re.compile(r"socket:\[(\d+)\]")
 
 
-def cpu_seconds(pids: Iterable[int]) -> float:
-    """User + system CPU seconds used so far by these processes (gone ones count 0)."""
-    return sum(_cpu(pid) or 0.0 for pid in pids)
-
-
-def _cpu(pid: int) -> float | None:
-    """CPU seconds used so far by one process, or None when it is gone."""
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds used so far by one process, or None when it is gone."""
     try:
         with open(f"/proc/{pid}/stat") as stat:
             fields = stat.read().rsplit(")", 1)[1].split()
@@ -121,7 +116,8 @@ class Meter:
 
     def start(self) -> None:
         self._started = {
-            name: {pid: cpu for pid in pids if (cpu := _cpu(pid)) is not None} for name, pids in self._members().items()
+            name: {pid: cpu for pid in pids if (cpu := cpu_seconds(pid)) is not None}
+            for name, pids in self._members().items()
         }
 
     def stop(self) -> dict[str, float]:
@@ -130,7 +126,7 @@ class Meter:
             started = self._started.get(name, {})
             total = 0.0
             for pid in pids | set(started):
-                now = _cpu(pid)
+                now = cpu_seconds(pid)
                 if now is not None:
                     total += now - started.get(pid, 0.0)
             spent[name] = total
