@@ -60,3 +60,17 @@ def test_secret_key_never_appears_in_output():
     )
     assert secret not in result.stdout + result.stderr
     assert FIELD_KEYS["FIELD_ENCRYPTION_KEYS"] not in result.stdout + result.stderr
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("value", "expected"), [("3", "3"), ("off", "None"), (None, "5")])
+def test_db_prepare_threshold_is_read_from_the_environment(value, expected):
+    env = django_env()
+    env.pop("DB_PREPARE_THRESHOLD", None)
+    if value is not None:
+        env["DB_PREPARE_THRESHOLD"] = value
+    code = "from django.conf import settings; print(settings.DATABASES['default']['OPTIONS']['prepare_threshold'])"
+    command = [str(PYTHON_BIN / "python"), "manage.py", "shell", "-c", code]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == expected

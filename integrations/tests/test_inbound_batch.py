@@ -328,6 +328,33 @@ def test_the_hot_paths_take_a_bounded_number_of_queries(app):
     assert len(large[1]) == len(small[1]) <= 16, large[1]
 
 
+def test_the_inbox_inserts_are_prepared_on_the_connection(app):
+    """After a few runs each hot INSERT is a server-side prepared statement (DB_PREPARE_THRESHOLD):
+    PostgreSQL stops parsing and planning it per request. Django leaves preparing off unless
+    asked, and a server-binding cursor without it prepares nothing."""
+    for n in range(3):
+        ContactFactory(email=None, external_id=f"p-{n}")
+
+    def prepared() -> list[str]:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT statement FROM pg_prepared_statements WHERE statement LIKE 'INSERT INTO %%'")
+            return [row[0] for row in cursor.fetchall()]
+
+    for n in range(8):  # above the threshold (5)
+        response = app.post(
+            EVENTS,
+            {"type": "food_logged", "user": {"external_id": f"p-{n % 3}"}},
+            format="json",
+            HTTP_IDEMPOTENCY_KEY=f"prep{n}",
+        )
+        assert response.status_code == 202, response.content
+        events = [{"id": f"prep{n}-{i}", "type": "food_logged", "user": {"external_id": "p-1"}} for i in range(2)]
+        assert app.post(BATCH, {"events": events}, format="json").json()["accepted"] == 2
+    statements = prepared()
+    assert any("WHERE EXISTS" in s for s in statements), statements  # the single event's INSERT with its check
+    assert any("jsonb_to_recordset" in s for s in statements), statements  # the batch's
+
+
 def _statements(captured) -> list[str]:
     return [q["sql"] for q in captured.captured_queries if not q["sql"].startswith(("SAVEPOINT", "RELEASE"))]
 
