@@ -19,7 +19,7 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
@@ -37,8 +37,10 @@ from integrations import sync
 from integrations.inbound_timeline import UNKNOWN_USER, Outcome, TimelineBatch
 
 
-@dataclass(frozen=True)
-class Event:
+class Event(NamedTuple):
+    """A parsed event. Immutable; a named tuple rather than a frozen dataclass because a batch
+    builds a thousand of them per request and the applier as many again (0.8 against 2.6 us)."""
+
     type: str
     occurred_at: dt.datetime
     user: dict[str, str]
@@ -264,8 +266,9 @@ class EventInput(serializers.Serializer):
 _SOURCES = frozenset(EventInput().fields["source"].choices)
 
 
-def event_parse(data: Any) -> Event:
+def event_parse(data: Any, *, received_at: dt.datetime | None = None) -> Event:
     """The envelope and the type's own schema; ValidationError (field paths) on any problem.
+    An event without occurred_at happened when it was received (`received_at`, default now).
 
     A well-formed envelope is read by hand (a batch has a thousand of them; the serializer takes
     ~0.3 ms each); anything unusual goes through EventInput, which has the last word and words
@@ -288,7 +291,7 @@ def event_parse(data: Any) -> Event:
         user["email"] = contacts.normalize_email(user["email"])
     return Event(
         type=values["type"],
-        occurred_at=values.get("occurred_at") or timezone.now(),
+        occurred_at=values.get("occurred_at") or received_at or timezone.now(),
         user=user,
         properties=properties,
         source=values.get("source", "app"),

@@ -13,6 +13,7 @@ import hashlib
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import OperationalError
+from django.utils import timezone
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from psycopg.errors import DeadlockDetected
 from rest_framework import serializers
@@ -180,6 +181,7 @@ def batch_queue(items: list[dict], *, actor: Actor, owner: str) -> list[dict]:
     leaders: dict[str, tuple[int, str]] = {}  # event id -> (first index, fingerprint)
     repeats: list[tuple[int, str, str]] = []
     parsed: list[tuple[int, Entry]] = []
+    received_at = timezone.now()  # when an event without occurred_at happened
     for index, item in enumerate(items):
         event_id = item.get("id")
         if not isinstance(event_id, str) or not 0 < len(event_id) <= 200:
@@ -191,7 +193,7 @@ def batch_queue(items: list[dict], *, actor: Actor, owner: str) -> list[dict]:
             continue
         leaders[event_id] = (index, fingerprint)
         try:
-            parsed.append((index, Entry(f"event:{event_id}", fingerprint, event_parse(item))))
+            parsed.append((index, Entry(f"event:{event_id}", fingerprint, event_parse(item, received_at=received_at))))
         except ValidationError as exc:
             results[index] = _rejected(event_id, outcome_errors(exc))
     refusals = inbox_refusals([entry.event for _, entry in parsed])

@@ -250,27 +250,32 @@ def inbox_accept(*, owner: str, route: str, actor: Actor, entries: list[Entry]) 
 
 
 def _insert(owner: str, route: str, actor: Actor, entries: list[Entry]) -> dict[str, int]:
-    """INSERT the entries' rows in order, skipping keys already there: {key: id} of those written."""
-    rows = [
-        {
-            "n": n,
-            "k": entry.key,
-            "h": entry.fingerprint,
-            "t": entry.event.type,
-            "x": entry.event.user.get("external_id", ""),
-            "e": entry.event.user.get("email", ""),
-            "c": EVENT_TYPES[entry.event.type].creates_user,
-            "p": _stored(entry.event),
-        }
-        for n, entry in enumerate(entries)
+    """INSERT the entries' rows in order, skipping keys already there: {key: id} of those written.
+
+    The rows travel as one JSON array per column, written by orjson and read by PostgreSQL as
+    `json`, which it only checks, then walked once each (ROWS FROM); only each payload is parsed,
+    as the jsonb it is stored as. One jsonb document of rows cost PostgreSQL a full parse into
+    jsonb first (~12 ms a thousand); a thousand parameters, or psycopg's arrays, cost Python more
+    (its list dumpers pack each element in Python)."""
+    events = [entry.event for entry in entries]
+    columns = [
+        [entry.key for entry in entries],
+        [entry.fingerprint for entry in entries],
+        [event.type for event in events],
+        [event.user.get("external_id", "") for event in events],
+        [event.user.get("email", "") for event in events],
+        [EVENT_TYPES[event.type].creates_user for event in events],
+        [_stored(event) for event in events],
     ]
     with _prepared_cursor() as cursor:
-        # The rows travel as one JSON document (psycopg would quote a thousand JSON texts in Python).
         cursor.execute(
-            _INSERT_INTO + "SELECT %s, u.k, u.h, %s, u.t, u.x, u.e, u.c, u.p, %s::jsonb, 'pending', %s "
-            "FROM jsonb_to_recordset(%s::jsonb) AS u(n int, k text, h text, t text, x text, e text, c bool, p jsonb) "
-            "ORDER BY u.n ON CONFLICT (owner, key) DO NOTHING RETURNING key, id",
-            [owner, route, json.dumps(actor.to_task()), timezone.now(), dumps(rows)],
+            _INSERT_INTO + "SELECT %s, u.k, u.h, %s, u.t, u.x, u.e, u.c::bool, u.p::jsonb, %s::jsonb, 'pending', %s "  # noqa: S608 - our names
+            "FROM ROWS FROM (json_array_elements_text(%s::json), json_array_elements_text(%s::json), "
+            "json_array_elements_text(%s::json), json_array_elements_text(%s::json), "
+            "json_array_elements_text(%s::json), json_array_elements_text(%s::json), json_array_elements(%s::json)) "
+            "WITH ORDINALITY AS u(k, h, t, x, e, c, p, n) ORDER BY u.n ON CONFLICT (owner, key) DO NOTHING "
+            "RETURNING key, id",
+            [owner, route, json.dumps(actor.to_task()), timezone.now(), *map(dumps, columns)],
         )
         return dict(cursor.fetchall())
 
