@@ -1,16 +1,15 @@
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
-from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, models
 from django.utils import timezone
 
 from compliance.models import AuditEvent
 from compliance.registry import is_personal
 from crm_platform.actor import Actor
+from crm_platform.api.fastjson import django_dumps
 
 _SCALARS = (str, int, float, bool, type(None))
 
@@ -72,7 +71,7 @@ def audit_record_many(*, actor: Actor, action: str, object_type: str, rows: list
                 actor.ip,
                 # One JSON document rather than a text[] of JSON texts, whose quoting escapes
                 # every double quote one at a time (outbox_publish_many does the same).
-                json.dumps(
+                django_dumps(
                     [
                         [
                             "" if row[0] in (None, "") else str(row[0]),
@@ -80,8 +79,7 @@ def audit_record_many(*, actor: Actor, action: str, object_type: str, rows: list
                             row[2] if len(row) > 2 else None,
                         ]
                         for row in rows
-                    ],
-                    cls=DjangoJSONEncoder,
+                    ]
                 ),
             ],
         )

@@ -7,16 +7,15 @@ PHI guard there, on its way out.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
-from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models, transaction
 from kombu.exceptions import KombuError
 from redis.exceptions import RedisError
 
 from crm_platform.actor import Actor
+from crm_platform.api.fastjson import django_dumps
 from crm_platform.models import OutboxMessage
 
 logger = logging.getLogger(__name__)
@@ -90,9 +89,7 @@ def outbox_publish_many(
                 now,
                 # One JSON document, not a text[] of them: quoting an array of JSON strings
                 # escapes every double quote one by one (most of a 1,000-row bulk write's time).
-                json.dumps(
-                    [{"id": str(object_id), "payload": payload} for object_id, payload in rows], cls=DjangoJSONEncoder
-                ),
+                django_dumps([{"id": str(object_id), "payload": payload} for object_id, payload in rows]),
             ],
         )
     _kick_relay_on_commit()

@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 from django.db.models import BooleanField
 from django.db.models.expressions import RawSQL
@@ -40,6 +39,7 @@ from contacts import services as contacts
 from contacts.bulk import contacts_bulk_upsert
 from contacts.models import Activity, Contact, LifecycleRule
 from crm_platform.actor import Actor
+from crm_platform.api.fastjson import django_dumps
 from crm_platform.errors import ConflictError
 from crm_platform.outbox import outbox_publish_many
 
@@ -336,7 +336,7 @@ class TimelineBatch:
         params: list[Any] = [
             [p.id for p in people],
             [p.stamped for p in people],
-            [json.dumps(p.stamps, cls=DjangoJSONEncoder) for p in people],
+            [django_dumps(p.stamps) for p in people],
             [p.last_active for p in people],
             [bool(changes[p]) for p in people],
         ]
@@ -398,7 +398,7 @@ class TimelineBatch:
                 "SELECT v.c, v.t, v.o, v.s, v.p, %s FROM jsonb_to_recordset(%s::jsonb) "
                 f"AS v(n int, c bigint, t text, o timestamptz, s text, p {'jsonb' if as_json else 'text'}) "
                 "ORDER BY v.n RETURNING id",
-                [timezone.now(), json.dumps(rows, cls=DjangoJSONEncoder)],
+                [timezone.now(), django_dumps(rows)],
             )
             # The rows were inserted in input order, so their ids (one sequence) ascend in it.
             ids = sorted(pk for (pk,) in cursor.fetchall())

@@ -37,11 +37,11 @@ from collections.abc import Callable
 from itertools import groupby
 from typing import Any, NamedTuple
 
+import orjson
 import psycopg
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.serializers.json import DjangoJSONEncoder
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 from django.db.backends.utils import CursorDebugWrapper, CursorWrapper
 from django.utils import timezone
@@ -52,7 +52,7 @@ from compliance.suppression import REFUSED, suppressed_values
 from contacts import services as contacts
 from contacts.models import Contact
 from crm_platform.actor import Actor, ActorKind
-from crm_platform.api.fastjson import dumps
+from crm_platform.api.fastjson import django_dumps, dumps
 from crm_platform.errors import ConflictError
 from crm_platform.redis import get_redis
 from integrations.inbound import (
@@ -510,11 +510,15 @@ def _apply_batch(limit: int) -> dict[int, str] | None:
     """One batch in one transaction: {row id: "applied" | "failed"}, or None when none waits.
     The caller holds the applier's lock."""
     with transaction.atomic():
-        rows = list(
-            InboundEvent.objects.filter(status=InboundEvent.Status.PENDING)
-            .order_by("id")
-            .values_list("id", "payload", "actor")[:limit]
-        )
+        with connection.cursor() as cursor:
+            # Read as text and parsed by orjson: the ORM's JSONField parses with json.loads.
+            cursor.execute(
+                f"SELECT id, payload::text, actor::text FROM {_TABLE} WHERE status = 'pending' ORDER BY id LIMIT %s",  # noqa: S608
+                [limit],
+            )
+            rows = [
+                (row_id, orjson.loads(payload), orjson.loads(actor)) for row_id, payload, actor in cursor.fetchall()
+            ]
         if not rows:
             return None
         try:
@@ -578,7 +582,7 @@ def _mark(ends: dict[int, tuple[str, dict]]) -> None:
             f"UPDATE {_TABLE} AS t SET status = u.s, result = u.r, applied_at = %s, "  # noqa: S608
             "payload = CASE WHEN u.s = 'applied' THEN NULL ELSE t.payload END "
             "FROM jsonb_to_recordset(%s::jsonb) AS u(i bigint, s text, r jsonb) WHERE t.id = u.i",
-            [timezone.now(), json.dumps(document, cls=DjangoJSONEncoder)],
+            [timezone.now(), django_dumps(document)],
         )
 
 

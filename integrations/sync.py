@@ -179,10 +179,11 @@ def _insert_sql(*, upsert: bool) -> str:
     names = ", ".join(name for name, _ in _COLUMNS)
     types = ", ".join(f"{name} {kind}" for name, kind in _COLUMNS)
     # The rows travel as one JSON document: psycopg would quote a thousand text arrays' elements
-    # one by one in Python.
+    # one by one in Python. Read as json, which PostgreSQL walks once, rather than jsonb, which it
+    # first builds whole (~2 ms less for a thousand rows).
     sql = (
         f"INSERT INTO {SyncEvent._meta.db_table} ({names}, created_at, updated_at) "  # noqa: S608
-        f"SELECT u.*, %s, %s FROM jsonb_to_recordset(%s::jsonb) AS u({types})"
+        f"SELECT u.*, %s, %s FROM json_to_recordset(%s::json) AS u({types})"
     )
     if upsert:
         # One row per outbox row: later attempts update it (the partial unique index's predicate
@@ -201,7 +202,7 @@ def _params(rows: Sequence[SyncRow]) -> list:
 
 
 def sync_events_record_many(rows: Sequence[SyncRow], *, using=None) -> int:
-    """Write many SyncEvents in one INSERT ... SELECT FROM jsonb_to_recordset, in the caller's transaction.
+    """Write many SyncEvents in one INSERT ... SELECT FROM json_to_recordset, in the caller's transaction.
     Rows naming an outbox row update that row's event instead of adding one. Returns the count."""
     if not rows:
         return 0

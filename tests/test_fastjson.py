@@ -1,9 +1,11 @@
 """orjson on the event routes: the same answers as DRF's JSON parser and renderer."""
 
+import datetime as dt
 import json
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
 
 from crm_platform.api.fastjson import dumps, fingerprint_bytes
 
@@ -46,3 +48,38 @@ def test_a_nul_character_is_a_400_not_a_database_error(key_client):
     )
     for response in (single, batch):
         assert response.status_code == 400 and "NUL" in response.json()["error"]["message"]
+
+
+def _documents():
+    from hypothesis import strategies as st
+
+    scalars = (
+        st.none()
+        | st.booleans()
+        | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+        | st.floats(allow_nan=False, allow_infinity=False)
+        | st.text()
+        | st.decimals(allow_nan=False, allow_infinity=False)
+        | st.datetimes(timezones=st.sampled_from([dt.UTC, dt.timezone(dt.timedelta(hours=5, minutes=30))]))
+        | st.datetimes()
+        | st.dates()
+        | st.times()
+        | st.uuids()
+    )
+    keys = st.text() | st.integers(min_value=-1000, max_value=1000)
+    return st.recursive(
+        scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(keys, inner, max_size=4), max_leaves=20
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(document=_documents())
+def test_django_dumps_reads_back_as_json_dumps_with_djangos_encoder(document):
+    """The applier's documents moved from json.dumps(cls=DjangoJSONEncoder) to django_dumps: what
+    PostgreSQL reads from them (the parsed value) must not change, datetimes to the millisecond
+    and decimals exact included."""
+    from django.core.serializers.json import DjangoJSONEncoder
+
+    from crm_platform.api.fastjson import django_dumps
+
+    assert json.loads(django_dumps(document)) == json.loads(json.dumps(document, cls=DjangoJSONEncoder))

@@ -9,6 +9,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 import orjson
+from django.core.serializers.json import DjangoJSONEncoder
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 from rest_framework.renderers import JSONRenderer
@@ -46,6 +47,20 @@ def _exact(value):
     if isinstance(value, Decimal):
         return str(value)
     return _fallback(value)
+
+
+_django = DjangoJSONEncoder().default
+
+
+def django_dumps(value) -> str:
+    """The JSON text json.dumps(value, cls=DjangoJSONEncoder) writes, as PostgreSQL reads it,
+    written in C: datetimes, dates, times and decimals go through Django's encoder (datetimes to
+    the millisecond, UTC as "Z"), UUIDs as their text, keys that are not strings as json.dumps
+    writes them. Two differences PostgreSQL does not see: other characters than ASCII are written
+    as UTF-8 rather than escaped, and floats in their shortest form ("1e-5", not "1e-05")."""
+    return orjson.dumps(
+        value, option=orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_NON_STR_KEYS, default=_django
+    ).decode()
 
 
 def fingerprint_bytes(value) -> bytes:
