@@ -218,12 +218,16 @@ def sample_users(count: int) -> list[str]:
         cursor.execute("SELECT reltuples FROM pg_class WHERE relname = 'contacts_contact'")
         total = max(cursor.fetchone()[0], 1)
         percent = min(100.0, count * 300 / total)
-        cursor.execute(
-            f"SELECT external_id FROM contacts_contact TABLESAMPLE SYSTEM ({percent:f}) REPEATABLE (7) "  # noqa: S608
-            "WHERE external_id LIKE %s AND merged_into_id IS NULL LIMIT %s",
-            [CONTACT_PREFIX + "%", count],
-        )
-        users = [external_id for (external_id,) in cursor.fetchall()]
+        while True:  # sampled pages may hold mostly dead versions or other contacts: widen
+            cursor.execute(
+                f"SELECT external_id FROM contacts_contact TABLESAMPLE SYSTEM ({percent:f}) REPEATABLE (7) "  # noqa: S608
+                "WHERE external_id LIKE %s AND merged_into_id IS NULL LIMIT %s",
+                [CONTACT_PREFIX + "%", count],
+            )
+            users = [external_id for (external_id,) in cursor.fetchall()]
+            if len(users) >= count or percent >= 100:
+                break
+            percent = min(100.0, percent * 4)
     if len(users) < min(count, 100):
         raise BenchError("too few generated contacts: run `manage.py generate_data` first")
     random.Random(7).shuffle(users)
