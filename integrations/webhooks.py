@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -111,10 +111,17 @@ def _resolver():
     return import_string(path) if path else system_resolve
 
 
+# A name may resolve to several addresses (IPv6 and IPv4, several hosts): a send whose connection
+# fails before anything was sent tries the next checked one, up to this many in all.
+MAX_ADDRESSES = 3
+
+
 @dataclass(frozen=True)
 class PinnedTarget:
     """Where one delivery goes: `url` names the checked address instead of the host, `host`
-    is the Host header (the name, with the URL's port), `server_name` the TLS name."""
+    is the Host header (the name, with the URL's port), `server_name` the TLS name.
+    `alternates`: the other checked addresses, in the resolver's order, for a connection that
+    fails (`at`)."""
 
     url: str
     host: str
@@ -123,6 +130,13 @@ class PinnedTarget:
     scheme: str = "http"
     port: int = 80
     path: str = "/"  # path and query
+    alternates: tuple[str, ...] = ()
+
+    def at(self, address: str) -> PinnedTarget:
+        """The same target pinned to another of its checked addresses."""
+        if address not in self.alternates:
+            raise ValueError("not one of the target's checked addresses")
+        return replace(self, url=_pinned_url(self.url, self.address, address), address=address, alternates=())
 
 
 def _refused(message: str, code: str) -> ValidationError:
@@ -149,10 +163,9 @@ def url_resolve(url: str) -> PinnedTarget:
             address = ipaddress.ip_address(value)
             if not address.is_global or address.is_multicast:
                 raise _refused("The host resolves to a private or reserved address.", "private")
-    address = addresses[0]
+    address, *alternates = addresses[:MAX_ADDRESSES]
     userinfo, _, hostport = parts.netloc.rpartition("@")
-    literal = f"[{address}]" if ":" in address else address
-    netloc = f"{userinfo}@{literal}:{port}" if userinfo else f"{literal}:{port}"
+    netloc = f"{userinfo}@{_literal(address)}:{port}" if userinfo else f"{_literal(address)}:{port}"
     path = urlunsplit(("", "", parts.path or "/", parts.query, ""))
     return PinnedTarget(
         url=urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, "")),
@@ -162,7 +175,19 @@ def url_resolve(url: str) -> PinnedTarget:
         scheme=parts.scheme,
         port=port,
         path=path,
+        alternates=tuple(alternates),
     )
+
+
+def _literal(address: str) -> str:
+    return f"[{address}]" if ":" in address else address
+
+
+def _pinned_url(url: str, old: str, new: str) -> str:
+    parts = urlsplit(url)
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    hostport = _literal(new) + hostport.removeprefix(_literal(old))
+    return urlunsplit(parts._replace(netloc=f"{userinfo}@{hostport}" if userinfo else hostport))
 
 
 def url_check(url: str) -> None:
@@ -235,34 +260,47 @@ def webhook_send(
     )
     started = time.monotonic()
     retry_after = ""
-    try:
-        response = _pool_for(target).urlopen(
-            "POST",
-            target.path,
-            body=body.encode(),
-            headers=headers,
-            retries=False,
-            redirect=False,
-            assert_same_host=False,
-            timeout=urllib3.Timeout(connect=timeout_seconds(), read=timeout_seconds()),
-            preload_content=False,
-        )
+    pinned = [target, *(target.at(address) for address in target.alternates)]
+    for n, attempt_target in enumerate(pinned):
         try:
-            excerpt = response.read(EXCERPT_CHARS)
-            if response.length_remaining != 0:  # more body (or no length): not worth reading for keep-alive
-                response.close()
-        finally:
-            response.release_conn()
-        delivery.status_code = response.status
-        delivery.response_excerpt = excerpt.decode("utf-8", "replace")[:EXCERPT_CHARS]
-        delivery.succeeded = 200 <= response.status < 300
-        retry_after = response.headers.get("retry-after", "")
-        if not delivery.succeeded:
-            delivery.error = f"HTTP {response.status}"
-    except urllib3.exceptions.TimeoutError:
-        delivery.error = "timeout"
-    except (urllib3.exceptions.HTTPError, OSError) as exc:
-        delivery.error = f"{type(exc).__name__}"[:EXCERPT_CHARS]
+            response = _pool_for(attempt_target).urlopen(
+                "POST",
+                target.path,
+                body=body.encode(),
+                headers=headers,
+                retries=False,
+                redirect=False,
+                assert_same_host=False,
+                timeout=urllib3.Timeout(connect=timeout_seconds(), read=timeout_seconds()),
+                preload_content=False,
+            )
+        except urllib3.exceptions.ConnectTimeoutError as exc:
+            # No connection, so nothing was sent: the next checked address may answer.
+            if n + 1 < len(pinned):
+                continue
+            refused = isinstance(exc, urllib3.exceptions.NewConnectionError)
+            delivery.error = "connection refused" if refused else "connect timeout"
+        except urllib3.exceptions.TimeoutError:
+            delivery.error = "timeout"
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            delivery.error = f"{type(exc).__name__}"[:EXCERPT_CHARS]
+        else:
+            try:
+                excerpt = response.read(EXCERPT_CHARS)
+                if response.length_remaining != 0:  # more body (or no length): not worth reading for keep-alive
+                    response.close()
+            except (urllib3.exceptions.HTTPError, OSError) as exc:
+                delivery.error = "timeout" if isinstance(exc, urllib3.exceptions.TimeoutError) else type(exc).__name__
+                break
+            finally:
+                response.release_conn()
+            delivery.status_code = response.status
+            delivery.response_excerpt = excerpt.decode("utf-8", "replace")[:EXCERPT_CHARS]
+            delivery.succeeded = 200 <= response.status < 300
+            retry_after = response.headers.get("retry-after", "")
+            if not delivery.succeeded:
+                delivery.error = f"HTTP {response.status}"
+        break
     delivery.latency_ms = int((time.monotonic() - started) * 1000)
     if log is None:
         delivery.save(force_insert=True)

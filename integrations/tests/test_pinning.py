@@ -96,3 +96,48 @@ def test_https_goes_to_the_pinned_address_with_the_name_as_sni_and_verifies_the_
     assert tls.server_names == ["hooks.partner.test"]  # the socket went to 127.0.0.1, TLS named the host
     row = OutboxMessage.objects.exclude(destination="").get()
     assert (row.status, row.last_error) == (OutboxMessage.Status.FAILED, "SSLError")  # self-signed: refused
+
+
+def test_a_send_whose_first_address_refuses_goes_to_the_next_checked_one(make_endpoint, publish, receiver):
+    # Nothing listens on 127.0.0.2 (the receiver is bound to 127.0.0.1): that connection fails
+    # before anything is sent, so the same attempt goes on to the second address.
+    with FakeDns({"hooks.partner.test": ["127.0.0.2", "127.0.0.1"]}) as dns:
+        _, secret = make_endpoint(url=_url(receiver))
+        publish()
+        relay.outbox_relay(budget_seconds=10)
+    assert dns.lookups == ["hooks.partner.test"]
+    [request] = receiver.requests
+    verified(secret, request)
+    assert OutboxMessage.objects.exclude(destination="").get().status == OutboxMessage.Status.DELIVERED
+    delivery = WebhookDelivery.objects.get()
+    assert (delivery.succeeded, delivery.attempt, delivery.status_code) == (True, 1, 200)
+
+
+def test_when_no_address_connects_the_attempt_fails_as_refused_and_is_retried(make_endpoint, publish, receiver):
+    with FakeDns({"hooks.partner.test": ["127.0.0.2", "127.0.0.3"]}):
+        make_endpoint(url=_url(receiver))
+        publish()
+        relay.outbox_relay(budget_seconds=10)
+    assert receiver.requests == []
+    row = OutboxMessage.objects.exclude(destination="").get()
+    assert (row.status, row.last_error) == (OutboxMessage.Status.FAILED, "connection refused")
+    assert WebhookDelivery.objects.get().error == "connection refused"
+
+
+def test_a_target_keeps_its_other_checked_addresses_in_order(settings):
+    settings.WEBHOOK_ALLOW_PRIVATE_TARGETS = False
+    answers = ["2606:2800:220:1::1", "93.184.216.34", "93.184.216.35", "93.184.216.36"]
+    with FakeDns({"api.partner.test": answers, "bad.partner.test": [*answers, "10.0.0.1"]}):
+        target = url_resolve("https://user@api.partner.test:8443/in?x=1")
+        with pytest.raises(ValidationError):  # every address is checked, not only those kept
+            url_resolve("https://bad.partner.test/in")
+    assert target.address == "2606:2800:220:1::1"
+    assert target.alternates == ("93.184.216.34", "93.184.216.35")  # three addresses in all
+    second = target.at("93.184.216.34")
+    assert (second.url, second.host, second.server_name) == (
+        "https://user@93.184.216.34:8443/in?x=1",
+        "api.partner.test:8443",
+        "api.partner.test",
+    )
+    with pytest.raises(ValueError):
+        target.at("10.0.0.1")
