@@ -221,6 +221,21 @@ def _pool_for(target: PinnedTarget):
     )
 
 
+# An address that did not connect is tried last for a while, so the messages after the first
+# (a relay batch, the next batches) do not each spend their connect budget on it first.
+UNREACHABLE_SECONDS = 60.0
+MIN_CONNECT_SECONDS = 0.5
+_unreachable: dict[tuple[str, int], float] = {}  # (address, port) -> tried last until (monotonic)
+
+
+def _in_order(target: PinnedTarget) -> list[PinnedTarget]:
+    """The target at each of its checked addresses, the resolver's order kept except that
+    addresses which recently did not connect come last."""
+    now = time.monotonic()
+    pinned = [target, *(target.at(address) for address in target.alternates)]
+    return sorted(pinned, key=lambda t: _unreachable.get((t.address, t.port), 0.0) > now)
+
+
 def webhook_body(*, event_type: str, occurred_at, data: dict[str, Any]) -> str:
     return json.dumps(
         {"type": event_type, "timestamp": occurred_at.isoformat(), "data": data},
@@ -260,8 +275,10 @@ def webhook_send(
     )
     started = time.monotonic()
     retry_after = ""
-    pinned = [target, *(target.at(address) for address in target.alternates)]
+    pinned = _in_order(target)
+    deadline = started + timeout_seconds()  # one connect budget, shared by the addresses tried
     for n, attempt_target in enumerate(pinned):
+        connect = max((deadline - time.monotonic()) / (len(pinned) - n), MIN_CONNECT_SECONDS)
         try:
             response = _pool_for(attempt_target).urlopen(
                 "POST",
@@ -271,20 +288,22 @@ def webhook_send(
                 retries=False,
                 redirect=False,
                 assert_same_host=False,
-                timeout=urllib3.Timeout(connect=timeout_seconds(), read=timeout_seconds()),
+                timeout=urllib3.Timeout(connect=connect, read=timeout_seconds()),
                 preload_content=False,
             )
         except urllib3.exceptions.ConnectTimeoutError as exc:
             # No connection, so nothing was sent: the next checked address may answer.
+            _unreachable[(attempt_target.address, attempt_target.port)] = time.monotonic() + UNREACHABLE_SECONDS
             if n + 1 < len(pinned):
                 continue
-            refused = isinstance(exc, urllib3.exceptions.NewConnectionError)
-            delivery.error = "connection refused" if refused else "connect timeout"
+            failed = isinstance(exc, urllib3.exceptions.NewConnectionError)
+            delivery.error = "connection failed" if failed else "connect timeout"
         except urllib3.exceptions.TimeoutError:
             delivery.error = "timeout"
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             delivery.error = f"{type(exc).__name__}"[:EXCERPT_CHARS]
         else:
+            _unreachable.pop((attempt_target.address, attempt_target.port), None)
             try:
                 excerpt = response.read(EXCERPT_CHARS)
                 if response.length_remaining != 0:  # more body (or no length): not worth reading for keep-alive

@@ -15,6 +15,16 @@ def _private_targets_allowed(settings):
     settings.WEBHOOK_RESOLVER = "tests.fakes.dns.resolve"
 
 
+@pytest.fixture(autouse=True)
+def _no_unreachable_addresses():
+    """Webhook sends remember addresses that did not connect (per process): not across tests."""
+    from integrations import webhooks
+
+    webhooks._unreachable.clear()
+    yield
+    webhooks._unreachable.clear()
+
+
 @pytest.fixture
 def receiver():
     with WebhookReceiver() as fake:

@@ -8,7 +8,7 @@ from crm_platform.models import OutboxMessage
 from integrations import relay
 from integrations.models import WebhookDelivery
 from integrations.tests.conftest import verified
-from integrations.webhooks import url_resolve
+from integrations.webhooks import _in_order, url_resolve
 from tests.fakes.dns import FakeDns
 
 pytestmark = pytest.mark.django_db
@@ -111,17 +111,21 @@ def test_a_send_whose_first_address_refuses_goes_to_the_next_checked_one(make_en
     assert OutboxMessage.objects.exclude(destination="").get().status == OutboxMessage.Status.DELIVERED
     delivery = WebhookDelivery.objects.get()
     assert (delivery.succeeded, delivery.attempt, delivery.status_code) == (True, 1, 200)
+    # The address that did not connect now comes last, for this host's next sends.
+    with FakeDns({"hooks.partner.test": ["127.0.0.2", "127.0.0.1"]}):
+        target = url_resolve(_url(receiver))
+    assert [t.address for t in _in_order(target)] == ["127.0.0.1", "127.0.0.2"]
 
 
-def test_when_no_address_connects_the_attempt_fails_as_refused_and_is_retried(make_endpoint, publish, receiver):
+def test_when_no_address_connects_the_attempt_fails_and_is_retried(make_endpoint, publish, receiver):
     with FakeDns({"hooks.partner.test": ["127.0.0.2", "127.0.0.3"]}):
         make_endpoint(url=_url(receiver))
         publish()
         relay.outbox_relay(budget_seconds=10)
     assert receiver.requests == []
     row = OutboxMessage.objects.exclude(destination="").get()
-    assert (row.status, row.last_error) == (OutboxMessage.Status.FAILED, "connection refused")
-    assert WebhookDelivery.objects.get().error == "connection refused"
+    assert (row.status, row.last_error) == (OutboxMessage.Status.FAILED, "connection failed")
+    assert WebhookDelivery.objects.get().error == "connection failed"
 
 
 def test_a_target_keeps_its_other_checked_addresses_in_order(settings):
