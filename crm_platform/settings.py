@@ -130,12 +130,11 @@ DATABASES = {"default": env.db("DATABASE_URL")}
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env.int("DB_CONNECT_TIMEOUT", default=3)
-# Server-side prepared statements for the statements the hot paths send through server-binding
-# cursors (the event inbox's INSERTs): psycopg prepares one after it has run this many times on a
-# connection. Django turns them off unless asked (its client-side cursors never prepare anyway);
-# `off` for a pooler in transaction mode that cannot keep them (PgBouncer before 1.21).
-_prepare = env.str("DB_PREPARE_THRESHOLD", default="5").strip().lower()
-DATABASES["default"]["OPTIONS"]["prepare_threshold"] = None if _prepare in ("", "off", "none") else int(_prepare)
+# Server-side prepared statements for the few hot statements the event inbox sends through its
+# server-binding cursor (integrations.inbox._prepared_cursor), prepared at first use on each
+# connection. Django's own queries are never prepared (psycopg's preparing stays off on the
+# connection otherwise). Off behind a pooler in transaction mode that cannot keep them.
+DB_PREPARED_STATEMENTS = env.bool("DB_PREPARED_STATEMENTS", default=True)
 DATABASES["default"]["TEST"] = {"NAME": env("DATABASE_TEST_NAME", default="test_crm")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

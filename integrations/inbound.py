@@ -312,7 +312,9 @@ def _event_fast(data: Any, received_at: dt.datetime | None) -> Event | None:
         return None
     kind, user, properties = data.get("type"), data.get("user"), data.get("properties", {})
     source, occurred_at = data.get("source", "app"), data.get("occurred_at")
-    if kind not in EVENT_TYPES or source not in _SOURCES or not isinstance(properties, dict):
+    if not (isinstance(kind, str) and isinstance(source, str) and isinstance(properties, dict)):
+        return None
+    if kind not in EVENT_TYPES or source not in _SOURCES:
         return None
     if not isinstance(user, dict) or not user.keys() <= _USER_KEYS:
         return None
@@ -330,7 +332,10 @@ def _event_fast(data: Any, received_at: dt.datetime | None) -> Event | None:
         except ValidationError:
             return None
     if occurred_at is not None:
-        occurred_at = parse_datetime(occurred_at) if isinstance(occurred_at, str) else None
+        try:
+            occurred_at = parse_datetime(occurred_at) if isinstance(occurred_at, str) else None
+        except ValueError:  # well formed, but no such date ("2024-02-30T00:00:00Z")
+            return None
         if occurred_at is None or occurred_at.tzinfo is None:
             return None  # naive times take the serializer's time zone rule
     elif "occurred_at" in data:

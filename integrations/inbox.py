@@ -30,6 +30,7 @@ short batch so that the next one is larger. The beat sweep
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -74,6 +75,7 @@ KICK_FLAG = "crm:inbox:kick"
 KICK_TTL_SECONDS = 30  # a kick whose task was lost stops holding others back after this long
 _LOCK = 0x1B0C5E  # pg_try_advisory_lock key: one applier at a time
 _TABLE = InboundEvent._meta.db_table
+UNREADABLE = "The stored event could not be read (none, or a number beyond the range of a double)."
 _CONTACTS = Contact._meta.db_table
 _KINDS = {"email": "email address", "phone": "phone number"}
 # Both INSERTs of the inbox (many rows; one row with the user check) fill these columns.
@@ -343,17 +345,39 @@ def _insert_if_known(owner: str, route: str, actor: Actor, entry: Entry, ref: tu
     return row[0] if row else None
 
 
+@contextlib.contextmanager
 def _prepared_cursor():
     """A Django cursor over a server-binding psycopg cursor: the statement is sent with its
-    parameters apart, and psycopg prepares it once it has run a few times on the connection
-    (DB_PREPARE_THRESHOLD; Django leaves preparing off unless asked), so PostgreSQL stops
-    parsing and planning the hot INSERT on every request: a single event's database time fell
-    from ~0.65 to ~0.25 ms. Django's client-side cursors (the project default) never prepare,
-    and merge the parameters into the statement's text: a batch's 400 KB document was then
-    quoted and hashed in Python and scanned as one SQL literal by PostgreSQL."""
+    parameters apart and, with DB_PREPARED_STATEMENTS, prepared on the connection at first use,
+    so PostgreSQL stops parsing and planning the hot INSERTs on every request (a single event's
+    database time fell from ~0.65 to ~0.25 ms). Preparing is switched on for this cursor's
+    statements only: on the whole connection, psycopg would also count every client-side
+    query's text (parameters merged, hundreds of KB for the applier's) in its cache. Django's
+    client-side cursors, the project default, merge the parameters into the statement's text:
+    a batch's document was then quoted and hashed in Python and scanned as one SQL literal.
+
+    After a migration changes the type of a column these statements return, each connection's
+    next run of one fails once ("cached plan must not change result type"); psycopg then drops
+    it and prepares it afresh."""
     connection.ensure_connection()
-    raw = psycopg.Cursor(connection.connection)
-    return (CursorDebugWrapper if connection.queries_logged else CursorWrapper)(raw, connection)
+    raw = connection.connection
+    if settings.DB_PREPARED_STATEMENTS:
+        raw.prepare_threshold = 0  # prepare at first use
+    try:
+        wrapper = _DebugWrapper if connection.queries_logged else CursorWrapper
+        with wrapper(psycopg.Cursor(raw), connection) as cursor:
+            yield cursor
+    finally:
+        raw.prepare_threshold = None  # as Django leaves it: nothing else is prepared or counted
+
+
+class _DebugWrapper(CursorDebugWrapper):
+    """With queries logged (DEBUG, tests): the statement as sent, its parameters apart. Django
+    reads the executed text back from psycopg, which keeps none for a prepared statement."""
+
+    def execute(self, sql, params=None):
+        with self.debug_sql(sql, params):
+            return super(CursorDebugWrapper, self).execute(sql, params)
 
 
 def inbox_find(*, owner: str, key: str, fingerprint: str) -> Accepted | None:
@@ -516,9 +540,7 @@ def _apply_batch(limit: int) -> dict[int, str] | None:
                 f"SELECT id, payload::text, actor::text FROM {_TABLE} WHERE status = 'pending' ORDER BY id LIMIT %s",  # noqa: S608
                 [limit],
             )
-            rows = [
-                (row_id, orjson.loads(payload), orjson.loads(actor)) for row_id, payload, actor in cursor.fetchall()
-            ]
+            rows = [(row_id, payload, orjson.loads(actor)) for row_id, payload, actor in cursor.fetchall()]
         if not rows:
             return None
         try:
@@ -543,13 +565,14 @@ def _apply_batch(limit: int) -> dict[int, str] | None:
     return {row_id: status for row_id, (status, _) in ends.items()}
 
 
-def _ingest(rows: list[tuple[int, dict, list]]) -> dict[int, tuple[str, dict]]:
-    """Parse the rows' events again and apply them, consecutive rows of one sender together."""
+def _ingest(rows: list[tuple[int, str | None, list]]) -> dict[int, tuple[str, dict]]:
+    """Parse the rows' events again (their payloads' text) and apply them, consecutive rows of
+    one sender together. A row that no longer parses fails alone."""
     ends: dict[int, tuple[str, dict]] = {}
     parsed: list[tuple[int, Event, list]] = []
     for row_id, payload, actor in rows:
         try:
-            parsed.append((row_id, event_parse(payload), actor))
+            parsed.append((row_id, event_parse(_loads(payload)), actor))
         except ValidationError as exc:  # the type's schema changed since the event was accepted
             ends[row_id] = (InboundEvent.Status.FAILED, {"errors": outcome_errors(exc)})
     for _, group in groupby(parsed, key=lambda row: tuple(row[2][:2])):
@@ -561,6 +584,15 @@ def _ingest(rows: list[tuple[int, dict, list]]) -> dict[int, tuple[str, dict]]:
             else:
                 ends[row_id] = (InboundEvent.Status.FAILED, {"errors": outcome_errors(outcome.error)})
     return ends
+
+
+def _loads(payload: str | None) -> Any:
+    """A stored payload, parsed; ValidationError when there is none, or one orjson cannot read
+    (a number beyond a double's range, as an older version or a hand edit could leave)."""
+    try:
+        return orjson.loads(payload)
+    except (orjson.JSONDecodeError, TypeError):
+        raise ValidationError({"non_field_errors": [UNREADABLE]}) from None
 
 
 def _sender(actors: list[list]) -> Actor:

@@ -63,13 +63,13 @@ def test_secret_key_never_appears_in_output():
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize(("value", "expected"), [("3", "3"), ("off", "None"), (None, "5")])
-def test_db_prepare_threshold_is_read_from_the_environment(value, expected):
+@pytest.mark.parametrize(("value", "expected"), [("false", "False"), (None, "True")])
+def test_db_prepared_statements_is_read_from_the_environment(value, expected):
     env = django_env()
-    env.pop("DB_PREPARE_THRESHOLD", None)
+    env.pop("DB_PREPARED_STATEMENTS", None)
     if value is not None:
-        env["DB_PREPARE_THRESHOLD"] = value
-    code = "from django.conf import settings; print(settings.DATABASES['default']['OPTIONS']['prepare_threshold'])"
+        env["DB_PREPARED_STATEMENTS"] = value
+    code = "from django.conf import settings; print(settings.DB_PREPARED_STATEMENTS)"
     command = [str(PYTHON_BIN / "python"), "manage.py", "shell", "-c", code]
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

@@ -6,6 +6,7 @@ out through DRF's own encoder. Not the project default, because orjson writes da
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 
 import orjson
@@ -58,9 +59,11 @@ def django_dumps(value) -> str:
     the millisecond, UTC as "Z"), UUIDs as their text, keys that are not strings as json.dumps
     writes them. Two differences PostgreSQL does not see: other characters than ASCII are written
     as UTF-8 rather than escaped, and floats in their shortest form ("1e-5", not "1e-05")."""
-    return orjson.dumps(
-        value, option=orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_NON_STR_KEYS, default=_django
-    ).decode()
+    options = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_NON_STR_KEYS
+    try:
+        return orjson.dumps(value, option=options, default=_django).decode()
+    except orjson.JSONEncodeError:  # what orjson does not write (integers beyond 64 bits): as before
+        return json.dumps(value, cls=DjangoJSONEncoder)
 
 
 def fingerprint_bytes(value) -> bytes:

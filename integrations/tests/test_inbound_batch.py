@@ -280,6 +280,29 @@ def test_an_event_for_a_merged_away_contact_lands_on_the_survivor(app, system_ac
     assert body["results"][0]["result"]["contact"] == survivor.pk
 
 
+def test_envelopes_of_the_wrong_shape_are_refused_with_field_errors_not_500(app):
+    ContactFactory(email=None, external_id="u-1")
+    user = {"external_id": "u-1"}
+    body = batch(
+        app,
+        [
+            {"id": "a", "type": ["custom"], "user": user},
+            {"id": "b", "type": "custom", "source": {"app": 1}, "user": user},
+            {"id": "c", "type": "custom", "occurred_at": "2024-02-30T00:00:00Z", "user": user},
+            {"id": "d", "type": "custom", "user": user},
+        ],
+    )
+    assert statuses(body) == ["rejected", "rejected", "rejected", "accepted"]
+    assert [sorted(r["errors"]) for r in body["results"][:3]] == [["type"], ["source"], ["occurred_at"]]
+    single = app.post(
+        EVENTS,
+        {"type": "custom", "occurred_at": "2024-02-30T00:00:00Z", "user": user},
+        format="json",
+        HTTP_IDEMPOTENCY_KEY="bad-date",
+    )
+    assert single.status_code == 400 and "occurred_at" in single.json()["error"]["fields"]
+
+
 def test_the_hot_paths_take_a_bounded_number_of_queries(app):
     ContactFactory(email=None, external_id="u-0")
     for n in range(1, 200):
@@ -328,31 +351,36 @@ def test_the_hot_paths_take_a_bounded_number_of_queries(app):
     assert len(large[1]) == len(small[1]) <= 16, large[1]
 
 
-def test_the_inbox_inserts_are_prepared_on_the_connection(app):
-    """After a few runs each hot INSERT is a server-side prepared statement (DB_PREPARE_THRESHOLD):
-    PostgreSQL stops parsing and planning it per request. Django leaves preparing off unless
-    asked, and a server-binding cursor without it prepares nothing."""
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_inbox_statements_are_prepared_and_nothing_else(transactional_db, app, settings, enabled):
+    """With DB_PREPARED_STATEMENTS the inbox's hot statements are prepared on the connection at
+    first use (PostgreSQL stops parsing and planning them per request); nothing else is, and
+    psycopg's preparing is off again between them, so it counts no client-side query's text."""
+    settings.DB_PREPARED_STATEMENTS = enabled
+    connection.close()  # a session of its own: pg_prepared_statements is per session
     for n in range(3):
         ContactFactory(email=None, external_id=f"p-{n}")
-
-    def prepared() -> list[str]:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT statement FROM pg_prepared_statements WHERE statement LIKE 'INSERT INTO %%'")
-            return [row[0] for row in cursor.fetchall()]
-
-    for n in range(8):  # above the threshold (5)
+    for n in range(3):
         response = app.post(
             EVENTS,
-            {"type": "food_logged", "user": {"external_id": f"p-{n % 3}"}},
+            {"type": "food_logged", "user": {"external_id": f"p-{n}"}},
             format="json",
             HTTP_IDEMPOTENCY_KEY=f"prep{n}",
         )
         assert response.status_code == 202, response.content
         events = [{"id": f"prep{n}-{i}", "type": "food_logged", "user": {"external_id": "p-1"}} for i in range(2)]
         assert app.post(BATCH, {"events": events}, format="json").json()["accepted"] == 2
-    statements = prepared()
-    assert any("WHERE EXISTS" in s for s in statements), statements  # the single event's INSERT with its check
-    assert any("ROWS FROM" in s for s in statements), statements  # the batch's
+    assert connection.connection.prepare_threshold is None
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        statements = [row[0] for row in cursor.fetchall()]
+    if not enabled:
+        assert statements == []
+        return
+    inbox = [s for s in statements if s.startswith("INSERT INTO integrations_inboundevent")]
+    assert any("WHERE EXISTS" in s for s in inbox), statements  # the single event's INSERT with its check
+    assert any("ROWS FROM" in s for s in inbox), statements  # the batch's
+    assert all(s.startswith(("INSERT INTO integrations_inboundevent", "SELECT 'c'")) for s in statements), statements
 
 
 def _statements(captured) -> list[str]:

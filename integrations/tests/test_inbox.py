@@ -99,6 +99,34 @@ def test_a_row_that_breaks_its_batch_fails_alone_and_the_others_apply(key_client
 
 
 @pytest.mark.django_db
+def test_a_stored_payload_that_no_longer_reads_fails_alone(key_client, caplog):
+    """The applier reads payloads as text: none at all, or one with a number orjson cannot read
+    (beyond a double, as an older version or a hand edit could leave), fails its own row with
+    its reason, without taking the batch down the one-at-a-time path; the other rows apply."""
+    from django.db import connection
+
+    from integrations.inbox import UNREADABLE
+
+    app = key_client(["events:write", "events:read"])
+    ContactFactory(email=None, external_id="u-1")
+    ids = [
+        post(app, {"type": "custom", "user": {"external_id": "u-1"}}, f"k{n}").json()["event"]["id"] for n in range(3)
+    ]
+    InboundEvent.objects.filter(pk=ids[0]).update(payload=None)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE integrations_inboundevent SET payload = jsonb_set(payload, '{properties}', "
+            "('{\"reading\": 1' || repeat('0', 400) || '}')::jsonb) WHERE id = %s",
+            [ids[1]],
+        )
+    assert inbox_apply() == {"applied": 1, "failed": 2, "batches": 1}
+    for pk in ids[:2]:
+        assert app.get(f"{EVENTS}/{pk}").json()["errors"] == {"non_field_errors": [UNREADABLE]}
+    assert app.get(f"{EVENTS}/{ids[2]}").json()["status"] == "applied"
+    assert "one at a time" not in caplog.text
+
+
+@pytest.mark.django_db
 def test_retention_purges_applied_and_failed_rows_and_keeps_queued_ones(key_client, settings):
     app = key_client(["events:write"])
     ContactFactory(email=None, external_id="u-1")
