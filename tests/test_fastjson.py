@@ -7,7 +7,9 @@ from decimal import Decimal
 import pytest
 from hypothesis import example, given, settings
 
+from contacts.tests.factories import ContactFactory
 from crm_platform.api.fastjson import dumps, fingerprint_bytes
+from integrations.models import InboundEvent
 
 pytestmark = pytest.mark.django_db
 
@@ -84,3 +86,22 @@ def test_django_dumps_reads_back_as_json_dumps_with_djangos_encoder(document):
     from crm_platform.api.fastjson import django_dumps
 
     assert json.loads(django_dumps(document)) == json.loads(json.dumps(document, cls=DjangoJSONEncoder))
+
+
+def test_integers_beyond_64_bits_are_refused_not_rounded(key_client):
+    """orjson reads them as floats; the parser notices and answers 400 rather than keep a
+    rounded number. Long digit runs in strings, and integers that fit, pass untouched."""
+    app = key_client(["events:write"])
+    ContactFactory(email=None, external_id="u-1")
+
+    def post(properties):
+        event = {"id": "e", "type": "custom", "user": {"external_id": "u-1"}, "properties": properties}
+        return app.post("/api/v1/events/batch", {"events": [event]}, format="json")
+
+    refused = post({"n": 123456789012345678901234567890})
+    assert refused.status_code == 400
+    assert "beyond 64 bits" in refused.json()["error"]["message"]
+    fits = post({"n": 18446744073709551615, "ref": "123456789012345678901234567890"})
+    assert fits.status_code == 202 and fits.json()["accepted"] == 1
+    stored = InboundEvent.objects.get(key="event:e").payload["properties"]
+    assert stored == {"n": 18446744073709551615, "ref": "123456789012345678901234567890"}
