@@ -93,7 +93,11 @@ class IntegrationsConfig(AppConfig):
         # may be medical: a food log, a treatment plan).
         from compliance.registry import PHI, PII, register_personal_fields
 
-        register_personal_fields("integrations.InboundEvent", {"user_email": PII, "payload": PHI})
+        # The app user ids too: pseudonymous, but personal (as contacts.Contact.external_id is).
+        register_personal_fields(
+            "integrations.InboundEvent", {"user_email": PII, "user_external_id": PII, "payload": PHI}
+        )
+        register_personal_fields("integrations.SyncEvent", {"external_id": PII})
         # GDPR erasure: the sync log's rows about the person go (integrations/privacy.py).
         from compliance.subjects import register_subject_data
         from integrations.privacy import erase_inbound_events, erase_sync_events

@@ -89,8 +89,6 @@ NOT_PERSONAL = {
     "leads.scoringrule.name": "a scoring rule's name, configuration",
     "crm_platform.apikey.name": "an API key's label, configuration",
     # Identifiers on the other side of an integration, of objects rather than people.
-    "integrations.syncevent.external_id": "a provider's id of the synced object; the person is found "
-    "through object_type/object_id, and erasure deletes sync events with the contact",
     "contacts.externalref.external_id": "a provider's id of one of our objects (HubSpot contact id...), "
     "deleted with the object on erasure",
     "contacts.order.external_id": "the app's order id (an opaque number), not about the person",
@@ -210,3 +208,13 @@ def test_the_detector_flags_names_and_types():
 
     flagged = {f.name for f in Visit._meta.concrete_fields if not f.primary_key and _looks_personal(f)}
     assert flagged == {"diagnosis_code", "client_addr", "contact_address", "payload"}
+
+
+def test_app_user_ids_are_personal_wherever_they_are_kept():
+    """An app user id is pseudonymous but personal: the contact's, the inbox's and the sync log's."""
+    for model, field in (
+        ("contacts.contact", "external_id"),
+        ("integrations.inboundevent", "user_external_id"),
+        ("integrations.syncevent", "external_id"),
+    ):
+        assert is_personal(model, field), (model, field)
