@@ -236,6 +236,35 @@ def _in_order(target: PinnedTarget) -> list[PinnedTarget]:
     return sorted(pinned, key=lambda t: _unreachable.get((t.address, t.port), 0.0) > now)
 
 
+def _post(pinned: list[PinnedTarget], body: bytes, headers: dict[str, str], started: float):
+    """POST to the first of `pinned` that connects, the addresses sharing one connect budget;
+    the response, or the last address's ConnectTimeoutError (NewConnectionError included).
+    An address that did not connect has sent nothing, so trying the next cannot send twice."""
+    deadline = started + timeout_seconds()
+    for n, target in enumerate(pinned):
+        connect = max((deadline - time.monotonic()) / (len(pinned) - n), MIN_CONNECT_SECONDS)
+        try:
+            response = _pool_for(target).urlopen(
+                "POST",
+                target.path,
+                body=body,
+                headers=headers,
+                retries=False,
+                redirect=False,
+                assert_same_host=False,
+                timeout=urllib3.Timeout(connect=connect, read=timeout_seconds()),
+                preload_content=False,
+            )
+        except urllib3.exceptions.ConnectTimeoutError:
+            _unreachable[(target.address, target.port)] = time.monotonic() + UNREACHABLE_SECONDS
+            if n + 1 == len(pinned):
+                raise
+            continue
+        _unreachable.pop((target.address, target.port), None)
+        return response
+    raise AssertionError("no address to try")  # _in_order always gives the target itself
+
+
 def webhook_body(*, event_type: str, occurred_at, data: dict[str, Any]) -> str:
     return json.dumps(
         {"type": event_type, "timestamp": occurred_at.isoformat(), "data": data},
@@ -275,51 +304,28 @@ def webhook_send(
     )
     started = time.monotonic()
     retry_after = ""
-    pinned = _in_order(target)
-    deadline = started + timeout_seconds()  # one connect budget, shared by the addresses tried
-    for n, attempt_target in enumerate(pinned):
-        connect = max((deadline - time.monotonic()) / (len(pinned) - n), MIN_CONNECT_SECONDS)
+    try:
+        response = _post(_in_order(target), body.encode(), headers, started)
         try:
-            response = _pool_for(attempt_target).urlopen(
-                "POST",
-                target.path,
-                body=body.encode(),
-                headers=headers,
-                retries=False,
-                redirect=False,
-                assert_same_host=False,
-                timeout=urllib3.Timeout(connect=connect, read=timeout_seconds()),
-                preload_content=False,
-            )
-        except urllib3.exceptions.ConnectTimeoutError as exc:
-            # No connection, so nothing was sent: the next checked address may answer.
-            _unreachable[(attempt_target.address, attempt_target.port)] = time.monotonic() + UNREACHABLE_SECONDS
-            if n + 1 < len(pinned):
-                continue
-            failed = isinstance(exc, urllib3.exceptions.NewConnectionError)
-            delivery.error = "connection failed" if failed else "connect timeout"
-        except urllib3.exceptions.TimeoutError:
-            delivery.error = "timeout"
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            delivery.error = f"{type(exc).__name__}"[:EXCERPT_CHARS]
-        else:
-            _unreachable.pop((attempt_target.address, attempt_target.port), None)
-            try:
-                excerpt = response.read(EXCERPT_CHARS)
-                if response.length_remaining != 0:  # more body (or no length): not worth reading for keep-alive
-                    response.close()
-            except (urllib3.exceptions.HTTPError, OSError) as exc:
-                delivery.error = "timeout" if isinstance(exc, urllib3.exceptions.TimeoutError) else type(exc).__name__
-                break
-            finally:
-                response.release_conn()
-            delivery.status_code = response.status
-            delivery.response_excerpt = excerpt.decode("utf-8", "replace")[:EXCERPT_CHARS]
-            delivery.succeeded = 200 <= response.status < 300
-            retry_after = response.headers.get("retry-after", "")
-            if not delivery.succeeded:
-                delivery.error = f"HTTP {response.status}"
-        break
+            excerpt = response.read(EXCERPT_CHARS)
+            if response.length_remaining != 0:  # more body (or no length): not worth reading for keep-alive
+                response.close()
+        finally:
+            response.release_conn()
+        delivery.status_code = response.status
+        delivery.response_excerpt = excerpt.decode("utf-8", "replace")[:EXCERPT_CHARS]
+        delivery.succeeded = 200 <= response.status < 300
+        retry_after = response.headers.get("retry-after", "")
+        if not delivery.succeeded:
+            delivery.error = f"HTTP {response.status}"
+    except urllib3.exceptions.NewConnectionError:  # on every address tried
+        delivery.error = "connection failed"
+    except urllib3.exceptions.ConnectTimeoutError:
+        delivery.error = "connect timeout"
+    except urllib3.exceptions.TimeoutError:
+        delivery.error = "timeout"
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        delivery.error = f"{type(exc).__name__}"[:EXCERPT_CHARS]
     delivery.latency_ms = int((time.monotonic() - started) * 1000)
     if log is None:
         delivery.save(force_insert=True)
