@@ -18,13 +18,12 @@ from typing import Any
 import orjson
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 from django.utils import timezone
 
 from compliance.crypto import hmac_digest
 from crm_platform.actor import Actor
-from crm_platform.api.fastjson import dumps
+from crm_platform.api.fastjson import django_default, dumps
 from crm_platform.models import OutboxMessage
 from integrations.models import SyncEvent
 
@@ -50,11 +49,10 @@ def payload_digest(data: Any) -> str:
     the same text as json.dumps for strings, integers, decimals, dates and ordinary floats;
     floats Python writes with an exponent ("1e-05") orjson writes otherwise ("1e-5"), so such a
     payload digests differently than before."""
-    canonical = orjson.dumps(data, option=orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME, default=_canonical)
+    canonical = orjson.dumps(
+        data, option=orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME, default=django_default
+    )
     return hmac_digest(canonical.decode())
-
-
-_canonical = DjangoJSONEncoder().default  # dates, times, decimals and UUIDs as Django writes them
 
 
 def error_summary(exc: BaseException) -> str:

@@ -67,7 +67,7 @@ def _exact(value):
     return _fallback(value)
 
 
-_django = DjangoJSONEncoder().default
+django_default = DjangoJSONEncoder().default  # dates, times, decimals and UUIDs as Django writes them
 
 
 def django_dumps(value) -> str:
@@ -81,7 +81,7 @@ def django_dumps(value) -> str:
     json.dumps."""
     options = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_NON_STR_KEYS
     try:
-        return orjson.dumps(value, option=options, default=_django).decode()
+        return orjson.dumps(value, option=options, default=django_default).decode()
     except orjson.JSONEncodeError:  # what orjson does not write (integers beyond 64 bits): as before
         return json.dumps(value, cls=DjangoJSONEncoder)
 
