@@ -571,11 +571,13 @@ def cpu_row(name: str, ours: Cost, ceiling: Cost, unit: int, ceiling_name: str) 
     workers and their backends. The ratio compares the requests' own costs (info)."""
     digits = 2 if unit == 1 else 0
 
-    def ms(cost: Cost, *groups: str) -> str:
-        return f"{sum(cost.per(group, unit) for group in groups):.{digits}f}"
+    def per(cost: Cost, *groups: str) -> float:
+        return sum(cost.per(group, unit) for group in groups)
 
-    ours_request = ours.per("web", unit) + ours.per("web db", unit)
-    ceiling_request = ceiling.per("web", unit) + ceiling.per("web db", unit)
+    def ms(cost: Cost, *groups: str) -> str:
+        return f"{per(cost, *groups):.{digits}f}"
+
+    ours_request, ceiling_request = per(ours, "web", "web db"), per(ceiling, "web", "web db")
     return Row(
         name,
         f"{ms(ours, 'web', 'web db')} ms (web {ms(ours, 'web')} + database {ms(ours, 'web db')}); "
