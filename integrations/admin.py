@@ -12,22 +12,29 @@ from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
 from django.contrib.postgres.forms import SimpleArrayField
 from django.core.exceptions import ValidationError
-from django.db.models import Q
 from django.utils.html import format_html
 
 from crm_platform.actor import Actor
-from crm_platform.admin_tools import PHI_PERMISSION, FastChangeListMixin, PhiAdminMixin, ReadOnlyAdminMixin
+from crm_platform.admin_tools import (
+    PHI_PERMISSION,
+    ExactSearchMixin,
+    FastChangeListMixin,
+    PhiAdminMixin,
+    ReadOnlyAdminMixin,
+)
 from crm_platform.models import OutboxMessage
 from integrations import inbox, relay, selectors, services, sync
 from integrations.events import EVENT_TYPES, TOPIC_EVENT_TYPES
 from integrations.models import InboundEvent, SyncEvent, WebhookDelivery, WebhookEndpoint
 from integrations.webhooks import url_check
 
+_HEX_DIGEST = re.compile(r"[0-9a-fA-F]{64}")  # a payload digest, as staff may paste it
+
 # ----------------------------------------------------------------------------- outbox
 
 
 @admin.register(OutboxMessage)
-class OutboxMessageAdmin(ReadOnlyAdminMixin, FastChangeListMixin, admin.ModelAdmin):
+class OutboxMessageAdmin(ReadOnlyAdminMixin, FastChangeListMixin, ExactSearchMixin, admin.ModelAdmin):
     # Read-only; replay and purge are actions guarded by the outbox's change permission.
     list_display = ("id", "topic", "destination", "object_type", "object_id", "status", "attempts", "next_attempt_at")
     list_filter = ("status", "destination", "topic")
@@ -61,9 +68,6 @@ class OutboxMessageAdmin(ReadOnlyAdminMixin, FastChangeListMixin, admin.ModelAdm
 
 
 # ----------------------------------------------------------------------------- webhook endpoints
-
-
-_HEX_DIGEST = re.compile(r"[0-9a-fA-F]{64}")
 
 
 class WebhookEndpointForm(forms.ModelForm):
@@ -202,7 +206,7 @@ class _EndpointChangeList(ChangeList):
 
 
 @admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(ReadOnlyAdminMixin, FastChangeListMixin, admin.ModelAdmin):
+class WebhookDeliveryAdmin(ReadOnlyAdminMixin, FastChangeListMixin, ExactSearchMixin, admin.ModelAdmin):
     list_display = (
         "id",
         "at",
@@ -267,7 +271,7 @@ class SyncEventTypeFilter(_ChoicesFilter):
 
 
 @admin.register(SyncEvent)
-class SyncEventAdmin(ReadOnlyAdminMixin, FastChangeListMixin, admin.ModelAdmin):
+class SyncEventAdmin(ReadOnlyAdminMixin, FastChangeListMixin, ExactSearchMixin, admin.ModelAdmin):
     list_display = (
         "id",
         "created_at",
@@ -289,22 +293,12 @@ class SyncEventAdmin(ReadOnlyAdminMixin, FastChangeListMixin, admin.ModelAdmin):
         SyncEventTypeFilter,
         ("created_at", admin.DateFieldListFilter),
     )
-    search_fields = ("=object_id", "=external_id", "=payload_digest")  # see get_search_results
+    search_fields = ("=object_id", "=external_id", "=payload_digest")
+    search_normalizers = {"payload_digest": lambda term: term.lower() if _HEX_DIGEST.fullmatch(term) else None}
     search_help_text = "Object id, external id or payload digest (exact)."
     ordering = ("-id",)
     actions = ("retry",)
     readonly_fields = [f.name for f in SyncEvent._meta.fields]
-
-    def get_search_results(self, request, queryset, search_term):
-        """Exact matches the log's indexes answer. Django's "=" searches compare case-blind
-        (UPPER(column) = UPPER(term)), which no index serves: each search read the whole log."""
-        term = search_term.strip()
-        if not term:
-            return queryset, False
-        match = Q(object_id=term) | Q(external_id=term)
-        if _HEX_DIGEST.fullmatch(term):
-            match |= Q(payload_digest=term.lower())
-        return queryset.filter(match), False
 
     @admin.action(description="Retry: replay outbound deliveries", permissions=["retry"])
     def retry(self, request, queryset):
@@ -344,7 +338,7 @@ class InboundEventTypeFilter(_ChoicesFilter):
 
 
 @admin.register(InboundEvent)
-class InboundEventAdmin(ReadOnlyAdminMixin, PhiAdminMixin, FastChangeListMixin, admin.ModelAdmin):
+class InboundEventAdmin(ReadOnlyAdminMixin, PhiAdminMixin, FastChangeListMixin, ExactSearchMixin, admin.ModelAdmin):
     """Events the API queued: how each ended, and "apply again" for failed ones. A queued or
     failed event's payload may carry medical fields: PHI staff only, and each view is audited."""
 
@@ -353,6 +347,7 @@ class InboundEventAdmin(ReadOnlyAdminMixin, PhiAdminMixin, FastChangeListMixin, 
     list_display = ("id", "received_at", "type", "route", "owner", "status", "applied_at", "errors")
     list_filter = ("status", InboundEventTypeFilter, "route", ("received_at", admin.DateFieldListFilter))
     search_fields = ("=id", "=key", "=user_external_id", "=user_email")
+    search_normalizers = {"user_email": str.lower}  # stored as contacts normalizes emails
     search_help_text = "Inbox id, Idempotency-Key (batch: event:<id>), app user id or email (exact)."
     ordering = ("-id",)
     actions = ("apply_again",)

@@ -1,4 +1,6 @@
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from crm_platform.models import OutboxMessage
@@ -121,3 +123,36 @@ def test_purge_action_deletes_old_delivered_rows(admin_client, publish, settings
     OutboxMessage.objects.filter(pk=row.pk).update(status="routed", delivered_at=timezone.now() - timedelta(days=30))
     _action(admin_client, "crm_platform_outboxmessage", "purge_delivered", [row.pk])
     assert not OutboxMessage.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("model", "term"),
+    [
+        ("crm_platform/outboxmessage", "contact.updated"),
+        ("integrations/webhookdelivery", "msg_1"),
+        ("integrations/syncevent", "u-1"),
+        ("integrations/inboundevent", "Someone@Example.com"),
+    ],
+)
+def test_the_big_logs_search_exactly_as_their_indexes_can_answer(admin_client, model, term):
+    """ExactSearchMixin: column = term, never Django's UPPER(column) = UPPER(term)."""
+    table = model.replace("/", "_")
+    with CaptureQueriesContext(connection) as queries:
+        assert admin_client.get(f"/admin/{model}/", {"q": term}).status_code == 200
+    searches = [q["sql"] for q in queries if f'FROM "{table}"' in q["sql"] and "WHERE" in q["sql"]]
+    assert searches
+    assert not [sql for sql in searches if "UPPER(" in sql], searches
+
+
+def test_an_exact_search_field_is_required():
+    from django.contrib.admin import site
+    from django.core.exceptions import ImproperlyConfigured
+    from django.test import RequestFactory
+
+    model_admin = site._registry[OutboxMessage]
+    model_admin.search_fields = ("topic",)
+    try:
+        with pytest.raises(ImproperlyConfigured, match="not exact"):
+            model_admin.get_search_results(RequestFactory().get("/"), OutboxMessage.objects.all(), "x")
+    finally:
+        del model_admin.search_fields

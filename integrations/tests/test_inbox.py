@@ -156,9 +156,13 @@ def test_the_admin_lists_filters_hides_payloads_from_non_phi_staff_and_applies_a
     inbox_apply()
     row = InboundEvent.objects.get()
     url = "/admin/integrations/inboundevent/"
-    for query in ({}, {"status": "failed"}, {"type": "subscription_cancelled"}, {"route": "event"}, {"q": "cancel"}):
+    found = ({}, {"status": "failed"}, {"type": "subscription_cancelled"}, {"route": "event"}, {"q": "cancel"})
+    searches = ({"q": str(row.pk)}, {"q": " u-1 "})
+    for query in (*found, *searches):
         page = admin_client.get(url, query)
         assert page.status_code == 200 and page.context["cl"].result_count == 1, query
+    for query in ({"q": "Cancel"}, {"q": "U-1"}, {"q": str(row.pk + 1)}, {"q": "9" * 30}):  # ids are exact
+        assert admin_client.get(url, query).context["cl"].result_count == 0, query
     assert b"properties.subscription_id" in admin_client.get(url).content  # the errors column
 
     staff_user.user_permissions.add(
