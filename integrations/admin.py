@@ -16,7 +16,6 @@ from django.utils.html import format_html
 
 from crm_platform.actor import Actor
 from crm_platform.admin_tools import (
-    PHI_PERMISSION,
     ExactSearchMixin,
     FastChangeListMixin,
     PhiAdminMixin,
@@ -34,21 +33,18 @@ _HEX_DIGEST = re.compile(r"[0-9a-fA-F]{64}")  # a payload digest, as staff may p
 
 
 @admin.register(OutboxMessage)
-class OutboxMessageAdmin(ReadOnlyAdminMixin, FastChangeListMixin, ExactSearchMixin, admin.ModelAdmin):
-    # Read-only; replay and purge are actions guarded by the outbox's change permission.
+class OutboxMessageAdmin(ReadOnlyAdminMixin, PhiAdminMixin, FastChangeListMixin, ExactSearchMixin, admin.ModelAdmin):
+    """Read-only; replay and purge are actions guarded by the outbox's change permission.
+    Payloads may carry medical fields (a plan, a persona, an assessment): PHI staff only, and
+    each view is audited (compliance/tests/test_phi_masking.py walks this page)."""
+
+    phi_fields = ("payload",)
     list_display = ("id", "topic", "destination", "object_type", "object_id", "status", "attempts", "next_attempt_at")
     list_filter = ("status", "destination", "topic")
     search_fields = ("=object_id", "=destination", "=topic")
     ordering = ("-id",)
     actions = ("replay", "purge_delivered")
     readonly_fields = [f.name for f in OutboxMessage._meta.fields]
-
-    def get_readonly_fields(self, request, obj=None):
-        # Payloads may carry medical fields (a plan, a persona, an assessment): only staff who
-        # may see PHI see them (compliance/tests/test_phi_masking.py walks this page).
-        if request.user.has_perm(PHI_PERMISSION):
-            return self.readonly_fields
-        return [f for f in self.readonly_fields if f != "payload"]
 
     def get_fields(self, request, obj=None):
         return self.get_readonly_fields(request, obj)

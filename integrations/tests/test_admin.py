@@ -23,6 +23,25 @@ def test_outbox_changelist_filters_and_is_read_only(admin_client, publish):
     assert admin_client.get(reverse("admin:crm_platform_outboxmessage_add")).status_code == 403
 
 
+def test_an_outbox_payload_is_shown_to_phi_staff_only_and_each_view_is_audited(
+    admin_client, client, staff_user, publish
+):
+    from django.contrib.auth.models import Permission
+
+    from compliance.models import AuditEvent
+
+    row = publish(payload={"id": 1, "treatment_plan": "plan-marker-42"})
+    url = reverse("admin:crm_platform_outboxmessage_change", args=[row.pk])
+    reads = AuditEvent.objects.filter(action="phi.read", object_type="crm_platform.outboxmessage")
+    staff_user.user_permissions.add(Permission.objects.get(codename="view_outboxmessage"))
+    client.force_login(staff_user)
+    page = client.get(url)
+    assert page.status_code == 200 and b"plan-marker-42" not in page.content
+    assert not reads.exists()
+    assert b"plan-marker-42" in admin_client.get(url).content
+    assert list(reads.values_list("object_id", "changes__fields__new")) == [(str(row.pk), ["payload"])]
+
+
 def test_replay_from_the_outbox_admin_sends_dead_rows_again(admin_client, make_endpoint, publish, receiver):
     make_endpoint()
     receiver.respond(410)
