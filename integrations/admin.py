@@ -344,7 +344,10 @@ class InboundEventAdmin(ReadOnlyAdminMixin, PhiAdminMixin, FastChangeListMixin, 
     list_filter = ("status", InboundEventTypeFilter, "route", ("received_at", admin.DateFieldListFilter))
     search_fields = ("=id", "=key", "=user_external_id", "=user_email")
     search_normalizers = {"user_email": str.lower}  # stored as contacts normalizes emails
-    search_help_text = "Inbox id, Idempotency-Key (batch: event:<id>), app user id or email (exact)."
+    search_help_text = (
+        "Inbox id, Idempotency-Key (batch: event:<id>), or app user id or email of a queued or failed event "
+        "(exact; applied events keep no names)."
+    )
     ordering = ("-id",)
     actions = ("apply_again",)
     readonly_fields = [f.name for f in InboundEvent._meta.fields]

@@ -14,7 +14,7 @@ order, up to APPLY_BATCH at a time, each batch in one transaction, through
 integrations.inbound.events_ingest (set-based: a statement per step, not per event). An event
 accepted after another was answered (a login after its sign-up's 202) has a larger id and is
 applied after it; events sent concurrently may apply in either order. Each row ends applied
-(its result: contact, activity, stale fields; its payload is cleared) or failed (its errors;
+(its result: contact, activity, stale fields; its payload and names are cleared) or failed (its errors;
 its payload stays for a retry from the admin). A batch that raises is applied again one event
 at a time, so one bad event cannot hold back the rest; an error that says nothing about the
 events (a lost connection, a deadlock, the task's time limit) leaves them pending instead.
@@ -613,12 +613,16 @@ def _sender(actors: list[list]) -> Actor:
 
 
 def _mark(ends: dict[int, tuple[str, dict]]) -> None:
-    """How each row ended, in one UPDATE; an applied row's payload is cleared."""
+    """How each row ended, in one UPDATE. An applied row keeps no personal data: its payload and
+    the user's names are cleared (its result names the contact by id), so GDPR erasure has only
+    queued and failed rows to find, by their partial indexes."""
     document = [{"i": row_id, "s": status, "r": result} for row_id, (status, result) in ends.items()]
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {_TABLE} AS t SET status = u.s, result = u.r, applied_at = %s, "  # noqa: S608
-            "payload = CASE WHEN u.s = 'applied' THEN NULL ELSE t.payload END "
+            "payload = CASE WHEN u.s = 'applied' THEN NULL ELSE t.payload END, "
+            "user_email = CASE WHEN u.s = 'applied' THEN '' ELSE t.user_email END, "
+            "user_external_id = CASE WHEN u.s = 'applied' THEN '' ELSE t.user_external_id END "
             "FROM jsonb_to_recordset(%s::jsonb) AS u(i bigint, s text, r jsonb) WHERE t.id = u.i",
             [timezone.now(), django_dumps(document)],
         )

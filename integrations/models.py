@@ -163,7 +163,7 @@ class InboundEvent(models.Model):
     which is also the request's Idempotency-Key record: (owner, key) is unique, the request's
     hash is kept, and a replay's answer is rebuilt from the row. The `integrations.inbox_apply`
     task applies pending rows in id order, many at a time, through integrations.inbound
-    (integrations/inbox.py). The payload is cleared once applied; rows are kept
+    (integrations/inbox.py). The payload and the user's names are cleared once applied; rows are kept
     IDEMPOTENCY_TTL_DAYS (retention), then purged."""
 
     class Status(models.TextChoices):
@@ -181,8 +181,8 @@ class InboundEvent(models.Model):
     request_hash = models.CharField(max_length=64)
     route = models.CharField(max_length=16, choices=Route.choices)
     type = models.CharField(max_length=50)
-    user_external_id = models.CharField(max_length=128, blank=True)
-    user_email = models.CharField(max_length=254, blank=True)
+    user_external_id = models.CharField(max_length=128, blank=True, help_text="Cleared once applied.")
+    user_email = models.CharField(max_length=254, blank=True, help_text="Cleared once applied.")
     creates_user = models.BooleanField(default=False, help_text="May name a user the CRM does not know yet.")
     payload = models.JSONField(null=True, blank=True, help_text="The event as accepted; cleared once applied.")
     actor = models.JSONField(help_text="Who sent it: [kind, id, request id, ip].")

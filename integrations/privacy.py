@@ -23,17 +23,18 @@ def erase_sync_events(*, contact_ids: list[int], actor) -> int:
 
 
 def erase_inbound_events(*, contact_ids: list[int], actor) -> int:
-    """The inbox's rows naming the person (by email or app user id). Queued and failed rows go
-    (their payload is about the person, and a queued sign-up must not bring them back); applied
-    rows keep only ids and hashes, and stay as Idempotency-Key records with the names blanked,
-    so a retried request is answered as before instead of applied again."""
+    """The inbox's rows naming the person (by email or app user id): queued and failed rows,
+    whose payload is about the person (and a queued sign-up must not bring them back). Each
+    status is looked up by its own partial index. Applied rows name nobody (the applier clears
+    their names and payload), and stay as Idempotency-Key records, so a retried request is
+    answered as before instead of applied again."""
     people = Contact._base_manager.filter(pk__in=contact_ids).values_list("email", "external_id")
     emails = [email for email, _ in people if email]
     external_ids = [external_id for _, external_id in people if external_id]
     if not emails and not external_ids:
         return 0
-    rows = InboundEvent.objects.filter(Q(user_email__in=emails) | Q(user_external_id__in=external_ids))
-    gone = rows.exclude(status=InboundEvent.Status.APPLIED).delete()[0]
-    return gone + rows.filter(status=InboundEvent.Status.APPLIED).update(
-        user_email="", user_external_id="", payload=None
+    naming = Q(user_email__in=emails) | Q(user_external_id__in=external_ids)
+    return sum(
+        InboundEvent.objects.filter(naming, status=status).delete()[0]
+        for status in (InboundEvent.Status.PENDING, InboundEvent.Status.FAILED)
     )

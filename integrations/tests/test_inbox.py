@@ -271,3 +271,45 @@ def test_keys_the_event_routes_stored_before_the_inbox_still_replay(make_key):
     again = client.post(EVENTS, json.dumps(body), content_type="application/json", HTTP_IDEMPOTENCY_KEY="old-key")
     assert again.status_code == 202 and again["Idempotent-Replayed"] == "true", again.content
     assert inbox_apply()["applied"] == 0 and not Activity.objects.exists()
+
+
+@pytest.mark.django_db
+def test_an_applied_row_keeps_no_names_and_a_failed_one_keeps_them_for_a_retry(key_client):
+    app = key_client(["events:write"])
+    ContactFactory(email="one@example.com", external_id="u-1")
+    post(app, {"type": "custom", "user": {"external_id": "u-1", "email": "one@example.com"}}, "fine")
+    cancel = {"type": "subscription_cancelled", "user": {"external_id": "u-1"}, "properties": {"subscription_id": "s"}}
+    post(app, cancel, "refused-later")
+    inbox_apply()
+    rows = {
+        key: rest for key, *rest in InboundEvent.objects.values_list("key", "status", "user_email", "user_external_id")
+    }
+    assert rows == {"fine": ["applied", "", ""], "refused-later": ["failed", "", "u-1"]}
+    assert InboundEvent.objects.get(key="refused-later").payload is not None
+
+
+@pytest.mark.django_db
+def test_erasure_finds_the_inbox_rows_by_their_partial_indexes(key_client):
+    """Queued and failed rows only (applied ones name nobody), each status by its own index:
+    the erasure never reads the whole inbox."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from integrations.privacy import erase_inbound_events
+
+    app = key_client(["events:write"])
+    contact = ContactFactory(email="gone@example.com", external_id="u-gone")
+    post(app, {"type": "custom", "user": {"external_id": "u-gone"}}, "applied")
+    inbox_apply()
+    post(app, {"type": "page_viewed", "user": {"email": "gone@example.com"}}, "queued")
+    with CaptureQueriesContext(connection) as queries:
+        assert erase_inbound_events(contact_ids=[contact.pk], actor=None) == 1
+    assert list(InboundEvent.objects.values_list("key", flat=True)) == ["applied"]
+    deletes = [q["sql"] for q in queries if q["sql"].startswith("DELETE FROM")]
+    assert len(deletes) == 2
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        for sql in deletes:
+            cursor.execute("EXPLAIN " + sql)
+            plan = "\n".join(line for (line,) in cursor.fetchall())
+            assert "Seq Scan" not in plan, plan
