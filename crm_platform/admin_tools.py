@@ -8,7 +8,7 @@ from collections.abc import Callable
 from functools import cached_property, reduce
 
 from django.contrib.admin.utils import flatten_fieldsets
-from django.core.exceptions import ImproperlyConfigured
+from django.core import checks
 from django.core.paginator import Paginator
 from django.db import connection, models
 from django.db.models import Q
@@ -64,25 +64,39 @@ class FastChangeListMixin:
 
 
 class ExactSearchMixin:
-    """For ModelAdmins of big tables searched by identifiers: every search field is exact
-    ("=field") and matched as `column = term`, which the column's index answers. Django's own
-    "=" search compares UPPER(column) = UPPER(term), which no index serves, so each search read
-    the whole table. Identifiers stay case-sensitive; `search_normalizers` maps a field to what
-    a term is stored as there (a lower-cased email), or None when the term cannot be one.
-    Integer fields match a term of digits only; a term longer than a field's max_length is not
-    looked for in it."""
+    """For ModelAdmins of big tables searched by identifiers that each have an index: every
+    search field is exact ("=field", on the model itself) and matched as `column = term`, which
+    those indexes answer. Django's own "=" search compares UPPER(column) = UPPER(term), which no
+    index serves, so each search read the whole table; where a field has no index of its own,
+    one OR'ed column reads the table anyway, and Django's search (case-blind) is the better
+    choice. Identifiers stay case-sensitive; `search_normalizers` maps a field to what a term is
+    stored as there, or None when the term cannot be one. Integer fields match a term of
+    digits only; a term longer than a field's max_length is not looked for in it."""
 
     search_normalizers: dict[str, Callable[[str], str | None]] = {}
+
+    def check(self, **kwargs):
+        errors = super().check(**kwargs)
+        for name in self.search_fields:
+            field = name[1:] if name.startswith("=") else None
+            if not field or "__" in field or field not in {f.name for f in self.model._meta.concrete_fields}:
+                errors.append(
+                    checks.Error(
+                        f"{type(self).__name__}: search field {name!r} is not an exact field of "
+                        f"{self.model._meta.label} (=field).",
+                        obj=type(self),
+                        id="crm_platform.E001",
+                    )
+                )
+        return errors
 
     def get_search_results(self, request, queryset, search_term):
         term = search_term.strip()
         if not term:
             return queryset, False
         matches = []
-        for name in self.search_fields:
-            if not name.startswith("="):
-                raise ImproperlyConfigured(f"{type(self).__name__}: search field {name!r} is not exact (=field).")
-            field = name[1:]
+        for name in self.get_search_fields(request):
+            field = name.removeprefix("=")
             value = self._search_value(field, term)
             if value is not None:
                 matches.append(Q(**{field: value}))

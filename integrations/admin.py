@@ -33,7 +33,7 @@ _HEX_DIGEST = re.compile(r"[0-9a-fA-F]{64}")  # a payload digest, as staff may p
 
 
 @admin.register(OutboxMessage)
-class OutboxMessageAdmin(ReadOnlyAdminMixin, PhiAdminMixin, FastChangeListMixin, ExactSearchMixin, admin.ModelAdmin):
+class OutboxMessageAdmin(ReadOnlyAdminMixin, PhiAdminMixin, FastChangeListMixin, admin.ModelAdmin):
     """Read-only; replay and purge are actions guarded by the outbox's change permission.
     Payloads may carry medical fields (a plan, a persona, an assessment): PHI staff only, and
     each view is audited (compliance/tests/test_phi_masking.py walks this page)."""
@@ -202,7 +202,7 @@ class _EndpointChangeList(ChangeList):
 
 
 @admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(ReadOnlyAdminMixin, FastChangeListMixin, ExactSearchMixin, admin.ModelAdmin):
+class WebhookDeliveryAdmin(ReadOnlyAdminMixin, FastChangeListMixin, admin.ModelAdmin):
     list_display = (
         "id",
         "at",
@@ -334,7 +334,7 @@ class InboundEventTypeFilter(_ChoicesFilter):
 
 
 @admin.register(InboundEvent)
-class InboundEventAdmin(ReadOnlyAdminMixin, PhiAdminMixin, FastChangeListMixin, ExactSearchMixin, admin.ModelAdmin):
+class InboundEventAdmin(ReadOnlyAdminMixin, PhiAdminMixin, FastChangeListMixin, admin.ModelAdmin):
     """Events the API queued: how each ended, and "apply again" for failed ones. A queued or
     failed event's payload may carry medical fields: PHI staff only, and each view is audited."""
 
@@ -343,7 +343,6 @@ class InboundEventAdmin(ReadOnlyAdminMixin, PhiAdminMixin, FastChangeListMixin, 
     list_display = ("id", "received_at", "type", "route", "owner", "status", "applied_at", "errors")
     list_filter = ("status", InboundEventTypeFilter, "route", ("received_at", admin.DateFieldListFilter))
     search_fields = ("=id", "=key", "=user_external_id", "=user_email")
-    search_normalizers = {"user_email": str.lower}  # stored as contacts normalizes emails
     search_help_text = (
         "Inbox id, Idempotency-Key (batch: event:<id>), or app user id or email of a queued or failed event "
         "(exact; applied events keep no names)."

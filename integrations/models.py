@@ -156,6 +156,10 @@ class SyncEvent(models.Model):
         return f"{self.direction} {self.event_type} {self.object_type}:{self.object_id} ({self.status})"
 
 
+# An applied inbox row that still names its user (see InboundEvent's indexes).
+INBOX_APPLIED_NAMED = models.Q(status="applied") & (~models.Q(user_email="") | ~models.Q(user_external_id=""))
+
+
 class InboundEvent(models.Model):
     """The inbox: an app event the API accepted (202) and the applier has yet to apply, or has.
 
@@ -211,6 +215,9 @@ class InboundEvent(models.Model):
             models.Index(
                 fields=["status", "-id"], name="inbound_event_failed_idx", condition=models.Q(status="failed")
             ),
+            # Applied rows still naming their user: applied by a version before the applier
+            # cleared names (migration 0008), so few or none; GDPR erasure finds them here.
+            models.Index(fields=["id"], name="inbound_event_named_idx", condition=INBOX_APPLIED_NAMED),
             BrinIndex(fields=["received_at"], name="inbound_event_received_brin"),
         ]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db.models import Q
 
 from contacts.models import Contact
-from integrations.models import InboundEvent, SyncEvent
+from integrations.models import INBOX_APPLIED_NAMED, InboundEvent, SyncEvent
 
 
 def erase_sync_events(*, contact_ids: list[int], actor) -> int:
@@ -23,18 +23,19 @@ def erase_sync_events(*, contact_ids: list[int], actor) -> int:
 
 
 def erase_inbound_events(*, contact_ids: list[int], actor) -> int:
-    """The inbox's rows naming the person (by email or app user id): queued and failed rows,
-    whose payload is about the person (and a queued sign-up must not bring them back). Each
-    status is looked up by its own partial index. Applied rows name nobody (the applier clears
-    their names and payload), and stay as Idempotency-Key records, so a retried request is
-    answered as before instead of applied again."""
+    """The inbox's rows naming the person (by email or app user id). Queued and failed rows go
+    (their payload is about the person, and a queued sign-up must not bring them back), in one
+    statement through those statuses' partial indexes. Applied rows name nobody (the applier
+    clears their names and payload) and stay as Idempotency-Key records, so a retried request
+    is answered as before instead of applied again; one applied by a version before that
+    (migration 0008, a deploy's overlap) is blanked, found through a partial index of such rows."""
     people = Contact._base_manager.filter(pk__in=contact_ids).values_list("email", "external_id")
     emails = [email for email, _ in people if email]
     external_ids = [external_id for _, external_id in people if external_id]
     if not emails and not external_ids:
         return 0
     naming = Q(user_email__in=emails) | Q(user_external_id__in=external_ids)
-    return sum(
-        InboundEvent.objects.filter(naming, status=status).delete()[0]
-        for status in (InboundEvent.Status.PENDING, InboundEvent.Status.FAILED)
-    )
+    unapplied = Q(status=InboundEvent.Status.PENDING) | Q(status=InboundEvent.Status.FAILED)
+    gone = InboundEvent.objects.filter(naming, unapplied).delete()[0]
+    named = InboundEvent.objects.filter(naming, INBOX_APPLIED_NAMED)
+    return gone + named.update(user_email="", user_external_id="", payload=None)

@@ -4,7 +4,8 @@ Digests are random 64-character hex strings: the B-tree grew to about half the t
 (303 MB beside 523 MB of rows for 2.4 million rows) and sent each insert to a random page, the
 applier's dearest write. Staff search the log by digest with an exact match, which is all a hash
 index answers (64 MB for the same rows). Built and dropped concurrently: the log takes writes
-throughout.
+throughout. If the concurrent build fails, PostgreSQL leaves an invalid index behind: drop it
+(DROP INDEX CONCURRENTLY sync_event_digest_hash) and migrate again.
 """
 
 from django.contrib.postgres.indexes import HashIndex
