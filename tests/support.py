@@ -1,4 +1,4 @@
-"""Helpers for tests that start real processes: servers of their own, gunicorn, a worker."""
+"""Helpers for tests: servers of their own, gunicorn, a worker (real processes), and query plans."""
 
 from __future__ import annotations
 
@@ -141,3 +141,20 @@ def celery_worker(*, broker_url: str, result_backend: str | None = None, **env: 
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def index_plans(statements: list[str]) -> list[str]:
+    """The plan of each statement (SQL as Django captured it) with sequential scans disabled,
+    asserting none has one left: each can be answered by indexes, not by reading the table.
+    Call inside the test's transaction (SET LOCAL)."""
+    from django.db import connection
+
+    plans = []
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        for sql in statements:
+            cursor.execute("EXPLAIN " + sql)
+            plan = "\n".join(line for (line,) in cursor.fetchall())
+            assert "Seq Scan" not in plan, plan
+            plans.append(plan)
+    return plans
