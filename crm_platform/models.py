@@ -135,6 +135,14 @@ class OutboxMessage(models.Model):
     def __str__(self) -> str:
         return f"{self.topic} {self.object_type}:{self.object_id} ({self.status})"
 
+    @property
+    def contact_id(self) -> int | None:
+        """The contact a message about one is about (compliance.services.audit_subject reads it:
+        "who viewed this patient" and break-glass cover the payloads of the contact's messages)."""
+        if self.object_type == "contacts.contact" and self.object_id.isascii() and self.object_id.isdigit():
+            return int(self.object_id)
+        return None
+
 
 class IdempotencyRecord(models.Model):
     """One Idempotency-Key of one client (API key or staff user): the request's fingerprint

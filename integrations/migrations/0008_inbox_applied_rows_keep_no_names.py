@@ -1,34 +1,30 @@
 """Applied inbox rows keep no names: the applier now clears an applied row's email and app user
 id with its payload, so GDPR erasure need only find queued and failed rows (by their partial
-indexes) instead of reading the whole inbox.
+indexes) instead of reading the whole inbox. This clears the rows applied before, walking the
+table by id (the primary key's index), 10,000 ids a transaction: the inbox takes writes
+throughout, and a failed or interrupted run can simply run again. 0009 then indexes whatever
+still names someone (rows that workers of the previous version apply meanwhile).
 
-A partial index holds the applied rows that still name their user (built concurrently: the
-inbox takes writes throughout); this clears the rows applied before, 10,000 a transaction,
-found through it. Rows that workers of the previous version apply after this ran stay in that
-index, where erasure finds them. If the concurrent build fails, PostgreSQL leaves an invalid
-index behind: drop it (DROP INDEX CONCURRENTLY inbound_event_named_idx) and migrate
-again."""
+Every applied row is rewritten once: on a big inbox, let autovacuum catch up (or run VACUUM
+integrations_inboundevent) afterwards."""
 
-from django.contrib.postgres.operations import AddIndexConcurrently
 from django.db import migrations, models
 
 BATCH = 10_000
 CLEAR = """
 UPDATE integrations_inboundevent SET user_email = '', user_external_id = ''
-WHERE id IN (
-    SELECT id FROM integrations_inboundevent
-    WHERE status = 'applied' AND (NOT user_email = '' OR NOT user_external_id = '')
-    LIMIT %s
-)
+WHERE id > %s AND id <= %s AND status = 'applied' AND (user_email <> '' OR user_external_id <> '')
 """
 
 
 def clear_names(apps, schema_editor):
     with schema_editor.connection.cursor() as cursor:
-        while True:
-            cursor.execute(CLEAR, [BATCH])
-            if cursor.rowcount < BATCH:
-                return
+        cursor.execute("SELECT min(id), max(id) FROM integrations_inboundevent")
+        low, high = cursor.fetchone()
+        if low is None:
+            return
+        for start in range(low - 1, high, BATCH):
+            cursor.execute(CLEAR, [start, start + BATCH])
 
 
 class Migration(migrations.Migration):
@@ -46,15 +42,6 @@ class Migration(migrations.Migration):
             model_name="inboundevent",
             name="user_external_id",
             field=models.CharField(blank=True, help_text="Cleared once applied.", max_length=128),
-        ),
-        AddIndexConcurrently(
-            model_name="inboundevent",
-            index=models.Index(
-                condition=models.Q(("status", "applied"))
-                & (models.Q(("user_email", ""), _negated=True) | models.Q(("user_external_id", ""), _negated=True)),
-                fields=["id"],
-                name="inbound_event_named_idx",
-            ),
         ),
         migrations.RunPython(clear_names, migrations.RunPython.noop, elidable=True),
     ]

@@ -28,7 +28,7 @@ def test_an_outbox_payload_is_shown_to_phi_staff_only_and_each_view_is_audited(
 
     from compliance.models import AuditEvent
 
-    row = publish(payload={"id": 1, "treatment_plan": "plan-marker-42"})
+    row = publish(object_id=7, payload={"id": 7, "treatment_plan": "plan-marker-42"})
     url = reverse("admin:crm_platform_outboxmessage_change", args=[row.pk])
     reads = AuditEvent.objects.filter(action="phi.read", object_type="crm_platform.outboxmessage")
     staff_user.user_permissions.add(Permission.objects.get(codename="view_outboxmessage"))
@@ -37,7 +37,8 @@ def test_an_outbox_payload_is_shown_to_phi_staff_only_and_each_view_is_audited(
     assert page.status_code == 200 and b"plan-marker-42" not in page.content
     assert not reads.exists()
     assert b"plan-marker-42" in admin_client.get(url).content
-    assert list(reads.values_list("object_id", "changes__fields__new")) == [(str(row.pk), ["payload"])]
+    # Its subject is the contact the message is about: "who viewed this patient" lists it.
+    assert list(reads.values_list("object_id", "changes__fields__new", "subject_id")) == [(str(row.pk), ["payload"], 7)]
 
 
 def test_replay_from_the_outbox_admin_sends_dead_rows_again(admin_client, make_endpoint, publish, receiver):
