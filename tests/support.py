@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -143,18 +144,42 @@ def celery_worker(*, broker_url: str, result_backend: str | None = None, **env: 
             proc.kill()
 
 
-def index_plans(statements: list[str]) -> list[str]:
-    """The plan of each statement (SQL as Django captured it) with sequential scans disabled,
-    asserting none has one left: each can be answered by indexes, not by reading the table.
-    Call inside the test's transaction (SET LOCAL)."""
+def index_plans(statements) -> list[dict]:
+    """The plan of each statement (SQL as Django captured it, or a QuerySet) with sequential
+    scans disabled, asserting each reads its rows through index conditions: no sequential scan,
+    and no full index walked whole (a scan without an Index Cond, which a planner denied
+    sequential scans may pick instead); a partial index may be read whole, its predicate being
+    the condition. Returns the plans (EXPLAIN's JSON). Call inside the test's transaction (SET
+    LOCAL)."""
     from django.db import connection
 
     plans = []
     with connection.cursor() as cursor:
         cursor.execute("SET LOCAL enable_seqscan = off")
-        for sql in statements:
-            cursor.execute("EXPLAIN " + sql)
-            plan = "\n".join(line for (line,) in cursor.fetchall())
-            assert "Seq Scan" not in plan, plan
+        for statement in statements:
+            if isinstance(statement, str):
+                cursor.execute("EXPLAIN (FORMAT JSON) " + statement)
+                plan = cursor.fetchone()[0]
+            else:
+                plan = json.loads(statement.explain(format="json"))
+            plan = plan[0]["Plan"]
+            for node in _plan_nodes(plan):
+                kind = node["Node Type"]
+                assert kind != "Seq Scan", plan
+                if kind in ("Index Scan", "Index Only Scan", "Bitmap Index Scan") and "Index Cond" not in node:
+                    cursor.execute(
+                        "SELECT indpred IS NOT NULL FROM pg_index WHERE indexrelid = %s::regclass", [node["Index Name"]]
+                    )
+                    assert cursor.fetchone()[0], f"{node['Index Name']} read whole: {plan}"
             plans.append(plan)
     return plans
+
+
+def index_names(plan: dict) -> set[str]:
+    return {node["Index Name"] for node in _plan_nodes(plan) if "Index Name" in node}
+
+
+def _plan_nodes(plan: dict):
+    yield plan
+    for child in plan.get("Plans", ()):
+        yield from _plan_nodes(child)
