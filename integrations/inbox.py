@@ -132,21 +132,7 @@ def inbox_refusals(events: list[Event]) -> dict[int, ValidationError | ConflictE
         # at most. Joined to the identifiers, every pending sign-up came back (a backlog of page
         # views made the check three times dearer as it grew); joined by the planner, whose
         # statistics saw few pending rows, it hashed or walked every pending row.
-        cursor.execute(
-            "WITH e AS (SELECT ref FROM jsonb_array_elements_text(%s::jsonb) AS v(ref)), "  # noqa: S608 - our names
-            "x AS (SELECT ref FROM jsonb_array_elements_text(%s::jsonb) AS v(ref)), "
-            f"c AS MATERIALIZED (SELECT email, external_id, coalesce(merged_into_id, id) AS id FROM {_CONTACTS} "
-            "WHERE email = ANY(ARRAY(SELECT ref FROM e)) OR external_id = ANY(ARRAY(SELECT ref FROM x))) "
-            "SELECT 'c', email, external_id, id FROM c "
-            f"UNION ALL SELECT 'i', ref, NULL, 0 FROM (SELECT e.ref, (SELECT true FROM {_TABLE} i "
-            "WHERE i.user_email = e.ref AND i.status = 'pending' AND i.creates_user AND i.user_email <> '' "
-            "LIMIT 1) AS q FROM e WHERE NOT EXISTS (SELECT 1 FROM c WHERE c.email = e.ref) OFFSET 0) s WHERE q "
-            f"UNION ALL SELECT 'i', NULL, ref, 0 FROM (SELECT x.ref, (SELECT true FROM {_TABLE} i "
-            "WHERE i.user_external_id = x.ref AND i.status = 'pending' AND i.creates_user "
-            "AND i.user_external_id <> '' LIMIT 1) AS q FROM x "
-            "WHERE NOT EXISTS (SELECT 1 FROM c WHERE c.external_id = x.ref) OFFSET 0) s WHERE q",
-            [json.dumps(emails), json.dumps(externals)],
-        )
+        cursor.execute(_REFUSALS_SQL, [json.dumps(emails), json.dumps(externals)])
         for source, email, external_id, contact_id in cursor.fetchall():
             if source == "c":
                 if email:
@@ -181,6 +167,39 @@ def inbox_refusals(events: list[Event]) -> dict[int, ValidationError | ConflictE
         elif not (email_contact or external_contact or refs & queued):
             refused[index] = ValidationError({"user": [UNKNOWN_USER]})
     return refused
+
+
+def _queued_sign_ups(column: str, ref: str) -> str:
+    """SQL (FROM ... WHERE) of the queued sign-ups naming `ref` by `column` ("email" or
+    "external_id"): the rows the partial indexes inbound_event_pend_email_idx and
+    inbound_event_pend_ext_idx hold."""
+    return (
+        f"FROM {_TABLE} i WHERE i.user_{column} = {ref} AND i.status = 'pending' AND i.creates_user "
+        f"AND i.user_{column} <> ''"
+    )
+
+
+def _queued_arm(refs: str, column: str, values: str) -> str:
+    """inbox_refusals' UNION ALL arm for one kind of identifier (the CTE `refs`): those no
+    contact has (`c`) and a queued sign-up names, as ('i', `values`, 0)."""
+    return (
+        f" UNION ALL SELECT 'i', {values}, 0 FROM (SELECT {refs}.ref, (SELECT true "  # noqa: S608 - our names
+        f"{_queued_sign_ups(column, refs + '.ref')} LIMIT 1) AS q FROM {refs} "
+        f"WHERE NOT EXISTS (SELECT 1 FROM c WHERE c.{column} = {refs}.ref) OFFSET 0) s WHERE q"
+    )
+
+
+# inbox_refusals' one statement: the contacts the identifiers name (emails `e`, app user ids
+# `x`), then each identifier no contact has that a queued sign-up names.
+_REFUSALS_SQL = (
+    "WITH e AS (SELECT ref FROM jsonb_array_elements_text(%s::jsonb) AS v(ref)), "  # noqa: S608 - our names
+    "x AS (SELECT ref FROM jsonb_array_elements_text(%s::jsonb) AS v(ref)), "
+    f"c AS MATERIALIZED (SELECT email, external_id, coalesce(merged_into_id, id) AS id FROM {_CONTACTS} "
+    "WHERE email = ANY(ARRAY(SELECT ref FROM e)) OR external_id = ANY(ARRAY(SELECT ref FROM x))) "
+    "SELECT 'c', email, external_id, id FROM c"
+    + _queued_arm("e", "email", "ref, NULL")
+    + _queued_arm("x", "external_id", "NULL, ref")
+)
 
 
 def _needs_check(event: Event) -> bool:
@@ -263,16 +282,7 @@ def _insert(owner: str, route: str, actor: Actor, entries: list[Entry]) -> dict[
     as the jsonb it is stored as. One jsonb document of rows cost PostgreSQL a full parse into
     jsonb first (~12 ms a thousand); a thousand parameters, or psycopg's arrays, cost Python more
     (its list dumpers pack each element in Python)."""
-    events = [entry.event for entry in entries]
-    columns = [
-        [entry.key for entry in entries],
-        [entry.fingerprint for entry in entries],
-        [event.type for event in events],
-        [event.user.get("external_id", "") for event in events],
-        [event.user.get("email", "") for event in events],
-        [EVENT_TYPES[event.type].creates_user for event in events],
-        [_stored(event) for event in events],
-    ]
+    columns = list(zip(*map(_row, entries), strict=True))
     with _prepared_cursor() as cursor:
         cursor.execute(
             _INSERT_INTO + "SELECT %s, u.k, u.h, %s, u.t, u.x, u.e, u.c::bool, u.p::jsonb, %s::jsonb, 'pending', %s "  # noqa: S608 - our names
@@ -284,6 +294,22 @@ def _insert(owner: str, route: str, actor: Actor, entries: list[Entry]) -> dict[
             [owner, route, json.dumps(actor.to_task()), timezone.now(), *map(dumps, columns)],
         )
         return dict(cursor.fetchall())
+
+
+def _row(entry: Entry) -> tuple:
+    """The columns of an entry's inbox row that vary, in the order both INSERTs take them: key,
+    request hash, type, the user's app id and email ("" when not given), creates_user, and the
+    stored event (a dict, for the caller to write as JSON)."""
+    event = entry.event
+    return (
+        entry.key,
+        entry.fingerprint,
+        event.type,
+        event.user.get("external_id", ""),
+        event.user.get("email", ""),
+        EVENT_TYPES[event.type].creates_user,
+        _stored(event),
+    )
 
 
 def inbox_accept_one(*, owner: str, route: str, actor: Actor, entry: Entry) -> Accepted:
@@ -323,24 +349,20 @@ def _insert_if_known(owner: str, route: str, actor: Actor, entry: Entry, ref: tu
     """INSERT the row when its one identifier names a contact or a queued sign-up; its id, or
     None (unknown user, or the key is taken)."""
     column = "email" if ref[0] == "email" else "external_id"
-    event = entry.event
+    key, fingerprint, *rest, stored = _row(entry)
     with _prepared_cursor() as cursor:
         cursor.execute(
             _INSERT_INTO + "SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb, 'pending', %s "  # noqa: S608 - our names
             f"WHERE EXISTS (SELECT 1 FROM {_CONTACTS} WHERE {column} = %s) "
-            f"OR EXISTS (SELECT 1 FROM {_TABLE} WHERE status = 'pending' AND creates_user "
-            f"AND user_{column} <> '' AND user_{column} = %s) "
+            f"OR EXISTS (SELECT 1 {_queued_sign_ups(column, '%s')}) "
             "ON CONFLICT (owner, key) DO NOTHING RETURNING id",
             [
                 owner,
-                entry.key,
-                entry.fingerprint,
+                key,
+                fingerprint,
                 route,
-                event.type,
-                event.user.get("external_id", ""),
-                event.user.get("email", ""),
-                EVENT_TYPES[event.type].creates_user,
-                dumps(_stored(event)),
+                *rest,
+                dumps(stored),
                 json.dumps(actor.to_task()),
                 timezone.now(),
                 ref[1],
