@@ -77,9 +77,9 @@ class ExactSearchMixin:
 
     def check(self, **kwargs):
         errors = super().check(**kwargs)
+        own = {f.name for f in self.model._meta.concrete_fields}
         for name in self.search_fields:
-            field = name[1:] if name.startswith("=") else None
-            if not field or "__" in field or field not in {f.name for f in self.model._meta.concrete_fields}:
+            if not (name.startswith("=") and name[1:] in own):
                 errors.append(
                     checks.Error(
                         f"{type(self).__name__}: search field {name!r} is not an exact field of "
