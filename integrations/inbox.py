@@ -43,7 +43,7 @@ import psycopg
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
+from django.db import DatabaseError, InterfaceError, NotSupportedError, OperationalError, connection, transaction
 from django.db.backends.utils import CursorDebugWrapper, CursorWrapper
 from django.utils import timezone
 from kombu.exceptions import KombuError
@@ -384,19 +384,27 @@ def _prepared_cursor():
     client-side cursors, the project default, merge the parameters into the statement's text:
     a batch's document was then quoted and hashed in Python and scanned as one SQL literal.
 
-    After a migration changes the type of a column these statements return, each connection's
-    next run of one fails once ("cached plan must not change result type"); psycopg then drops
-    it and prepares it afresh."""
+    After a migration changes the type of a column one of these statements returns (a longer
+    varchar, say), PostgreSQL refuses each run of it on every connection that prepared it
+    before ("cached plan must not change result type", SQLSTATE 0A000), and psycopg would go on
+    sending it until the connection closed. Outside a transaction the refused statement changed
+    nothing: the connection's statements are dropped and it is sent once more (prepared afresh)
+    instead of answering the client 500."""
     connection.ensure_connection()
     raw = connection.connection
     if settings.DB_PREPARED_STATEMENTS:
         raw.prepare_threshold = 0  # prepare at first use
     try:
-        wrapper = _DebugWrapper if connection.queries_logged else CursorWrapper
+        wrapper = _DebugWrapper if connection.queries_logged else _Wrapper
         with wrapper(psycopg.Cursor(raw), connection) as cursor:
             yield cursor
     finally:
         raw.prepare_threshold = None  # as Django leaves it: nothing else is prepared or counted
+
+
+class _Wrapper(CursorWrapper):
+    def execute(self, sql, params=None):
+        return _execute(self, sql, params)
 
 
 class _DebugWrapper(CursorDebugWrapper):
@@ -405,7 +413,25 @@ class _DebugWrapper(CursorDebugWrapper):
 
     def execute(self, sql, params=None):
         with self.debug_sql(sql, params):
-            return super(CursorDebugWrapper, self).execute(sql, params)
+            return _execute(self, sql, params)
+
+
+_PLAN_CHANGED = "0A000"  # feature_not_supported: "cached plan must not change result type"
+
+
+def _execute(cursor: CursorWrapper, sql: str, params) -> Any:
+    """Execute; a prepared statement refused because a column it returns changed type is sent
+    again, once, when no transaction is open (see _prepared_cursor)."""
+    try:
+        return CursorWrapper.execute(cursor, sql, params)
+    except NotSupportedError as exc:
+        if cursor.db.in_atomic_block or getattr(exc.__cause__, "sqlstate", None) != _PLAN_CHANGED:
+            raise
+    # psycopg keeps using a statement it prepared whatever the server answers; DEALLOCATE ALL
+    # (which it reads as "forget them all") makes it prepare each one afresh.
+    cursor.db.connection.execute("DEALLOCATE ALL", prepare=False)
+    logger.info("the inbox statements were prepared again after a schema change")
+    return CursorWrapper.execute(cursor, sql, params)
 
 
 def inbox_find(*, owner: str, key: str, fingerprint: str) -> Accepted | None:

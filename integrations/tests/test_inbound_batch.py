@@ -6,6 +6,7 @@ after the kick, and reads each event's outcome back from GET /api/v1/events/{id}
 
 from datetime import timedelta
 
+import psycopg
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -381,6 +382,45 @@ def test_the_inbox_statements_are_prepared_and_nothing_else(transactional_db, ap
     assert any("WHERE EXISTS" in s for s in inbox), statements  # the single event's INSERT with its check
     assert any("ROWS FROM" in s for s in inbox), statements  # the batch's
     assert all(s.startswith(("INSERT INTO integrations_inboundevent", "WITH e AS")) for s in statements), statements
+
+
+def test_a_column_type_changed_under_the_prepared_statements_fails_no_request(transactional_db, app):
+    """A migration widening columns the inbox's prepared statements return (the inbox key, the
+    contacts' app user id) while the web workers run: PostgreSQL refuses each statement once on
+    every connection that prepared it ("cached plan must not change result type"); it is sent
+    again, so no request fails and nothing is written twice."""
+    connection.close()
+    ContactFactory(email=None, external_id="w-1")
+
+    def post(tag: str) -> None:
+        events = [{"id": f"{tag}-{i}", "type": "food_logged", "user": {"external_id": "w-1"}} for i in range(2)]
+        response = app.post(BATCH, {"events": events}, format="json")
+        assert response.status_code == 202, response.content
+        assert response.json()["accepted"] == 2
+
+    post("before")  # prepares the user check and the INSERT on this connection
+    db = connection.settings_dict
+    params = {
+        "dbname": db["NAME"],
+        "user": db["USER"],
+        "password": db["PASSWORD"],
+        "host": db["HOST"],
+        "port": db["PORT"],
+    }
+    widened = []
+    with psycopg.connect(**params, autocommit=True) as other:  # the migrations' own connection
+        try:  # one column a statement returns at a time: the INSERT's, then the user check's
+            for table, column, length in [
+                ("integrations_inboundevent", "key", 200),
+                ("contacts_contact", "external_id", 128),
+            ]:
+                other.execute(f"ALTER TABLE {table} ALTER COLUMN {column} TYPE varchar({length + 1})")
+                widened.append((table, column, length))
+                post(column)
+        finally:
+            for table, column, length in widened:
+                other.execute(f"ALTER TABLE {table} ALTER COLUMN {column} TYPE varchar({length})")
+    assert InboundEvent.objects.count() == 6
 
 
 def _statements(captured) -> list[str]:
