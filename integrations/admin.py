@@ -12,6 +12,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
 from django.contrib.postgres.forms import SimpleArrayField
 from django.core.exceptions import ValidationError
+from django.db import models
 from django.utils.html import format_html
 
 from crm_platform.actor import Actor
@@ -66,6 +67,14 @@ class OutboxMessageAdmin(ReadOnlyAdminMixin, PhiAdminMixin, FastChangeListMixin,
 # ----------------------------------------------------------------------------- webhook endpoints
 
 
+def _endpoint_formfield(field, **kwargs):
+    """The form built for a field made read-only (the URL, see get_readonly_fields) is built
+    from the model once before it is dropped: with https assumed, as the declared field does."""
+    if isinstance(field, models.URLField):
+        kwargs.setdefault("assume_scheme", "https")
+    return field.formfield(**kwargs)
+
+
 class WebhookEndpointForm(forms.ModelForm):
     url = forms.URLField(max_length=2000, assume_scheme="https")
     event_types = forms.MultipleChoiceField(
@@ -79,6 +88,7 @@ class WebhookEndpointForm(forms.ModelForm):
     class Meta:
         model = WebhookEndpoint
         fields = ("url", "description", "event_types", "rate_limit_per_minute", "may_receive_phi", "phi_fields")
+        formfield_callback = _endpoint_formfield
 
     def clean(self):
         """The service's own checks, so a refused URL or field shows beside it."""
@@ -113,6 +123,17 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
     readonly_fields = ("owner", "failing_since", "disabled_at", "disabled_reason", "needs_attention", "created_at")
     actions = ("enable", "disable", "send_test", "replay_failed")
 
+    def get_readonly_fields(self, request, obj=None):
+        """Where medical fields go (whether, which, and the address of an endpoint receiving
+        them) is decided by staff who may see them (compliance.view_phi), as on the API
+        (phi:read); for everyone else those fields are shown, not editable."""
+        fields = list(super().get_readonly_fields(request, obj))
+        if not request.user.has_perm("compliance.view_phi"):
+            fields += ["may_receive_phi", "phi_fields"]
+            if obj is not None and obj.may_receive_phi:
+                fields.append("url")
+        return fields
+
     def get_changelist(self, request, **kwargs):
         return _EndpointChangeList
 
@@ -138,7 +159,10 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
         actor = Actor.from_request(request)
         data = {name: form.cleaned_data[name] for name in form.Meta.fields if name in form.cleaned_data}
         if change:
-            services.webhook_endpoint_update(endpoint=obj, data=data, actor=actor)
+            # The form has already written its values onto `obj`: the service compares them
+            # with the stored endpoint, to save and audit what changed.
+            stored = WebhookEndpoint.objects.get(pk=obj.pk)
+            services.webhook_endpoint_update(endpoint=stored, data=data, actor=actor)
             return
         endpoint, secret = services.webhook_endpoint_create(actor=actor, **data)
         obj.pk = endpoint.pk

@@ -8,11 +8,14 @@ from __future__ import annotations
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, status
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from crm_platform.actor import Actor
 from crm_platform.api.pagination import CursorPagination
+from crm_platform.api.permissions import has_scope
+from crm_platform.api.scopes import PHI_READ
 from crm_platform.models import ApiKey
 from integrations import selectors, services
 from integrations import serializers as io
@@ -33,6 +36,28 @@ def _valid(serializer_class, data, *, partial: bool = False) -> dict:
     return dict(serializer.validated_data)
 
 
+PHI_AUTHORITY = (
+    "Deciding where medical fields go (may_receive_phi, phi_fields, or the URL of an endpoint "
+    "that may receive them) needs the phi:read scope."
+)
+
+
+def _check_phi_authority(request, data: dict, endpoint: WebhookEndpoint | None = None) -> None:
+    """Only a caller who may read medical fields (phi:read) may send them somewhere: turn them
+    on, add to them, or move an endpoint that receives them. Anyone else with webhooks:write
+    manages endpoints that receive none, and may turn them off (PermissionDenied: 403, nothing
+    changed)."""
+    if has_scope(request, PHI_READ):
+        return
+    was_on = endpoint is not None and endpoint.may_receive_phi
+    had = set(endpoint.phi_fields) if endpoint is not None else set()
+    on = data.get("may_receive_phi", was_on)
+    widens = (on and not was_on) or not set(data.get("phi_fields", ())) <= had
+    moves = endpoint is not None and on and data.get("url", endpoint.url) != endpoint.url
+    if widens or moves:
+        raise PermissionDenied(PHI_AUTHORITY)
+
+
 class WebhookEndpointListApi(generics.ListAPIView):
     """Webhook endpoints, newest first. POST registers one and answers with its signing secret,
     shown this once."""
@@ -47,6 +72,7 @@ class WebhookEndpointListApi(generics.ListAPIView):
     @extend_schema(request=io.WebhookEndpointInput, responses={201: io.WebhookEndpointCreatedOutput})
     def post(self, request):
         data = _valid(io.WebhookEndpointInput, request.data)
+        _check_phi_authority(request, data)
         endpoint, secret = services.webhook_endpoint_create(
             **data, owner=_owner(request), actor=Actor.from_request(request)
         )
@@ -70,6 +96,7 @@ class WebhookEndpointDetailApi(APIView):
     def patch(self, request, pk: int):
         endpoint = self._get(pk)
         data = _valid(io.WebhookEndpointInput, request.data, partial=True)
+        _check_phi_authority(request, data, endpoint)
         endpoint = services.webhook_endpoint_update(endpoint=endpoint, data=data, actor=Actor.from_request(request))
         return Response(io.WebhookEndpointOutput(endpoint).data)
 

@@ -155,3 +155,36 @@ def test_an_exact_search_admin_refuses_other_search_fields_at_start_up():
     for fields in (("object_id",), ("=outbox_message__topic",), ("=nothing",)):
         bad = type("Bad", (SyncEventAdmin,), {"search_fields": fields})
         assert [e.id for e in bad(SyncEvent, site).check()] == ["crm_platform.E001"], fields
+
+
+def test_staff_without_view_phi_cannot_send_medical_fields_to_an_endpoint(client, staff_user, receiver):
+    """In the admin, whether and which medical fields an endpoint receives, and the address of
+    one that receives them, are read-only for staff who may not see medical fields."""
+    from django.contrib.auth.models import Permission
+
+    for codename in ("add_webhookendpoint", "change_webhookendpoint", "view_webhookendpoint"):
+        staff_user.user_permissions.add(Permission.objects.get(codename=codename))
+    client.force_login(staff_user)
+    form = {"url": receiver.url, "description": "Partner", "may_receive_phi": "on", "phi_fields": "persona"}
+    response = client.post(reverse("admin:integrations_webhookendpoint_add"), form, follow=True)
+    assert response.status_code == 200
+    endpoint = WebhookEndpoint.objects.get()
+    assert (endpoint.may_receive_phi, endpoint.phi_fields) == (False, [])
+    WebhookEndpoint.objects.filter(pk=endpoint.pk).update(may_receive_phi=True, phi_fields=["persona"])
+    change = reverse("admin:integrations_webhookendpoint_change", args=[endpoint.pk])
+    client.post(change, {**form, "url": receiver.url + "elsewhere", "description": "moved"}, follow=True)
+    endpoint.refresh_from_db()
+    assert (endpoint.url, endpoint.description, endpoint.may_receive_phi) == (receiver.url, "moved", True)
+
+
+def test_an_endpoint_edited_in_the_admin_is_saved_and_audited(admin_client, make_endpoint, receiver):
+    from compliance.models import AuditEvent
+
+    endpoint, _ = make_endpoint()
+    change = reverse("admin:integrations_webhookendpoint_change", args=[endpoint.pk])
+    form = {"url": receiver.url, "description": "Billing partner", "rate_limit_per_minute": "30", "phi_fields": ""}
+    assert admin_client.post(change, form).status_code == 302
+    endpoint.refresh_from_db()
+    assert (endpoint.description, endpoint.rate_limit_per_minute) == ("Billing partner", 30)
+    audit = AuditEvent.objects.get(action="webhook_endpoint.update", object_id=str(endpoint.pk))
+    assert set(audit.changes) == {"description", "rate_limit_per_minute"}

@@ -148,3 +148,28 @@ def test_seed_stats_per_endpoint_and_overall(writer, receiver):
     assert (everything["totalDeliveries"], everything["failedDeliveries"]) == (3, 1)
     assert [e["endpointId"] for e in everything["endpoints"]] == [first, second]
     assert WebhookDelivery.objects.count() == 3
+
+
+def test_only_a_caller_who_may_read_medical_fields_may_send_them_to_an_endpoint(writer, key_client, receiver):
+    """webhooks:write alone cannot turn medical fields on, choose them, or move an endpoint that
+    receives them (403, nothing changed); it may turn them off. phi:read may do all of it."""
+    for body in ({"may_receive_phi": True}, {"phi_fields": ["persona"]}):
+        response = writer.post(LIST, {"url": receiver.url, **body}, format="json")
+        assert response.status_code == 403 and "phi:read" in response.json()["error"]["message"], body
+    assert not WebhookEndpoint.objects.exists()
+    trusted = key_client(["webhooks:read", "webhooks:write", "phi:read"])
+    response = trusted.post(
+        LIST, {"url": receiver.url, "may_receive_phi": True, "phi_fields": ["persona"]}, format="json"
+    )
+    assert response.status_code == 201, response.json()
+    assert (response.json()["may_receive_phi"], response.json()["phi_fields"]) == (True, ["persona"])
+
+    pk = writer.post(LIST, {"url": receiver.url}, format="json").json()["id"]
+    WebhookEndpoint.objects.filter(pk=pk).update(may_receive_phi=True, phi_fields=["persona"])  # as staff set it
+    for body in ({"url": receiver.url + "elsewhere"}, {"phi_fields": ["persona", "assessment"]}):
+        assert writer.patch(f"{LIST}/{pk}", body, format="json").status_code == 403, body
+    assert writer.patch(f"{LIST}/{pk}", {"description": "partner"}, format="json").status_code == 200
+    assert writer.patch(f"{LIST}/{pk}", {"may_receive_phi": False}, format="json").status_code == 200
+    endpoint = WebhookEndpoint.objects.get(pk=pk)
+    assert (endpoint.url, endpoint.phi_fields, endpoint.may_receive_phi) == (receiver.url, ["persona"], False)
+    assert writer.patch(f"{LIST}/{pk}", {"url": receiver.url + "moved"}, format="json").status_code == 200
