@@ -26,6 +26,8 @@ import functools
 import hashlib
 import json
 import re
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -41,7 +43,11 @@ REPLAYED = "Idempotent-Replayed"
 _VALID_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces
 
 
-def idempotent(*, required: bool = False):
+def idempotent(*, required: bool = False, withheld: dict[str, Callable[[dict], Any]] | None = None):
+    """`withheld`: top-level response fields never stored (a secret shown once), each with how
+    to put it back into a replay from the stored body (read it again from its own encrypted
+    column); a replay whose field cannot be found again leaves it out."""
+
     def decorator(method):
         @functools.wraps(method)
         def wrapper(view, request, *args, **kwargs):
@@ -53,7 +59,8 @@ def idempotent(*, required: bool = False):
             fingerprint = request_fingerprint(request)
             record, outcome = idempotency_claim(owner=owner_of(request), key=key, fingerprint=fingerprint)
             if outcome == "replay":
-                return Response(record.response_body, status=record.response_status, headers={REPLAYED: "true"})
+                body = _restored(record.response_body, withheld)
+                return Response(body, status=record.response_status, headers={REPLAYED: "true"})
             if outcome == "mismatch":
                 return key_reused()
             if outcome == "in_flight":
@@ -63,7 +70,7 @@ def idempotent(*, required: bool = False):
                     response = method(view, request, *args, **kwargs)
                     if response.status_code >= 500:
                         raise _Unstored(response)
-                    idempotency_complete(record=record, response=response)
+                    idempotency_complete(record=record, response=response, withheld=withheld or ())
             except _Unstored as unstored:
                 idempotency_release(record=record)
                 return unstored.response
@@ -75,6 +82,16 @@ def idempotent(*, required: bool = False):
         return wrapper
 
     return decorator
+
+
+def _restored(body: Any, withheld: dict[str, Callable[[dict], Any]] | None) -> Any:
+    if not withheld or not isinstance(body, dict):
+        return body
+    body = dict(body)
+    for name, recover in withheld.items():
+        if (value := recover(body)) is not None:
+            body[name] = value
+    return body
 
 
 class _Unstored(Exception):
@@ -135,9 +152,13 @@ def idempotency_claim(*, owner: str, key: str, fingerprint: str) -> tuple[Idempo
     return record, "claimed" if taken else "in_flight"
 
 
-def idempotency_complete(*, record: IdempotencyRecord, response: Response) -> None:
-    """Store the response to replay; call inside the transaction that holds the effect."""
+def idempotency_complete(*, record: IdempotencyRecord, response: Response, withheld: Iterable[str] = ()) -> None:
+    """Store the response to replay (less its `withheld` fields); call inside the transaction
+    that holds the effect."""
     body = json.loads(JSONRenderer().render(response.data)) if response.data is not None else None
+    if isinstance(body, dict):
+        for name in withheld:
+            body.pop(name, None)
     IdempotencyRecord.objects.filter(pk=record.pk).update(
         status=IdempotencyRecord.Status.COMPLETED,
         response_status=response.status_code,

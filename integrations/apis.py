@@ -16,6 +16,7 @@ from crm_platform.actor import Actor
 from crm_platform.api.pagination import CursorPagination
 from crm_platform.api.permissions import has_scope
 from crm_platform.api.scopes import PHI_READ
+from crm_platform.idempotency import idempotent
 from crm_platform.models import ApiKey
 from integrations import selectors, services
 from integrations import serializers as io
@@ -58,6 +59,16 @@ def _check_phi_authority(request, data: dict, endpoint: WebhookEndpoint | None =
         raise PermissionDenied(PHI_AUTHORITY)
 
 
+def _secret_again(body: dict) -> str | None:
+    """An endpoint's secret for the replay of the request that created it: never kept with the
+    stored response, read again from the endpoint (its secret column is encrypted at rest)."""
+    endpoint = WebhookEndpoint.objects.filter(pk=body.get("id")).only("secret").first()
+    return endpoint.secret if endpoint is not None else None
+
+
+SECRET_WITHHELD = {"secret": _secret_again}
+
+
 class WebhookEndpointListApi(generics.ListAPIView):
     """Webhook endpoints, newest first. POST registers one and answers with its signing secret,
     shown this once."""
@@ -70,6 +81,7 @@ class WebhookEndpointListApi(generics.ListAPIView):
         return _endpoints(self.request).select_related(None)
 
     @extend_schema(request=io.WebhookEndpointInput, responses={201: io.WebhookEndpointCreatedOutput})
+    @idempotent(withheld=SECRET_WITHHELD)
     def post(self, request):
         data = _valid(io.WebhookEndpointInput, request.data)
         _check_phi_authority(request, data)
@@ -116,6 +128,7 @@ class WebhookEndpointTestApi(APIView):
     required_scopes = {"POST": "webhooks:write"}
 
     @extend_schema(request=None, responses=io.WebhookDeliveryOutput)
+    @idempotent()
     def post(self, request, pk: int):
         endpoint = get_object_or_404(_endpoints(request), pk=pk)
         delivery = services.webhook_endpoint_test(endpoint=endpoint, actor=Actor.from_request(request))
@@ -181,6 +194,7 @@ class SeedWebhookEndpointsApi(APIView):
     required_scopes = {"POST": "webhooks:write"}
 
     @extend_schema(request=io.SeedEndpointInput, responses={201: io.SeedEndpointOutput})
+    @idempotent(withheld=SECRET_WITHHELD)
     def post(self, request):
         data = _valid(io.SeedEndpointInput, request.data)
         endpoint, secret = services.webhook_endpoint_create(
@@ -229,6 +243,7 @@ class SeedWebhookTestApi(APIView):
     required_scopes = {"POST": "webhooks:write"}
 
     @extend_schema(request=None, responses=io.SeedTestOutput)
+    @idempotent()
     def post(self, request, endpoint_id: int):
         endpoint = get_object_or_404(_endpoints(request), pk=endpoint_id)
         delivery = services.webhook_endpoint_test(endpoint=endpoint, actor=Actor.from_request(request))

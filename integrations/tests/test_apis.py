@@ -173,3 +173,34 @@ def test_only_a_caller_who_may_read_medical_fields_may_send_them_to_an_endpoint(
     endpoint = WebhookEndpoint.objects.get(pk=pk)
     assert (endpoint.url, endpoint.phi_fields, endpoint.may_receive_phi) == (receiver.url, ["persona"], False)
     assert writer.patch(f"{LIST}/{pk}", {"url": receiver.url + "moved"}, format="json").status_code == 200
+
+
+@pytest.mark.parametrize(("route", "body"), [(LIST, {}), (f"{SEED}/endpoints", {"name": "Partner"})])
+def test_a_registration_sent_again_with_its_key_replays_without_storing_the_secret(writer, receiver, route, body):
+    """Idempotency-Key on the registration routes: the retry answers the first response (the
+    same endpoint and secret, Idempotent-Replayed) and registers nothing more; the stored
+    response keeps no secret (it is read again from the endpoint's encrypted column)."""
+    from django.db import connection
+
+    first = writer.post(route, {"url": receiver.url, **body}, format="json", HTTP_IDEMPOTENCY_KEY="reg-1")
+    again = writer.post(route, {"url": receiver.url, **body}, format="json", HTTP_IDEMPOTENCY_KEY="reg-1")
+    assert first.status_code == again.status_code == 201, first.json()
+    assert again.headers["Idempotent-Replayed"] == "true" and "Idempotent-Replayed" not in first.headers
+    assert again.json() == first.json() and first.json()["secret"].startswith("whsec_")
+    assert WebhookEndpoint.objects.count() == 1
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT response_body::text FROM crm_platform_idempotencyrecord WHERE key = 'reg-1'")
+        [(stored,)] = cursor.fetchall()
+    assert str(first.json()["id"]) in stored and first.json()["secret"] not in stored and "secret" not in stored
+    other = writer.post(route, {"url": receiver.url + "x"}, format="json", HTTP_IDEMPOTENCY_KEY="reg-1")
+    assert other.status_code == 422
+
+
+@pytest.mark.parametrize("route", [LIST + "/{pk}/test", SEED + "/test/{pk}"])
+def test_a_test_send_sent_again_with_its_key_sends_once(writer, receiver, route):
+    pk = writer.post(LIST, {"url": receiver.url}, format="json").json()["id"]
+    first = writer.post(route.format(pk=pk), HTTP_IDEMPOTENCY_KEY="test-1")
+    again = writer.post(route.format(pk=pk), HTTP_IDEMPOTENCY_KEY="test-1")
+    assert first.status_code == again.status_code == 200 and again.json() == first.json()
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert len(receiver.requests) == 1 and WebhookDelivery.objects.count() == 1
