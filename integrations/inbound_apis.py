@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
+import math
+from collections import Counter
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -24,16 +27,19 @@ from rest_framework.views import APIView
 
 from crm_platform.actor import Actor
 from crm_platform.api.fastjson import FastJSONParser, FastJSONRenderer, fingerprint_bytes
-from crm_platform.api.throttling import PrincipalRateThrottle
+from crm_platform.api.throttling import PrincipalRateThrottle, parse_rate, sliding_window_hits
 from crm_platform.idempotency import HEADER, REPLAYED, key_refusal, key_reused, owner_of, request_fingerprint
-from integrations.inbound import EventInput, event_parse, event_refusals_record, outcome_errors
+from integrations.inbound import Event, EventInput, event_parse, event_refusals_record, outcome_errors
 from integrations.inbox import Accepted, Entry, inbox_accept, inbox_accept_one, inbox_find_many, inbox_refusals
 from integrations.models import InboundEvent
+
+logger = logging.getLogger(__name__)
 
 BATCH_MAX = 1000
 RETRIES = 3
 EARLIER_OTHER_BODY = "This event id appears earlier in this batch with another body."
 REUSED = "This event id was reused with another body."
+APP_USER_LIMITED = "Too many events for this app user; send it again in {seconds} s."
 # The API's word for each inbox state.
 STATES = {
     InboundEvent.Status.PENDING: "queued",
@@ -81,13 +87,54 @@ class EventRateThrottle(PrincipalRateThrottle):
 
     def windows(self, request):
         windows = super().windows(request)
-        rate = settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"].get("app_user")
+        rate = _app_user_rate()
         data = request.data if isinstance(request.data, dict) else {}
         user_ref = data.get("user") if isinstance(data.get("user"), dict) else {}
-        user = data.get("userId") or user_ref.get("external_id") or user_ref.get("email")
-        if rate and isinstance(user, str) and user:
-            windows.append((f"app_user:{owner_of(request)}:{user}", rate))
+        user = _app_user(data.get("userId") or user_ref.get("external_id"), user_ref.get("email"))
+        if rate and user:
+            windows.append((_app_user_window(owner_of(request), user), rate))
         return windows
+
+
+def _app_user_rate() -> str | None:
+    return settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"].get("app_user")
+
+
+def _app_user(external_id, email) -> str | None:
+    """Whom an event's app-user window counts: the app's user id (a number as its text, as the
+    serializers read it), else the email as contacts stores it; None when neither is usable."""
+    if isinstance(external_id, int) and not isinstance(external_id, bool):
+        external_id = str(external_id)
+    if isinstance(external_id, str) and external_id.strip():
+        return f"x:{external_id.strip()}"
+    if isinstance(email, str) and email.strip():
+        return f"e:{email.strip().lower()}"
+    return None
+
+
+def _app_user_window(owner: str, user: str) -> str:
+    return f"app_user:{owner}:{user}"
+
+
+def _over_app_user_limits(owner: str, events: list[Event]) -> dict[str, int]:
+    """A batch's events counted in their app users' windows (the single-event routes' windows,
+    one hit per event, all in one Redis command): {user: seconds to wait} for the users now
+    over their limit. Fails open, as every limit here, when Redis is away."""
+    rate = _app_user_rate()
+    per_user = Counter(_app_user(e.user.get("external_id"), e.user.get("email")) for e in events)
+    per_user.pop(None, None)
+    if not rate or not per_user:
+        return {}
+    limit, period = parse_rate(rate)
+    users = list(per_user)
+    try:
+        waits = sliding_window_hits(
+            [(_app_user_window(owner, user), limit, period) for user in users], hits=list(per_user.values())
+        )
+    except Exception:
+        logger.warning("rate limiter unavailable (Redis); batch allowed")
+        return {}
+    return {user: math.ceil(wait) for user, wait in zip(users, waits, strict=True) if wait is not None}
 
 
 def _body(accepted: Accepted, key: str) -> dict:
@@ -196,6 +243,17 @@ def batch_queue(items: list[dict], *, actor: Actor, owner: str) -> list[dict]:
             parsed.append((index, Entry(f"event:{event_id}", fingerprint, event_parse(item, received_at=received_at))))
         except ValidationError as exc:
             results[index] = _rejected(event_id, outcome_errors(exc))
+    if limited := _over_app_user_limits(owner, [entry.event for _, entry in parsed]):
+        kept = []
+        for index, entry in parsed:
+            user = _app_user(entry.event.user.get("external_id"), entry.event.user.get("email"))
+            if user in limited:
+                results[index] = _rejected(
+                    entry.key.removeprefix("event:"), {"user": [APP_USER_LIMITED.format(seconds=limited[user])]}
+                ) | {"retry_after": limited[user]}
+            else:
+                kept.append((index, entry))
+        parsed = kept
     refusals = inbox_refusals([entry.event for _, entry in parsed])
     refused = [(index, entry, refusals[n]) for n, (index, entry) in enumerate(parsed) if n in refusals]
     queued = [(index, entry) for n, (index, entry) in enumerate(parsed) if n not in refusals]

@@ -275,6 +275,53 @@ def test_events_per_app_user_are_rate_limited(app, settings):
     assert codes == [202, 202, 429] and other.status_code == 202
 
 
+@pytest.fixture
+def app_user_limit(settings):
+    """The app-user limit at 3 a minute, for this test."""
+    from django.test import override_settings
+
+    rates = {**settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"], "app_user": "3/min"}
+    with override_settings(REST_FRAMEWORK={**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": rates}):
+        yield
+
+
+def test_a_numeric_seed_user_id_is_counted_as_its_text(app, app_user_limit):
+    ContactFactory(email=None, external_id="123")
+    codes = []
+    for n, user_id in enumerate([123, "123", 123, 123]):
+        body = {"entityType": "food_log", "operation": "create", "userId": user_id, "payload": {}}
+        codes.append(send(app, APP_EVENT, body, key=f"num{n}").status_code)
+    assert codes == [202, 202, 202, 429]
+
+
+def test_a_batch_counts_each_event_in_its_app_users_window(app, app_user_limit):
+    """The batch shares the single routes' per-app-user windows, one hit per event: the events
+    of a user over the limit are refused (with when to send them again), the others go on."""
+    for user in ("u-1", "u-2"):
+        ContactFactory(email=None, external_id=user)
+
+    def events(tag, users):
+        return [{"id": f"{tag}-{n}", "type": "custom", "user": {"external_id": u}} for n, u in enumerate(users)]
+
+    first = app.post(BATCH, {"events": events("a", ["u-1", "u-1", "u-2"])}, format="json").json()
+    assert first["accepted"] == 3
+    second = app.post(BATCH, {"events": events("b", ["u-1", "u-2", "u-1"])}, format="json").json()
+    assert [r["status"] for r in second["results"]] == ["rejected", "accepted", "rejected"]
+    limited = second["results"][0]
+    assert limited["retry_after"] >= 1 and "app user" in limited["errors"]["user"][0]
+    assert not InboundEvent.objects.filter(key__in=["event:b-0", "event:b-2"]).exists()
+    # The single route counts in the same windows: u-2 has had 2 events, u-1 4 (refused ones count).
+    assert send(app, EVENTS, {"type": "custom", "user": {"external_id": "u-2"}}, key="u2-single").status_code == 202
+    single = send(app, EVENTS, {"type": "custom", "user": {"external_id": "u-1"}}, key="u1-single")
+    assert single.status_code == 429 and int(single["Retry-After"]) >= 1
+    # A refused event's id is free: sent again later (here: with the window cleared) it is accepted.
+    from crm_platform.redis import get_redis
+
+    get_redis().delete(*get_redis().keys("rl:app_user:*"))
+    again = app.post(BATCH, {"events": events("b", ["u-1", "u-2", "u-1"])}, format="json").json()
+    assert [r["status"] for r in again["results"]] == ["accepted", "replayed", "accepted"]
+
+
 def test_seed_002_timestamps_out_of_range_are_400(app):
     body = {"entityType": "food_log", "operation": "create", "userId": "u-1", "payload": {"timestamp": 1e20}}
     ContactFactory(email=None, external_id="u-1")
