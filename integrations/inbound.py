@@ -88,6 +88,10 @@ class SubscriptionSchema(serializers.Serializer):
     currency = serializers.CharField(min_length=3, max_length=3, required=False)
 
 
+class SubscriptionStartedSchema(SubscriptionSchema):
+    plan = serializers.CharField(max_length=100, error_messages={"required": "A started subscription names its plan."})
+
+
 class TicketSchema(serializers.Serializer):
     subject = serializers.CharField(max_length=200)
     body = serializers.CharField(max_length=20000, required=False, allow_blank=True)
@@ -164,8 +168,6 @@ def on_order_placed(event: Event, actor: Actor, contact: Contact | None) -> dict
 
 def on_subscription_started(event: Event, actor: Actor, contact: Contact | None) -> dict:
     p = event.properties
-    if not p.get("plan"):
-        raise ValidationError({"properties.plan": ["A started subscription names its plan."]})
     subscription, created = contacts.subscription_start(
         contact=contact,
         plan=p["plan"],
@@ -225,7 +227,7 @@ EVENT_TYPES: dict[str, EventType] = {
     "food_logged": EventType(),
     "goal_progress": EventType(),
     "order_placed": EventType(on_order_placed, OrderSchema),
-    "subscription_started": EventType(on_subscription_started, SubscriptionSchema),
+    "subscription_started": EventType(on_subscription_started, SubscriptionStartedSchema),
     "subscription_cancelled": EventType(on_subscription_cancelled, SubscriptionSchema),
     "consultation_submitted": EventType(),
     "treatment_plan_updated": EventType(),

@@ -119,6 +119,10 @@ def test_event_detail_shows_only_the_senders_own_events(app, key_client):
         ({"type": "food_logged", "user": {}}, "user.non_field_errors"),
         ({"type": "order_placed", "user": {"external_id": "u-1"}, "properties": {"amount": "-3"}}, "properties.amount"),
         ({"type": "food_logged", "user": {"external_id": "nobody"}}, "user"),
+        (
+            {"type": "subscription_started", "user": {"external_id": "u-1"}, "properties": {"subscription_id": "s"}},
+            "properties.plan",
+        ),
     ],
 )
 def test_bad_events_are_400_with_fields_and_write_nothing(app, body, field):
