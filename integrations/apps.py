@@ -39,6 +39,8 @@ WEBHOOK_FIELDS = (
     "currency",
     "close_date",
     "priority",
+    "assessment_type",
+    "occurred_at",
 )
 
 

@@ -59,6 +59,9 @@ class EventType:
     # The person signing up again: their email and phone leave compliance's suppression list
     # (audited) before the contact is written, so the sign-up is not refused.
     lifts_suppression: bool = False
+    # Timeline path: (event, contact {"id", "email", "external_id"}, activity id) -> (outbox
+    # topic, payload) for what outside systems hear of it (webhooks); None: nothing.
+    announces: Callable[[Event, dict[str, Any], int], tuple[str, dict[str, Any]]] | None = None
 
 
 # ----------------------------------------------------------------------------- schemas
@@ -213,6 +216,28 @@ def on_lead_captured(event: Event, actor: Actor, contact: Contact | None) -> dic
     return {"contact": lead.contact_id, "lead": lead.pk}
 
 
+_ASSESSMENT_TYPE_KEYS = ("assessment_type", "assessmentType")
+
+
+def assessment_completed(event: Event, contact: dict[str, Any], activity_id: int) -> tuple[str, dict[str, Any]]:
+    """assessment.completed for webhooks (seed 003). Who and which assessment travel as plain
+    fields; everything the assessment found (scores, answers, results, persona) travels under
+    `assessment` and `persona`, medical fields the PHI guard drops unless an endpoint is allowed
+    them, so nothing the app sends can leave as a plain field by accident."""
+    properties = dict(event.properties)
+    kind = next((str(properties.pop(k)) for k in _ASSESSMENT_TYPE_KEYS if properties.get(k)), "")
+    return "assessment.completed", {
+        "id": activity_id,
+        "contact": contact["id"],
+        "email": contact["email"],
+        "external_id": contact["external_id"],
+        "assessment_type": kind[:100],
+        "occurred_at": event.occurred_at.isoformat(),
+        "persona": properties.pop("persona", None),
+        "assessment": properties,
+    }
+
+
 def on_account_created(event: Event, actor: Actor, contact: Contact | None) -> dict:
     fields = {k: event.properties[k] for k in _PROFILE_FIELDS if k in event.properties}
     contact, stale = _sync(event, actor, source="app", **fields)
@@ -237,7 +262,7 @@ EVENT_TYPES: dict[str, EventType] = {
     "support_ticket_created": EventType(on_ticket, TicketSchema),
     "referral_made": EventType(),
     "review_left": EventType(),
-    "assessment_completed": EventType(creates_user=True),
+    "assessment_completed": EventType(creates_user=True, announces=assessment_completed),
     "lead_captured": EventType(on_lead_captured, LeadSchema, creates_user=True),
     "page_viewed": EventType(creates_user=True),
     "custom": EventType(),
@@ -382,9 +407,15 @@ def _timeline_segment(events: list[Event], indices: list[int], actor: Actor) -> 
         actor=actor,
         contact_fields=_contact_fields,
         creates_user=lambda e: EVENT_TYPES[e.type].creates_user,
+        announcement=_announcement,
     )
     outcomes = batch.run()
     return [outcomes[n] for n in range(len(indices))]
+
+
+def _announcement(event: Event, contact: dict[str, Any], activity_id: int) -> tuple[str, dict] | None:
+    announce = EVENT_TYPES[event.type].announces
+    return announce(event, contact, activity_id) if announce is not None else None
 
 
 def _contact_fields(event: Event) -> dict[str, Any] | None:

@@ -113,11 +113,22 @@ class _Row:
 class TimelineBatch:
     """Consecutive events of one request on the timeline path."""
 
-    def __init__(self, *, events: list, actor: Actor, contact_fields: Callable, creates_user: Callable):
+    def __init__(
+        self,
+        *,
+        events: list,
+        actor: Actor,
+        contact_fields: Callable,
+        creates_user: Callable,
+        announcement: Callable | None = None,
+    ):
         self.events = events
         self.actor = actor
         self.contact_fields = contact_fields  # event -> fields (None: timeline only)
         self.creates_user = creates_user  # event -> bool
+        # (event, contact {"id", "email", "external_id"}, activity id) -> (outbox topic, payload),
+        # or None: what other systems hear of the event (one outbox INSERT per topic).
+        self.announcement = announcement
         self.by_email: dict[str, _Person] = {}
         self.by_external: dict[str, _Person] = {}
         self.merged: dict[int, int] = {}  # merged-away contact id -> its id (rows read)
@@ -222,6 +233,7 @@ class TimelineBatch:
         planned = [row for row in planned if row.person.failed is None]
         self._write_contacts(planned)
         activity_ids = self._write_activities(planned)
+        self._announce(planned, activity_ids)
         for row, activity_id in zip(planned, activity_ids, strict=True):
             for to_stage in row.moves:
                 self._move(row, to_stage)
@@ -373,6 +385,19 @@ class TimelineBatch:
                 rows=[(p.id, {**_payload(p), "changed": sorted(c)}) for p, c in changed],
                 actor=self.actor,
             )
+
+    def _announce(self, planned: list[_Row], activity_ids: list[int]) -> None:
+        if self.announcement is None:
+            return
+        by_topic: dict[str, list[tuple[int, dict]]] = {}
+        for row, activity_id in zip(planned, activity_ids, strict=True):
+            values = row.person.values
+            contact = {"id": row.person.id, "email": values.get("email"), "external_id": values.get("external_id")}
+            if said := self.announcement(self.events[row.index], contact, activity_id):
+                topic, payload = said
+                by_topic.setdefault(topic, []).append((activity_id, payload))
+        for topic, rows in by_topic.items():
+            outbox_publish_many(topic=topic, object_type="contacts.activity", rows=rows, actor=self.actor)
 
     def _write_activities(self, planned: list[_Row]) -> list[int]:
         """One INSERT ... SELECT FROM jsonb_to_recordset: the rows travel as one JSON document

@@ -1,0 +1,61 @@
+"""What outside systems hear of inbound events: assessment.completed (seed 003) from the
+timeline path, through the outbox relay to a signed webhook, with medical fields only where
+an endpoint is allowed them."""
+
+import pytest
+from standardwebhooks.webhooks import WebhookVerificationError
+
+from integrations import relay
+from integrations.models import WebhookEndpoint
+from integrations.tasks import inbox_apply
+from integrations.tests.conftest import verified
+
+pytestmark = pytest.mark.django_db
+BATCH = "/api/v1/events/batch"
+
+
+@pytest.fixture
+def app(key_client):
+    return key_client(["events:write"], name="assessment platform")
+
+
+def test_a_completed_assessment_reaches_its_subscribers_with_medical_fields_only_where_allowed(
+    app, make_endpoint, receiver
+):
+    _, plain_secret = make_endpoint(event_types=["assessment_completed"])  # seed 003's name
+    allowed, allowed_secret = make_endpoint(
+        event_types=["assessment.completed"], may_receive_phi=True, phi_fields=["assessment"]
+    )
+    make_endpoint(event_types=["lead.captured"])  # not subscribed: hears nothing of it
+    properties = {
+        "assessmentType": "strategic_readiness",
+        "persona": "Strategic Contributor",
+        "readinessScore": 75,
+        "answers": {"sleep": "poor"},
+    }
+    events = [
+        {"id": "a-1", "type": "assessment_completed", "user": {"email": "Ann@Example.com"}, "properties": properties},
+        {"id": "p-1", "type": "page_viewed", "user": {"email": "ann@example.com"}},
+    ]
+    response = app.post(BATCH, {"events": events}, format="json")
+    assert response.json()["accepted"] == 2
+    assert inbox_apply()["applied"] == 2
+    relay.outbox_relay(budget_seconds=10)
+
+    by_secret = {}
+    for request in receiver.requests:
+        for secret in (plain_secret, allowed_secret):
+            try:
+                by_secret[secret] = verified(secret, request)
+            except WebhookVerificationError:  # signed with the other endpoint's secret
+                continue
+    plain, rich = by_secret[plain_secret], by_secret[allowed_secret]
+    assert plain["type"] == rich["type"] == "assessment.completed"
+    assert len(receiver.requests) == 2
+    data = plain["data"]
+    assert (data["email"], data["assessment_type"]) == ("ann@example.com", "strategic_readiness")
+    assert {"id", "contact", "occurred_at"} <= data.keys()
+    assert not {"persona", "assessment", "readinessScore", "answers"} & data.keys()
+    assert rich["data"]["assessment"] == {"readinessScore": 75, "answers": {"sleep": "poor"}}
+    assert "persona" not in rich["data"]
+    assert WebhookEndpoint.objects.get(pk=allowed.pk).phi_fields == ["assessment"]
