@@ -67,7 +67,10 @@ _OCCURRED_AT_KEYS = ("occurredAt", "timestamp", "date")
 
 
 def _occurred_at(value):
-    """The seed's payloads carry ISO datetimes, plain dates or unix seconds."""
+    """The seed's payloads carry ISO datetimes, plain dates or unix seconds (a number, or its
+    digits as a string)."""
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        value = int(value)
     if isinstance(value, int | float) and not isinstance(value, bool):
         try:
             return dt.datetime.fromtimestamp(value, tz=dt.UTC).isoformat()
@@ -140,8 +143,10 @@ def _over_app_user_limits(owner: str, events: list[Event]) -> dict[str, int]:
 def _body(accepted: Accepted, key: str) -> dict:
     """The 202 body, the same for the first request and every replay (rebuilt from the row)."""
     if accepted.route == InboundEvent.Route.APP_EVENT:
-        data = {"event": accepted.id, "type": accepted.type}
-        return {"status": "accepted", "idempotencyKey": key, "result": {"status": "queued", "data": data}}
+        # Seed 002's words: the result "success" (the event is safely queued); how it ends is
+        # the event's own state, GET /api/v1/events/{event}.
+        data = {"event": accepted.id, "type": accepted.type, "state": "queued"}
+        return {"status": "accepted", "idempotencyKey": key, "result": {"status": "success", "data": data}}
     return {"status": "accepted", "event": {"id": accepted.id, "type": accepted.type, "status": "queued"}}
 
 
@@ -337,9 +342,12 @@ class AppEventApi(APIView):
         properties = {**payload, "entity_type": pair[0], "operation": pair[1]}
         if values.get("externalId"):
             properties["external_id"] = values["externalId"]
+        user = {"external_id": values["userId"]}
+        if pair == ("user", "create") and isinstance(payload.get("email"), str) and payload["email"]:
+            user["email"] = payload["email"]  # the new user's address, checked as any event's
         envelope = {
             "type": APP_EVENT_TYPES[pair],
-            "user": {"external_id": values["userId"]},
+            "user": user,
             "properties": properties,
             **({"occurred_at": occurred_at} if occurred_at else {}),
         }

@@ -248,9 +248,9 @@ def test_seed_002_app_event_is_served_exactly(app):
     assert (data["status"], data["idempotencyKey"], data["result"]["status"]) == (
         "accepted",
         "food_12345_1703808000",
-        "queued",
+        "success",
     )
-    assert data["result"]["data"]["type"] == "food_logged"
+    assert (data["result"]["data"]["type"], data["result"]["data"]["state"]) == ("food_logged", "queued")
     assert outcome(app, response)["status"] == "applied"
     activity = Activity.objects.get(type="food_logged")
     assert activity.occurred_at.date().isoformat() == "2025-12-28"
@@ -324,6 +324,21 @@ def test_a_batch_counts_each_event_in_its_app_users_window(app, app_user_limit):
     get_redis().delete(*get_redis().keys("rl:app_user:*"))
     again = app.post(BATCH, {"events": events("b", ["u-1", "u-2", "u-1"])}, format="json").json()
     assert [r["status"] for r in again["results"]] == ["accepted", "replayed", "accepted"]
+
+
+def test_seed_002_unix_seconds_as_text_and_a_new_users_email(app):
+    created = {"entityType": "user", "operation": "create", "userId": "u-9", "payload": {"email": "New@Example.com"}}
+    assert send(app, APP_EVENT, created, key="new-u9").status_code == 202
+    logged = {"entityType": "food_log", "operation": "create", "userId": "u-9", "payload": {"timestamp": "1703808000"}}
+    response = send(app, APP_EVENT, logged, key="food-u9")
+    assert response.status_code == 202, response.content
+    assert outcome(app, response)["status"] == "applied"
+    contact = Contact.objects.get(external_id="u-9")
+    assert contact.email == "new@example.com"
+    assert Activity.objects.get(type="food_logged").occurred_at.isoformat() == "2023-12-29T00:00:00+00:00"
+    bad = {**created, "userId": "u-10", "payload": {"email": "not an address"}}
+    response = send(app, APP_EVENT, bad, key="bad-u10")
+    assert response.status_code == 400 and "user.email" in response.json()["error"]["fields"]
 
 
 def test_seed_002_timestamps_out_of_range_are_400(app):
