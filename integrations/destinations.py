@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from celery.exceptions import SoftTimeLimitExceeded
+
 if TYPE_CHECKING:
     from crm_platform.models import OutboxMessage
 
@@ -63,7 +65,8 @@ class Destination(Protocol):
         to write for it (missing or empty: this destination does not want it)."""
 
     def deliver(self, message: OutboxMessage) -> DeliveryResult:
-        """Deliver one routed row. Raises TransientDeliveryError, PermanentDeliveryError or DeferDelivery."""
+        """Deliver one routed row. Raises TransientDeliveryError, PermanentDeliveryError or
+        DeferDelivery; lets through whatever stops the task (task_stopping)."""
 
 
 class BaseDestination:
@@ -90,6 +93,14 @@ class BaseDestination:
 
     def batch_end(self) -> None:
         """After the batch, in its transaction (also when some rows failed)."""
+
+
+def task_stopping(exc: BaseException) -> bool:
+    """Whether `exc` stops the running task rather than reports a delivery or an adapter's bug:
+    Celery's soft time limit (an Exception, raised by a signal handler wherever the task happens
+    to be) and every BaseException that is no Exception (shutdown, Ctrl-C). The relay then ends
+    its batch, keeps what it did, and lets the stop go on; an adapter must never swallow one."""
+    return isinstance(exc, SoftTimeLimitExceeded) or not isinstance(exc, Exception)
 
 
 _registry: dict[str, Destination] = {}

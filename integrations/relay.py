@@ -9,7 +9,10 @@ Delivery claims due child rows with `FOR UPDATE SKIP LOCKED`, skipping any row t
 earlier undelivered sibling for the same (destination, object): a later change never
 overtakes an earlier one to the same place. The claim is held while the adapter delivers, so
 a crashed worker's rows come back on their own (at-least-once; webhook receivers de-duplicate
-on `webhook-id`).
+on `webhook-id`). Because sent rows and their claim commit together, a batch must end before
+anyone kills its task: it checks the time budget before each send, and when the task is
+stopped anyway (the soft time limit) commits what it did before the stop goes on
+(outbox_deliver_batch).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from integrations.destinations import (
     destination_for,
     destinations,
     retry_delay,
+    task_stopping,
 )
 
 logger = logging.getLogger(__name__)
@@ -96,9 +100,25 @@ _CLAIM_SQL = (
 )
 
 
-def outbox_deliver_batch(*, limit: int = 100) -> int:
-    """Attempt up to `limit` due rows; returns how many were attempted (delivered or not)."""
+def outbox_deliver_batch(*, limit: int = 100, deadline: float | None = None) -> int:
+    """Attempt up to `limit` due rows, in one transaction that holds their claim; returns how
+    many were attempted (delivered or not).
+
+    `deadline` (a time.monotonic() value) is checked before each send, so a batch ends at most
+    one send's timeout past it: the rows not reached are left as they were (not attempted, not
+    counted) and are claimed again by the next batch.
+
+    When the task is stopped mid-batch (task_stopping: the soft time limit, a shutdown), the row
+    in flight counts as a failed attempt (it may have reached its receiver, and a row whose send
+    always outlasts the task must still move along its schedule), the rows after it are left as
+    they were, what the batch did is committed, and then the stop is raised again. So rows
+    already sent are not sent again. The stop strikes almost always during a send, the one step
+    that waits on someone else; should it strike in our own database work instead, the
+    connection may be unusable, the commit then fails and the batch rolls back: its rows come
+    back and are sent again, as after a crash (at-least-once; receivers de-duplicate on
+    `webhook-id`)."""
     sql = _CLAIM_SQL.format(table=OutboxMessage._meta.db_table)
+    stopped = None
     with transaction.atomic():
         rows = list(OutboxMessage.objects.raw(sql, [timezone.now(), limit]))
         if not rows:
@@ -110,14 +130,26 @@ def outbox_deliver_batch(*, limit: int = 100) -> int:
         for adapter in adapters:
             if hasattr(adapter, "batch_begin"):
                 adapter.batch_begin(by_adapter[adapter])
+        attempted: list[OutboxMessage] = []
         for row in rows:
-            _attempt(row)
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            attempted.append(row)
+            try:
+                _attempt(row)
+            except BaseException as exc:
+                if not task_stopping(exc):
+                    raise  # our own database work failed: the batch rolls back
+                stopped = exc
+                break
         for adapter in adapters:
             if hasattr(adapter, "batch_end"):
                 adapter.batch_end()
-        _save_outcomes(rows)
-        sync.sync_events_record_outbound(rows)
-    return len(rows)
+        _save_outcomes(attempted)
+        sync.sync_events_record_outbound(attempted)
+    if stopped is not None:
+        raise stopped
+    return len(attempted)
 
 
 def _save_outcomes(rows: list[OutboxMessage]) -> None:
@@ -142,7 +174,8 @@ def _save_outcomes(rows: list[OutboxMessage]) -> None:
 
 
 def _attempt(row: OutboxMessage) -> None:
-    """Deliver one row through its adapter and set its next state (saved by the caller)."""
+    """Deliver one row through its adapter and set its next state (saved by the caller).
+    Raises again what stops the task, after counting the row's attempt."""
     destination = destination_for(row.destination)
     now = timezone.now()
     if destination is None:
@@ -167,9 +200,13 @@ def _attempt(row: OutboxMessage) -> None:
         _release(savepoint)
         _fail(row, destination, str(exc), retry_after=exc.retry_after)
         return
-    except Exception as exc:  # an adapter bug must not wedge the queue: count it as a failed attempt
+    except BaseException as exc:
         if savepoint is not None:
             transaction.savepoint_rollback(savepoint)
+        if task_stopping(exc):
+            _fail(row, destination, f"interrupted: {type(exc).__name__}")
+            raise
+        # An adapter bug must not wedge the queue: count it as a failed attempt.
         logger.exception("outbox row %s: %s adapter raised", row.pk, destination.name)
         _fail(row, destination, f"internal error: {type(exc).__name__}")
         return
@@ -203,12 +240,14 @@ def outbox_relay(
     *, budget_seconds: float = 50.0, route_limit: int = 1000, deliver_limit: int = 100, should_stop=None
 ) -> dict:
     """Route and deliver until nothing is due, the time budget is spent, or `should_stop()`
-    says so (checked between batches: a batch is never cut short)."""
+    says so. The budget is checked before each send as well (outbox_deliver_batch), so a run
+    ends at most one send's timeout past it; `should_stop` between batches only (a shutdown
+    waits for the batch, whose sends have gone out)."""
     deadline = time.monotonic() + budget_seconds
     routed = attempted = 0
     while time.monotonic() < deadline and not (should_stop and should_stop()):
         batch_routed = outbox_route_batch(limit=route_limit)
-        batch_attempted = outbox_deliver_batch(limit=deliver_limit)
+        batch_attempted = outbox_deliver_batch(limit=deliver_limit, deadline=deadline)
         routed += batch_routed
         attempted += batch_attempted
         if not batch_routed and not batch_attempted:

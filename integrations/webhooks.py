@@ -36,6 +36,7 @@ from integrations.destinations import (
     DeliveryResult,
     PermanentDeliveryError,
     TransientDeliveryError,
+    task_stopping,
 )
 from integrations.events import event_type_for
 from integrations.models import WebhookDelivery, WebhookEndpoint
@@ -326,6 +327,15 @@ def webhook_send(
         delivery.error = "timeout"
     except (urllib3.exceptions.HTTPError, OSError) as exc:
         delivery.error = f"{type(exc).__name__}"[:EXCERPT_CHARS]
+    except BaseException as exc:
+        if task_stopping(exc) and log is not None:
+            # Stopped mid-send (the task's soft time limit, a shutdown): the relay commits its
+            # batch before the stop goes on, this attempt's log row with it, so an endpoint
+            # whose answers always outlast the task still shows, and counts, as failing.
+            delivery.error = "interrupted"
+            delivery.latency_ms = int((time.monotonic() - started) * 1000)
+            log.append(delivery)
+        raise
     delivery.latency_ms = int((time.monotonic() - started) * 1000)
     if log is None:
         delivery.save(force_insert=True)
@@ -461,16 +471,21 @@ class WebhookDestination(BaseDestination):
             occurred_at=message.created_at,
             data=guard_payload(message.destination, message.payload, phi_allowed=phi_allowed),
         )
-        delivery, retry_after = webhook_send(
-            endpoint=endpoint,
-            target=target,
-            webhook_id=f"msg_{message.parent_id or message.pk}",
-            event_type=event_type,
-            body=body,
-            message_id=message.pk,
-            attempt=message.attempts + 1,
-            log=batch.log,
-        )
+        try:
+            delivery, retry_after = webhook_send(
+                endpoint=endpoint,
+                target=target,
+                webhook_id=f"msg_{message.parent_id or message.pk}",
+                event_type=event_type,
+                body=body,
+                message_id=message.pk,
+                attempt=message.attempts + 1,
+                log=batch.log,
+            )
+        except BaseException as exc:
+            if task_stopping(exc):
+                _note_failure(endpoint, timezone.now())  # stopped mid-send: logged as failed
+            raise
         result = DeliveryResult(status_code=delivery.status_code, latency_ms=delivery.latency_ms)
         if delivery.succeeded:
             _note_success(endpoint)

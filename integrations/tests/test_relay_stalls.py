@@ -1,0 +1,143 @@
+"""A slow or hanging webhook endpoint must not jam the relay: a batch ends within its budget,
+and a task stopped mid-batch keeps what it sent (nothing goes out twice, nothing is lost)."""
+
+import contextlib
+import signal
+import time
+from collections import Counter
+
+import pytest
+from celery.exceptions import SoftTimeLimitExceeded
+from django.utils import timezone
+
+from crm_platform.models import OutboxMessage
+from integrations import relay, tasks
+from integrations.models import SyncEvent, WebhookDelivery, WebhookEndpoint
+from integrations.tests.conftest import verified
+from tests.fakes.webhook_receiver import WebhookReceiver
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def hanging():
+    """A receiver that holds every request far longer than any test's send timeout."""
+    with WebhookReceiver(default="timeout", timeout_seconds=30) as fake:
+        yield fake
+
+
+def _rows(endpoint):
+    return OutboxMessage.objects.filter(destination=f"webhook:{endpoint.pk}").order_by("id")
+
+
+def _make_due():
+    OutboxMessage.objects.filter(status__in=relay.OPEN).update(next_attempt_at=timezone.now())
+
+
+def _ids(receiver):
+    return Counter(request.headers["webhook-id"] for request in receiver.requests)
+
+
+def _publish_many(publish, n):
+    return [publish(object_id=i) for i in range(1, n + 1)]
+
+
+def test_a_run_stops_sending_at_its_budget_and_the_next_run_sends_the_rest(make_endpoint, publish, receiver):
+    make_endpoint()
+    receiver.default, receiver.timeout_seconds = "timeout", 0.2  # each answer (200) takes 0.2 s
+    parents = _publish_many(publish, 20)
+    relay.outbox_route_batch()
+    before = {row.pk: row for row in OutboxMessage.objects.exclude(destination="")}
+
+    started = time.monotonic()
+    first = relay.outbox_relay(budget_seconds=0.5)
+    elapsed = time.monotonic() - started
+
+    # The budget plus at most one send's timeout (WEBHOOK_TIMEOUT_SECONDS, 2 s in tests); all
+    # 20 sends would take 4 s.
+    assert elapsed < 0.5 + 2
+    assert 0 < first["attempted"] < 20
+    untouched = OutboxMessage.objects.exclude(destination="").exclude(status=OutboxMessage.Status.DELIVERED)
+    assert untouched.count() == 20 - first["attempted"]
+    for row in untouched:
+        was = before[row.pk]
+        assert (row.status, row.attempts, row.next_attempt_at, row.last_error) == (
+            was.status,
+            was.attempts,
+            was.next_attempt_at,
+            was.last_error,
+        )
+    untouched_ids = [row.pk for row in untouched]
+    assert not WebhookDelivery.objects.filter(message_id__in=untouched_ids).exists()
+    assert not SyncEvent.objects.filter(outbox_message_id__in=untouched_ids).exists()
+
+    receiver.default = 200
+    second = relay.outbox_relay(budget_seconds=10)
+
+    assert first["attempted"] + second["attempted"] == 20
+    assert _ids(receiver) == Counter({f"msg_{parent.pk}": 1 for parent in parents})
+
+
+class _Killed(BaseException):
+    """The hard time limit, played in-process: the worker kills the task's process, so the
+    batch's transaction rolls back (here: the exception leaves transaction.atomic)."""
+
+
+@contextlib.contextmanager
+def _time_limits(*, soft: float, hard: float):
+    """The task's time limits as a prefork pool applies them: at `soft` a signal whose handler
+    raises SoftTimeLimitExceeded wherever the task's thread is (billiard: SIGUSR1), at `hard`
+    the kill. Signals reach the main thread only, where the test runs the task."""
+    fired = []
+
+    def on_alarm(signum, frame):
+        fired.append(signum)
+        raise SoftTimeLimitExceeded() if len(fired) == 1 else _Killed()
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, soft, hard - soft)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_a_soft_time_limit_mid_send_keeps_what_was_sent_so_nothing_goes_out_twice(
+    make_endpoint, publish, receiver, hanging, settings
+):
+    settings.WEBHOOK_TIMEOUT_SECONDS = 5  # the send to `hanging` outlasts the soft limit
+    stuck, _ = make_endpoint(url=hanging.url)
+    _, secret = make_endpoint()  # newer: its row comes first for each message
+    parents = _publish_many(publish, 3)
+
+    started = time.monotonic()
+    with _time_limits(soft=1.0, hard=3.0):
+        try:
+            ended = tasks.outbox_relay.apply()
+        except _Killed as killed:
+            ended = killed
+    elapsed = time.monotonic() - started
+
+    # Committed: the healthy row sent before the stop, and the interrupted attempt, logged.
+    assert _ids(receiver) == Counter({f"msg_{parents[0].pk}": 1})
+    healthy_rows = OutboxMessage.objects.exclude(destination="").exclude(destination=f"webhook:{stuck.pk}")
+    assert list(healthy_rows.order_by("id").values_list("status", flat=True)) == ["delivered", "pending", "pending"]
+    assert list(_rows(stuck).values_list("status", "attempts", "last_error")) == [
+        ("failed", 1, "interrupted: SoftTimeLimitExceeded"),
+        ("pending", 0, ""),
+        ("pending", 0, ""),
+    ]
+    assert list(WebhookDelivery.objects.filter(endpoint=stuck).values_list("error", flat=True)) == ["interrupted"]
+    assert WebhookEndpoint.objects.get(pk=stuck.pk).failing_since is not None
+    # The task ended at the soft limit, with it, not at the kill.
+    assert not isinstance(ended, _Killed), "the hard limit killed the task"
+    assert ended.failed() and isinstance(ended.result, SoftTimeLimitExceeded)
+    assert elapsed < 3.0
+
+    settings.WEBHOOK_TIMEOUT_SECONDS = 0.3
+    for _ in range(2):
+        _make_due()
+        tasks.outbox_relay.apply().get()
+    assert _ids(receiver) == Counter({f"msg_{parent.pk}": 1 for parent in parents})
+    verified(secret, receiver.requests[-1])
