@@ -5,10 +5,11 @@ An API key sees and manages the endpoints it registered; staff (session) see all
 
 from __future__ import annotations
 
+from django.db import transaction
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, status
-from rest_framework.exceptions import PermissionDenied
+from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -84,6 +85,8 @@ class WebhookEndpointListApi(generics.ListAPIView):
     @idempotent(withheld=SECRET_WITHHELD)
     def post(self, request):
         data = _valid(io.WebhookEndpointInput, request.data)
+        if "enabled" in data:
+            raise ValidationError({"enabled": ["A new endpoint is enabled; disable it afterwards if need be."]})
         _check_phi_authority(request, data)
         endpoint, secret = services.webhook_endpoint_create(
             **data, owner=_owner(request), actor=Actor.from_request(request)
@@ -93,7 +96,8 @@ class WebhookEndpointListApi(generics.ListAPIView):
 
 
 class WebhookEndpointDetailApi(APIView):
-    """One endpoint. PATCH changes it (never the secret); DELETE disables it (its log stays)."""
+    """One endpoint. PATCH changes it (never the secret; `enabled` switches it off or, after a
+    fix, on again, clearing a system disable); DELETE disables it (its log stays)."""
 
     scope_resource = "webhooks"
 
@@ -109,7 +113,15 @@ class WebhookEndpointDetailApi(APIView):
         endpoint = self._get(pk)
         data = _valid(io.WebhookEndpointInput, request.data, partial=True)
         _check_phi_authority(request, data, endpoint)
-        endpoint = services.webhook_endpoint_update(endpoint=endpoint, data=data, actor=Actor.from_request(request))
+        enabled = data.pop("enabled", None)
+        actor = Actor.from_request(request)
+        with transaction.atomic():
+            endpoint = services.webhook_endpoint_update(endpoint=endpoint, data=data, actor=actor)
+            if enabled is True and not endpoint.enabled:
+                services.webhook_endpoint_enable(endpoint=endpoint, actor=actor)
+            elif enabled is False and endpoint.enabled:
+                services.webhook_endpoint_disable(endpoint=endpoint, actor=actor, reason="disabled through the API")
+        endpoint.refresh_from_db()
         return Response(io.WebhookEndpointOutput(endpoint).data)
 
     @extend_schema(request=None, responses={204: None})

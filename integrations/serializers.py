@@ -47,6 +47,9 @@ class WebhookEndpointInput(serializers.Serializer):
     rate_limit_per_minute = serializers.IntegerField(min_value=1, required=False, allow_null=True)
     may_receive_phi = serializers.BooleanField(required=False)
     phi_fields = serializers.ListField(child=serializers.CharField(max_length=60), required=False, max_length=50)
+    enabled = serializers.BooleanField(
+        required=False, help_text="PATCH only: false disables the endpoint, true enables it again (after a fix)."
+    )
 
 
 class WebhookDeliveryOutput(serializers.ModelSerializer):

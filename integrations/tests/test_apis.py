@@ -204,3 +204,20 @@ def test_a_test_send_sent_again_with_its_key_sends_once(writer, receiver, route)
     assert first.status_code == again.status_code == 200 and again.json() == first.json()
     assert again.headers["Idempotent-Replayed"] == "true"
     assert len(receiver.requests) == 1 and WebhookDelivery.objects.count() == 1
+
+
+def test_a_client_turns_its_endpoint_off_and_on_again_after_a_system_disable(writer, receiver):
+    pk = writer.post(LIST, {"url": receiver.url}, format="json").json()["id"]
+    assert writer.post(LIST, {"url": receiver.url, "enabled": False}, format="json").status_code == 400
+    WebhookEndpoint.objects.filter(pk=pk).update(enabled=False, needs_attention=True, disabled_reason="410 Gone")
+    response = writer.patch(f"{LIST}/{pk}", {"enabled": True, "description": "fixed"}, format="json")
+    assert response.status_code == 200, response.json()
+    body = response.json()
+    assert (body["enabled"], body["needs_attention"], body["disabled_reason"], body["description"]) == (
+        True,
+        False,
+        "",
+        "fixed",
+    )
+    off = writer.patch(f"{LIST}/{pk}", {"enabled": False}, format="json").json()
+    assert (off["enabled"], off["needs_attention"]) == (False, False)
