@@ -42,6 +42,12 @@ class TransientDeliveryError(DeliveryError):
         self.retry_after = retry_after
 
 
+class TargetUnreachableError(TransientDeliveryError):
+    """The target did not answer (a timeout, a refused connection): retried like any transient
+    error, and the relay leaves the target's other rows alone until this row's next attempt
+    (outbox_deliver_batch), so a hanging target costs one timeout, not one per queued row."""
+
+
 class PermanentDeliveryError(DeliveryError):
     """Retrying cannot help (4xx, target gone or refused): the row goes dead at once."""
 
@@ -65,8 +71,9 @@ class Destination(Protocol):
         to write for it (missing or empty: this destination does not want it)."""
 
     def deliver(self, message: OutboxMessage) -> DeliveryResult:
-        """Deliver one routed row. Raises TransientDeliveryError, PermanentDeliveryError or
-        DeferDelivery; lets through whatever stops the task (task_stopping)."""
+        """Deliver one routed row. Raises TransientDeliveryError (TargetUnreachableError when the
+        target did not answer), PermanentDeliveryError or DeferDelivery; lets through whatever
+        stops the task (task_stopping)."""
 
 
 class BaseDestination:

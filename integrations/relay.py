@@ -10,9 +10,9 @@ earlier undelivered sibling for the same (destination, object): a later change n
 overtakes an earlier one to the same place. The claim is held while the adapter delivers, so
 a crashed worker's rows come back on their own (at-least-once; webhook receivers de-duplicate
 on `webhook-id`). Because sent rows and their claim commit together, a batch must end before
-anyone kills its task: it checks the time budget before each send, and when the task is
-stopped anyway (the soft time limit) commits what it did before the stop goes on
-(outbox_deliver_batch).
+anyone kills its task: it checks the time budget before each send, spends at most one timeout
+per target that does not answer, and when the task is stopped anyway (the soft time limit)
+commits what it did before the stop goes on (outbox_deliver_batch).
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -32,6 +33,7 @@ from integrations import sync
 from integrations.destinations import (
     DeferDelivery,
     PermanentDeliveryError,
+    TargetUnreachableError,
     TransientDeliveryError,
     destination_for,
     destinations,
@@ -100,13 +102,28 @@ _CLAIM_SQL = (
 )
 
 
-def outbox_deliver_batch(*, limit: int = 100, deadline: float | None = None) -> int:
-    """Attempt up to `limit` due rows, in one transaction that holds their claim; returns how
-    many were attempted (delivered or not).
+class BatchCounts(NamedTuple):
+    attempted: int  # handed to their adapter (delivered, failed, or deferred by it)
+    postponed: int  # held back, untried, behind a target that did not answer
+
+
+def outbox_deliver_batch(
+    *, limit: int = 100, deadline: float | None = None, unreachable: dict[str, datetime] | None = None
+) -> BatchCounts:
+    """Attempt up to `limit` due rows, in one transaction that holds their claim.
 
     `deadline` (a time.monotonic() value) is checked before each send, so a batch ends at most
     one send's timeout past it: the rows not reached are left as they were (not attempted, not
     counted) and are claimed again by the next batch.
+
+    A target that did not answer (TargetUnreachableError: a timeout, a refused connection) costs
+    one attempt: its other rows are postponed until that row's next attempt, without spending
+    an attempt of theirs. They were never tried, so counting them would kill them faster than
+    the retry schedule promises; the row that was tried keeps the target's failure record going
+    (webhooks: its delivery log, `failing_since`, the disabling after days). Postponing (rather
+    than leaving them due) keeps them from filling the next claims ahead of other targets' rows.
+    `unreachable` (destination -> until when) carries such targets from batch to batch:
+    outbox_relay passes one per run. A target is tried again once its time has come.
 
     When the task is stopped mid-batch (task_stopping: the soft time limit, a shutdown), the row
     in flight counts as a failed attempt (it may have reached its receiver, and a row whose send
@@ -118,11 +135,12 @@ def outbox_deliver_batch(*, limit: int = 100, deadline: float | None = None) -> 
     back and are sent again, as after a crash (at-least-once; receivers de-duplicate on
     `webhook-id`)."""
     sql = _CLAIM_SQL.format(table=OutboxMessage._meta.db_table)
+    unreachable = {} if unreachable is None else unreachable
     stopped = None
     with transaction.atomic():
         rows = list(OutboxMessage.objects.raw(sql, [timezone.now(), limit]))
         if not rows:
-            return 0
+            return BatchCounts(0, 0)
         by_adapter: dict = defaultdict(list)
         for row in rows:
             by_adapter[destination_for(row.destination)].append(row)
@@ -131,25 +149,43 @@ def outbox_deliver_batch(*, limit: int = 100, deadline: float | None = None) -> 
             if hasattr(adapter, "batch_begin"):
                 adapter.batch_begin(by_adapter[adapter])
         attempted: list[OutboxMessage] = []
+        postponed: list[OutboxMessage] = []
         for row in rows:
             if deadline is not None and time.monotonic() >= deadline:
                 break
+            until = unreachable.get(row.destination)
+            if until is not None:
+                if until > timezone.now():
+                    row.next_attempt_at = until
+                    postponed.append(row)
+                    continue
+                del unreachable[row.destination]
             attempted.append(row)
             try:
-                _attempt(row)
+                answered = _attempt(row)
             except BaseException as exc:
                 if not task_stopping(exc):
                     raise  # our own database work failed: the batch rolls back
                 stopped = exc
                 break
+            if not answered:
+                unreachable[row.destination] = _unreachable_until(row)
         for adapter in adapters:
             if hasattr(adapter, "batch_end"):
                 adapter.batch_end()
-        _save_outcomes(attempted)
+        _save_outcomes(attempted + postponed)
         sync.sync_events_record_outbound(attempted)
     if stopped is not None:
         raise stopped
-    return len(attempted)
+    return BatchCounts(len(attempted), len(postponed))
+
+
+def _unreachable_until(row: OutboxMessage) -> datetime:
+    """Until when the target that did not answer `row` is left alone: the row's next attempt,
+    or, when that was its last, the schedule's first wait (another row then tries the target)."""
+    if row.status == OutboxMessage.Status.FAILED:
+        return row.next_attempt_at
+    return timezone.now() + timedelta(seconds=retry_delay(destination_for(row.destination), 1) or 0)
 
 
 def _save_outcomes(rows: list[OutboxMessage]) -> None:
@@ -173,15 +209,16 @@ def _save_outcomes(rows: list[OutboxMessage]) -> None:
         )
 
 
-def _attempt(row: OutboxMessage) -> None:
+def _attempt(row: OutboxMessage) -> bool:
     """Deliver one row through its adapter and set its next state (saved by the caller).
-    Raises again what stops the task, after counting the row's attempt."""
+    Returns False when the target did not answer (TargetUnreachableError). Raises again what
+    stops the task, after counting the row's attempt."""
     destination = destination_for(row.destination)
     now = timezone.now()
     if destination is None:
         logger.warning("outbox row %s: no destination %r registered; waiting", row.pk, row.destination)
         row.next_attempt_at = now + timedelta(seconds=UNKNOWN_DESTINATION_WAIT)
-        return
+        return True
     # A savepoint per row (unless the adapter opts out, see BaseDestination): an adapter that
     # breaks (a bug, not a delivery outcome) loses its own half-done writes and fails only its
     # row; typed outcomes keep theirs (delivery log, endpoint state).
@@ -191,15 +228,15 @@ def _attempt(row: OutboxMessage) -> None:
     except DeferDelivery as deferred:
         _release(savepoint)
         row.next_attempt_at = now + timedelta(seconds=deferred.seconds)
-        return
+        return True
     except PermanentDeliveryError as exc:
         _release(savepoint)
         _fail(row, destination, str(exc), permanent=True)
-        return
+        return True
     except TransientDeliveryError as exc:
         _release(savepoint)
         _fail(row, destination, str(exc), retry_after=exc.retry_after)
-        return
+        return not isinstance(exc, TargetUnreachableError)
     except BaseException as exc:
         if savepoint is not None:
             transaction.savepoint_rollback(savepoint)
@@ -209,12 +246,13 @@ def _attempt(row: OutboxMessage) -> None:
         # An adapter bug must not wedge the queue: count it as a failed attempt.
         logger.exception("outbox row %s: %s adapter raised", row.pk, destination.name)
         _fail(row, destination, f"internal error: {type(exc).__name__}")
-        return
+        return True
     _release(savepoint)
     row.attempts += 1
     row.status = OutboxMessage.Status.DELIVERED
     row.delivered_at = timezone.now()
     row.last_error = ""
+    return True
 
 
 def _release(savepoint) -> None:
@@ -242,17 +280,20 @@ def outbox_relay(
     """Route and deliver until nothing is due, the time budget is spent, or `should_stop()`
     says so. The budget is checked before each send as well (outbox_deliver_batch), so a run
     ends at most one send's timeout past it; `should_stop` between batches only (a shutdown
-    waits for the batch, whose sends have gone out)."""
+    waits for the batch, whose sends have gone out). Returns the counts: routed, attempted,
+    postponed (rows held back behind a target that did not answer)."""
     deadline = time.monotonic() + budget_seconds
-    routed = attempted = 0
+    unreachable: dict[str, datetime] = {}  # targets that did not answer in this run
+    routed = attempted = postponed = 0
     while time.monotonic() < deadline and not (should_stop and should_stop()):
         batch_routed = outbox_route_batch(limit=route_limit)
-        batch_attempted = outbox_deliver_batch(limit=deliver_limit, deadline=deadline)
+        batch = outbox_deliver_batch(limit=deliver_limit, deadline=deadline, unreachable=unreachable)
         routed += batch_routed
-        attempted += batch_attempted
-        if not batch_routed and not batch_attempted:
+        attempted += batch.attempted
+        postponed += batch.postponed
+        if not batch_routed and not batch.attempted and not batch.postponed:
             break
-    return {"routed": routed, "attempted": attempted}
+    return {"routed": routed, "attempted": attempted, "postponed": postponed}
 
 
 def outbox_replay(*, ids, actor: Actor) -> int:

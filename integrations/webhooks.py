@@ -35,6 +35,7 @@ from integrations.destinations import (
     DeferDelivery,
     DeliveryResult,
     PermanentDeliveryError,
+    TargetUnreachableError,
     TransientDeliveryError,
     task_stopping,
 )
@@ -344,6 +345,11 @@ def webhook_send(
     return delivery, int(retry_after) if retry_after.isdigit() else None
 
 
+# What webhook_send logs when nothing answered: the relay then leaves the endpoint's other
+# rows alone for a while (TargetUnreachableError) instead of waiting out a timeout for each.
+NO_ANSWER = frozenset({"connection failed", "connect timeout", "timeout"})
+
+
 # ----------------------------------------------------------------------------- endpoint state
 
 
@@ -494,4 +500,5 @@ class WebhookDestination(BaseDestination):
             endpoint_disable(endpoint=endpoint, reason="410 Gone", actor=Actor.system("webhooks"), by_system=True)
             raise PermanentDeliveryError("410 Gone: endpoint disabled", status_code=410)
         _note_failure(endpoint, delivery.at)
-        raise TransientDeliveryError(delivery.error, status_code=delivery.status_code, retry_after=retry_after)
+        error = TargetUnreachableError if delivery.error in NO_ANSWER else TransientDeliveryError
+        raise error(delivery.error, status_code=delivery.status_code, retry_after=retry_after)

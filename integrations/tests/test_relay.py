@@ -370,8 +370,8 @@ def test_a_worker_shutting_down_stops_the_relay_between_batches(make_endpoint, p
     publish()
     worker_shutting_down.send(sender="test", sig="SIGTERM", how="Warm", exitcode=0)
     try:
-        assert tasks.outbox_relay.apply().get() == {"routed": 0, "attempted": 0}
+        assert tasks.outbox_relay.apply().get() == {"routed": 0, "attempted": 0, "postponed": 0}
     finally:
         tasks._shutting_down.clear()  # this test process is no worker: take the flag back
     assert receiver.requests == []
-    assert tasks.outbox_relay.apply().get() == {"routed": 1, "attempted": 1}
+    assert tasks.outbox_relay.apply().get() == {"routed": 1, "attempted": 1, "postponed": 0}

@@ -1,7 +1,9 @@
-"""A slow or hanging webhook endpoint must not jam the relay: a batch ends within its budget,
-and a task stopped mid-batch keeps what it sent (nothing goes out twice, nothing is lost)."""
+"""A slow, hanging or unreachable webhook endpoint must not jam the relay: a batch ends within its
+budget, a target that does not answer costs one timeout a batch, and a task stopped mid-batch
+keeps what it sent (nothing goes out twice, nothing is lost)."""
 
 import contextlib
+import json
 import signal
 import time
 from collections import Counter
@@ -10,6 +12,7 @@ import pytest
 from celery.exceptions import SoftTimeLimitExceeded
 from django.utils import timezone
 
+from bench.common import free_port
 from crm_platform.models import OutboxMessage
 from integrations import relay, tasks
 from integrations.models import SyncEvent, WebhookDelivery, WebhookEndpoint
@@ -40,6 +43,94 @@ def _ids(receiver):
 
 def _publish_many(publish, n):
     return [publish(object_id=i) for i in range(1, n + 1)]
+
+
+def test_a_hanging_endpoint_costs_one_timeout_a_run_and_the_healthy_one_gets_each_message_once(
+    make_endpoint, publish, receiver, hanging, settings
+):
+    settings.WEBHOOK_TIMEOUT_SECONDS = 0.3
+    _, secret = make_endpoint()
+    stuck, _ = make_endpoint(url=hanging.url)  # newer: its row comes first for each message
+    parents = _publish_many(publish, 20)
+
+    runs = []
+    for _ in range(3):
+        started = time.monotonic()
+        runs.append(tasks.outbox_relay.apply().get())
+        # 20 timeouts (6 s) a run before; now one, plus the healthy sends.
+        assert time.monotonic() - started < 2.5
+        _make_due()
+
+    assert _ids(receiver) == Counter({f"msg_{parent.pk}": 1 for parent in parents})
+    verified(secret, receiver.requests[0])
+    assert len(hanging.requests) == 3  # one probe a run
+    assert [run["postponed"] for run in runs] == [19, 19, 19]
+    stuck.refresh_from_db()
+    assert stuck.failing_since is not None and stuck.enabled
+    log = WebhookDelivery.objects.filter(endpoint=stuck)
+    assert sorted(log.values_list("error", flat=True)) == ["timeout"] * 3
+    # The same row probed each time; the others never spent an attempt.
+    assert list(_rows(stuck).values_list("attempts", flat=True)) == [3] + [0] * 19
+    assert not _rows(stuck).exclude(status__in=relay.OPEN).exists()  # none lost, none dead
+
+
+def test_rows_behind_an_unanswering_endpoint_are_postponed_until_its_probe_is_retried(
+    make_endpoint, publish, receiver, hanging, settings
+):
+    settings.WEBHOOK_TIMEOUT_SECONDS = 0.3
+    stuck, _ = make_endpoint(url=hanging.url)
+    _publish_many(publish, 5)
+
+    result = relay.outbox_relay(budget_seconds=10)
+
+    assert (result["attempted"], result["postponed"]) == (1, 4)
+    probe, *others = _rows(stuck)
+    assert (probe.status, probe.attempts, probe.last_error) == (OutboxMessage.Status.FAILED, 1, "timeout")
+    assert probe.next_attempt_at > timezone.now()
+    for row in others:
+        assert (row.status, row.attempts, row.next_attempt_at) == (
+            OutboxMessage.Status.PENDING,
+            0,
+            probe.next_attempt_at,
+        )
+    # Never attempted, so no sync event yet (one is written on a row's first attempt).
+    assert set(SyncEvent.objects.values_list("outbox_message_id", flat=True)) == {probe.pk}
+    assert relay.outbox_relay(budget_seconds=10)["attempted"] == 0  # nothing due until then
+
+
+def test_a_refused_connection_also_holds_back_the_endpoints_other_rows(make_endpoint, publish):
+    closed, _ = make_endpoint(url=f"http://127.0.0.1:{free_port()}/hook")  # nothing listens there
+    _publish_many(publish, 4)
+
+    assert relay.outbox_relay(budget_seconds=10) == {"routed": 4, "attempted": 1, "postponed": 3}
+
+    assert list(_rows(closed).values_list("attempts", "last_error")) == [
+        (1, "connection failed"),
+        (0, ""),
+        (0, ""),
+        (0, ""),
+    ]
+
+
+def test_an_endpoint_that_answers_again_gets_its_postponed_rows_once_each_and_in_order(
+    make_endpoint, publish, hanging, settings
+):
+    settings.WEBHOOK_TIMEOUT_SECONDS = 0.3
+    _, secret = make_endpoint(url=hanging.url)
+    publish("contact.updated", 1, {"id": 1, "lead_score": 1})
+    publish("contact.updated", 2, {"id": 2, "lead_score": 1})
+    publish("contact.updated", 1, {"id": 1, "lead_score": 2})
+    relay.outbox_relay(budget_seconds=10)
+    assert len(hanging.requests) == 1
+
+    hanging.default = 200
+    _make_due()
+    relay.outbox_relay(budget_seconds=10)
+
+    answered = [json.loads(request.body)["data"] for request in hanging.requests[1:]]
+    assert answered == [{"id": 1, "lead_score": 1}, {"id": 2, "lead_score": 1}, {"id": 1, "lead_score": 2}]
+    verified(secret, hanging.requests[-1])
+    assert not OutboxMessage.objects.exclude(destination="").exclude(status=OutboxMessage.Status.DELIVERED).exists()
 
 
 def test_a_run_stops_sending_at_its_budget_and_the_next_run_sends_the_rest(make_endpoint, publish, receiver):
