@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 import types
 from datetime import timedelta
 
@@ -19,9 +21,13 @@ from integrations.destinations import (
 )
 from integrations.models import WebhookDelivery, WebhookEndpoint
 from integrations.tests.conftest import verified
-from integrations.webhooks import WEBHOOK_RETRY_SCHEDULE
+from tests.support import ROOT, django_env
 
 pytestmark = pytest.mark.django_db
+
+# CONTRACTS.md, Standard Webhooks: after a failure, retry immediately, then after 5 s, 5 min,
+# 30 min, 2 h, 5 h, 10 h, 10 h ("immediately" is the first attempt, sent as soon as it is due).
+STANDARD_WEBHOOKS_WAITS = [5, 5 * 60, 30 * 60, 2 * 3600, 5 * 3600, 10 * 3600, 10 * 3600]
 
 
 def _children(parent):
@@ -125,7 +131,7 @@ def test_a_retry_is_signed_afresh_with_a_new_timestamp_and_the_same_id(make_endp
     relay.outbox_relay(budget_seconds=10)
     row = OutboxMessage.objects.exclude(destination="").get()
     assert (row.status, row.attempts) == (OutboxMessage.Status.FAILED, 1)
-    assert row.next_attempt_at > timezone.now() + timedelta(seconds=WEBHOOK_RETRY_SCHEDULE[0] - 2)
+    assert row.next_attempt_at > timezone.now() + timedelta(seconds=STANDARD_WEBHOOKS_WAITS[0] - 2)
 
     clock.time = lambda: real.time() + 7  # the retry happens later
     _make_due()
@@ -153,6 +159,19 @@ def test_a_timeout_is_a_failed_attempt_to_retry(make_endpoint, publish, receiver
     assert WebhookDelivery.objects.get().error == "timeout"
 
 
+def test_the_delivery_timeout_defaults_to_ten_seconds(settings):
+    from integrations.webhooks import timeout_seconds
+
+    env = django_env()
+    env.pop("WEBHOOK_TIMEOUT_SECONDS", None)
+    code = "from crm_platform import settings; print(settings.WEBHOOK_TIMEOUT_SECONDS)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    assert float(out.stdout) == 10.0  # the settings module's own default, not the tests' 2 s
+
+    del settings.WEBHOOK_TIMEOUT_SECONDS
+    assert timeout_seconds() == 10.0  # and the fallback when the setting is missing
+
+
 def test_410_gone_disables_the_endpoint_and_kills_the_row(make_endpoint, publish, receiver):
     endpoint, _ = make_endpoint()
     receiver.default = 410
@@ -172,7 +191,7 @@ def test_webhook_rows_die_after_the_standard_webhooks_schedule(make_endpoint, pu
     receiver.default = 503
     publish()
     waits = []
-    for _ in range(len(WEBHOOK_RETRY_SCHEDULE) + 1):
+    for _ in range(8):
         before = timezone.now()
         relay.outbox_relay(budget_seconds=10)
         row = OutboxMessage.objects.exclude(destination="").get()
@@ -181,7 +200,7 @@ def test_webhook_rows_die_after_the_standard_webhooks_schedule(make_endpoint, pu
         _make_due()
     assert row.status == OutboxMessage.Status.DEAD
     assert row.attempts == len(receiver.requests) == 8  # at once, then 7 retries
-    assert waits == list(WEBHOOK_RETRY_SCHEDULE)
+    assert waits == STANDARD_WEBHOOKS_WAITS
 
 
 class _Flaky(BaseDestination):
