@@ -358,6 +358,11 @@ class ContactAdmin(FastChangeListMixin, admin.ModelAdmin):
     def save_related(self, request, form, formsets, change):
         pass  # the inlines are read-only
 
+    def construct_change_message(self, request, form, formsets, add=False):
+        # The inlines are never saved (above), so they have no new/changed/deleted objects to
+        # describe; Django's message would read those lists and fail on every change.
+        return super().construct_change_message(request, form, [], add)
+
     # -------------------------------------------------------------- actions
 
     def _intermediate(self, request, queryset, form, title, action):

@@ -10,6 +10,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from compliance.models import AuditEvent
 from contacts.models import Contact, ContactDuplicateDismissal, LifecycleTransition
 from contacts.tasks import contacts_bulk_change
+from contacts.tests.admin_forms import change_form_data
 from contacts.tests.factories import ContactFactory
 from crm_platform.celery import app as celery_app
 from crm_platform.models import OutboxMessage
@@ -60,6 +61,16 @@ def test_add_through_the_admin_goes_through_the_service(admin_client):
     assert response.status_code == 302, response.content.decode()[:2000]
     contact = Contact.objects.get(email="new@example.com")
     assert AuditEvent.objects.filter(action="contact.create", object_id=str(contact.pk), actor_kind="user").exists()
+
+
+def test_change_through_the_admin_goes_through_the_service(admin_client, admin_user):
+    contact = ContactFactory(first_name="Ann")
+    url = f"{LIST}{contact.pk}/change/"
+    response = admin_client.post(url, {**change_form_data(admin_client, url), "first_name": "Anna"})
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert Contact.objects.get(pk=contact.pk).first_name == "Anna"
+    update = AuditEvent.objects.get(action="contact.update", object_id=str(contact.pk))
+    assert (update.actor_kind, update.actor_id, list(update.changes)) == ("user", str(admin_user.pk), ["first_name"])
 
 
 def test_duplicate_email_is_a_form_error_in_the_admin(admin_client):
