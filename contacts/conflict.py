@@ -3,15 +3,32 @@
 Fields fall into groups. Per group, sources have a rank: a higher rank wins over a lower one
 whatever the time; between equal ranks the newer source timestamp wins. A write that loses is
 *stale*: the caller records it on the timeline and does not apply it. What each group last
-saw (source, rank, time) is kept in Contact.group_timestamps.
+saw (source, rank, time) is kept in Contact.group_timestamps, and `stamp` is the one way a
+write records itself there: contact_sync (through `resolve`) for what it applies, a staff edit
+for what it changes, the inbound timeline batch (through `resolve`) for its events.
 
 Seed 002: the app wins engagement fields; the CRM side (staff, outside CRMs) wins the health
 profile. Identity and marketing fields go to whoever wrote last.
+
+Staff are the CRM itself. Their edits (contacts.services.contact_update and contact_create:
+the admin, the contacts API) are source "staff", made at the time of the edit, and are always
+applied: a person looked at the record and decided. They only stamp the groups of the fields
+they change, so what the policy decides is what later writes may do to them:
+- engagement: the app ranks above outside CRMs and marketing tools because it sees engagement
+  live; a staff edit is a live correction made in the CRM, so it ranks with the app. Between
+  them time decides: an app event older than the edit is stale for the group, a newer one wins
+  as before. Outside CRMs and marketing tools overwrite neither.
+- health_profile: staff rank with outside CRMs (the CRM side); time decides between them, and
+  the app never overwrites either.
+- identity, marketing: every source ranks the same; the newer write wins.
+"staff" is not a source an API client can name on an event (integrations.inbound accepts
+app, crm, marketing), so no event can claim a staff edit's rank.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from typing import Any
 
 FIELD_GROUPS: dict[str, frozenset[str]] = {
@@ -41,13 +58,15 @@ FIELD_GROUPS: dict[str, frozenset[str]] = {
     "health_profile": frozenset(),
 }
 
-# Sources: "app" (the company's app and website), "crm" (staff in the admin or API, and outside
-# CRMs such as HubSpot or Salesforce), "marketing" (Klaviyo and other marketing tools).
+# Sources: "app" (the company's app and website), "crm" (outside CRMs such as HubSpot or
+# Salesforce), "marketing" (Klaviyo and other marketing tools), and STAFF (edits made in this
+# CRM, in the admin or through the contacts API; see the module's docstring).
+STAFF = "staff"
 RANKS: dict[str, dict[str, int]] = {
     "identity": {},
-    "engagement": {"app": 2},
+    "engagement": {"app": 2, STAFF: 2},
     "marketing": {},
-    "health_profile": {"crm": 2},
+    "health_profile": {"crm": 2, STAFF: 2},
 }
 DEFAULT_RANK = 1
 
@@ -63,6 +82,16 @@ def rank(group: str, source: str) -> int:
     return RANKS.get(group, {}).get(source, DEFAULT_RANK)
 
 
+def stamp(stamps: dict[str, Any], *, source: str, occurred_at: dt.datetime, fields: Iterable[str]) -> dict[str, Any]:
+    """A copy of `stamps` in which every group of `fields` was last written by `source` at
+    `occurred_at`. Which fields a write stamps is its caller's: what it applied (a sync) or
+    what it changed (a staff edit)."""
+    new_stamps = dict(stamps)
+    for group in {group_of(name) or "identity" for name in fields}:
+        new_stamps[group] = {"source": source, "rank": rank(group, source), "at": occurred_at.isoformat()}
+    return new_stamps
+
+
 def resolve(
     *, stamps: dict[str, Any], source: str, occurred_at: dt.datetime, fields: dict[str, Any]
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
@@ -71,7 +100,6 @@ def resolve(
     `stamps` is Contact.group_timestamps: {group: {"source", "rank", "at"}}."""
     applied: dict[str, Any] = {}
     stale: dict[str, Any] = {}
-    new_stamps = dict(stamps)
     by_group: dict[str, dict[str, Any]] = {}
     for name, value in fields.items():
         by_group.setdefault(group_of(name) or "identity", {})[name] = value
@@ -84,5 +112,4 @@ def resolve(
                 stale.update(values)
                 continue
         applied.update(values)
-        new_stamps[group] = {"source": source, "rank": incoming, "at": occurred_at.isoformat()}
-    return applied, stale, new_stamps
+    return applied, stale, stamp(stamps, source=source, occurred_at=occurred_at, fields=applied)

@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from compliance.services import audit_record
 from compliance.suppression import suppression_check
-from contacts import lifecycle
+from contacts import conflict, lifecycle
 from contacts.models import (
     Activity,
     Company,
@@ -234,7 +234,33 @@ def contact_create(
     **fields: Any,
 ) -> Contact:
     """Create a contact. ValidationError for bad fields or no identity; ConflictError (409)
-    naming the existing contact when the email or app user id is taken."""
+    naming the existing contact when the email or app user id is taken.
+
+    A staff edit under the conflict policy (contacts/conflict.py): the groups of the fields it
+    sets are stamped as written by staff now, so an event older than the creation is stale for
+    them. Writers on behalf of another source go through contact_sync."""
+    return _contact_create(
+        actor=actor,
+        email=email,
+        external_id=external_id,
+        lifecycle_stage=lifecycle_stage,
+        fields=fields,
+        sync_source=conflict.STAFF,
+        occurred_at=None,
+    )
+
+
+def _contact_create(
+    *,
+    actor: Actor,
+    email: str | None,
+    external_id: str | None,
+    lifecycle_stage: str,
+    fields: dict[str, Any],
+    sync_source: str,
+    occurred_at: dt.datetime | None,
+) -> Contact:
+    """contact_create, written as `sync_source` at `occurred_at` (None: now)."""
     email, external_id = normalize_email(email), normalize_external_id(external_id)
     if not email and not external_id:
         raise ValidationError({"email": ["Give an email or an app user id (external_id)."]})
@@ -247,10 +273,18 @@ def contact_create(
         existing = contact_find(email=email, external_id=external_id)
         if existing is not None:
             raise _taken(existing, email=email, external_id=external_id)
+        identity = {k: v for k, v in (("email", email), ("external_id", external_id)) if v}
+        stamps = conflict.stamp(
+            {}, source=sync_source, occurred_at=occurred_at or timezone.now(), fields=[*identity, *cleaned]
+        )
         try:
             with transaction.atomic():
                 contact = Contact.objects.create(
-                    email=email, external_id=external_id, lifecycle_stage=lifecycle_stage, **cleaned
+                    email=email,
+                    external_id=external_id,
+                    lifecycle_stage=lifecycle_stage,
+                    group_timestamps=stamps,
+                    **cleaned,
                 )
         except IntegrityError:  # a concurrent request created it first
             existing = contact_find(email=email, external_id=external_id)
@@ -272,7 +306,28 @@ def _taken(existing: Contact, *, email, external_id) -> ConflictError:
 
 
 def contact_update(*, contact: Contact, actor: Actor, **fields: Any) -> Contact:
-    """Change a contact's fields (and email/external_id, which stay unique: ConflictError)."""
+    """Change a contact's fields (and email/external_id, which stay unique: ConflictError).
+
+    A staff edit under the conflict policy (contacts/conflict.py): it is applied whatever the
+    group stamps say, and stamps the groups of the fields it changes as written by staff now,
+    in the same UPDATE, so an event older than the edit is stale for them. Writers on behalf of
+    another source go through contact_sync."""
+    return _contact_update(contact=contact, actor=actor, fields=fields, sync_source=conflict.STAFF, occurred_at=None)
+
+
+def _contact_update(
+    *,
+    contact: Contact,
+    actor: Actor,
+    fields: dict[str, Any],
+    sync_source: str,
+    occurred_at: dt.datetime | None,
+    stamped_fields: Iterable[str] | None = None,
+) -> Contact:
+    """contact_update, written as `sync_source` at `occurred_at` (None: now). It stamps the
+    groups of `stamped_fields`, by default the fields it changes (a staff edit). A sync names
+    what the policy let it apply: a source saying a value again still moves its group's time
+    on, and an identifier filled in against a newer group leaves that group's stamp alone."""
     identity = {k: fields.pop(k) for k in list(fields) if k in IDENTITY_FIELDS}
     cleaned = _clean_fields(fields, country=contact.country)
     if "email" in identity:
@@ -292,10 +347,18 @@ def contact_update(*, contact: Contact, actor: Actor, **fields: Any) -> Contact:
         if new:
             suppression_check(**new)
         changes = _apply(locked, cleaned)
+        stamps = conflict.stamp(
+            locked.group_timestamps,
+            source=sync_source,
+            occurred_at=occurred_at or timezone.now(),
+            fields=changes if stamped_fields is None else stamped_fields,
+        )
+        stamped = stamps != locked.group_timestamps
+        locked.group_timestamps = stamps
         if changes:
             try:
                 with transaction.atomic():
-                    locked.save(update_fields=[*changes, "updated_at"])
+                    locked.save(update_fields=[*changes, "group_timestamps", "updated_at"])
             except IntegrityError:
                 raise ConflictError("The email or app user id was just taken by another contact.") from None
             audit_record(actor=actor, action="contact.update", obj=locked, changes=changes)
@@ -305,6 +368,8 @@ def contact_update(*, contact: Contact, actor: Actor, **fields: Any) -> Contact:
                 payload={**contact_payload(locked), "changed": sorted(changes)},
                 actor=actor,
             )
+        elif stamped:  # a source said again what the contact holds: only its time moves on
+            locked.save(update_fields=["group_timestamps"])
     return locked
 
 
@@ -368,8 +433,6 @@ def contact_sync(
     group the source may not overwrite, or older than what the group last saw, are stale —
     returned, not applied. Returns (contact, created, stale fields). Inbound app events and
     provider adapters write contacts through this."""
-    from contacts import conflict
-
     with transaction.atomic():
         email, external_id = normalize_email(email), normalize_external_id(external_id)
         existing = contact_find(email=email, external_id=external_id)
