@@ -335,7 +335,11 @@ def _contact_update(
     if "external_id" in identity:
         cleaned["external_id"] = normalize_external_id(identity["external_id"])
     with transaction.atomic():
-        locked = Contact.objects.select_for_update().get(pk=contact.pk)
+        # NO KEY UPDATE, the lock the UPDATE itself takes (email and external_id have partial
+        # unique indexes, which are not keys) and the one the inbound timeline batch takes: no
+        # upgrade when both run in one transaction, and rows pointing at the contact
+        # (activities, notes) can still be inserted meanwhile.
+        locked = Contact.objects.select_for_update(no_key=True).get(pk=contact.pk)
         if not (cleaned.get("email", locked.email) or cleaned.get("external_id", locked.external_id)):
             raise ValidationError({"email": ["A contact keeps an email or an app user id."]})
         for field in IDENTITY_FIELDS & cleaned.keys():
@@ -432,21 +436,54 @@ def contact_sync(
     `sync_source` says who writes (`source` stays the contact's own field). Fields of a
     group the source may not overwrite, or older than what the group last saw, are stale —
     returned, not applied. Returns (contact, created, stale fields). Inbound app events and
-    provider adapters write contacts through this."""
-    with transaction.atomic():
-        email, external_id = normalize_email(email), normalize_external_id(external_id)
-        existing = contact_find(email=email, external_id=external_id)
-        stamps = dict(existing.group_timestamps) if existing else {}
-        identity = {k: v for k, v in (("email", email), ("external_id", external_id)) if v}
-        applied, stale, stamps = conflict.resolve(
-            stamps=stamps, source=sync_source, occurred_at=occurred_at, fields={**identity, **fields}
-        )
-        applied.update(identity)  # identifiers find the contact whatever the policy says
-        contact, created = contact_upsert(actor=actor, **applied)
-        if contact.group_timestamps != stamps:
-            Contact.objects.filter(pk=contact.pk).update(group_timestamps=stamps)
-            contact.group_timestamps = stamps
-    return contact, created, {k: v for k, v in stale.items() if k not in identity}
+    provider adapters write contacts through this.
+
+    The contact's row is locked (as contact_update locks it) before its stamps are read, so
+    two syncs of one contact run one after the other and the second decides on what the first
+    wrote: the newer write wins whichever commits first. When both create the contact, the
+    unique indexes let one do it and the other starts again on that row."""
+    email, external_id = normalize_email(email), normalize_external_id(external_id)
+    identity = {k: v for k, v in (("email", email), ("external_id", external_id)) if v}
+    for _ in range(3):
+        with transaction.atomic():
+            existing = contact_find(email=email, external_id=external_id)
+            if existing is None:
+                try:
+                    contact = _contact_create(
+                        actor=actor,
+                        email=email,
+                        external_id=external_id,
+                        lifecycle_stage=lifecycle.Stage.VISITOR,
+                        fields=fields,
+                        sync_source=sync_source,
+                        occurred_at=occurred_at,
+                    )
+                except ConflictError as exc:
+                    if exc.code != "duplicate_contact":
+                        raise
+                    continue  # created meanwhile by someone else: decide again on their row
+                return contact, True, {}
+            locked = Contact.objects.select_for_update(no_key=True).get(pk=existing.pk)
+            if locked.merged_into_id:
+                continue  # merged away while we waited for the lock: find the survivor again
+            applied, stale, _ = conflict.resolve(
+                stamps=locked.group_timestamps,
+                source=sync_source,
+                occurred_at=occurred_at,
+                fields={**identity, **fields},
+            )
+            # Identifiers find the contact whatever the policy says; one it lacks is filled in.
+            missing = {k: v for k, v in identity.items() if not getattr(locked, k)}
+            contact = _contact_update(
+                contact=locked,
+                actor=actor,
+                fields={**{k: v for k, v in applied.items() if k not in identity}, **missing},
+                sync_source=sync_source,
+                occurred_at=occurred_at,
+                stamped_fields=applied,
+            )
+            return contact, False, {k: v for k, v in stale.items() if k not in identity}
+    raise ConflictError("The contact kept changing under this request; try again.")
 
 
 def contact_archive(*, contact: Contact, actor: Actor, archived: bool = True) -> Contact:

@@ -1,16 +1,21 @@
 """Staff edits under the conflict policy (contacts/conflict.py): a staff edit is the CRM's own
-write, made now, so app events older than it are stale for the groups it changed."""
+write, made now, so app events older than it are stale for the groups it changed; and
+contact_sync decides on locked stamps, so two syncs racing end with the newer values."""
 
 import datetime as dt
+import threading
 
 import pytest
+from django.db import connection, transaction
 from django.utils import timezone
 
 from contacts.models import Activity, Contact
+from contacts.services import contact_sync
 from contacts.tests.admin_forms import change_form_data
 from contacts.tests.factories import ContactFactory
 from integrations.models import SyncEvent
 from integrations.tasks import inbox_apply
+from tests.support import race, wait_until
 
 pytestmark = pytest.mark.django_db
 EVENTS = "/api/v1/events"
@@ -125,3 +130,45 @@ def test_an_admin_change_form_save_stamps_the_groups_it_changed(staff, app):
     assert set(stamps) == {"identity"} and stamps["identity"]["source"] == "staff"
     result = send(app, "old", "profile_updated", timezone.now() - HOUR, first_name="Annie")
     assert result["stale"] == ["first_name"] and Contact.objects.get(pk=contact.pk).first_name == "Anna"
+
+
+def _lock_waiters() -> int:
+    """Connections to this database waiting for a lock (read afresh: inside a transaction
+    PostgreSQL would keep showing the activity it read first)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_syncs_racing_end_with_the_newer_values(system_actor):
+    """A third connection holds the contact's row while the newer sync, then the older one,
+    queue behind it; released, they run in that order. Had the older one decided on the
+    stamps it read before waiting, it would overwrite the newer value."""
+    contact = ContactFactory(external_id="u-1", first_name="Ann")
+    now = timezone.now()
+    held = threading.Event()
+
+    def work(n):
+        if n == 0:
+            with transaction.atomic():
+                Contact.objects.select_for_update().get(pk=contact.pk)
+                held.set()
+                wait_until(lambda: _lock_waiters() >= 2)
+            return None
+        held.wait(20)
+        if n == 2:
+            wait_until(lambda: _lock_waiters() >= 1)  # the newer sync is queued first
+        first_name, occurred_at = ("Newer", now) if n == 1 else ("Older", now - HOUR)
+        return contact_sync(
+            actor=system_actor, sync_source="app", occurred_at=occurred_at, external_id="u-1", first_name=first_name
+        )
+
+    _, (_, _, newer_stale), (_, _, older_stale) = race(3, work)
+    contact.refresh_from_db()
+    assert contact.first_name == "Newer"
+    assert (newer_stale, older_stale) == ({}, {"first_name": "Older"})
+    assert contact.group_timestamps["identity"]["at"] == now.isoformat()
