@@ -258,7 +258,7 @@ class TimelineBatch:
             if fields and not set(fields) <= WRITABLE_FIELDS:
                 raise ValueError(f"{event.type}: the timeline path writes only {sorted(WRITABLE_FIELDS)}")
             if fields is not None and not person.new:
-                self._fill_identity(person, identity)
+                self._fill_identity(person, event)
             applied, stale_values, stamps = conflict.resolve(
                 stamps=person.stamps,
                 source=event.source,
@@ -303,14 +303,21 @@ class TimelineBatch:
         if person.values["external_id"]:
             self.by_external[person.values["external_id"]] = person
 
-    def _fill_identity(self, person: _Person, identity: dict[str, str]) -> None:
-        """The event names the contact by an identifier it lacks (contact_sync adds it): the
-        one-at-a-time service checks uniqueness and the suppression list."""
-        missing = {k: v for k, v in identity.items() if not person.values[k]}
+    def _fill_identity(self, person: _Person, event) -> None:
+        """The event names the contact by an identifier it lacks: the one-at-a-time service
+        adds it (uniqueness, the suppression list), written as the event's source at the
+        event's time under the conflict policy, as any event's fields."""
+        missing = {k: v for k, v in event.user.items() if k in ("email", "external_id") and not person.values[k]}
         if not missing:
             return
         with transaction.atomic():
-            contacts.contact_update(contact=Contact(pk=person.id), actor=self.actor, **missing)
+            contacts.contact_sync(
+                actor=self.actor,
+                sync_source=event.source,
+                occurred_at=event.occurred_at,
+                email=event.user.get("email"),
+                external_id=event.user.get("external_id"),
+            )
         person.values.update(missing)
         person.original.update(missing)
         self._index(person)

@@ -505,3 +505,27 @@ def test_identifiers_of_contacts_merged_in_a_chain_name_one_person(app, system_a
     ContactFactory(email="d@example.com", external_id="u-d")
     refused = batch(app, [{"id": "n", "type": "custom", "user": {"email": "a@example.com", "external_id": "u-d"}}])
     assert statuses(refused) == ["rejected"] and {"email", "external_id"} <= set(refused["results"][0]["errors"])
+
+
+def test_an_identifier_an_event_fills_in_is_written_under_the_policy_not_as_a_staff_edit(app, system_actor):
+    """A login naming a contact's app user id and an email it lacks adds the email as the app
+    wrote it then (contact_sync): an event older than the identity group's last write fills
+    the gap without moving that group's stamp, and is never recorded as a staff edit made now."""
+    from contacts.services import contact_create
+
+    contact_create(actor=system_actor, external_id="fill-1")  # identity stamped now, by staff
+    recent = {"id": "fill-recent", "type": "user_logged_in", "user": {"external_id": "fill-1"}}
+    assert batch(app, [recent])["results"][0]["outcome"] == "applied"  # engagement stamped now too
+    before = Contact.objects.get(external_id="fill-1").group_timestamps["identity"]
+    at = timezone.now() - timedelta(hours=3)
+    login = {
+        "id": "fill-login",
+        "type": "user_logged_in",
+        "occurred_at": at.isoformat(),
+        "user": {"external_id": "fill-1", "email": "Fill@Example.com"},
+    }
+    body = batch(app, [login])
+    assert body["results"][0]["outcome"] == "applied", body
+    contact = Contact.objects.get(external_id="fill-1")
+    assert contact.email == "fill@example.com"
+    assert contact.group_timestamps["identity"] == before
