@@ -306,6 +306,9 @@ SYNC_EVENT_RETENTION_DAYS = env.int("SYNC_EVENT_RETENTION_DAYS", default=30)
 # The inbox applier waits this long after a batch smaller than its limit, so that a stream of
 # single events is applied a few dozen at a time (integrations/inbox.py); 0: never waits.
 INBOX_APPLY_LINGER_MS = env.int("INBOX_APPLY_LINGER_MS", default=400)
+# How far ahead of our clock an event's occurred_at may be (a device's clock runs fast): further
+# is a 400, since a future stamp would make every later event stale for its fields.
+EVENT_FUTURE_TOLERANCE_SECONDS = env.int("EVENT_FUTURE_TOLERANCE_SECONDS", default=300)
 
 # --------------------------------------------------------------------------- audit (compliance/README.md)
 # Audit rows are kept this long (the database refuses to delete any younger than 2190 days);

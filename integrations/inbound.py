@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, NamedTuple
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import transaction
@@ -294,6 +295,9 @@ _SOURCES = frozenset(EventInput().fields["source"].choices)
 _USER_KEYS = frozenset({"external_id", "email"})
 
 
+FUTURE = "occurred_at is more than {seconds} s ahead of our clock."
+
+
 def event_parse(data: Any, *, received_at: dt.datetime | None = None) -> Event:
     """The envelope and the type's own schema; ValidationError (field paths) on any problem.
     An event without occurred_at happened when it was received (`received_at`, default now).
@@ -315,6 +319,9 @@ def event_parse(data: Any, *, received_at: dt.datetime | None = None) -> Event:
             values.get("properties") or {},
             values.get("source", "app"),
         )
+    ahead = event.occurred_at - timezone.now()
+    if ahead.total_seconds() > settings.EVENT_FUTURE_TOLERANCE_SECONDS:
+        raise ValidationError({"occurred_at": [FUTURE.format(seconds=settings.EVENT_FUTURE_TOLERANCE_SECONDS)]})
     schema = EVENT_TYPES[event.type].schema
     if schema is not None:
         checked = schema(data=event.properties)

@@ -111,6 +111,25 @@ def test_event_detail_shows_only_the_senders_own_events(app, key_client):
     assert key_client(["events:write"], name="no read").get(f"{EVENTS}/{event}").status_code == 403
 
 
+def test_an_event_from_the_future_is_400_within_a_clock_skew_it_is_taken(app):
+    """A device clock far ahead would stamp the contact's fields in the future and make every
+    later event stale for them: beyond EVENT_FUTURE_TOLERANCE_SECONDS (5 min) it is refused."""
+    import datetime as dt
+
+    ContactFactory(email=None, external_id="u-1")
+    ahead = timezone.now() + dt.timedelta(hours=2)
+    body = {"type": "user_logged_in", "user": {"external_id": "u-1"}, "occurred_at": ahead.isoformat()}
+    response = send(app, EVENTS, body, key="future")
+    assert response.status_code == 400 and "occurred_at" in response.json()["error"]["fields"]
+    events = [
+        {**body, "id": "f-1"},
+        {**body, "id": "f-2", "occurred_at": (timezone.now() + dt.timedelta(minutes=2)).isoformat()},
+    ]
+    results = app.post(BATCH, {"events": events}, format="json").json()["results"]
+    assert [r["status"] for r in results] == ["rejected", "accepted"]
+    assert "occurred_at" in results[0]["errors"]
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [
