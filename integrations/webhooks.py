@@ -200,6 +200,12 @@ def url_check(url: str) -> None:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValidationError({"url": ["Enter an http(s) URL with a host."]})
+    try:
+        port_ok = parts.port is None or 0 < parts.port
+    except ValueError:  # beyond 65535, or not a number
+        port_ok = False
+    if not port_ok:
+        raise ValidationError({"url": ["The port must be a number from 1 to 65535."]})
     if allow_private_targets():
         return
     url_resolve(url)
@@ -365,7 +371,20 @@ def endpoint_disable(*, endpoint: WebhookEndpoint, reason: str, actor: Actor, by
     endpoint.needs_attention = by_system
     audit_record(actor=actor, action="webhook_endpoint.disable", obj=endpoint, changes={"reason": reason[:200]})
     if by_system:
+        from compliance.notices import admin_notice_post
+
         logger.warning("webhook endpoint %s disabled: %s", endpoint.pk, reason)
+        # Staff who manage endpoints see it on the admin index until resolved (CONTRACTS: the
+        # owner is notified); an API client sees enabled false, needs_attention and the reason
+        # on its endpoint, and may enable it again (PATCH enabled).
+        owner = f"API key #{endpoint.owner_id}" if endpoint.owner_id else "staff"
+        admin_notice_post(
+            source="webhooks",
+            title=f"Webhook endpoint #{endpoint.pk} was disabled",
+            body=f"{reason[:200]}. Registered by {owner}. Fix the receiver, then enable the endpoint "
+            "and replay its failed messages.",
+            permission="integrations.change_webhookendpoint",
+        )
 
 
 def _note_failure(endpoint: WebhookEndpoint, now) -> None:

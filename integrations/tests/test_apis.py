@@ -37,10 +37,14 @@ def test_create_answers_201_with_the_secret_shown_once(writer, receiver):
     assert all("secret" not in e for e in writer.get(LIST).json()["results"])
 
 
-def test_a_malformed_url_is_refused_with_400(writer):
-    response = writer.post(LIST, {"url": "not a url"}, format="json")
+@pytest.mark.parametrize("url", ["not a url", "http://example.com:99999/h", "http://example.com:0/h"])
+def test_a_malformed_url_is_refused_with_400(writer, url):
+    """Even where private targets are allowed (here, as in development), a URL whose port can
+    never be reached is refused at once, not retried for days."""
+    response = writer.post(LIST, {"url": url}, format="json")
     assert response.status_code == 400
     assert "url" in response.json()["error"]["fields"]
+    assert not WebhookEndpoint.objects.exists()
 
 
 def test_a_private_address_is_refused_when_the_setting_says_so(writer, settings):

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from compliance.models import AuditEvent
+from compliance.models import AdminNotice, AuditEvent
 from crm_platform.models import OutboxMessage
 from crm_platform.outbox import _kick_relay, outbox_publish
 from integrations import relay
@@ -298,7 +298,7 @@ def test_a_dead_earlier_row_no_longer_holds_later_ones_back(flaky, publish):
 # ----------------------------------------------------------------------------- endpoint health, limits, SSRF
 
 
-def test_an_endpoint_failing_for_five_days_is_disabled_with_a_notice(make_endpoint, publish, receiver):
+def test_an_endpoint_failing_for_five_days_is_disabled_with_a_notice(make_endpoint, publish, receiver, admin_client):
     endpoint, _ = make_endpoint()
     WebhookEndpoint.objects.filter(pk=endpoint.pk).update(failing_since=timezone.now() - timedelta(days=5, hours=1))
     receiver.default = 500
@@ -307,6 +307,10 @@ def test_an_endpoint_failing_for_five_days_is_disabled_with_a_notice(make_endpoi
     endpoint.refresh_from_db()
     assert (endpoint.enabled, endpoint.needs_attention) == (False, True)
     assert endpoint.disabled_reason.startswith("failing since")
+    # Staff who manage endpoints are told on the admin index until someone resolves it.
+    notice = AdminNotice.objects.get(source="webhooks", resolved_at__isnull=True)
+    assert notice.title == f"Webhook endpoint #{endpoint.pk} was disabled" and "failing since" in notice.body
+    assert notice.title.encode() in admin_client.get("/admin/").content
 
 
 def test_a_success_ends_the_failure_run(make_endpoint, publish):
