@@ -121,7 +121,7 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
     search_fields = ("url", "description")
     list_select_related = ("owner",)
     readonly_fields = ("owner", "failing_since", "disabled_at", "disabled_reason", "needs_attention", "created_at")
-    actions = ("enable", "disable", "send_test", "replay_failed")
+    actions = ("enable", "disable", "send_test", "rotate_secret", "replay_failed")
 
     def get_readonly_fields(self, request, obj=None):
         """Where medical fields go (whether, which, and the address of an endpoint receiving
@@ -198,6 +198,23 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
             level = messages.SUCCESS if delivery.succeeded else messages.ERROR
             outcome = delivery.status_code or delivery.error
             self.message_user(request, f"{endpoint}: {outcome} in {delivery.latency_ms} ms", level)
+
+    @admin.action(description="Rotate the signing secret (the old one signs too for 24 h)", permissions=["change"])
+    def rotate_secret(self, request, queryset):
+        actor = Actor.from_request(request)
+        for endpoint in queryset:
+            secret, until = services.webhook_endpoint_rotate_secret(endpoint=endpoint, actor=actor)
+            self.message_user(
+                request,
+                format_html(
+                    "{}: new signing secret (shown only now, copy it): <code>{}</code>; the old one also signs "
+                    "until {}.",
+                    endpoint,
+                    secret,
+                    f"{until:%Y-%m-%d %H:%M} UTC" if until else "now",
+                ),
+                messages.WARNING,
+            )
 
     @admin.action(description="Replay failed and dead deliveries", permissions=["change"])
     def replay_failed(self, request, queryset):

@@ -147,6 +147,24 @@ class WebhookEndpointTestApi(APIView):
         return Response(io.WebhookDeliveryOutput(delivery).data)
 
 
+class WebhookEndpointRotateSecretApi(APIView):
+    """A new signing secret, shown this once; the old one keeps signing beside it for the
+    overlap (24 h by default), so the receiver can switch over without missing a message."""
+
+    required_scopes = {"POST": "webhooks:write"}
+
+    @extend_schema(request=io.SecretRotationInput, responses=io.SecretRotationOutput)
+    @idempotent(withheld=SECRET_WITHHELD)
+    def post(self, request, pk: int):
+        endpoint = get_object_or_404(_endpoints(request), pk=pk)
+        data = _valid(io.SecretRotationInput, request.data)
+        secret, until = services.webhook_endpoint_rotate_secret(
+            endpoint=endpoint, actor=Actor.from_request(request), **data
+        )
+        body = {"id": endpoint.pk, "secret": secret, "previous_secret_until": until}
+        return Response(io.SecretRotationOutput(body).data | {"id": endpoint.pk})
+
+
 class WebhookEndpointDeliveriesApi(generics.ListAPIView):
     """An endpoint's delivery log, newest first."""
 

@@ -20,6 +20,10 @@ class WebhookEndpoint(models.Model):
     description = models.CharField(max_length=200, blank=True)
     # Encrypted at rest (compliance.fields): a database dump must not let anyone sign as us.
     secret = EncryptedCharField(max_length=200, editable=False)
+    # After a rotation, the old secret also signs until previous_secret_until (CONTRACTS: several
+    # space-separated signatures during rotation), so receivers can switch over without a gap.
+    previous_secret = EncryptedCharField(max_length=200, null=True, blank=True, editable=False)
+    previous_secret_until = models.DateTimeField(null=True, blank=True, editable=False)
     event_types = ArrayField(
         models.CharField(max_length=60), default=list, blank=True, help_text="Event types to send; empty: all."
     )

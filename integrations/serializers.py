@@ -52,6 +52,25 @@ class WebhookEndpointInput(serializers.Serializer):
     )
 
 
+class SecretRotationInput(serializers.Serializer):
+    secret = serializers.CharField(
+        max_length=200, required=False, help_text="Your own new secret (whsec_..., or 12+ characters); else generated."
+    )
+    overlap_hours = serializers.IntegerField(
+        min_value=0,
+        max_value=168,
+        required=False,
+        help_text="How long the old secret keeps signing beside the new (default 24; 0: stop it now).",
+    )
+
+
+class SecretRotationOutput(serializers.Serializer):
+    secret = serializers.CharField(help_text="The new signing secret. Shown only in this response.")
+    previous_secret_until = serializers.DateTimeField(
+        allow_null=True, help_text="Until then deliveries carry both signatures."
+    )
+
+
 class WebhookDeliveryOutput(serializers.ModelSerializer):
     class Meta:
         model = WebhookDelivery

@@ -3,10 +3,12 @@ integrations.relay (outbox_route_batch, outbox_deliver_batch, outbox_replay, out
 
 from __future__ import annotations
 
+import datetime as dt
 import secrets as pysecrets
 from collections.abc import Iterable
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -109,6 +111,33 @@ def webhook_endpoint_update(*, endpoint: WebhookEndpoint, data: dict[str, Any], 
         endpoint.save(update_fields=[*changes, "updated_at"])
         audit_record(actor=actor, action="webhook_endpoint.update", obj=endpoint, changes=changes)
     return endpoint
+
+
+def webhook_endpoint_rotate_secret(
+    *, endpoint: WebhookEndpoint, actor: Actor, secret: str | None = None, overlap_hours: int | None = None
+) -> tuple[str, dt.datetime | None]:
+    """Give the endpoint a new signing secret (generated, or the caller's) and return it (the
+    only time it is given out) with when the old one stops signing: until then every delivery
+    carries both signatures, so the receiver can switch at its own pace. `overlap_hours` 0 ends
+    the old secret at once (a leaked one). Raises ValidationError for a weak supplied secret."""
+    hours = settings.WEBHOOK_SECRET_OVERLAP_HOURS if overlap_hours is None else overlap_hours
+    new_secret = secret_normalize(secret) if secret else secret_generate()
+    until = timezone.now() + dt.timedelta(hours=hours) if hours > 0 else None
+    with transaction.atomic():
+        locked = WebhookEndpoint.objects.select_for_update().get(pk=endpoint.pk)
+        locked.previous_secret = locked.secret if until is not None else None
+        locked.previous_secret_until = until
+        locked.secret = new_secret
+        locked.save(update_fields=["secret", "previous_secret", "previous_secret_until", "updated_at"])
+        audit_record(
+            actor=actor,
+            action="webhook_endpoint.rotate_secret",
+            obj=locked,
+            changes={"previous_secret_until": until.isoformat() if until else None},
+        )
+    endpoint.secret, endpoint.previous_secret = locked.secret, locked.previous_secret
+    endpoint.previous_secret_until = until
+    return new_secret, until
 
 
 def webhook_endpoint_disable(*, endpoint: WebhookEndpoint, actor: Actor, reason: str = "disabled by staff") -> None:

@@ -12,6 +12,11 @@ urlpatterns = [
     path("webhook-endpoints/<int:pk>", apis.WebhookEndpointDetailApi.as_view(), name="webhook-endpoint-detail"),
     path("webhook-endpoints/<int:pk>/test", apis.WebhookEndpointTestApi.as_view(), name="webhook-endpoint-test"),
     path(
+        "webhook-endpoints/<int:pk>/rotate-secret",
+        apis.WebhookEndpointRotateSecretApi.as_view(),
+        name="webhook-endpoint-rotate-secret",
+    ),
+    path(
         "webhook-endpoints/<int:pk>/deliveries",
         apis.WebhookEndpointDeliveriesApi.as_view(),
         name="webhook-endpoint-deliveries",

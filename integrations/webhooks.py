@@ -97,6 +97,17 @@ def sign(secret: str, webhook_id: str, timestamp: int, body: str) -> str:
     return "v1," + base64.b64encode(digest).decode()
 
 
+def signatures(endpoint: WebhookEndpoint, webhook_id: str, timestamp: int, body: str) -> str:
+    """The endpoint's `webhook-signature` header: the current secret's signature and, while a
+    rotation's overlap lasts, the previous secret's too (space-separated; a receiver accepts
+    the message when any of them verifies with its secret)."""
+    value = sign(endpoint.secret, webhook_id, timestamp, body)
+    until = endpoint.previous_secret_until
+    if endpoint.previous_secret and until is not None and timestamp < until.timestamp():
+        value += " " + sign(endpoint.previous_secret, webhook_id, timestamp, body)
+    return value
+
+
 # ----------------------------------------------------------------------------- SSRF guard and DNS pinning
 
 
@@ -305,7 +316,7 @@ def webhook_send(
         "user-agent": "crm_platform-webhooks/1",
         "webhook-id": webhook_id,
         "webhook-timestamp": str(timestamp),
-        "webhook-signature": sign(endpoint.secret, webhook_id, timestamp, body),
+        "webhook-signature": signatures(endpoint, webhook_id, timestamp, body),
     }
     delivery = WebhookDelivery(
         endpoint=endpoint, message_id=message_id, webhook_id=webhook_id, event_type=event_type, attempt=attempt

@@ -109,6 +109,8 @@ NOT_PERSONAL = {
     # Operational text and ids of our own machinery.
     "integrations.webhookendpoint.disabled_reason": "why delivery stopped (status codes, failure counts)",
     "integrations.webhookdelivery.message_id": "the id of the outbox row delivered",
+    "integrations.webhookendpoint.previous_secret": "the signing secret before a rotation, kept (encrypted) "
+    "only while it still signs beside the new one",
     "integrations.webhookendpoint.secret": "our own signing secret (encrypted at rest as a secret), "
     "not data about a person",
 }

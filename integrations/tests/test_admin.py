@@ -119,6 +119,16 @@ def test_endpoint_actions_disable_enable_and_send_test(admin_client, make_endpoi
     assert len(receiver.requests) == 1
 
 
+def test_rotating_a_secret_in_the_admin_shows_the_new_one_once(admin_client, make_endpoint):
+    endpoint, old = make_endpoint()
+    response = _action(admin_client, "integrations_webhookendpoint", "rotate_secret", [endpoint.pk])
+    endpoint.refresh_from_db()
+    assert endpoint.secret != old and endpoint.previous_secret == old and endpoint.previous_secret_until
+    assert endpoint.secret.encode() in response.content
+    change = admin_client.get(reverse("admin:integrations_webhookendpoint_change", args=[endpoint.pk]))
+    assert endpoint.secret.encode() not in change.content and old.encode() not in change.content
+
+
 def test_replay_from_the_delivery_log(admin_client, make_endpoint, publish, receiver):
     make_endpoint()
     receiver.respond(410)

@@ -225,3 +225,46 @@ def test_a_client_turns_its_endpoint_off_and_on_again_after_a_system_disable(wri
     )
     off = writer.patch(f"{LIST}/{pk}", {"enabled": False}, format="json").json()
     assert (off["enabled"], off["needs_attention"]) == (False, False)
+
+
+def test_a_rotated_secret_signs_beside_the_old_one_until_the_overlap_ends(writer, receiver):
+    """CONTRACTS: several space-separated signatures during secret rotation. Each secret alone
+    verifies the message (an independent verifier); after the overlap, or with none, only the
+    new one signs."""
+    from django.utils import timezone
+    from standardwebhooks.webhooks import WebhookVerificationError
+
+    from compliance.models import AuditEvent
+
+    created = writer.post(LIST, {"url": receiver.url}, format="json").json()
+    pk, old = created["id"], created["secret"]
+    rotate = f"{LIST}/{pk}/rotate-secret"
+    rotated = writer.post(rotate, {}, format="json", HTTP_IDEMPOTENCY_KEY="rot-1")
+    assert rotated.status_code == 200, rotated.json()
+    new, until = rotated.json()["secret"], rotated.json()["previous_secret_until"]
+    assert new.startswith("whsec_") and new != old and until is not None
+    replay = writer.post(rotate, {}, format="json", HTTP_IDEMPOTENCY_KEY="rot-1")
+    assert replay.json()["secret"] == new and replay.headers["Idempotent-Replayed"] == "true"
+    assert "secret" not in writer.get(f"{LIST}/{pk}").json()
+
+    def test_send():
+        assert writer.post(f"{LIST}/{pk}/test").status_code == 200
+        return receiver.requests[-1]
+
+    both = test_send()
+    assert len(both.headers["webhook-signature"].split(" ")) == 2
+    assert verified(new, both)["type"] == verified(old, both)["type"] == "webhook.test"
+    WebhookEndpoint.objects.filter(pk=pk).update(previous_secret_until=timezone.now() - timezone.timedelta(seconds=1))
+    ended = test_send()
+    assert len(ended.headers["webhook-signature"].split(" ")) == 1 and verified(new, ended)
+    with pytest.raises(WebhookVerificationError):
+        verified(old, ended)
+
+    leaked = writer.post(rotate, {"overlap_hours": 0}, format="json").json()
+    assert leaked["previous_secret_until"] is None
+    alone = test_send()
+    assert len(alone.headers["webhook-signature"].split(" ")) == 1 and verified(leaked["secret"], alone)
+    with pytest.raises(WebhookVerificationError):
+        verified(new, alone)
+    assert writer.post(rotate, {"secret": "short"}, format="json").status_code == 400
+    assert AuditEvent.objects.filter(action="webhook_endpoint.rotate_secret").count() == 2
