@@ -27,7 +27,7 @@ from rest_framework.views import APIView
 
 from crm_platform.actor import Actor
 from crm_platform.api.fastjson import FastJSONParser, FastJSONRenderer, fingerprint_bytes
-from crm_platform.api.throttling import PrincipalRateThrottle, parse_rate, sliding_window_hits
+from crm_platform.api.throttling import PrincipalRateThrottle, parse_rate, sliding_window_hits_members
 from crm_platform.idempotency import HEADER, REPLAYED, key_refusal, key_reused, owner_of, request_fingerprint
 from integrations.inbound import Event, EventInput, event_parse, event_refusals_record, outcome_errors
 from integrations.inbox import Accepted, Entry, inbox_accept, inbox_accept_one, inbox_find_many, inbox_refusals
@@ -95,7 +95,7 @@ class EventRateThrottle(PrincipalRateThrottle):
         user_ref = data.get("user") if isinstance(data.get("user"), dict) else {}
         user = _app_user(data.get("userId") or user_ref.get("external_id"), user_ref.get("email"))
         if rate and user:
-            windows.append((_app_user_window(owner_of(request), user), rate))
+            windows.append((_app_user_window(owner_of(request)), rate, user))
         return windows
 
 
@@ -115,8 +115,15 @@ def _app_user(external_id, email) -> str | None:
     return None
 
 
-def _app_user_window(owner: str, user: str) -> str:
-    return f"app_user:{owner}:{user}"
+def _event_app_user(event: Event) -> str:
+    """_app_user of a parsed event, whose identifiers are already as contacts stores them."""
+    external_id = event.user.get("external_id")
+    return "x:" + external_id if external_id else "e:" + event.user["email"]
+
+
+def _app_user_window(owner: str) -> str:
+    """The group of a sender's app-user windows (one member per app user)."""
+    return f"app_user:{owner}"
 
 
 def _over_app_user_limits(owner: str, events: list[Event]) -> dict[str, int]:
@@ -124,20 +131,16 @@ def _over_app_user_limits(owner: str, events: list[Event]) -> dict[str, int]:
     one hit per event, all in one Redis command): {user: seconds to wait} for the users now
     over their limit. Fails open, as every limit here, when Redis is away."""
     rate = _app_user_rate()
-    per_user = Counter(_app_user(e.user.get("external_id"), e.user.get("email")) for e in events)
-    per_user.pop(None, None)
-    if not rate or not per_user:
+    if not rate or not events:
         return {}
+    per_user = Counter(map(_event_app_user, events))
     limit, period = parse_rate(rate)
-    users = list(per_user)
     try:
-        waits = sliding_window_hits(
-            [(_app_user_window(owner, user), limit, period) for user in users], hits=list(per_user.values())
-        )
+        over = sliding_window_hits_members(_app_user_window(owner), per_user, limit, period)
     except Exception:
         logger.warning("rate limiter unavailable (Redis); batch allowed")
         return {}
-    return {user: math.ceil(wait) for user, wait in zip(users, waits, strict=True) if wait is not None}
+    return {user: math.ceil(wait) for user, wait in over.items()}
 
 
 def _body(accepted: Accepted, key: str) -> dict:
@@ -251,7 +254,7 @@ def batch_queue(items: list[dict], *, actor: Actor, owner: str) -> list[dict]:
     if limited := _over_app_user_limits(owner, [entry.event for _, entry in parsed]):
         kept = []
         for index, entry in parsed:
-            user = _app_user(entry.event.user.get("external_id"), entry.event.user.get("email"))
+            user = _event_app_user(entry.event)
             if user in limited:
                 results[index] = _rejected(
                     entry.key.removeprefix("event:"), {"user": [APP_USER_LIMITED.format(seconds=limited[user])]}

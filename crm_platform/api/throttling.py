@@ -8,6 +8,7 @@ the rate limiter's store is away would turn a degradation into an outage.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -46,51 +47,116 @@ def sliding_window_hit(key: str, limit: int, window: int, now: float | None = No
     return sliding_window_hits([(key, limit, window)], now=now)[0]
 
 
-# One command for any number of windows: each window's current counter is raised by its hits
-# (ARGV[2w-1]; given its expiry ARGV[2w] when new), and the previous window's count read.
-# Cheaper than a pipeline of three commands a window, for Redis and for redis-py, on every API
-# request (and a batch counts each of its app users' windows at once).
+# One command for any number of windows: each window's current counter is incremented (and
+# given its expiry when new), and the previous window's count read. Cheaper than a pipeline of
+# three commands a window, for Redis and for redis-py, on every API request. A window of a
+# group (ARGV member not empty: one app user of a sender) is a field of the group's hash per
+# window, so a batch can count hundreds of members at once (_MEMBER_HITS).
 _HITS = """
 local out = {}
 for i = 1, #KEYS, 2 do
-  local hits = tonumber(ARGV[i])
-  local n = redis.call('INCRBY', KEYS[i], hits)
-  if n == hits then redis.call('EXPIRE', KEYS[i], ARGV[i + 1]) end
+  local ttl, member = ARGV[i], ARGV[i + 1]
+  local n, previous
+  if member == '' then
+    n = redis.call('INCR', KEYS[i])
+    if n == 1 then redis.call('EXPIRE', KEYS[i], ttl) end
+    previous = redis.call('GET', KEYS[i + 1])
+  else
+    n = redis.call('HINCRBY', KEYS[i], member, 1)
+    redis.call('EXPIRE', KEYS[i], ttl, 'NX')
+    previous = redis.call('HGET', KEYS[i + 1], member)
+  end
   out[#out + 1] = n
-  out[#out + 1] = tonumber(redis.call('GET', KEYS[i + 1]) or '0')
+  out[#out + 1] = tonumber(previous or '0')
 end
 return out
 """
-_scripts: dict[int, object] = {}
+# Many members of one group at once (a batch's app users): the members and their hits travel
+# as two JSON arrays (not thousands of ARGV, which redis-py packs one by one); both windows are
+# read in one HMGET each and the new counts written in one HSET (a script runs alone, so this
+# is as atomic as an HINCRBY each, at a fraction of the calls); only the members now over the
+# limit come back.
+_MEMBER_HITS = """
+local members, hits = cjson.decode(ARGV[1]), cjson.decode(ARGV[2])
+local ttl, limit, weight = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local current = redis.call('HMGET', KEYS[1], unpack(members))
+local previous = redis.call('HMGET', KEYS[2], unpack(members))
+local counts, out = {}, {}
+for i, member in ipairs(members) do
+  local n = tonumber(current[i] or '0') + hits[i]
+  local p = tonumber(previous[i] or '0')
+  counts[2 * i - 1] = member
+  counts[2 * i] = n
+  if p * weight + n > limit then
+    out[#out + 1] = i - 1
+    out[#out + 1] = n
+    out[#out + 1] = p
+  end
+end
+redis.call('HSET', KEYS[1], unpack(counts))
+redis.call('EXPIRE', KEYS[1], ttl, 'NX')
+return out
+"""
+_scripts: dict[tuple[int, str], object] = {}
 
 
-def _hits_script():
-    """The script, registered once per Redis client (redis-py sends EVALSHA, and the source
+def _script(name: str, source: str):
+    """A script, registered once per Redis client (redis-py sends EVALSHA, and the source
     again only if the server has forgotten it)."""
     client = get_redis()
-    script = _scripts.get(id(client))
+    script = _scripts.get((id(client), name))
     if script is None:
-        script = _scripts[id(client)] = client.register_script(_HITS)
+        script = _scripts[(id(client), name)] = client.register_script(source)
     return script
 
 
 def sliding_window_hits(
-    windows: list[tuple[str, int, int]], now: float | None = None, hits: list[int] | None = None
+    windows: list[tuple[str, int, int] | tuple[str, int, int, str]], now: float | None = None
 ) -> list[float | None]:
-    """Count hits (one each, or `hits`, one count per window) in each (key, limit, window), all
-    in one Redis command; for each, None when allowed, else the seconds to wait."""
+    """Count one hit in each (key, limit, window[, member of the group `key`]), all in one Redis
+    command; for each, None when allowed, else the seconds to wait."""
     now = time.time() if now is None else now
     keys, args = [], []
-    for n, (key, _, window) in enumerate(windows):
+    for key, _, window, *member in windows:
         current = int(now // window)
         keys += [f"rl:{key}:{current}", f"rl:{key}:{current - 1}"]
-        args += [1 if hits is None else hits[n], window * 2]
-    replies = _hits_script()(keys=keys, args=args)
+        args += [window * 2, member[0] if member else ""]
+    replies = _script("hits", _HITS)(keys=keys, args=args)
     waits = []
-    for n, (_, limit, window) in enumerate(windows):
+    for n, (_, limit, window, *_member) in enumerate(windows):
         count, previous = replies[2 * n], replies[2 * n + 1]
         waits.append(_wait(int(count), int(previous or 0), limit, window, now - int(now // window) * window))
     return waits
+
+
+def sliding_window_hits_members(
+    key: str, hits: dict[str, int], limit: int, window: int, now: float | None = None
+) -> dict[str, float]:
+    """Count `hits[member]` in each member's window of the group `key` (the windows that
+    sliding_window_hits counts for (key, limit, window, member)), in one Redis command:
+    {member: seconds to wait} for the members now over `limit`."""
+    if not hits:
+        return {}
+    now = time.time() if now is None else now
+    current = int(now // window)
+    elapsed = now - current * window
+    members = list(hits)
+    replies = _script("members", _MEMBER_HITS)(
+        keys=[f"rl:{key}:{current}", f"rl:{key}:{current - 1}"],
+        args=[
+            json.dumps(members),
+            json.dumps([hits[member] for member in members]),
+            window * 2,
+            limit,
+            repr((window - elapsed) / window),
+        ],
+    )
+    over = {}
+    for n in range(0, len(replies), 3):
+        index, count, previous = (int(v) for v in replies[n : n + 3])
+        if (wait := _wait(count, previous, limit, window, elapsed)) is not None:
+            over[members[index]] = wait
+    return over
 
 
 def _wait(count: int, previous: int, limit: int, window: int, elapsed: float) -> float | None:
@@ -121,15 +187,15 @@ class RedisRateThrottle(BaseThrottle):
     def rate_for(self, request) -> str | None:
         return settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"].get(self.rate_name)
 
-    def windows(self, request) -> list[tuple[str, str]]:
-        """(counter, rate) pairs this request counts against."""
+    def windows(self, request) -> list[tuple[str, str] | tuple[str, str, str]]:
+        """(counter, rate[, member of the group `counter`]) this request counts against."""
         ident = self.identity(request)
         rate = self.rate_for(request) if ident else None
         return [(f"{self.rate_name}:{ident}", rate)] if rate else []
 
     def allow_request(self, request, view) -> bool:
         self.wait_seconds = None
-        windows = [(name, *parse_rate(rate)) for name, rate in self.windows(request)]
+        windows = [(name, *parse_rate(rate), *member) for name, rate, *member in self.windows(request)]
         if not windows:
             return True
         try:
