@@ -489,7 +489,7 @@ def contact_sync(
 def contact_archive(*, contact: Contact, actor: Actor, archived: bool = True) -> Contact:
     """Hide a contact from lists (reversible). Erasure is the compliance app's job."""
     with transaction.atomic():
-        locked = Contact.objects.select_for_update().get(pk=contact.pk)
+        locked = Contact.objects.select_for_update(no_key=True).get(pk=contact.pk)
         if locked.is_archived != archived:
             locked.is_archived = archived
             locked.save(update_fields=["is_archived", "updated_at"])
@@ -637,7 +637,7 @@ def lifecycle_transition(
     if to_stage not in lifecycle.Stage.values:
         raise ValidationError({"lifecycle_stage": [f"Not a lifecycle stage: {to_stage!r}."]})
     with transaction.atomic():
-        locked = Contact.objects.select_for_update().get(pk=contact.pk)
+        locked = Contact.objects.select_for_update(no_key=True).get(pk=contact.pk)
         if locked.lifecycle_stage == to_stage:
             return locked
         if not lifecycle.is_allowed(locked.lifecycle_stage, to_stage):

@@ -208,3 +208,43 @@ def test_lifecycle_sweep_follows_the_thresholds_staff_set(system_actor):
         assert contact.lifecycle_stage == stage
     LifecycleSettings.objects.update(at_risk_churn_risk=0.4)
     assert lifecycle_sweep.apply().get() == {"churned": 0, "at_risk": 1}
+
+
+@pytest.mark.parametrize("move", ["lifecycle", "archive"])
+def test_a_move_or_archive_does_not_wait_for_rows_being_written_about_the_contact(transactional_db, system_actor, move):
+    """Writes that change no key take FOR NO KEY UPDATE, as the inbound timeline batch does: a
+    transaction inserting an activity for the contact (which holds FOR KEY SHARE on its row
+    until it commits) does not block them, and a batch holding the row cannot deadlock with
+    them by upgrading its lock."""
+    import psycopg
+    from django.db import connection
+
+    contact = ContactFactory(lifecycle_stage=Stage.VISITOR)
+    db = connection.settings_dict
+    params = {
+        "dbname": db["NAME"],
+        "user": db["USER"],
+        "password": db["PASSWORD"],
+        "host": db["HOST"],
+        "port": db["PORT"],
+    }
+    with psycopg.connect(**params) as other:  # an open transaction writing the contact's timeline
+        other.execute("SET CONSTRAINTS ALL IMMEDIATE")  # its foreign key checked now, as at a commit
+        other.execute(
+            "INSERT INTO contacts_activity (contact_id, type, occurred_at, source, properties, created_at) "
+            "VALUES (%s, 'page_viewed', now(), 'app', '{}', now())",
+            [contact.pk],
+        )
+        with connection.cursor() as cursor:
+            cursor.execute("SET lock_timeout = '2s'")
+        try:
+            if move == "lifecycle":
+                services.lifecycle_transition(contact=contact, to_stage=Stage.LEAD, reason="test", actor=system_actor)
+            else:
+                services.contact_archive(contact=contact, actor=system_actor)
+        finally:
+            with connection.cursor() as cursor:
+                cursor.execute("RESET lock_timeout")
+        other.rollback()
+    contact.refresh_from_db()
+    assert contact.lifecycle_stage == Stage.LEAD if move == "lifecycle" else contact.is_archived
