@@ -209,10 +209,10 @@ def on_lead_captured(event: Event, actor: Actor, contact: Contact | None) -> dic
         email=event.user.get("email"),
         external_id=event.user.get("external_id"),
         source=p.get("source", "api"),
-        first_name=p.get("first_name", ""),
-        last_name=p.get("last_name", ""),
         persona=p.get("persona", ""),
         assessment=p.get("assessment"),
+        synced=(event.source, event.occurred_at),
+        **{name: p[name] for name in ("first_name", "last_name") if p.get(name)},  # none given: kept
     )
     return {"contact": lead.contact_id, "lead": lead.pk}
 

@@ -529,3 +529,38 @@ def test_an_identifier_an_event_fills_in_is_written_under_the_policy_not_as_a_st
     contact = Contact.objects.get(external_id="fill-1")
     assert contact.email == "fill@example.com"
     assert contact.group_timestamps["identity"] == before
+
+
+def test_a_lead_captured_by_an_event_is_written_as_the_app_then_not_as_staff_now(app):
+    """lead_captured from the app writes the contact under the conflict policy as the app at
+    the event's time: an app event after it (here in the same batch, 30 s later) still updates
+    the profile, and a capture naming no name leaves the name alone."""
+    now = timezone.now()
+    events = [
+        {
+            "id": "lead-1",
+            "type": "lead_captured",
+            "user": {"email": "ann@example.com"},
+            "occurred_at": (now - timedelta(seconds=60)).isoformat(),
+            "properties": {"first_name": "Ann", "source": "api"},
+        },
+        {
+            "id": "acct-1",
+            "type": "account_created",
+            "user": {"email": "ann@example.com", "external_id": "u-ann"},
+            "occurred_at": (now - timedelta(seconds=30)).isoformat(),
+            "properties": {"first_name": "Annabel", "phone": "+14155550100"},
+        },
+        {
+            "id": "lead-2",
+            "type": "lead_captured",
+            "user": {"email": "ann@example.com"},
+            "occurred_at": (now - timedelta(seconds=10)).isoformat(),
+        },
+    ]
+    body = batch(app, events)
+    assert [r["outcome"] for r in body["results"]] == ["applied"] * 3, body
+    assert body["results"][1]["result"]["stale"] == []
+    contact = Contact.objects.get(email="ann@example.com")
+    assert (contact.first_name, contact.phone, contact.external_id) == ("Annabel", "+14155550100", "u-ann")
+    assert all(stamp["source"] == "app" for stamp in contact.group_timestamps.values()), contact.group_timestamps

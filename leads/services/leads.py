@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -9,7 +10,14 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from compliance.services import audit_record
-from contacts.services import activity_record, contact_find, contact_upsert, normalize_email, normalize_external_id
+from contacts.services import (
+    activity_record,
+    contact_find,
+    contact_sync,
+    contact_upsert,
+    normalize_email,
+    normalize_external_id,
+)
 from crm_platform.actor import Actor
 from crm_platform.errors import ConflictError
 from crm_platform.outbox import outbox_publish
@@ -28,6 +36,7 @@ def lead_capture(
     assessment: dict | None = None,
     persona: str = "",
     owner=None,
+    synced: tuple[str, dt.datetime] | None = None,
     **contact_fields: Any,
 ) -> Lead:
     """Capture a lead from `source`: find or create the contact (by email or app user id, via
@@ -35,7 +44,10 @@ def lead_capture(
     than open a second, give a new lead an owner by the assignment rules when none is given,
     and record `lead_captured` on the timeline (whose lifecycle rule makes the contact a Lead).
     UTM values (utm_source, utm_medium, ...) go on the lead, the rest of `contact_fields` to
-    the contact.
+    the contact: as a CRM-side write now (an API or staff capture, contacts.contact_upsert), or,
+    with `synced` (source, occurred_at: an inbound app event), under the conflict policy as that
+    source at that time (contacts.contact_sync), so the capture does not outrank the app's own
+    earlier or later writes.
 
     ValidationError for a bad source, assessment, persona, UTM value or contact field;
     ConflictError when the email and the app user id name two different contacts. Concurrent
@@ -61,7 +73,18 @@ def lead_capture(
         existing = contact_find(email=normalize_email(email), external_id=normalize_external_id(external_id))
         if existing is None or not existing.source:
             contact_fields.setdefault("source", source)
-        contact, _ = contact_upsert(actor=actor, email=email, external_id=external_id, **contact_fields)
+        if synced is None:
+            contact, _ = contact_upsert(actor=actor, email=email, external_id=external_id, **contact_fields)
+        else:
+            sync_source, occurred_at = synced
+            contact, _, _ = contact_sync(
+                actor=actor,
+                sync_source=sync_source,
+                occurred_at=occurred_at,
+                email=email,
+                external_id=external_id,
+                **contact_fields,
+            )
 
         lead = Lead.objects.select_for_update().filter(contact=contact, status__in=Lead.OPEN_STATUSES).first()
         created = lead is None
