@@ -126,21 +126,22 @@ def _app_user_window(owner: str) -> str:
     return f"app_user:{owner}"
 
 
-def _over_app_user_limits(owner: str, events: list[Event]) -> dict[str, int]:
+def _app_user_allowances(owner: str, events: list[Event]) -> dict[str, tuple[int, int]]:
     """A batch's events counted in their app users' windows (the single-event routes' windows,
-    one hit per event, all in one Redis command): {user: seconds to wait} for the users now
-    over their limit. Fails open, as every limit here, when Redis is away."""
+    all in one Redis command), each user admitted as many as still fit: {user: (events
+    admitted, seconds until one more fits)} for the users who did not get all of theirs
+    (_within_allowances picks which). Fails open, as every limit here, when Redis is away."""
     rate = _app_user_rate()
     if not rate or not events:
         return {}
     per_user = Counter(map(_event_app_user, events))
     limit, period = parse_rate(rate)
     try:
-        over = sliding_window_hits_members(_app_user_window(owner), per_user, limit, period)
+        short = sliding_window_hits_members(_app_user_window(owner), per_user, limit, period)
     except Exception:
         logger.warning("rate limiter unavailable (Redis); batch allowed")
         return {}
-    return {user: math.ceil(wait) for user, wait in over.items()}
+    return {user: (admitted, math.ceil(wait)) for user, (admitted, wait) in short.items()}
 
 
 def _body(accepted: Accepted, key: str) -> dict:
@@ -251,17 +252,8 @@ def batch_queue(items: list[dict], *, actor: Actor, owner: str) -> list[dict]:
             parsed.append((index, Entry(f"event:{event_id}", fingerprint, event_parse(item, received_at=received_at))))
         except ValidationError as exc:
             results[index] = _rejected(event_id, outcome_errors(exc))
-    if limited := _over_app_user_limits(owner, [entry.event for _, entry in parsed]):
-        kept = []
-        for index, entry in parsed:
-            user = _event_app_user(entry.event)
-            if user in limited:
-                results[index] = _rejected(
-                    entry.key.removeprefix("event:"), {"user": [APP_USER_LIMITED.format(seconds=limited[user])]}
-                ) | {"retry_after": limited[user]}
-            else:
-                kept.append((index, entry))
-        parsed = kept
+    if allowances := _app_user_allowances(owner, [entry.event for _, entry in parsed]):
+        parsed = _within_allowances(parsed, allowances, results, owner)
     refusals = inbox_refusals([entry.event for _, entry in parsed])
     refused = [(index, entry, refusals[n]) for n, (index, entry) in enumerate(parsed) if n in refusals]
     queued = [(index, entry) for n, (index, entry) in enumerate(parsed) if n not in refusals]
@@ -287,6 +279,33 @@ def batch_queue(items: list[dict], *, actor: Actor, owner: str) -> list[dict]:
         else:
             results[index] = {**results[first], "status": "replayed"}
     return results
+
+
+def _within_allowances(
+    parsed: list[tuple[int, Entry]], allowances: dict[str, tuple[int, int]], results: list, owner: str
+) -> list[tuple[int, Entry]]:
+    """The entries to go on with when some app users are over their limit: those users' events
+    sent before are answered as then (a resent batch replays, whatever the limit; one query),
+    and their new events take the admitted places in order; the rest are refused with when to
+    send them again."""
+    short = [(index, entry) for index, entry in parsed if _event_app_user(entry.event) in allowances]
+    earlier = inbox_find_many(owner=owner, entries=[entry for _, entry in short])
+    places = {user: admitted for user, (admitted, _) in allowances.items()}
+    kept = []
+    for index, entry in parsed:
+        user = _event_app_user(entry.event)
+        if user not in allowances:
+            kept.append((index, entry))
+        elif (answered := _batch_result(earlier[entry.key], entry)) is not None:
+            results[index] = answered
+        elif places[user] > 0:
+            places[user] -= 1
+            kept.append((index, entry))
+        else:
+            wait = allowances[user][1]
+            error = {"user": [APP_USER_LIMITED.format(seconds=wait)]}
+            results[index] = _rejected(entry.key.removeprefix("event:"), error) | {"retry_after": wait}
+    return kept
 
 
 def _batch_result(accepted: Accepted | None, entry: Entry) -> dict | None:

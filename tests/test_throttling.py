@@ -61,19 +61,20 @@ def test_sliding_window_counts_the_previous_window():
 
 
 def test_a_groups_members_counted_many_at_once_share_their_one_at_a_time_windows():
-    """sliding_window_hits_members (a batch's app users) and a member window of
-    sliding_window_hits (a single event's) count the same counters, the previous window
-    included, and agree on who is over the limit (10 a minute here)."""
+    """sliding_window_hits_members (a batch's app users) admits each member's hits while they
+    fit and counts those only, in the same counters a member window of sliding_window_hits (a
+    single event's) counts, the previous window included (10 a minute here)."""
     assert sliding_window_hits_members("group", {"a": 6, "b": 1}, 10, 60, now=119.0) == {}
     assert sliding_window_hits([("group", 10, 60, "a")], now=119.0) == [None]  # a: 7
-    over = sliding_window_hits_members("group", {"a": 4, "b": 2, "c": 1}, 10, 60, now=119.5)
-    assert set(over) == {"a"} and over["a"] >= 1  # a: 11, b: 3, c: 1
-    # The next window still weighs the last one: a (11 then) is over, b (3 then) is not.
+    short = sliding_window_hits_members("group", {"a": 4, "b": 2, "c": 1}, 10, 60, now=119.5)
+    assert short.keys() == {"a"} and short["a"][0] == 3 and short["a"][1] >= 1  # a: 10, b: 3, c: 1
+    # The next window still weighs the last one: a (10 then) is over, b (3 then) is not.
     a_wait, b_wait = sliding_window_hits([("group", 10, 60, "a"), ("group", 10, 60, "b")], now=121.0)
     assert a_wait is not None and a_wait >= 1 and b_wait is None
-    # Late in that window the last one has faded: a (11 x 5/60 + 2) is under again.
+    # Late in that window the last one has faded: a (10 x 5/60 + 1 + 1) fits again.
     assert sliding_window_hits_members("group", {"a": 1}, 10, 60, now=175.0) == {}
-    assert sliding_window_hits_members("other", {"a": 11}, 10, 60, now=119.0).keys() == {"a"}  # groups apart
+    assert sliding_window_hits_members("other", {"a": 11}, 10, 60, now=119.0)["a"][0] == 10  # groups apart
+    assert sliding_window_hits_members("other", {"a": 1}, 10, 60, now=119.0)["a"][0] == 0  # full: none admitted
 
 
 def test_parse_rate():

@@ -74,8 +74,9 @@ return out
 # Many members of one group at once (a batch's app users): the members and their hits travel
 # as two JSON arrays (not thousands of ARGV, which redis-py packs one by one); both windows are
 # read in one HMGET each and the new counts written in one HSET (a script runs alone, so this
-# is as atomic as an HINCRBY each, at a fraction of the calls); only the members now over the
-# limit come back.
+# is as atomic as an HINCRBY each, at a fraction of the calls). Each member is admitted as many
+# of its hits as still fit under the limit, and only those are counted; the members that did
+# not get all of theirs come back (index, admitted, count now, previous window's count).
 _MEMBER_HITS = """
 local members, hits = cjson.decode(ARGV[1]), cjson.decode(ARGV[2])
 local ttl, limit, weight = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -83,13 +84,15 @@ local current = redis.call('HMGET', KEYS[1], unpack(members))
 local previous = redis.call('HMGET', KEYS[2], unpack(members))
 local counts, out = {}, {}
 for i, member in ipairs(members) do
-  local n = tonumber(current[i] or '0') + hits[i]
+  local c = tonumber(current[i] or '0')
   local p = tonumber(previous[i] or '0')
+  local admit = math.max(0, math.min(hits[i], math.floor(limit - p * weight - c)))
   counts[2 * i - 1] = member
-  counts[2 * i] = n
-  if p * weight + n > limit then
+  counts[2 * i] = c + admit
+  if admit < hits[i] then
     out[#out + 1] = i - 1
-    out[#out + 1] = n
+    out[#out + 1] = admit
+    out[#out + 1] = c + admit
     out[#out + 1] = p
   end
 end
@@ -131,10 +134,11 @@ def sliding_window_hits(
 
 def sliding_window_hits_members(
     key: str, hits: dict[str, int], limit: int, window: int, now: float | None = None
-) -> dict[str, float]:
-    """Count `hits[member]` in each member's window of the group `key` (the windows that
-    sliding_window_hits counts for (key, limit, window, member)), in one Redis command:
-    {member: seconds to wait} for the members now over `limit`."""
+) -> dict[str, tuple[int, float]]:
+    """Admit and count up to `hits[member]` hits in each member's window of the group `key`
+    (the windows sliding_window_hits counts for (key, limit, window, member)), as many as fit
+    under `limit`, in one Redis command: {member: (hits admitted, seconds until one more
+    fits)} for the members that did not get all of theirs."""
     if not hits:
         return {}
     now = time.time() if now is None else now
@@ -151,12 +155,12 @@ def sliding_window_hits_members(
             repr((window - elapsed) / window),
         ],
     )
-    over = {}
-    for n in range(0, len(replies), 3):
-        index, count, previous = (int(v) for v in replies[n : n + 3])
-        if (wait := _wait(count, previous, limit, window, elapsed)) is not None:
-            over[members[index]] = wait
-    return over
+    short = {}
+    for n in range(0, len(replies), 4):
+        index, admitted, count, previous = (int(v) for v in replies[n : n + 4])
+        wait = _wait(count + 1, previous, limit, window, elapsed)
+        short[members[index]] = (admitted, 1.0 if wait is None else wait)
+    return short
 
 
 def _wait(count: int, previous: int, limit: int, window: int, elapsed: float) -> float | None:
