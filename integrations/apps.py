@@ -39,7 +39,6 @@ WEBHOOK_FIELDS = (
     "currency",
     "close_date",
     "priority",
-    "assessment_type",
     "occurred_at",
 )
 

@@ -217,22 +217,18 @@ def on_lead_captured(event: Event, actor: Actor, contact: Contact | None) -> dic
     return {"contact": lead.contact_id, "lead": lead.pk}
 
 
-_ASSESSMENT_TYPE_KEYS = ("assessment_type", "assessmentType")
-
-
 def assessment_completed(event: Event, contact: dict[str, Any], activity_id: int) -> tuple[str, dict[str, Any]]:
-    """assessment.completed for webhooks (seed 003). Who and which assessment travel as plain
-    fields; everything the assessment found (scores, answers, results, persona) travels under
-    `assessment` and `persona`, medical fields the PHI guard drops unless an endpoint is allowed
-    them, so nothing the app sends can leave as a plain field by accident."""
+    """assessment.completed for webhooks (seed 003). Who completed one, and when, travel as
+    plain fields; everything about the assessment (which one: a screening's name is medical
+    too; scores, answers, results) travels under `assessment`, and the persona under `persona`:
+    medical fields the PHI guard drops unless an endpoint is allowed them, so nothing the app
+    sends can leave as a plain field by accident."""
     properties = dict(event.properties)
-    kind = next((str(properties.pop(k)) for k in _ASSESSMENT_TYPE_KEYS if properties.get(k)), "")
     return "assessment.completed", {
         "id": activity_id,
         "contact": contact["id"],
         "email": contact["email"],
         "external_id": contact["external_id"],
-        "assessment_type": kind[:100],
         "occurred_at": event.occurred_at.isoformat(),
         "persona": properties.pop("persona", None),
         "assessment": properties,
