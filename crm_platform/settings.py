@@ -329,6 +329,7 @@ RETENTION_DAYS = {
     "crm_platform.idempotencyrecord": IDEMPOTENCY_TTL_DAYS,
     "integrations.inboundevent": IDEMPOTENCY_TTL_DAYS,  # applied and failed inbound events (the inbox)
     "compliance.exportbundle": 0,  # days after the download link expired
+    "integrations.webhookendpoint.previous_secret": 0,  # days after its rotation overlap ended
     # Timeline entries: kept for good unless ACTIVITY_RETENTION_DAYS is set.
     "contacts.activity": env.int("ACTIVITY_RETENTION_DAYS", default=None),
 }

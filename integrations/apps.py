@@ -80,12 +80,13 @@ class IntegrationsConfig(AppConfig):
         from django.db.models import Q
 
         from compliance.retention import register_retention
-        from integrations import relay, sync
+        from integrations import relay, services, sync
         from integrations.models import InboundEvent
 
         register_retention("crm_platform.outboxmessage", purge=relay.outbox_purge)
         register_retention("integrations.webhookdelivery", date_field="at")
         register_retention("integrations.syncevent", purge=sync.sync_events_purge)
+        register_retention("integrations.webhookendpoint.previous_secret", purge=services.previous_secrets_forget)
         # The inbox's rows are its events' Idempotency-Key records: kept as long as those, unless queued.
         register_retention(
             "integrations.inboundevent", date_field="received_at", filter=~Q(status=InboundEvent.Status.PENDING)

@@ -119,7 +119,9 @@ def webhook_endpoint_rotate_secret(
     """Give the endpoint a new signing secret (generated, or the caller's) and return it (the
     only time it is given out) with when the old one stops signing: until then every delivery
     carries both signatures, so the receiver can switch at its own pace. `overlap_hours` 0 ends
-    the old secret at once (a leaked one). Raises ValidationError for a weak supplied secret."""
+    the old secret at once (a leaked one). Two signatures at most: rotating again during an
+    overlap drops the oldest secret at once. The nightly retention job forgets a secret once
+    its overlap is over. Raises ValidationError for a weak supplied secret."""
     hours = settings.WEBHOOK_SECRET_OVERLAP_HOURS if overlap_hours is None else overlap_hours
     new_secret = secret_normalize(secret) if secret else secret_generate()
     until = timezone.now() + dt.timedelta(hours=hours) if hours > 0 else None
@@ -138,6 +140,16 @@ def webhook_endpoint_rotate_secret(
     endpoint.secret, endpoint.previous_secret = locked.secret, locked.previous_secret
     endpoint.previous_secret_until = until
     return new_secret, until
+
+
+def previous_secrets_forget(*, older_than_days: int = 0, chunk: int = 0) -> int:
+    """Forget the old signing secrets whose rotation overlap ended more than `older_than_days`
+    ago (the nightly retention job; settings.RETENTION_DAYS): a secret that no longer signs is
+    not kept. Returns how many endpoints had one. (Few rows: one UPDATE, `chunk` unused.)"""
+    cutoff = timezone.now() - dt.timedelta(days=older_than_days)
+    return WebhookEndpoint.objects.filter(previous_secret_until__lt=cutoff).update(
+        previous_secret=None, previous_secret_until=None
+    )
 
 
 def webhook_endpoint_disable(*, endpoint: WebhookEndpoint, actor: Actor, reason: str = "disabled by staff") -> None:

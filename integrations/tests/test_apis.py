@@ -268,3 +268,19 @@ def test_a_rotated_secret_signs_beside_the_old_one_until_the_overlap_ends(writer
         verified(new, alone)
     assert writer.post(rotate, {"secret": "short"}, format="json").status_code == 400
     assert AuditEvent.objects.filter(action="webhook_endpoint.rotate_secret").count() == 2
+
+
+def test_an_old_secret_is_forgotten_by_the_nightly_retention_job_once_its_overlap_is_over(writer, receiver):
+    from django.utils import timezone
+
+    from compliance.tasks import retention_purge
+
+    pk = writer.post(LIST, {"url": receiver.url}, format="json").json()["id"]
+    writer.post(f"{LIST}/{pk}/rotate-secret", {}, format="json")
+    other = writer.post(LIST, {"url": receiver.url}, format="json").json()["id"]
+    writer.post(f"{LIST}/{other}/rotate-secret", {}, format="json")
+    WebhookEndpoint.objects.filter(pk=pk).update(previous_secret_until=timezone.now() - timezone.timedelta(minutes=1))
+    assert retention_purge.apply().get()["integrations.webhookendpoint.previous_secret"] == 1
+    ended, running = WebhookEndpoint.objects.get(pk=pk), WebhookEndpoint.objects.get(pk=other)
+    assert (ended.previous_secret, ended.previous_secret_until) == (None, None)
+    assert running.previous_secret and running.previous_secret_until > timezone.now()
