@@ -14,7 +14,8 @@ dozen queries; here a batch of any size is, in the caller's transaction:
    through contacts.services.lifecycle_transition (row lock, history, audit, outbox).
 
 The rare cases take the one-at-a-time services: a merged-away contact (contact_find follows
-the merge), an identifier to fill in (contact_update: uniqueness, suppression list), a move.
+the merge), an identifier to fill in (contact_sync, as the event's source and time:
+uniqueness, suppression list, the conflict policy), a move.
 Everything an event is refused for (unknown user, two contacts named) is known before any
 write, so a refused event writes nothing and does not stop the others.
 """
