@@ -39,9 +39,11 @@ def _valid(serializer_class, data, *, partial: bool = False) -> dict:
 
 
 PHI_AUTHORITY = (
-    "Deciding where medical fields go (may_receive_phi, phi_fields, or the URL of an endpoint "
-    "that may receive them) needs the phi:read scope."
+    "Deciding where medical fields go (may_receive_phi, phi_fields; the URL, event types or "
+    "switching on of an endpoint that may receive them) needs the phi:read scope."
 )
+STAFF_DISABLED = "Staff disabled this endpoint; ask them to enable it."
+API_DISABLED = "disabled through the API"
 
 
 def _check_phi_authority(request, data: dict, endpoint: WebhookEndpoint | None = None) -> None:
@@ -55,8 +57,14 @@ def _check_phi_authority(request, data: dict, endpoint: WebhookEndpoint | None =
     had = set(endpoint.phi_fields) if endpoint is not None else set()
     on = data.get("may_receive_phi", was_on)
     widens = (on and not was_on) or not set(data.get("phi_fields", ())) <= had
-    moves = endpoint is not None and on and data.get("url", endpoint.url) != endpoint.url
-    if widens or moves:
+    if endpoint is not None and on:
+        # An endpoint receiving medical fields: moving it, subscribing it to more event types
+        # (none listed: all) or switching it back on sends them further or again.
+        types, had_types = data.get("event_types"), set(endpoint.event_types)
+        widens = widens or (types is not None and had_types and (not types or not set(types) <= had_types))
+        widens = widens or data.get("url", endpoint.url) != endpoint.url
+        widens = widens or (data.get("enabled") is True and not endpoint.enabled)
+    if widens:
         raise PermissionDenied(PHI_AUTHORITY)
 
 
@@ -68,6 +76,14 @@ def _secret_again(body: dict) -> str | None:
 
 
 SECRET_WITHHELD = {"secret": _secret_again}
+
+
+def _client_may_enable(request, endpoint: WebhookEndpoint) -> bool:
+    """An API client may switch its endpoint back on after the system disabled it (410, days of
+    failures) or after it disabled it itself; a staff decision stays with staff."""
+    if not isinstance(request.auth, ApiKey):
+        return True  # staff through the API
+    return endpoint.needs_attention or endpoint.disabled_reason == API_DISABLED
 
 
 class WebhookEndpointListApi(generics.ListAPIView):
@@ -114,13 +130,15 @@ class WebhookEndpointDetailApi(APIView):
         data = _valid(io.WebhookEndpointInput, request.data, partial=True)
         _check_phi_authority(request, data, endpoint)
         enabled = data.pop("enabled", None)
+        if enabled is True and not endpoint.enabled and not _client_may_enable(request, endpoint):
+            raise PermissionDenied(STAFF_DISABLED)
         actor = Actor.from_request(request)
         with transaction.atomic():
             endpoint = services.webhook_endpoint_update(endpoint=endpoint, data=data, actor=actor)
             if enabled is True and not endpoint.enabled:
                 services.webhook_endpoint_enable(endpoint=endpoint, actor=actor)
             elif enabled is False and endpoint.enabled:
-                services.webhook_endpoint_disable(endpoint=endpoint, actor=actor, reason="disabled through the API")
+                services.webhook_endpoint_disable(endpoint=endpoint, actor=actor, reason=API_DISABLED)
         endpoint.refresh_from_db()
         return Response(io.WebhookEndpointOutput(endpoint).data)
 
@@ -128,9 +146,7 @@ class WebhookEndpointDetailApi(APIView):
     def delete(self, request, pk: int):
         endpoint = self._get(pk)
         if endpoint.enabled:
-            services.webhook_endpoint_disable(
-                endpoint=endpoint, actor=Actor.from_request(request), reason="disabled through the API"
-            )
+            services.webhook_endpoint_disable(endpoint=endpoint, actor=Actor.from_request(request), reason=API_DISABLED)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

@@ -14,12 +14,14 @@ from django.db import transaction
 from django.utils import timezone
 
 from compliance.guard import phi_field_names
+from compliance.models import AdminNotice
 from compliance.services import audit_record
 from crm_platform.actor import Actor
 from crm_platform.models import ApiKey
 from integrations.events import TEST_EVENT, normalize_event_type
 from integrations.models import WebhookDelivery, WebhookEndpoint
 from integrations.webhooks import (
+    disabled_notice_title,
     endpoint_disable,
     secret_generate,
     secret_normalize,
@@ -166,6 +168,10 @@ def webhook_endpoint_enable(*, endpoint: WebhookEndpoint, actor: Actor) -> None:
         endpoint.enabled, endpoint.disabled_at, endpoint.disabled_reason = True, None, ""
         endpoint.needs_attention, endpoint.failing_since = False, None
         audit_record(actor=actor, action="webhook_endpoint.enable", obj=endpoint)
+        # Its "was disabled" notice is over (and a later disable must post a new one).
+        AdminNotice.objects.filter(
+            source="webhooks", title=disabled_notice_title(endpoint), resolved_at__isnull=True
+        ).update(resolved_at=timezone.now())
 
 
 def webhook_endpoint_test(*, endpoint: WebhookEndpoint, actor: Actor) -> WebhookDelivery:

@@ -391,11 +391,15 @@ def endpoint_disable(*, endpoint: WebhookEndpoint, reason: str, actor: Actor, by
         owner = f"API key #{endpoint.owner_id}" if endpoint.owner_id else "staff"
         admin_notice_post(
             source="webhooks",
-            title=f"Webhook endpoint #{endpoint.pk} was disabled",
+            title=disabled_notice_title(endpoint),
             body=f"{reason[:200]}. Registered by {owner}. Fix the receiver, then enable the endpoint "
             "and replay its failed messages.",
             permission="integrations.change_webhookendpoint",
         )
+
+
+def disabled_notice_title(endpoint: WebhookEndpoint) -> str:
+    return f"Webhook endpoint #{endpoint.pk} was disabled"
 
 
 def _note_failure(endpoint: WebhookEndpoint, now) -> None:

@@ -284,3 +284,34 @@ def test_an_old_secret_is_forgotten_by_the_nightly_retention_job_once_its_overla
     ended, running = WebhookEndpoint.objects.get(pk=pk), WebhookEndpoint.objects.get(pk=other)
     assert (ended.previous_secret, ended.previous_secret_until) == (None, None)
     assert running.previous_secret and running.previous_secret_until > timezone.now()
+
+
+def test_what_a_client_may_switch_back_on(writer, key_client, receiver):
+    """A client may enable its endpoint after a system disable (whose admin notice is then
+    resolved) or its own; not after staff disabled it, and an endpoint receiving medical
+    fields only with phi:read, which also guards subscribing it to more event types."""
+    from compliance.models import AdminNotice
+    from crm_platform.actor import Actor
+    from integrations.webhooks import endpoint_disable
+
+    pk = writer.post(LIST, {"url": receiver.url, "event_types": ["lead.captured"]}, format="json").json()["id"]
+    endpoint = WebhookEndpoint.objects.get(pk=pk)
+    endpoint_disable(endpoint=endpoint, reason="410 Gone", actor=Actor.system("webhooks"), by_system=True)
+    assert AdminNotice.objects.filter(source="webhooks", resolved_at__isnull=True).count() == 1
+    assert writer.patch(f"{LIST}/{pk}", {"enabled": True}, format="json").status_code == 200
+    assert not AdminNotice.objects.filter(source="webhooks", resolved_at__isnull=True).exists()
+
+    WebhookEndpoint.objects.filter(pk=pk).update(enabled=False, disabled_reason="disabled by staff")
+    refused = writer.patch(f"{LIST}/{pk}", {"enabled": True}, format="json")
+    assert refused.status_code == 403 and "Staff" in refused.json()["error"]["message"]
+
+    WebhookEndpoint.objects.filter(pk=pk).update(
+        enabled=False, disabled_reason="410 Gone", needs_attention=True, may_receive_phi=True, phi_fields=["persona"]
+    )
+    assert writer.patch(f"{LIST}/{pk}", {"enabled": True}, format="json").status_code == 403
+    assert (
+        writer.patch(f"{LIST}/{pk}", {"event_types": ["lead.captured", "deal.won"]}, format="json").status_code == 403
+    )
+    assert writer.patch(f"{LIST}/{pk}", {"event_types": []}, format="json").status_code == 403  # [] is every type
+    assert writer.patch(f"{LIST}/{pk}", {"description": "still fine"}, format="json").status_code == 200
+    assert not WebhookEndpoint.objects.get(pk=pk).enabled
