@@ -68,8 +68,9 @@ _OCCURRED_AT_KEYS = ("occurredAt", "timestamp", "date")
 
 def _occurred_at(value):
     """The seed's payloads carry ISO datetimes, plain dates or unix seconds (a number, or its
-    digits as a string)."""
-    if isinstance(value, str) and value.isascii() and value.isdigit():
+    nine or ten digits as a string: 2001 to 2286; other digit strings, such as a compact date
+    "20261127", are left to event_parse, which reads that one as ISO 8601)."""
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) in (9, 10):
         value = int(value)
     if isinstance(value, int | float) and not isinstance(value, bool):
         try:

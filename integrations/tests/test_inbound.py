@@ -364,7 +364,12 @@ def test_seed_002_unix_seconds_as_text_and_a_new_users_email(app):
     assert outcome(app, response)["status"] == "applied"
     contact = Contact.objects.get(external_id="u-9")
     assert contact.email == "new@example.com"
-    assert Activity.objects.get(type="food_logged").occurred_at.isoformat() == "2023-12-29T00:00:00+00:00"
+    assert Activity.objects.filter(type="food_logged", occurred_at="2023-12-29T00:00:00+00:00").exists()
+    compact = {**logged, "payload": {"date": "20250314"}}  # digits, but a date (ISO 8601 basic), not 1970
+    response = send(app, APP_EVENT, compact, key="compact-u9")
+    assert response.status_code == 202, response.content
+    assert outcome(app, response)["status"] == "applied"
+    assert Activity.objects.filter(type="food_logged", occurred_at__date="2025-03-14").exists()
     bad = {**created, "userId": "u-10", "payload": {"email": "not an address"}}
     response = send(app, APP_EVENT, bad, key="bad-u10")
     assert response.status_code == 400 and "user.email" in response.json()["error"]["fields"]
