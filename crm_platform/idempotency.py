@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import hashlib
+import hmac
 import json
 import re
 from collections.abc import Callable, Iterable
@@ -56,7 +57,7 @@ def idempotent(*, required: bool = False, withheld: dict[str, Callable[[dict], A
                 return refused
             if key is None:
                 return method(view, request, *args, **kwargs)
-            fingerprint = request_fingerprint(request)
+            fingerprint = request_fingerprint(request, keyed=bool(withheld))
             record, outcome = idempotency_claim(owner=owner_of(request), key=key, fingerprint=fingerprint)
             if outcome == "replay":
                 body = _restored(record.response_body, withheld)
@@ -124,8 +125,11 @@ def owner_of(request) -> str:
     return f"user:{request.user.pk}"
 
 
-def request_fingerprint(request) -> str:
-    digest = hashlib.sha256()
+def request_fingerprint(request, *, keyed: bool = False) -> str:
+    """What identifies a request's body under its key. `keyed` (a body that may carry a secret
+    of the caller's choosing: its withheld routes): an HMAC under FIELD_HMAC_KEY, so the stored
+    hash cannot be used to try guesses of that secret offline."""
+    digest = hmac.new(settings.FIELD_HMAC_KEY.encode(), digestmod=hashlib.sha256) if keyed else hashlib.sha256()
     digest.update(f"{request.method} {request.path}\n".encode())
     digest.update(request.body)
     return digest.hexdigest()

@@ -1,6 +1,7 @@
 import base64
 import hashlib
 import hmac
+import json
 
 import pytest
 
@@ -186,8 +187,12 @@ def test_a_registration_sent_again_with_its_key_replays_without_storing_the_secr
     response keeps no secret (it is read again from the endpoint's encrypted column)."""
     from django.db import connection
 
-    first = writer.post(route, {"url": receiver.url, **body}, format="json", HTTP_IDEMPOTENCY_KEY="reg-1")
-    again = writer.post(route, {"url": receiver.url, **body}, format="json", HTTP_IDEMPOTENCY_KEY="reg-1")
+    sent = json.dumps({"url": receiver.url, **body}).encode()  # these exact bytes, twice
+
+    def register():
+        return writer.post(route, sent, content_type="application/json", HTTP_IDEMPOTENCY_KEY="reg-1")
+
+    first, again = register(), register()
     assert first.status_code == again.status_code == 201, first.json()
     assert again.headers["Idempotent-Replayed"] == "true" and "Idempotent-Replayed" not in first.headers
     assert again.json() == first.json() and first.json()["secret"].startswith("whsec_")
@@ -196,6 +201,11 @@ def test_a_registration_sent_again_with_its_key_replays_without_storing_the_secr
         cursor.execute("SELECT response_body::text FROM crm_platform_idempotencyrecord WHERE key = 'reg-1'")
         [(stored,)] = cursor.fetchall()
     assert str(first.json()["id"]) in stored and first.json()["secret"] not in stored and "secret" not in stored
+    # The stored hash of the request is keyed: no offline guessing of a secret the caller chose.
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT request_hash FROM crm_platform_idempotencyrecord WHERE key = 'reg-1'")
+        [(request_hash,)] = cursor.fetchall()
+    assert request_hash != hashlib.sha256(f"POST {route}\n".encode() + sent).hexdigest()
     other = writer.post(route, {"url": receiver.url + "x"}, format="json", HTTP_IDEMPOTENCY_KEY="reg-1")
     assert other.status_code == 422
 
