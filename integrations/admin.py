@@ -124,14 +124,15 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
     actions = ("enable", "disable", "send_test", "rotate_secret", "replay_failed")
 
     def get_readonly_fields(self, request, obj=None):
-        """Where medical fields go (whether, which, and the address of an endpoint receiving
-        them) is decided by staff who may see them (compliance.view_phi), as on the API
-        (phi:read); for everyone else those fields are shown, not editable."""
+        """Where medical fields go (whether, which, and the address and event types of an
+        endpoint receiving them; switching one on, see `enable`) is decided by staff who may
+        see them (compliance.view_phi), as on the API (phi:read); for everyone else those
+        fields are shown, not editable."""
         fields = list(super().get_readonly_fields(request, obj))
         if not request.user.has_perm("compliance.view_phi"):
             fields += ["may_receive_phi", "phi_fields"]
             if obj is not None and obj.may_receive_phi:
-                fields.append("url")
+                fields += ["url", "event_types"]
         return fields
 
     def get_changelist(self, request, **kwargs):
@@ -175,9 +176,17 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
     @admin.action(description="Enable", permissions=["change"])
     def enable(self, request, queryset):
         actor = Actor.from_request(request)
+        may_send_phi = request.user.has_perm("compliance.view_phi")
+        enabled = 0
         for endpoint in queryset:
+            if endpoint.may_receive_phi and not may_send_phi:
+                self.message_user(
+                    request, f"{endpoint}: receives medical fields; staff who may see them enable it.", messages.ERROR
+                )
+                continue
             services.webhook_endpoint_enable(endpoint=endpoint, actor=actor)
-        self.message_user(request, f"{len(queryset)} endpoint(s) enabled.")
+            enabled += 1
+        self.message_user(request, f"{enabled} endpoint(s) enabled.")
 
     @admin.action(description="Disable", permissions=["change"])
     def disable(self, request, queryset):

@@ -21,6 +21,7 @@ from crm_platform.idempotency import idempotent
 from crm_platform.models import ApiKey
 from integrations import selectors, services
 from integrations import serializers as io
+from integrations.events import normalize_event_type
 from integrations.models import WebhookDelivery, WebhookEndpoint
 
 
@@ -44,6 +45,7 @@ PHI_AUTHORITY = (
 )
 STAFF_DISABLED = "Staff disabled this endpoint; ask them to enable it."
 API_DISABLED = "disabled through the API"
+STAFF_DISABLED_REASON = "disabled by staff"
 
 
 def _check_phi_authority(request, data: dict, endpoint: WebhookEndpoint | None = None) -> None:
@@ -61,7 +63,8 @@ def _check_phi_authority(request, data: dict, endpoint: WebhookEndpoint | None =
         # An endpoint receiving medical fields: moving it, subscribing it to more event types
         # (none listed: all) or switching it back on sends them further or again.
         types, had_types = data.get("event_types"), set(endpoint.event_types)
-        widens = widens or (types is not None and had_types and (not types or not set(types) <= had_types))
+        named = {normalize_event_type(name) or name for name in types or ()}  # seed 003 names too
+        widens = widens or (types is not None and had_types and (not types or not named <= had_types))
         widens = widens or data.get("url", endpoint.url) != endpoint.url
         widens = widens or (data.get("enabled") is True and not endpoint.enabled)
     if widens:
@@ -76,6 +79,12 @@ def _secret_again(body: dict) -> str | None:
 
 
 SECRET_WITHHELD = {"secret": _secret_again}
+
+
+def _disable_reason(request) -> str:
+    """Why an endpoint was switched off through the API: by its client (which may switch it on
+    again) or by staff signed in (whose decision a client may not undo)."""
+    return API_DISABLED if isinstance(request.auth, ApiKey) else STAFF_DISABLED_REASON
 
 
 def _client_may_enable(request, endpoint: WebhookEndpoint) -> bool:
@@ -138,7 +147,7 @@ class WebhookEndpointDetailApi(APIView):
             if enabled is True and not endpoint.enabled:
                 services.webhook_endpoint_enable(endpoint=endpoint, actor=actor)
             elif enabled is False and endpoint.enabled:
-                services.webhook_endpoint_disable(endpoint=endpoint, actor=actor, reason=API_DISABLED)
+                services.webhook_endpoint_disable(endpoint=endpoint, actor=actor, reason=_disable_reason(request))
         endpoint.refresh_from_db()
         return Response(io.WebhookEndpointOutput(endpoint).data)
 
@@ -146,7 +155,9 @@ class WebhookEndpointDetailApi(APIView):
     def delete(self, request, pk: int):
         endpoint = self._get(pk)
         if endpoint.enabled:
-            services.webhook_endpoint_disable(endpoint=endpoint, actor=Actor.from_request(request), reason=API_DISABLED)
+            services.webhook_endpoint_disable(
+                endpoint=endpoint, actor=Actor.from_request(request), reason=_disable_reason(request)
+            )
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

@@ -11,6 +11,7 @@ import datetime as dt
 import hashlib
 import logging
 import math
+import time
 from collections import Counter
 
 from django.conf import settings
@@ -27,7 +28,12 @@ from rest_framework.views import APIView
 
 from crm_platform.actor import Actor
 from crm_platform.api.fastjson import FastJSONParser, FastJSONRenderer, fingerprint_bytes
-from crm_platform.api.throttling import PrincipalRateThrottle, parse_rate, sliding_window_hits_members
+from crm_platform.api.throttling import (
+    PrincipalRateThrottle,
+    parse_rate,
+    sliding_window_hits_members,
+    sliding_window_refund,
+)
 from crm_platform.idempotency import HEADER, REPLAYED, key_refusal, key_reused, owner_of, request_fingerprint
 from integrations.inbound import Event, EventInput, event_parse, event_refusals_record, outcome_errors
 from integrations.inbox import Accepted, Entry, inbox_accept, inbox_accept_one, inbox_find_many, inbox_refusals
@@ -100,6 +106,19 @@ class EventRateThrottle(PrincipalRateThrottle):
         return windows
 
 
+class ReplaysPassThrottleMixin:
+    """A single event over its limits whose Idempotency-Key was used before is answered as
+    then (replay, or 422 for another body), not 429: a client retrying a request whose answer
+    it lost must get that answer (CONTRACTS.md). One lookup, only when throttled."""
+
+    def throttled(self, request, wait):
+        key = request.headers.get(HEADER)
+        if key and key_refusal(key, required=True) is None:
+            if InboundEvent.objects.filter(owner=owner_of(request), key=key).exists():
+                return
+        super().throttled(request, wait)
+
+
 def _app_user_rate() -> str | None:
     return settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"].get("app_user")
 
@@ -127,22 +146,42 @@ def _app_user_window(owner: str) -> str:
     return f"app_user:{owner}"
 
 
-def _app_user_allowances(owner: str, events: list[Event]) -> dict[str, tuple[int, int]]:
-    """A batch's events counted in their app users' windows (the single-event routes' windows,
-    all in one Redis command), each user admitted as many as still fit: {user: (events
-    admitted, seconds until one more fits)} for the users who did not get all of theirs
-    (_within_allowances picks which). Fails open, as every limit here, when Redis is away."""
-    rate = _app_user_rate()
-    if not rate or not events:
-        return {}
-    per_user = Counter(map(_event_app_user, events))
-    limit, period = parse_rate(rate)
-    try:
-        short = sliding_window_hits_members(_app_user_window(owner), per_user, limit, period)
-    except Exception:
-        logger.warning("rate limiter unavailable (Redis); batch allowed")
-        return {}
-    return {user: (admitted, math.ceil(wait)) for user, (admitted, wait) in short.items()}
+class _AppUserLimits:
+    """A batch's events in their app users' windows (the single-event routes' windows). Before
+    anything is written, each user is admitted as many events as still fit, all in one Redis
+    command (`short`: {user: (events admitted, seconds until one more fits)} for the users who
+    did not get all of theirs; _within_allowances picks which). Once the batch is queued,
+    `settle` takes back what cost nothing (events sent before, refused ones), so only queued
+    events count and a resent batch does not use up its users' windows. Fails open, as every
+    limit here, when Redis is away."""
+
+    def __init__(self, owner: str, events: list[Event]):
+        self.short: dict[str, tuple[int, int]] = {}
+        self.counted: dict[str, int] = {}
+        self.key, self.now, self.period = _app_user_window(owner), time.time(), 60
+        rate = _app_user_rate()
+        if not rate or not events:
+            return
+        per_user = Counter(map(_event_app_user, events))
+        limit, self.period = parse_rate(rate)
+        try:
+            short = sliding_window_hits_members(self.key, per_user, limit, self.period, self.now)
+        except Exception:
+            logger.warning("rate limiter unavailable (Redis); batch allowed")
+            return
+        self.short = {user: (admitted, math.ceil(wait)) for user, (admitted, wait) in short.items()}
+        self.counted = {user: short[user][0] if user in short else n for user, n in per_user.items()}
+
+    def settle(self, queued: list[Event]) -> None:
+        if not self.counted:
+            return
+        written = Counter(map(_event_app_user, queued))
+        refunds = {user: n - written[user] for user, n in self.counted.items() if n > written[user]}
+        if refunds:
+            try:
+                sliding_window_refund(self.key, refunds, self.period, self.now)
+            except Exception:
+                logger.warning("rate limiter unavailable (Redis); hits not taken back")
 
 
 def _body(accepted: Accepted, key: str) -> dict:
@@ -166,7 +205,7 @@ def _queue_one(request, *, route: str, event, key: str) -> Response:
     return Response(_body(accepted, key), status=202, headers=headers)
 
 
-class EventApi(APIView):
+class EventApi(ReplaysPassThrottleMixin, APIView):
     """One app event, queued. Idempotency-Key is required."""
 
     required_scopes = {"POST": "events:write"}
@@ -253,8 +292,9 @@ def batch_queue(items: list[dict], *, actor: Actor, owner: str) -> list[dict]:
             parsed.append((index, Entry(f"event:{event_id}", fingerprint, event_parse(item, received_at=received_at))))
         except ValidationError as exc:
             results[index] = _rejected(event_id, outcome_errors(exc))
-    if allowances := _app_user_allowances(owner, [entry.event for _, entry in parsed]):
-        parsed = _within_allowances(parsed, allowances, results, owner)
+    limits = _AppUserLimits(owner, [entry.event for _, entry in parsed])
+    if limits.short:
+        parsed = _within_allowances(parsed, limits.short, results, owner)
     refusals = inbox_refusals([entry.event for _, entry in parsed])
     refused = [(index, entry, refusals[n]) for n, (index, entry) in enumerate(parsed) if n in refusals]
     queued = [(index, entry) for n, (index, entry) in enumerate(parsed) if n not in refusals]
@@ -271,6 +311,7 @@ def batch_queue(items: list[dict], *, actor: Actor, owner: str) -> list[dict]:
     )
     for (index, entry), outcome in zip(queued, accepted, strict=True):
         results[index] = _batch_result(outcome, entry)
+    limits.settle([e.event for e, a in zip(entries, accepted, strict=True) if not (a.replayed or a.mismatch)])
     for index, event_id, fingerprint in repeats:  # the same id again in this batch: the first one's answer
         first, first_fingerprint = leaders[event_id]
         if fingerprint != first_fingerprint:
@@ -334,7 +375,7 @@ def _rejected(event_id, errors: dict) -> dict:
     return {"id": event_id, "status": "rejected", "errors": errors}
 
 
-class AppEventApi(APIView):
+class AppEventApi(ReplaysPassThrottleMixin, APIView):
     """Seed 002: POST /api/crm/webhooks/app-event with its own body, exactly."""
 
     required_scopes = {"POST": "events:write"}

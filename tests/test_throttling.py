@@ -2,7 +2,13 @@ import pytest
 from django.conf import settings
 from django.test import override_settings
 
-from crm_platform.api.throttling import parse_rate, sliding_window_hit, sliding_window_hits, sliding_window_hits_members
+from crm_platform.api.throttling import (
+    parse_rate,
+    sliding_window_hit,
+    sliding_window_hits,
+    sliding_window_hits_members,
+    sliding_window_refund,
+)
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.urls")]
 
@@ -64,17 +70,34 @@ def test_a_groups_members_counted_many_at_once_share_their_one_at_a_time_windows
     """sliding_window_hits_members (a batch's app users) admits each member's hits while they
     fit and counts those only, in the same counters a member window of sliding_window_hits (a
     single event's) counts, the previous window included (10 a minute here)."""
-    assert sliding_window_hits_members("group", {"a": 6, "b": 1}, 10, 60, now=119.0) == {}
+    assert sliding_window_hits_members("group", {"a": 6, "b": 1}, 10, 60, 119.0) == {}
     assert sliding_window_hits([("group", 10, 60, "a")], now=119.0) == [None]  # a: 7
-    short = sliding_window_hits_members("group", {"a": 4, "b": 2, "c": 1}, 10, 60, now=119.5)
+    short = sliding_window_hits_members("group", {"a": 4, "b": 2, "c": 1}, 10, 60, 119.5)
     assert short.keys() == {"a"} and short["a"][0] == 3 and short["a"][1] >= 1  # a: 10, b: 3, c: 1
     # The next window still weighs the last one: a (10 then) is over, b (3 then) is not.
     a_wait, b_wait = sliding_window_hits([("group", 10, 60, "a"), ("group", 10, 60, "b")], now=121.0)
     assert a_wait is not None and a_wait >= 1 and b_wait is None
     # Late in that window the last one has faded: a (10 x 5/60 + 1 + 1) fits again.
-    assert sliding_window_hits_members("group", {"a": 1}, 10, 60, now=175.0) == {}
-    assert sliding_window_hits_members("other", {"a": 11}, 10, 60, now=119.0)["a"][0] == 10  # groups apart
-    assert sliding_window_hits_members("other", {"a": 1}, 10, 60, now=119.0)["a"][0] == 0  # full: none admitted
+    assert sliding_window_hits_members("group", {"a": 1}, 10, 60, 175.0) == {}
+    assert sliding_window_hits_members("other", {"a": 11}, 10, 60, 119.0)["a"][0] == 10  # groups apart
+    assert sliding_window_hits_members("other", {"a": 1}, 10, 60, 119.0)["a"][0] == 0  # full: none admitted
+
+
+def test_hits_taken_back_free_their_places_in_the_window_they_were_counted_in():
+    assert sliding_window_hits_members("group", {"a": 10}, 10, 60, 119.0) == {}
+    assert sliding_window_hits_members("group", {"a": 1}, 10, 60, 119.1)["a"][0] == 0  # full
+    sliding_window_refund("group", {"a": 4, "b": 3}, 60, 119.0)  # b had none: stays at 0, not -3
+    short = sliding_window_hits_members("group", {"a": 5, "b": 10}, 10, 60, 119.2)
+    assert short.keys() == {"a"} and short["a"][0] == 4
+
+
+def test_batch_admission_agrees_with_one_at_a_time_at_whole_weights():
+    """At a weighted previous count that is a whole number (108 x 35/60 = 63 exactly), the
+    batch admits exactly as many as one-at-a-time hits would let in."""
+    sliding_window_hits_members("w", {"m": 108}, 200, 60, 59.0)  # the previous window: 108
+    sliding_window_hits_members("w", {"m": 29}, 200, 60, 61.0)  # this one: 29
+    admitted = sliding_window_hits_members("w", {"m": 200}, 100, 60, 85.0)["m"][0]
+    assert admitted == 100 - 63 - 29 == 8
 
 
 def test_parse_rate():

@@ -79,14 +79,18 @@ return out
 # not get all of theirs come back (index, admitted, count now, previous window's count).
 _MEMBER_HITS = """
 local members, hits = cjson.decode(ARGV[1]), cjson.decode(ARGV[2])
-local ttl, limit, weight = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local ttl, limit, window, remaining = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local current = redis.call('HMGET', KEYS[1], unpack(members))
 local previous = redis.call('HMGET', KEYS[2], unpack(members))
 local counts, out = {}, {}
 for i, member in ipairs(members) do
   local c = tonumber(current[i] or '0')
   local p = tonumber(previous[i] or '0')
-  local admit = math.max(0, math.min(hits[i], math.floor(limit - p * weight - c)))
+  -- the weighted count as sliding_window_hits weighs it, in the same order of operations
+  local base = p * remaining / window + c
+  local admit = math.max(0, math.min(hits[i], math.floor(limit - base)))
+  while admit > 0 and base + admit > limit do admit = admit - 1 end
+  while admit < hits[i] and base + admit + 1 <= limit do admit = admit + 1 end
   counts[2 * i - 1] = member
   counts[2 * i] = c + admit
   if admit < hits[i] then
@@ -99,6 +103,15 @@ end
 redis.call('HSET', KEYS[1], unpack(counts))
 redis.call('EXPIRE', KEYS[1], ttl, 'NX')
 return out
+"""
+# Hits counted that turned out to cost nothing (a batch's events sent before, or refused):
+# taken back from the window they were counted in, never below zero.
+_MEMBER_REFUNDS = """
+local members, refunds = cjson.decode(ARGV[1]), cjson.decode(ARGV[2])
+for i, member in ipairs(members) do
+  if redis.call('HINCRBY', KEYS[1], member, -refunds[i]) < 0 then redis.call('HSET', KEYS[1], member, 0) end
+end
+return #members
 """
 _scripts: dict[tuple[int, str], object] = {}
 
@@ -133,15 +146,15 @@ def sliding_window_hits(
 
 
 def sliding_window_hits_members(
-    key: str, hits: dict[str, int], limit: int, window: int, now: float | None = None
+    key: str, hits: dict[str, int], limit: int, window: int, now: float
 ) -> dict[str, tuple[int, float]]:
     """Admit and count up to `hits[member]` hits in each member's window of the group `key`
     (the windows sliding_window_hits counts for (key, limit, window, member)), as many as fit
     under `limit`, in one Redis command: {member: (hits admitted, seconds until one more
-    fits)} for the members that did not get all of theirs."""
+    fits)} for the members that did not get all of theirs. `now` (time.time()) also names the
+    window for sliding_window_refund."""
     if not hits:
         return {}
-    now = time.time() if now is None else now
     current = int(now // window)
     elapsed = now - current * window
     members = list(hits)
@@ -152,7 +165,8 @@ def sliding_window_hits_members(
             json.dumps([hits[member] for member in members]),
             window * 2,
             limit,
-            repr((window - elapsed) / window),
+            window,
+            repr(window - elapsed),
         ],
     )
     short = {}
@@ -161,6 +175,18 @@ def sliding_window_hits_members(
         wait = _wait(count + 1, previous, limit, window, elapsed)
         short[members[index]] = (admitted, 1.0 if wait is None else wait)
     return short
+
+
+def sliding_window_refund(key: str, refunds: dict[str, int], window: int, now: float) -> None:
+    """Take back hits sliding_window_hits_members counted at `now` (in that window, even if a
+    new one has begun since) that turned out to cost nothing."""
+    refunds = {member: n for member, n in refunds.items() if n > 0}
+    if refunds:
+        members = list(refunds)
+        _script("refunds", _MEMBER_REFUNDS)(
+            keys=[f"rl:{key}:{int(now // window)}"],
+            args=[json.dumps(members), json.dumps([refunds[member] for member in members])],
+        )
 
 
 def _wait(count: int, previous: int, limit: int, window: int, elapsed: float) -> float | None:

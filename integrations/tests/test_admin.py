@@ -182,9 +182,15 @@ def test_staff_without_view_phi_cannot_send_medical_fields_to_an_endpoint(client
     assert (endpoint.may_receive_phi, endpoint.phi_fields) == (False, [])
     WebhookEndpoint.objects.filter(pk=endpoint.pk).update(may_receive_phi=True, phi_fields=["persona"])
     change = reverse("admin:integrations_webhookendpoint_change", args=[endpoint.pk])
-    client.post(change, {**form, "url": receiver.url + "elsewhere", "description": "moved"}, follow=True)
+    moved = {**form, "url": receiver.url + "elsewhere", "description": "moved", "event_types": ["deal.won"]}
+    client.post(change, moved, follow=True)
     endpoint.refresh_from_db()
     assert (endpoint.url, endpoint.description, endpoint.may_receive_phi) == (receiver.url, "moved", True)
+    assert endpoint.event_types == []  # as it was: not widened (or narrowed) by this user
+    WebhookEndpoint.objects.filter(pk=endpoint.pk).update(enabled=False)
+    _action(client, "integrations_webhookendpoint", "enable", [endpoint.pk])
+    endpoint.refresh_from_db()
+    assert endpoint.enabled is False
 
 
 def test_an_endpoint_edited_in_the_admin_is_saved_and_audited(admin_client, make_endpoint, receiver):

@@ -324,4 +324,20 @@ def test_what_a_client_may_switch_back_on(writer, key_client, receiver):
     )
     assert writer.patch(f"{LIST}/{pk}", {"event_types": []}, format="json").status_code == 403  # [] is every type
     assert writer.patch(f"{LIST}/{pk}", {"description": "still fine"}, format="json").status_code == 200
+    assert (
+        writer.patch(f"{LIST}/{pk}", {"event_types": ["lead_captured"]}, format="json").status_code == 200
+    )  # seed name
     assert not WebhookEndpoint.objects.get(pk=pk).enabled
+
+
+def test_staff_who_switch_an_endpoint_off_through_the_api_keep_it_off_for_its_client(writer, admin_user, receiver):
+    from rest_framework.test import APIClient
+
+    pk = writer.post(LIST, {"url": receiver.url}, format="json").json()["id"]
+    staff = APIClient()
+    staff.force_login(admin_user)
+    assert staff.patch(f"{LIST}/{pk}", {"enabled": False}, format="json").status_code == 200
+    assert writer.patch(f"{LIST}/{pk}", {"enabled": True}, format="json").status_code == 403
+    assert writer.delete(f"{LIST}/{pk}").status_code == 204  # already off: nothing changes
+    assert WebhookEndpoint.objects.get(pk=pk).disabled_reason == "disabled by staff"
+    assert staff.patch(f"{LIST}/{pk}", {"enabled": True}, format="json").status_code == 200

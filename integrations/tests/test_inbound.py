@@ -295,7 +295,12 @@ def test_events_per_app_user_are_rate_limited(app, settings):
             for n in range(3)
         ]
         other = send(app, EVENTS, {"type": "account_created", "user": {"external_id": "u-2"}}, key="other")
+        replay = send(app, EVENTS, {"type": "custom", "user": {"external_id": "u-1"}}, key="r0")
+        reused = send(app, EVENTS, {"type": "food_logged", "user": {"external_id": "u-1"}}, key="r1")
     assert codes == [202, 202, 429] and other.status_code == 202
+    # Over the limit, a key used before is answered as then: a replay, or 422 for another body.
+    assert replay.status_code == 202 and replay["Idempotent-Replayed"] == "true"
+    assert reused.status_code == 422
 
 
 @pytest.fixture
@@ -353,6 +358,20 @@ def test_a_batch_admits_each_app_users_events_up_to_their_limit(app, app_user_li
     get_redis().delete(*get_redis().keys("rl:app_user:*"))  # as if the client waited retry_after
     assert statuses(app.post(BATCH, {"events": backlog}, format="json").json()) == ["replayed"] * 3 + ["accepted"] * 2
     assert InboundEvent.objects.filter(key__startswith="event:c-").count() == 5
+
+
+def test_only_the_events_a_batch_queues_count_in_the_app_users_window(app, app_user_limit):
+    """Events sent before (replayed) and events refused cost nothing, so they do not use up
+    the user's window (3 a minute here): after a batch is sent twice and a refused event, the
+    user still has room for the rest."""
+    ContactFactory(email=None, external_id="u-1")
+    sent = [{"id": f"a-{n}", "type": "custom", "user": {"external_id": "u-1"}} for n in range(2)]
+    assert app.post(BATCH, {"events": sent}, format="json").json()["accepted"] == 2
+    assert app.post(BATCH, {"events": sent}, format="json").json()["replayed"] == 2
+    refused = {"id": "bad", "type": "subscription_cancelled", "user": {"external_id": "u-1"}, "properties": {}}
+    assert app.post(BATCH, {"events": [refused]}, format="json").json()["rejected"] == 1
+    new = {"id": "b-0", "type": "custom", "user": {"external_id": "u-1"}}
+    assert app.post(BATCH, {"events": [new]}, format="json").json()["accepted"] == 1
 
 
 def test_seed_002_unix_seconds_as_text_and_a_new_users_email(app):
