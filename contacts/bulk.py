@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from compliance.services import audit_record_many
 from compliance.suppression import suppressed_values
-from contacts import services
+from contacts import conflict, services
 from contacts.models import Contact, CustomFieldDefinition
 from crm_platform.actor import Actor
 from crm_platform.errors import ConflictError
@@ -31,9 +31,16 @@ SUPPRESSED = "On the suppression list: its owner asked to be erased."
 _FK = {"company": "company_id", "owner": "owner_id"}  # the API's name -> the column a bulk row writes
 
 
-def contacts_bulk_upsert(*, rows: list[dict[str, Any]], actor: Actor) -> list[dict[str, Any]]:
+def contacts_bulk_upsert(
+    *, rows: list[dict[str, Any]], actor: Actor, stamp_as: str | None = conflict.STAFF
+) -> list[dict[str, Any]]:
     """Create or update each row's contact (keyed by email and/or external_id). Returns one
-    result per input row, in order: {"index", "status": created|updated|error, "id"?, "errors"?}."""
+    result per input row, in order: {"index", "status": created|updated|error, "id"?, "errors"?}.
+
+    Under the conflict policy the rows are written by `stamp_as` now (staff: an import through
+    the API or the admin, as contact_update's edits), which stamps the groups of the fields each
+    row sets, in the same statement; None leaves the stamps to a caller that writes its own
+    (the inbound timeline batch, for the new users of its events)."""
     if len(rows) > MAX_ROWS:
         raise ValidationError({"contacts": [f"At most {MAX_ROWS} contacts per request."]})
     definitions = {d.key: d for d in CustomFieldDefinition.objects.all()}
@@ -89,8 +96,13 @@ def contacts_bulk_upsert(*, rows: list[dict[str, Any]], actor: Actor) -> list[di
             updates[index] = (match["id"], fields)
         for index in merged:  # the one-at-a-time service follows the merge to the survivor
             _one_by_one(index, prepared[index], results, actor)
-        _update(updates, prepared, results, actor)
-        _create(creates, prepared, results, actor)
+        now = timezone.now()
+
+        def stamps(fields) -> dict[str, Any] | None:
+            return None if stamp_as is None else conflict.stamp({}, source=stamp_as, occurred_at=now, fields=fields)
+
+        _update(updates, prepared, results, actor, stamps)
+        _create(creates, prepared, results, actor, stamps)
     return results
 
 
@@ -195,13 +207,17 @@ def _read_back(column: str, ref: str) -> str:
     return ref
 
 
-def _update(updates: dict[int, tuple[int, dict[str, Any]]], prepared, results, actor: Actor) -> None:
+def _update(updates: dict[int, tuple[int, dict[str, Any]]], prepared, results, actor: Actor, stamps) -> None:
     if not updates:
         return
     columns = sorted({name for _, fields in updates.values() for name in fields})
     types = _column_types()
     arrays, names, sets = ["%s::bigint[]"], ["id"], []
     unnest_params: list[Any] = [[contact_id for contact_id, _ in updates.values()]]
+    if stamps(()) is not None:  # the groups each row writes, stamped over the stored stamps
+        arrays, names = [*arrays, "%s::text[]"], [*names, "s"]
+        unnest_params.append([json.dumps(stamps(fields)) for _, fields in updates.values()])
+        sets.append("group_timestamps = c.group_timestamps || v.s::jsonb")
     for i, column in enumerate(columns):
         arrays += [f"%s::{types[column]}[]", "%s::boolean[]"]
         names += [f"v{i}", f"p{i}"]
@@ -235,7 +251,7 @@ def _update(updates: dict[int, tuple[int, dict[str, Any]]], prepared, results, a
     )
 
 
-def _create(creates, prepared, results, actor: Actor) -> None:
+def _create(creates, prepared, results, actor: Actor, stamps) -> None:
     """One INSERT ... SELECT FROM unnest(...) ON CONFLICT DO NOTHING: rows a concurrent writer
     created first come back missing and are settled one by one."""
     if not creates:
@@ -246,6 +262,9 @@ def _create(creates, prepared, results, actor: Actor) -> None:
     # rows (its default, or now) and travels once, as a scalar: quoting ~40 arrays of 1,000
     # values was most of this request's time.
     given_names = {"email", "external_id"}.union(*(values.keys() for _, _, values in creates.values()))
+    stamped = stamps(()) is not None
+    if stamped:
+        given_names.add("group_timestamps")
     varying, constant = [], []
     for field in Contact._meta.concrete_fields:
         if field.primary_key:
@@ -257,6 +276,8 @@ def _create(creates, prepared, results, actor: Actor) -> None:
     rows = []
     for email, external_id, values in creates.values():
         given = {"email": email, "external_id": external_id, **values}
+        if stamped:
+            given["group_timestamps"] = stamps([name for name, value in given.items() if value is not None])
         rows.append([given[f.attname] if f.attname in given else f.get_default() for f in varying])
     columns = [f.column for f in varying] + [f.column for f, _ in constant]
     arrays = ", ".join(f"%s::{types[f.column]}[]" for f in varying)

@@ -335,7 +335,7 @@ class TimelineBatch:
             {**{k: p.values[k] for k in ("email", "external_id") if p.values[k]}, "last_active_at": p.last_active}
             for p in new
         ]
-        for person, result in zip(new, contacts_bulk_upsert(rows=rows, actor=self.actor), strict=True):
+        for person, result in zip(new, contacts_bulk_upsert(rows=rows, actor=self.actor, stamp_as=None), strict=True):
             if result["status"] == "error":
                 person.failed = ValidationError(result["errors"])
             else:

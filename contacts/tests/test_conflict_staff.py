@@ -172,3 +172,19 @@ def test_two_syncs_racing_end_with_the_newer_values(system_actor):
     assert contact.first_name == "Newer"
     assert (newer_stale, older_stale) == ({}, {"first_name": "Older"})
     assert contact.group_timestamps["identity"]["at"] == now.isoformat()
+
+
+def test_a_bulk_import_stamps_the_groups_its_rows_set_as_a_staff_edit(app, key_client):
+    """POST /api/v1/contacts/bulk-upsert is a CRM-side write made now, as a PATCH is: an app
+    event older than the import is stale for the fields it set, on updated and new contacts."""
+    ContactFactory(email=None, external_id="u-1", first_name="Ann")
+    importer = key_client(["contacts:write"], name="importer")
+    rows = [{"external_id": "u-1", "first_name": "Annie"}, {"external_id": "u-2", "first_name": "Bo"}]
+    response = importer.post("/api/v1/contacts/bulk-upsert", {"contacts": rows}, format="json")
+    assert [r["status"] for r in response.json()["results"]] == ["updated", "created"]
+    for user in ("u-1", "u-2"):
+        stamp = Contact.objects.get(external_id=user).group_timestamps["identity"]
+        assert stamp["source"] == "staff", stamp
+    result = send(app, "old", "profile_updated", timezone.now() - dt.timedelta(hours=1), first_name="Anne")
+    assert result["stale"] == ["first_name"]
+    assert Contact.objects.get(external_id="u-1").first_name == "Annie"
