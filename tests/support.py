@@ -49,6 +49,23 @@ def race(count: int, work) -> list:
     return results
 
 
+def other_connection(**kwargs):
+    """A psycopg connection of its own to the test database (another session: a migration
+    running beside the web workers, a transaction holding locks), for `with`."""
+    import psycopg
+    from django.db import connection
+
+    db = connection.settings_dict
+    params = {
+        "dbname": db["NAME"],
+        "user": db["USER"],
+        "password": db["PASSWORD"],
+        "host": db["HOST"],
+        "port": db["PORT"],
+    }
+    return psycopg.connect(**params, **kwargs)
+
+
 def wait_until(predicate, timeout: float = 20.0, interval: float = 0.1):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

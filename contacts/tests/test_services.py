@@ -216,19 +216,12 @@ def test_a_move_or_archive_does_not_wait_for_rows_being_written_about_the_contac
     transaction inserting an activity for the contact (which holds FOR KEY SHARE on its row
     until it commits) does not block them, and a batch holding the row cannot deadlock with
     them by upgrading its lock."""
-    import psycopg
     from django.db import connection
 
+    from tests.support import other_connection
+
     contact = ContactFactory(lifecycle_stage=Stage.VISITOR)
-    db = connection.settings_dict
-    params = {
-        "dbname": db["NAME"],
-        "user": db["USER"],
-        "password": db["PASSWORD"],
-        "host": db["HOST"],
-        "port": db["PORT"],
-    }
-    with psycopg.connect(**params) as other:  # an open transaction writing the contact's timeline
+    with other_connection() as other:  # an open transaction writing the contact's timeline
         other.execute("SET CONSTRAINTS ALL IMMEDIATE")  # its foreign key checked now, as at a commit
         other.execute(
             "INSERT INTO contacts_activity (contact_id, type, occurred_at, source, properties, created_at) "

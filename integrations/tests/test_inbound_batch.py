@@ -6,7 +6,6 @@ after the kick, and reads each event's outcome back from GET /api/v1/events/{id}
 
 from datetime import timedelta
 
-import psycopg
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -20,7 +19,7 @@ from crm_platform.models import OutboxMessage
 from integrations.models import InboundEvent, SyncEvent
 from integrations.tasks import inbox_apply
 from leads.models import Lead
-from tests.support import race
+from tests.support import other_connection, race
 
 pytestmark = pytest.mark.django_db
 EVENTS = "/api/v1/events"
@@ -399,16 +398,8 @@ def test_a_column_type_changed_under_the_prepared_statements_fails_no_request(tr
         assert response.json()["accepted"] == 2
 
     post("before")  # prepares the user check and the INSERT on this connection
-    db = connection.settings_dict
-    params = {
-        "dbname": db["NAME"],
-        "user": db["USER"],
-        "password": db["PASSWORD"],
-        "host": db["HOST"],
-        "port": db["PORT"],
-    }
     widened = []
-    with psycopg.connect(**params, autocommit=True) as other:  # the migrations' own connection
+    with other_connection(autocommit=True) as other:  # the migrations' own connection
         try:  # one column a statement returns at a time: the INSERT's, then the user check's
             for table, column, length in [
                 ("integrations_inboundevent", "key", 200),
