@@ -17,6 +17,7 @@ from django.utils.html import format_html
 
 from crm_platform.actor import Actor
 from crm_platform.admin_tools import (
+    PHI_PERMISSION,
     ExactSearchMixin,
     FastChangeListMixin,
     PhiAdminMixin,
@@ -129,7 +130,7 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
         see them (compliance.view_phi), as on the API (phi:read); for everyone else those
         fields are shown, not editable."""
         fields = list(super().get_readonly_fields(request, obj))
-        if not request.user.has_perm("compliance.view_phi"):
+        if not request.user.has_perm(PHI_PERMISSION):
             fields += ["may_receive_phi", "phi_fields"]
             if obj is not None and obj.may_receive_phi:
                 fields += ["url", "event_types"]
@@ -176,7 +177,7 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
     @admin.action(description="Enable", permissions=["change"])
     def enable(self, request, queryset):
         actor = Actor.from_request(request)
-        may_send_phi = request.user.has_perm("compliance.view_phi")
+        may_send_phi = request.user.has_perm(PHI_PERMISSION)
         enabled = 0
         for endpoint in queryset:
             if endpoint.may_receive_phi and not may_send_phi:

@@ -45,7 +45,6 @@ PHI_AUTHORITY = (
 )
 STAFF_DISABLED = "Staff disabled this endpoint; ask them to enable it."
 API_DISABLED = "disabled through the API"
-STAFF_DISABLED_REASON = "disabled by staff"
 
 
 def _check_phi_authority(request, data: dict, endpoint: WebhookEndpoint | None = None) -> None:
@@ -84,7 +83,7 @@ SECRET_WITHHELD = {"secret": _secret_again}
 def _disable_reason(request) -> str:
     """Why an endpoint was switched off through the API: by its client (which may switch it on
     again) or by staff signed in (whose decision a client may not undo)."""
-    return API_DISABLED if isinstance(request.auth, ApiKey) else STAFF_DISABLED_REASON
+    return API_DISABLED if isinstance(request.auth, ApiKey) else services.STAFF_DISABLED_REASON
 
 
 def _client_may_enable(request, endpoint: WebhookEndpoint) -> bool:
@@ -148,7 +147,6 @@ class WebhookEndpointDetailApi(APIView):
                 services.webhook_endpoint_enable(endpoint=endpoint, actor=actor)
             elif enabled is False and endpoint.enabled:
                 services.webhook_endpoint_disable(endpoint=endpoint, actor=actor, reason=_disable_reason(request))
-        endpoint.refresh_from_db()
         return Response(io.WebhookEndpointOutput(endpoint).data)
 
     @extend_schema(request=None, responses={204: None})
@@ -189,7 +187,7 @@ class WebhookEndpointRotateSecretApi(APIView):
             endpoint=endpoint, actor=Actor.from_request(request), **data
         )
         body = {"id": endpoint.pk, "secret": secret, "previous_secret_until": until}
-        return Response(io.SecretRotationOutput(body).data | {"id": endpoint.pk})
+        return Response(io.SecretRotationOutput(body).data)
 
 
 class WebhookEndpointDeliveriesApi(generics.ListAPIView):

@@ -65,6 +65,7 @@ class SecretRotationInput(serializers.Serializer):
 
 
 class SecretRotationOutput(serializers.Serializer):
+    id = serializers.IntegerField(help_text="The endpoint.")
     secret = serializers.CharField(help_text="The new signing secret. Shown only in this response.")
     previous_secret_until = serializers.DateTimeField(
         allow_null=True, help_text="Until then deliveries carry both signatures."

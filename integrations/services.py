@@ -154,7 +154,10 @@ def previous_secrets_forget(*, older_than_days: int = 0, chunk: int = 0) -> int:
     )
 
 
-def webhook_endpoint_disable(*, endpoint: WebhookEndpoint, actor: Actor, reason: str = "disabled by staff") -> None:
+STAFF_DISABLED_REASON = "disabled by staff"
+
+
+def webhook_endpoint_disable(*, endpoint: WebhookEndpoint, actor: Actor, reason: str = STAFF_DISABLED_REASON) -> None:
     """Stop sending to an endpoint; its queued messages go dead (replayable once it is enabled)."""
     with transaction.atomic():
         endpoint_disable(endpoint=endpoint, reason=reason, actor=actor, by_system=False)
