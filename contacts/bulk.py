@@ -96,11 +96,10 @@ def contacts_bulk_upsert(
             updates[index] = (match["id"], fields)
         for index in merged:  # the one-at-a-time service follows the merge to the survivor
             _one_by_one(index, prepared[index], results, actor)
-        now = timezone.now()
-
-        def stamps(fields) -> dict[str, Any] | None:
-            return None if stamp_as is None else conflict.stamp({}, source=stamp_as, occurred_at=now, fields=fields)
-
+        # stamps(fields=a row's field names) -> the stamps of their groups; None: no stamping
+        stamps = None
+        if stamp_as is not None:
+            stamps = functools.partial(conflict.stamp, {}, source=stamp_as, occurred_at=timezone.now())
         _update(updates, prepared, results, actor, stamps)
         _create(creates, prepared, results, actor, stamps)
     return results
@@ -214,9 +213,9 @@ def _update(updates: dict[int, tuple[int, dict[str, Any]]], prepared, results, a
     types = _column_types()
     arrays, names, sets = ["%s::bigint[]"], ["id"], []
     unnest_params: list[Any] = [[contact_id for contact_id, _ in updates.values()]]
-    if stamps(()) is not None:  # the groups each row writes, stamped over the stored stamps
+    if stamps is not None:  # the groups each row writes, stamped over the stored stamps
         arrays, names = [*arrays, "%s::text[]"], [*names, "s"]
-        unnest_params.append([json.dumps(stamps(fields)) for _, fields in updates.values()])
+        unnest_params.append([json.dumps(stamps(fields=fields)) for _, fields in updates.values()])
         sets.append("group_timestamps = c.group_timestamps || v.s::jsonb")
     for i, column in enumerate(columns):
         arrays += [f"%s::{types[column]}[]", "%s::boolean[]"]
@@ -262,8 +261,7 @@ def _create(creates, prepared, results, actor: Actor, stamps) -> None:
     # rows (its default, or now) and travels once, as a scalar: quoting ~40 arrays of 1,000
     # values was most of this request's time.
     given_names = {"email", "external_id"}.union(*(values.keys() for _, _, values in creates.values()))
-    stamped = stamps(()) is not None
-    if stamped:
+    if stamps is not None:
         given_names.add("group_timestamps")
     varying, constant = [], []
     for field in Contact._meta.concrete_fields:
@@ -276,8 +274,8 @@ def _create(creates, prepared, results, actor: Actor, stamps) -> None:
     rows = []
     for email, external_id, values in creates.values():
         given = {"email": email, "external_id": external_id, **values}
-        if stamped:
-            given["group_timestamps"] = stamps([name for name, value in given.items() if value is not None])
+        if stamps is not None:
+            given["group_timestamps"] = stamps(fields=[name for name, value in given.items() if value is not None])
         rows.append([given[f.attname] if f.attname in given else f.get_default() for f in varying])
     columns = [f.column for f in varying] + [f.column for f, _ in constant]
     arrays = ", ".join(f"%s::{types[f.column]}[]" for f in varying)
