@@ -158,7 +158,7 @@ class _AppUserLimits:
     def __init__(self, owner: str, events: list[Event]):
         self.short: dict[str, tuple[int, int]] = {}
         self.counted: dict[str, int] = {}
-        self.key, self.now, self.period = _app_user_window(owner), time.time(), 60
+        self.key, self.now, self.period = _app_user_window(owner), time.time(), 0  # period: set when counted
         rate = _app_user_rate()
         if not rate or not events:
             return

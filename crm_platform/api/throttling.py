@@ -116,6 +116,13 @@ return #members
 _scripts: dict[tuple[int, str], object] = {}
 
 
+def _counters(key: str, window: int, now: float) -> list[str]:
+    """The Redis keys of `key`'s counters for the window `now` falls in and the one before it
+    (one counter each, or one hash of its members' counters)."""
+    current = int(now // window)
+    return [f"rl:{key}:{current}", f"rl:{key}:{current - 1}"]
+
+
 def _script(name: str, source: str):
     """A script, registered once per Redis client (redis-py sends EVALSHA, and the source
     again only if the server has forgotten it)."""
@@ -134,8 +141,7 @@ def sliding_window_hits(
     now = time.time() if now is None else now
     keys, args = [], []
     for key, _, window, *member in windows:
-        current = int(now // window)
-        keys += [f"rl:{key}:{current}", f"rl:{key}:{current - 1}"]
+        keys += _counters(key, window, now)
         args += [window * 2, member[0] if member else ""]
     replies = _script("hits", _HITS)(keys=keys, args=args)
     waits = []
@@ -155,11 +161,10 @@ def sliding_window_hits_members(
     window for sliding_window_refund."""
     if not hits:
         return {}
-    current = int(now // window)
-    elapsed = now - current * window
+    elapsed = now - int(now // window) * window
     members = list(hits)
     replies = _script("members", _MEMBER_HITS)(
-        keys=[f"rl:{key}:{current}", f"rl:{key}:{current - 1}"],
+        keys=_counters(key, window, now),
         args=[
             json.dumps(members),
             json.dumps([hits[member] for member in members]),
@@ -184,7 +189,7 @@ def sliding_window_refund(key: str, refunds: dict[str, int], window: int, now: f
     if refunds:
         members = list(refunds)
         _script("refunds", _MEMBER_REFUNDS)(
-            keys=[f"rl:{key}:{int(now // window)}"],
+            keys=_counters(key, window, now)[:1],
             args=[json.dumps(members), json.dumps([refunds[member] for member in members])],
         )
 
