@@ -323,11 +323,14 @@ def _contact_update(
     sync_source: str,
     occurred_at: dt.datetime | None,
     stamped_fields: Iterable[str] | None = None,
+    row_locked: bool = False,
 ) -> Contact:
     """contact_update, written as `sync_source` at `occurred_at` (None: now). It stamps the
     groups of `stamped_fields`, by default the fields it changes (a staff edit). A sync names
     what the policy let it apply: a source saying a value again still moves its group's time
-    on, and an identifier filled in against a newer group leaves that group's stamp alone."""
+    on, and an identifier filled in against a newer group leaves that group's stamp alone.
+    `row_locked`: `contact` is the row as the caller locked it in its open transaction
+    (contact_sync), so it is not read and locked again."""
     identity = {k: fields.pop(k) for k in list(fields) if k in IDENTITY_FIELDS}
     cleaned = _clean_fields(fields, country=contact.country)
     if "email" in identity:
@@ -339,7 +342,7 @@ def _contact_update(
         # unique indexes, which are not keys) and the one the inbound timeline batch takes: no
         # upgrade when both run in one transaction, and rows pointing at the contact
         # (activities, notes) can still be inserted meanwhile.
-        locked = Contact.objects.select_for_update(no_key=True).get(pk=contact.pk)
+        locked = contact if row_locked else Contact.objects.select_for_update(no_key=True).get(pk=contact.pk)
         if not (cleaned.get("email", locked.email) or cleaned.get("external_id", locked.external_id)):
             raise ValidationError({"email": ["A contact keeps an email or an app user id."]})
         for field in IDENTITY_FIELDS & cleaned.keys():
@@ -481,6 +484,7 @@ def contact_sync(
                 sync_source=sync_source,
                 occurred_at=occurred_at,
                 stamped_fields=applied,
+                row_locked=True,
             )
             return contact, False, {k: v for k, v in stale.items() if k not in identity}
     raise ConflictError("The contact kept changing under this request; try again.")
