@@ -293,6 +293,10 @@ def webhook_body(*, event_type: str, occurred_at, data: dict[str, Any]) -> str:
     )
 
 
+# The delivery log's error when nothing answered (NO_ANSWER below).
+CONNECTION_FAILED, CONNECT_TIMEOUT, TIMEOUT = "connection failed", "connect timeout", "timeout"
+
+
 def webhook_send(
     *,
     endpoint: WebhookEndpoint,
@@ -338,11 +342,11 @@ def webhook_send(
         if not delivery.succeeded:
             delivery.error = f"HTTP {response.status}"
     except urllib3.exceptions.NewConnectionError:  # on every address tried
-        delivery.error = "connection failed"
+        delivery.error = CONNECTION_FAILED
     except urllib3.exceptions.ConnectTimeoutError:
-        delivery.error = "connect timeout"
+        delivery.error = CONNECT_TIMEOUT
     except urllib3.exceptions.TimeoutError:
-        delivery.error = "timeout"
+        delivery.error = TIMEOUT
     except (urllib3.exceptions.HTTPError, OSError) as exc:
         delivery.error = f"{type(exc).__name__}"[:EXCERPT_CHARS]
     except BaseException as exc:
@@ -364,7 +368,7 @@ def webhook_send(
 
 # What webhook_send logs when nothing answered: the relay then leaves the endpoint's other
 # rows alone for a while (TargetUnreachableError) instead of waiting out a timeout for each.
-NO_ANSWER = frozenset({"connection failed", "connect timeout", "timeout"})
+NO_ANSWER = frozenset({CONNECTION_FAILED, CONNECT_TIMEOUT, TIMEOUT})
 
 
 # ----------------------------------------------------------------------------- endpoint state
