@@ -1,6 +1,8 @@
 """integrations admin: the outbox (read-only, replay, purge), webhook endpoints and their delivery log.
 
-Actions call relay/services functions; secrets are shown once, in the message after creation.
+Actions call relay/services functions. A signing secret (a new endpoint's, a rotated one) is shown
+once, on the page that answers the request that made it: never in a message, which Django's
+default storage keeps in a cookie on the browser until the next page.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from django.contrib.admin.views.main import ChangeList
 from django.contrib.postgres.forms import SimpleArrayField
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.template.response import TemplateResponse
 from django.utils.html import format_html
 
 from crm_platform.actor import Actor
@@ -168,11 +171,14 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
             return
         endpoint, secret = services.webhook_endpoint_create(actor=actor, **data)
         obj.pk = endpoint.pk
-        self.message_user(
-            request,
-            format_html("Signing secret (shown only now, copy it): <code>{}</code>", secret),
-            messages.WARNING,
-        )
+        request._webhook_secrets = [(endpoint, secret, "")]
+
+    def response_add(self, request, obj, post_url_continue=None):
+        return self._secrets_shown_once(request, "Webhook endpoint added", request._webhook_secrets)
+
+    def _secrets_shown_once(self, request, title: str, secrets: list[tuple[WebhookEndpoint, str, str]]):
+        context = {**self.admin_site.each_context(request), "title": title, "secrets": secrets, "opts": self.opts}
+        return TemplateResponse(request, "admin/integrations/webhookendpoint/secrets.html", context)
 
     @admin.action(description="Enable", permissions=["change"])
     def enable(self, request, queryset):
@@ -212,19 +218,12 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
     @admin.action(description="Rotate the signing secret (the old one signs too for 24 h)", permissions=["change"])
     def rotate_secret(self, request, queryset):
         actor = Actor.from_request(request)
+        secrets = []
         for endpoint in queryset:
             secret, until = services.webhook_endpoint_rotate_secret(endpoint=endpoint, actor=actor)
-            self.message_user(
-                request,
-                format_html(
-                    "{}: new signing secret (shown only now, copy it): <code>{}</code>; the old one also signs "
-                    "until {}.",
-                    endpoint,
-                    secret,
-                    f"{until:%Y-%m-%d %H:%M} UTC" if until else "now",
-                ),
-                messages.WARNING,
-            )
+            note = f"The old secret also signs until {until:%Y-%m-%d %H:%M} UTC." if until else "The old one stopped."
+            secrets.append((endpoint, secret, note))
+        return self._secrets_shown_once(request, "Signing secrets rotated", secrets)
 
     @admin.action(description="Replay failed and dead deliveries", permissions=["change"])
     def replay_failed(self, request, queryset):

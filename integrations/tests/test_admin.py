@@ -68,14 +68,22 @@ def test_staff_without_the_outbox_change_permission_cannot_replay(client, staff_
     assert OutboxMessage.objects.get(pk=row.pk).status == "dead"
 
 
+def _assert_not_kept_in_a_cookie(client, response, secret: str) -> None:
+    """The page that made a secret shows it; no cookie (Django's message storage) carries it to
+    the browser, and no later page shows it again."""
+    assert all(secret not in morsel.value for morsel in response.cookies.values())
+    assert all(secret not in morsel.value for morsel in client.cookies.values())
+    assert secret.encode() not in client.get(reverse("admin:integrations_webhookendpoint_changelist")).content
+
+
 def test_adding_an_endpoint_in_the_admin_shows_the_secret_once(admin_client, receiver):
     response = admin_client.post(
         reverse("admin:integrations_webhookendpoint_add"),
         {"url": receiver.url, "description": "Partner", "event_types": ["contact.created"], "phi_fields": ""},
-        follow=True,
     )
     endpoint = WebhookEndpoint.objects.get()
-    assert endpoint.secret.encode() in response.content
+    assert response.status_code == 200 and endpoint.secret.encode() in response.content
+    _assert_not_kept_in_a_cookie(admin_client, response, endpoint.secret)
     change = admin_client.get(reverse("admin:integrations_webhookendpoint_change", args=[endpoint.pk]))
     assert change.status_code == 200 and endpoint.secret.encode() not in change.content
     listing = admin_client.get(reverse("admin:integrations_webhookendpoint_changelist"))
@@ -121,10 +129,13 @@ def test_endpoint_actions_disable_enable_and_send_test(admin_client, make_endpoi
 
 def test_rotating_a_secret_in_the_admin_shows_the_new_one_once(admin_client, make_endpoint):
     endpoint, old = make_endpoint()
-    response = _action(admin_client, "integrations_webhookendpoint", "rotate_secret", [endpoint.pk])
+    url = reverse("admin:integrations_webhookendpoint_changelist")
+    response = admin_client.post(url, {"action": "rotate_secret", "_selected_action": [str(endpoint.pk)]})
     endpoint.refresh_from_db()
     assert endpoint.secret != old and endpoint.previous_secret == old and endpoint.previous_secret_until
-    assert endpoint.secret.encode() in response.content
+    assert response.status_code == 200 and endpoint.secret.encode() in response.content
+    assert b"The old secret also signs until" in response.content
+    _assert_not_kept_in_a_cookie(admin_client, response, endpoint.secret)
     change = admin_client.get(reverse("admin:integrations_webhookendpoint_change", args=[endpoint.pk]))
     assert endpoint.secret.encode() not in change.content and old.encode() not in change.content
 
