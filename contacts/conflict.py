@@ -22,7 +22,9 @@ they change, so what the policy decides is what later writes may do to them:
   the app never overwrites either.
 - identity, marketing: every source ranks the same; the newer write wins.
 "staff" is not a source an API client can name on an event (integrations.inbound accepts
-app, crm, marketing), so no event can claim a staff edit's rank.
+app, crm, marketing), so no event can claim a staff edit's rank; and only a key with the scope
+events:sources (an outside tool's connector) may name crm or marketing, so the app's own key
+cannot claim the CRM side's rank on the health profile.
 """
 
 from __future__ import annotations

@@ -288,6 +288,11 @@ class EventInput(serializers.Serializer):
 
 
 _SOURCES = frozenset(EventInput().fields["source"].choices)
+APP_SOURCE = "app"
+OTHER_SOURCE_REFUSED = (
+    'Only a key with the scope "events:sources" may send events as source "{source}" (an outside CRM or '
+    "marketing tool, which the conflict policy ranks above the app on some fields)."
+)
 _USER_KEYS = frozenset({"external_id", "email"})
 
 

@@ -21,6 +21,7 @@ from django.utils import timezone
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from psycopg.errors import DeadlockDetected
 from rest_framework import serializers
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.generics import get_object_or_404
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
@@ -28,6 +29,8 @@ from rest_framework.views import APIView
 
 from crm_platform.actor import Actor
 from crm_platform.api.fastjson import FastJSONParser, FastJSONRenderer, fingerprint_bytes
+from crm_platform.api.permissions import has_scope
+from crm_platform.api.scopes import EVENT_SOURCES
 from crm_platform.api.throttling import (
     PrincipalRateThrottle,
     parse_rate,
@@ -35,7 +38,15 @@ from crm_platform.api.throttling import (
     sliding_window_refund,
 )
 from crm_platform.idempotency import HEADER, REPLAYED, key_refusal, key_reused, owner_of, request_fingerprint
-from integrations.inbound import Event, EventInput, event_parse, event_refusals_record, outcome_errors
+from integrations.inbound import (
+    APP_SOURCE,
+    OTHER_SOURCE_REFUSED,
+    Event,
+    EventInput,
+    event_parse,
+    event_refusals_record,
+    outcome_errors,
+)
 from integrations.inbox import Accepted, Entry, inbox_accept, inbox_accept_one, inbox_find_many, inbox_refusals
 from integrations.models import InboundEvent
 
@@ -218,7 +229,10 @@ class EventApi(ReplaysPassThrottleMixin, APIView):
         key = request.headers.get(HEADER)
         if refused := key_refusal(key, required=True):
             return refused
-        return _queue_one(request, route=InboundEvent.Route.EVENT, event=event_parse(request.data), key=key)
+        event = event_parse(request.data)
+        if event.source != APP_SOURCE and not has_scope(request, EVENT_SOURCES):
+            raise PermissionDenied(OTHER_SOURCE_REFUSED.format(source=event.source))
+        return _queue_one(request, route=InboundEvent.Route.EVENT, event=event, key=key)
 
 
 class EventDetailApi(APIView):
@@ -265,14 +279,20 @@ class EventBatchApi(APIView):
         items = request.data.get("events") if isinstance(request.data, dict) else None
         if not (isinstance(items, list) and 0 < len(items) <= BATCH_MAX and all(isinstance(i, dict) for i in items)):
             self.BatchInput(data=request.data).is_valid(raise_exception=True)  # words the 400
-        results = batch_queue(items, actor=Actor.from_request(request), owner=owner_of(request))
+        results = batch_queue(
+            items,
+            actor=Actor.from_request(request),
+            owner=owner_of(request),
+            other_sources=has_scope(request, EVENT_SOURCES),
+        )
         counts = {k: sum(r["status"] == k for r in results) for k in ("accepted", "replayed", "rejected")}
         return Response({"results": results, **counts}, status=202)
 
 
-def batch_queue(items: list[dict], *, actor: Actor, owner: str) -> list[dict]:
+def batch_queue(items: list[dict], *, actor: Actor, owner: str, other_sources: bool = False) -> list[dict]:
     """One result per item: {"id", "status": accepted|replayed, "event": inbox id} or
-    {"id", "status": rejected, "errors"}."""
+    {"id", "status": rejected, "errors"}. `other_sources`: whether the sender may send events as
+    a source other than the app (scope events:sources)."""
     results: list[dict | None] = [None] * len(items)
     leaders: dict[str, tuple[int, str]] = {}  # event id -> (first index, fingerprint)
     repeats: list[tuple[int, str, str]] = []
@@ -289,9 +309,14 @@ def batch_queue(items: list[dict], *, actor: Actor, owner: str) -> list[dict]:
             continue
         leaders[event_id] = (index, fingerprint)
         try:
-            parsed.append((index, Entry(f"event:{event_id}", fingerprint, event_parse(item, received_at=received_at))))
+            event = event_parse(item, received_at=received_at)
         except ValidationError as exc:
             results[index] = _rejected(event_id, outcome_errors(exc))
+            continue
+        if event.source != APP_SOURCE and not other_sources:
+            results[index] = _rejected(event_id, {"source": [OTHER_SOURCE_REFUSED.format(source=event.source)]})
+            continue
+        parsed.append((index, Entry(f"event:{event_id}", fingerprint, event)))
     limits = _AppUserLimits(owner, [entry.event for _, entry in parsed])
     if limits.short:
         parsed = _within_allowances(parsed, limits.short, results, owner)

@@ -104,10 +104,11 @@ def test_an_app_engagement_event_older_than_a_staff_edit_of_the_group_is_stale(s
     assert result["stale"] == ["last_login_at"] and contact.last_login_at is None
 
 
-def test_an_outside_crm_does_not_overwrite_a_staff_engagement_edit_even_when_newer(staff, app):
+def test_an_outside_crm_does_not_overwrite_a_staff_engagement_edit_even_when_newer(staff, key_client):
     contact = ContactFactory(external_id="u-1")
     patch(staff, contact, engagement_tier="gold")
-    result = send(app, "crm", "user_logged_in", timezone.now() + dt.timedelta(seconds=1), source="crm")
+    connector = key_client(["events:write", "events:read", "events:sources"], name="crm connector")
+    result = send(connector, "crm", "user_logged_in", timezone.now() + dt.timedelta(seconds=1), source="crm")
     contact.refresh_from_db()
     assert result["stale"] == ["last_login_at"] and contact.last_login_at is None
 

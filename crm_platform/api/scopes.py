@@ -33,12 +33,18 @@ RESOURCES: dict[str, str] = {
 
 PHI_READ = "phi:read"
 ADMIN = "admin"
+EVENT_SOURCES = "events:sources"
 
 _SPECIAL = [
     Scope(PHI_READ, "see medical fields (conditions, medications, labs, notes, measurements)"),
     Scope("gdpr:write", "run GDPR/CCPA export and erasure"),
     Scope("consents:write", "record consent grants and revocations (with their proof)"),
     Scope("audit:read", "read the audit log"),
+    Scope(
+        EVENT_SOURCES,
+        "send events as an outside CRM or marketing tool (source crm or marketing), with the rank the "
+        "conflict policy gives it over the app's own events",
+    ),
     Scope(ADMIN, "every scope except phi:read, and the operator jobs"),
 ]
 

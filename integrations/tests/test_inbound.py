@@ -399,3 +399,18 @@ def test_seed_002_timestamps_out_of_range_are_400(app):
     ContactFactory(email=None, external_id="u-1")
     response = send(app, APP_EVENT, body, key="huge")
     assert response.status_code == 400 and "occurred_at" in response.json()["error"]["fields"]
+
+
+def test_only_a_key_with_events_sources_may_send_as_an_outside_crm(app, key_client):
+    """The conflict policy ranks an outside CRM above the app on some fields: a plain app key
+    claiming source "crm" is refused (403, nothing written); a connector's key may."""
+    ContactFactory(external_id="u-1")
+    body = {"type": "user_logged_in", "user": {"external_id": "u-1"}, "source": "crm"}
+    refused = send(app, EVENTS, body, key="as-crm", apply=False)
+    assert refused.status_code == 403 and "events:sources" in refused.json()["error"]["message"]
+    assert not InboundEvent.objects.exists()
+    connector = key_client(["events:write", "events:read", "events:sources"], name="crm connector")
+    accepted = send(connector, EVENTS, body, key="as-crm")
+    assert accepted.status_code == 202, accepted.content
+    assert outcome(connector, accepted)["status"] == "applied"
+    assert Activity.objects.get(type="user_logged_in").source == "crm"

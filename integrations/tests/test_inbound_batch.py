@@ -555,3 +555,17 @@ def test_a_lead_captured_by_an_event_is_written_as_the_app_then_not_as_staff_now
     contact = Contact.objects.get(email="ann@example.com")
     assert (contact.first_name, contact.phone, contact.external_id) == ("Annabel", "+14155550100", "u-ann")
     assert all(stamp["source"] == "app" for stamp in contact.group_timestamps.values()), contact.group_timestamps
+
+
+def test_an_event_sent_as_another_source_without_events_sources_is_rejected_alone(app, key_client):
+    ContactFactory(external_id="u-1")
+    events = [
+        {"id": "a", "type": "custom", "user": {"external_id": "u-1"}},
+        {"id": "b", "type": "custom", "user": {"external_id": "u-1"}, "source": "marketing"},
+    ]
+    body = batch(app, events)
+    assert statuses(body) == ["accepted", "rejected"]
+    assert "events:sources" in body["results"][1]["errors"]["source"][0]
+    assert InboundEvent.objects.count() == 1
+    connector = key_client(["events:write", "events:read", "events:sources"], name="marketing connector")
+    assert statuses(batch(connector, [{**events[1], "id": "c"}])) == ["accepted"]

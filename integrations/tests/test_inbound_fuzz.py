@@ -166,7 +166,7 @@ app_events = st.one_of(near_app_events(), near_app_events(), near_app_events(), 
 @pytest.fixture
 def app(key_client):
     ContactFactory(email=KNOWN_EMAIL, external_id=KNOWN_ID)
-    return key_client(["events:write"])
+    return key_client(["events:write", "events:sources"])
 
 
 _examples = itertools.count()
