@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import concurrent.futures
 import hashlib
 import hmac
 import ipaddress
 import json
 import logging
+import os
 import secrets
 import socket
 import threading
@@ -124,6 +126,36 @@ def _resolver():
     return import_string(path) if path else system_resolve
 
 
+class LookupTimedOutError(OSError):
+    """The host name lookup took longer than WEBHOOK_DNS_TIMEOUT_SECONDS."""
+
+
+# getaddrinfo has no timeout of its own (the system resolver's retries can take tens of seconds,
+# and a relay batch or an API request would wait them out): lookups run on a few threads of
+# this process and are waited for WEBHOOK_DNS_TIMEOUT_SECONDS. A lookup that overruns finishes
+# in the background, on its thread. One pool per process (made after a worker forks).
+_lookups: tuple[int, concurrent.futures.ThreadPoolExecutor] | None = None
+_lookups_lock = threading.Lock()
+
+
+def _lookup_pool() -> concurrent.futures.ThreadPoolExecutor:
+    global _lookups
+    with _lookups_lock:
+        if _lookups is None or _lookups[0] != os.getpid():
+            _lookups = (os.getpid(), concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="webhook-dns"))
+        return _lookups[1]
+
+
+def _lookup(host: str, port: int) -> list[str]:
+    """The resolver's answer for `host`, or LookupTimedOutError after the DNS timeout."""
+    future = _lookup_pool().submit(_resolver(), host, port)
+    try:
+        return future.result(timeout=float(_setting("WEBHOOK_DNS_TIMEOUT_SECONDS", 5)))
+    except concurrent.futures.TimeoutError:
+        future.cancel()  # still queued behind overrunning lookups: never run it
+        raise LookupTimedOutError(host) from None
+
+
 # A name may resolve to several addresses (IPv6 and IPv4, several hosts): a send whose connection
 # fails before anything was sent tries the next checked one, up to this many in all.
 MAX_ADDRESSES = 3
@@ -160,13 +192,15 @@ def url_resolve(url: str) -> PinnedTarget:
     """Resolve the URL's host once, check every address (unless private targets are allowed)
     and pin the first: the connection then goes to exactly the address we checked, so DNS
     that changes between check and connect (rebinding) cannot reach a private address.
-    Raises ValidationError: code "scheme", "unresolvable" or "private"."""
+    Raises ValidationError: code "scheme", "unresolvable", "lookup_timeout" or "private"."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise _refused("Enter an http(s) URL with a host.", "scheme")
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
-        addresses = _resolver()(parts.hostname, port)
+        addresses = _lookup(parts.hostname, port)
+    except LookupTimedOutError:
+        raise _refused("The host name lookup timed out; try again later.", "lookup_timeout") from None
     except (OSError, UnicodeError, ValueError):
         addresses = []
     if not addresses:
@@ -504,8 +538,11 @@ class WebhookDestination(BaseDestination):
         try:
             target = batch.target(endpoint.url)
         except ValidationError as exc:
-            if any(error.code == "unresolvable" for error in exc.error_dict["url"]):
+            codes = {error.code for error in exc.error_dict["url"]}
+            if codes & {"unresolvable", "lookup_timeout"}:
                 _note_failure(endpoint, timezone.now())
+                if "lookup_timeout" in codes:  # as a target that does not answer: its other rows wait
+                    raise TargetUnreachableError("host name lookup timed out") from None
                 raise TransientDeliveryError("host does not resolve") from None  # DNS may come back
             raise PermanentDeliveryError("target address refused") from None
         event_type = event_type_for(message.topic, message.payload) or message.topic

@@ -232,3 +232,43 @@ def test_a_soft_time_limit_mid_send_keeps_what_was_sent_so_nothing_goes_out_twic
         tasks.outbox_relay.apply().get()
     assert _ids(receiver) == Counter({f"msg_{parent.pk}": 1 for parent in parents})
     verified(secret, receiver.requests[-1])
+
+
+def test_a_host_name_lookup_that_hangs_costs_one_dns_timeout_a_run(make_endpoint, publish, receiver, settings):
+    """getaddrinfo has no timeout: a name server that does not answer held the relay (and an
+    API request checking a URL) for as long as the system resolver kept retrying."""
+    from tests.fakes.dns import FakeDns
+
+    settings.WEBHOOK_DNS_TIMEOUT_SECONDS = 0.2
+    with FakeDns({"hooks.partner.test": ["127.0.0.1"]}, slow={"hooks.partner.test": 3}):
+        stuck, _ = make_endpoint(url=f"http://hooks.partner.test:{receiver.port}/hook")
+        _publish_many(publish, 5)
+        started = time.monotonic()
+        run = tasks.outbox_relay.apply().get()
+        assert time.monotonic() - started < 1.5
+    assert run["postponed"] == 4 and not receiver.requests
+    stuck.refresh_from_db()
+    assert stuck.failing_since is not None and stuck.enabled
+    row = _rows(stuck).first()
+    assert (row.attempts, row.last_error) == (1, "host name lookup timed out")
+    assert list(_rows(stuck).values_list("attempts", flat=True)) == [1, 0, 0, 0, 0]
+
+
+def test_registering_a_url_whose_lookup_hangs_is_a_prompt_400(key_client, settings):
+    from tests.fakes.dns import FakeDns
+
+    settings.WEBHOOK_ALLOW_PRIVATE_TARGETS = False
+    settings.WEBHOOK_DNS_TIMEOUT_SECONDS = 0.2
+    client = key_client(["webhooks:write"])
+    with FakeDns({}, slow={"hooks.partner.test": 3}):
+        started = time.monotonic()
+        response = client.post(
+            "/api/v1/webhook-endpoints",
+            {"url": "https://hooks.partner.test/hook"},
+            format="json",
+            HTTP_IDEMPOTENCY_KEY="dns-1",
+        )
+        assert time.monotonic() - started < 1.5
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"]["url"] == ["The host name lookup timed out; try again later."]
+    assert not WebhookEndpoint.objects.exists()

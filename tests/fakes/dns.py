@@ -7,7 +7,9 @@
 
 A host maps to one list of addresses, or to a list of answers given in turn (the last one
 repeats), which is how a rebinding name behaves. IP literals resolve to themselves and
-`localhost` to loopback, as /etc/hosts has it; any other name does not resolve.
+`localhost` to loopback, as /etc/hosts has it; any other name does not resolve. `slow`:
+{host: seconds} each lookup of that host takes before it answers (a resolver retrying an
+unanswering name server).
 """
 
 from __future__ import annotations
@@ -15,13 +17,15 @@ from __future__ import annotations
 import ipaddress
 import socket
 import threading
+import time
 
 _active: FakeDns | None = None
 _ETC_HOSTS = {"localhost": [["127.0.0.1", "::1"]]}
 
 
 class FakeDns:
-    def __init__(self, hosts: dict[str, list]):
+    def __init__(self, hosts: dict[str, list], slow: dict[str, float] | None = None):
+        self._slow = {name.lower(): seconds for name, seconds in (slow or {}).items()}
         self._answers = {
             name: [list(a) for a in answers] if answers and isinstance(answers[0], list) else [list(answers)]
             for name, answers in hosts.items()
@@ -30,6 +34,8 @@ class FakeDns:
         self._lock = threading.Lock()
 
     def resolve(self, host: str, port: int) -> list[str]:
+        if host.lower() in self._slow:
+            time.sleep(self._slow[host.lower()])
         with self._lock:
             self.lookups.append(host)
             try:
