@@ -132,12 +132,13 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
         endpoint receiving them; switching one on, see `enable`) is decided by staff who may
         see them (compliance.view_phi), as on the API (phi:read); for everyone else those
         fields are shown, not editable."""
-        fields = list(super().get_readonly_fields(request, obj))
-        if not request.user.has_perm(PHI_PERMISSION):
-            fields += ["may_receive_phi", "phi_fields"]
-            if obj is not None and obj.may_receive_phi:
-                fields += ["url", "event_types"]
-        return fields
+        return [*super().get_readonly_fields(request, obj), *self._phi_guarded(request, obj)]
+
+    @staticmethod
+    def _phi_guarded(request, obj: WebhookEndpoint | None) -> list[str]:
+        if request.user.has_perm(PHI_PERMISSION):
+            return []
+        return ["may_receive_phi", "phi_fields", *(("url", "event_types") if obj and obj.may_receive_phi else ())]
 
     def get_changelist(self, request, **kwargs):
         return _EndpointChangeList
@@ -165,8 +166,20 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
         data = {name: form.cleaned_data[name] for name in form.Meta.fields if name in form.cleaned_data}
         if change:
             # The form has already written its values onto `obj`: the service compares them
-            # with the stored endpoint, to save and audit what changed.
-            stored = WebhookEndpoint.objects.get(pk=obj.pk)
+            # with the stored endpoint, to save and audit what changed. Locked, and judged
+            # again: medical fields switched on since the form was read make its address and
+            # event types someone else's to change.
+            stored = WebhookEndpoint.objects.select_for_update().get(pk=obj.pk)
+            guarded = set(self._phi_guarded(request, stored))
+            kept_out = sorted(name for name in data if name in guarded and data[name] != getattr(stored, name))
+            if kept_out:
+                data = {name: value for name, value in data.items() if name not in kept_out}
+                self.message_user(
+                    request,
+                    f"Not changed: {', '.join(kept_out)}. The endpoint now receives medical fields; "
+                    "staff who may see them decide where they go.",
+                    messages.ERROR,
+                )
             services.webhook_endpoint_update(endpoint=stored, data=data, actor=actor)
             return
         endpoint, secret = services.webhook_endpoint_create(actor=actor, **data)

@@ -134,14 +134,17 @@ class WebhookEndpointDetailApi(APIView):
 
     @extend_schema(request=io.WebhookEndpointInput, responses=io.WebhookEndpointOutput)
     def patch(self, request, pk: int):
-        endpoint = self._get(pk)
+        self._get(pk)  # 404 before 400
         data = _valid(io.WebhookEndpointInput, request.data, partial=True)
-        _check_phi_authority(request, data, endpoint)
-        enabled = data.pop("enabled", None)
-        if enabled is True and not endpoint.enabled and not _client_may_enable(request, endpoint):
-            raise PermissionDenied(STAFF_DISABLED)
         actor = Actor.from_request(request)
         with transaction.atomic():
+            # Locked before it is judged: a change racing this one (medical fields switched on
+            # by someone who may) is either seen here or waits for this one.
+            endpoint = get_object_or_404(_endpoints(request).select_for_update(), pk=pk)
+            _check_phi_authority(request, data, endpoint)
+            enabled = data.pop("enabled", None)
+            if enabled is True and not endpoint.enabled and not _client_may_enable(request, endpoint):
+                raise PermissionDenied(STAFF_DISABLED)
             endpoint = services.webhook_endpoint_update(endpoint=endpoint, data=data, actor=actor)
             if enabled is True and not endpoint.enabled:
                 services.webhook_endpoint_enable(endpoint=endpoint, actor=actor)
