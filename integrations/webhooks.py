@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import concurrent.futures
+import contextlib
 import hashlib
 import hmac
 import ipaddress
@@ -259,10 +260,88 @@ def url_check(url: str) -> None:
 # ----------------------------------------------------------------------------- one send
 
 
+class _Send:
+    """One send under way in this thread: when it must be over, and the connection carrying it
+    (recorded by the connection itself when the request goes out)."""
+
+    __slots__ = ("conn", "deadline", "expired")
+
+    def __init__(self, deadline: float):
+        self.deadline, self.conn, self.expired = deadline, None, False
+
+    def expire(self) -> None:
+        self.expired = True
+        sock = getattr(self.conn, "sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)  # the read blocked on it returns or fails at once
+
+
+_sending = threading.local()  # .send: the _Send of this thread, while one is under way
+
+
+class _Deadlines:
+    """Ends sends that outlast WEBHOOK_TIMEOUT_SECONDS in all. urllib3's read timeout bounds
+    each read, not the answer: a receiver sending its status line a byte at a time could hold
+    a send, and the relay behind it, as long as it liked. One thread per process watches the
+    sends under way and shuts a late one's socket down; it sleeps until the nearest deadline,
+    and a send wakes it only when its deadline is nearer than that (rarely: deadlines grow)."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._sends: dict[int, _Send] = {}
+        self._pid: int | None = None
+        self._sleeping_until: float | None = None  # None: until told
+
+    def watch(self, send: _Send) -> None:
+        with self._cond:
+            if self._pid != os.getpid():  # first use in this process (a worker forked after import)
+                self._pid, self._sends, self._sleeping_until = os.getpid(), {}, None
+                threading.Thread(target=self._run, name="webhook-deadlines", daemon=True).start()
+            self._sends[id(send)] = send
+            if self._sleeping_until is None or send.deadline < self._sleeping_until:
+                self._cond.notify()
+
+    def unwatch(self, send: _Send) -> None:
+        with self._cond:
+            self._sends.pop(id(send), None)
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                for key, send in list(self._sends.items()):
+                    if send.deadline <= now:
+                        del self._sends[key]
+                        send.expire()
+                self._sleeping_until = min((send.deadline for send in self._sends.values()), default=None)
+                self._cond.wait(None if self._sleeping_until is None else self._sleeping_until - now)
+
+
+_deadlines = _Deadlines()
+
+
+class _WatchedConnectionMixin:
+    def request(self, *args, **kwargs):
+        send = getattr(_sending, "send", None)
+        if send is not None:
+            send.conn = self
+        return super().request(*args, **kwargs)
+
+
+class _HTTPPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = type("WatchedHTTPConnection", (_WatchedConnectionMixin, urllib3.connection.HTTPConnection), {})
+
+
+class _HTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = type("WatchedHTTPSConnection", (_WatchedConnectionMixin, urllib3.connection.HTTPSConnection), {})
+
+
 # One pool manager per process: keep-alive connections are reused per (address, port, TLS name).
 # urllib3 directly rather than requests: the relay sends hundreds a second, and requests' own
 # layers (request preparation, hooks, environment lookups) cost more than the send itself.
 _pools = urllib3.PoolManager(num_pools=50, maxsize=4, retries=False, ca_certs=certifi.where())
+_pools.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
 
 
 def _pool_for(target: PinnedTarget):
@@ -361,13 +440,20 @@ def webhook_send(
     )
     started = time.monotonic()
     retry_after = ""
+    send = _sending.send = _Send(started + timeout_seconds())
+    _deadlines.watch(send)
     try:
         response = _post(_in_order(target), body.encode(), headers, started)
         try:
             excerpt = response.read(EXCERPT_CHARS)
-            if response.length_remaining != 0:  # more body (or no length): not worth reading for keep-alive
-                response.close()
+        except (urllib3.exceptions.HTTPError, OSError):
+            if not send.expired:
+                raise
+            excerpt = b""  # the status came in time; the body did not
         finally:
+            _deadlines.unwatch(send)
+            if send.expired or response.length_remaining != 0:  # more body (or no length): not worth reading
+                response.close()
             response.release_conn()
         delivery.status_code = response.status
         delivery.response_excerpt = excerpt.decode("utf-8", "replace")[:EXCERPT_CHARS]
@@ -382,7 +468,7 @@ def webhook_send(
     except urllib3.exceptions.TimeoutError:
         delivery.error = TIMEOUT
     except (urllib3.exceptions.HTTPError, OSError) as exc:
-        delivery.error = f"{type(exc).__name__}"[:EXCERPT_CHARS]
+        delivery.error = TIMEOUT if send.expired else f"{type(exc).__name__}"[:EXCERPT_CHARS]
     except BaseException as exc:
         if task_stopping(exc) and log is not None:
             # Stopped mid-send (the task's soft time limit, a shutdown): the relay commits its
@@ -392,6 +478,9 @@ def webhook_send(
             delivery.latency_ms = int((time.monotonic() - started) * 1000)
             log.append(delivery)
         raise
+    finally:
+        _deadlines.unwatch(send)
+        _sending.send = None
     delivery.latency_ms = int((time.monotonic() - started) * 1000)
     if log is None:
         delivery.save(force_insert=True)

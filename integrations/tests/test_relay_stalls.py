@@ -272,3 +272,35 @@ def test_registering_a_url_whose_lookup_hangs_is_a_prompt_400(key_client, settin
     assert response.status_code == 400
     assert response.json()["error"]["fields"]["url"] == ["The host name lookup timed out; try again later."]
     assert not WebhookEndpoint.objects.exists()
+
+
+def test_an_answer_dripped_a_byte_at_a_time_is_cut_off_at_the_send_timeout(make_endpoint, publish, settings):
+    """urllib3's read timeout bounds each read: a receiver sending its answer a byte every
+    0.1 s (80 bytes: 8 s) never tripped it. The send now ends at WEBHOOK_TIMEOUT_SECONDS in all,
+    and counts as an unanswered target."""
+    settings.WEBHOOK_TIMEOUT_SECONDS = 0.5
+    with WebhookReceiver(default="drip", drip_seconds=0.1) as dripping:
+        stuck, _ = make_endpoint(url=dripping.url)
+        _publish_many(publish, 3)
+        started = time.monotonic()
+        run = tasks.outbox_relay.apply().get()
+        assert time.monotonic() - started < 2.5
+    assert run["postponed"] == 2 and len(dripping.requests) == 1
+    delivery = WebhookDelivery.objects.get(endpoint=stuck)
+    assert (delivery.error, delivery.status_code, delivery.succeeded) == ("timeout", None, False)
+    assert 400 <= delivery.latency_ms < 1500
+
+
+def test_a_body_dripping_after_a_timely_status_is_cut_off_and_the_status_stands(make_endpoint, publish, settings):
+    """The deadline also ends the read of a body dripping after a timely 200: the receiver has
+    answered, so the message is delivered (and not sent again)."""
+    settings.WEBHOOK_TIMEOUT_SECONDS = 0.5
+    with WebhookReceiver(default="drip_body", drip_seconds=0.1) as dripping:
+        endpoint, _ = make_endpoint(url=dripping.url)
+        publish()
+        started = time.monotonic()
+        tasks.outbox_relay.apply().get()
+        assert time.monotonic() - started < 2.5
+    delivery = WebhookDelivery.objects.get(endpoint=endpoint)
+    assert (delivery.status_code, delivery.succeeded, delivery.error) == (200, True, "")
+    assert _rows(endpoint).get().status == OutboxMessage.Status.DELIVERED

@@ -7,7 +7,9 @@
         receiver.requests                  # [Received(path, headers, body), ...]
 
 An answer "timeout" holds the connection open for `timeout_seconds` before answering 200, so
-a client with a shorter timeout gives up.
+a client with a shorter timeout gives up. An answer "drip" sends a 200 a byte every
+`drip_seconds`: each read is quick, the answer is not (a client whose timeout bounds each read
+waits for all of it); "drip_body" sends the 200 and its headers at once, then its body so.
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ class Received:
 
 
 class WebhookReceiver:
-    def __init__(self, *, default: int | str = 200, timeout_seconds: float = 2.0):
+    def __init__(self, *, default: int | str = 200, timeout_seconds: float = 2.0, drip_seconds: float = 0.1):
         self.default = default
         self.timeout_seconds = timeout_seconds
+        self.drip_seconds = drip_seconds
         self.requests: list[Received] = []
         self._answers: deque[int | str] = deque()
         self._lock = threading.Lock()
@@ -64,6 +67,15 @@ class WebhookReceiver:
                 if answer == "timeout":
                     receiver._released.wait(receiver.timeout_seconds)
                     answer = 200
+                if answer == "drip":
+                    self._drip(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}")
+                    return
+                if answer == "drip_body":
+                    body = b'{"ok": true, "padding": "' + b"x" * 60 + b'"}'
+                    self.wfile.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(body))
+                    self.wfile.flush()
+                    self._drip(body)
+                    return
                 payload = b'{"ok": true}' if 200 <= int(answer) < 300 else b'{"error": "nope"}'
                 try:
                     self.send_response(int(answer))
@@ -73,6 +85,16 @@ class WebhookReceiver:
                     self.wfile.write(payload)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (its timeout): that is the point of a "timeout" answer
+
+            def _drip(self, raw: bytes) -> None:
+                try:
+                    for n in range(len(raw)):
+                        if receiver._released.wait(receiver.drip_seconds):
+                            return
+                        self.wfile.write(raw[n : n + 1])
+                        self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up
 
             def log_message(self, *args):
                 pass
