@@ -1,7 +1,8 @@
 """Inbound app events: the declared types, their payload schemas and handlers.
 
 An event is `{"type", "occurred_at", "user": {"external_id", "email"}, "properties", "source"}`.
-Each type has one schema (a serializer for its properties) and either a handler that calls the
+Each type declares its properties' schema (integrations/properties.py: the names it knows and what
+each must be, checked at the door) and either a handler that calls the
 CRM services (orders, subscriptions, tickets, leads, profiles: one event at a time) or nothing
 but the timeline, taken many at a time by integrations.inbound_timeline (with, for logins and
 onboarding, the engagement field it writes). Adding a type is one entry in EVENT_TYPES. Contact
@@ -36,6 +37,22 @@ from crm_platform.actor import Actor
 from crm_platform.errors import ConflictError
 from integrations import sync
 from integrations.inbound_timeline import UNKNOWN_USER, Outcome, TimelineBatch
+from integrations.properties import (
+    Properties,
+    Schema,
+    Serialized,
+    choice,
+    date,
+    email,
+    flat_errors,
+    identifier,
+    integer,
+    listing,
+    mapping,
+    moment,
+    number,
+    text,
+)
 
 
 class Event(NamedTuple):
@@ -51,9 +68,11 @@ class Event(NamedTuple):
 
 @dataclass(frozen=True)
 class EventType:
+    # Its properties: a serializer (Serialized) for a handler that needs converted values, else
+    # the names the CRM knows (Properties; any other name is kept as sent).
+    schema: Schema
     # One event at a time through the CRM services; None: the timeline path (many at a time).
     handler: Callable[[Event, Actor, Contact | None], dict[str, Any]] | None = None
-    schema: type[serializers.Serializer] | None = None
     creates_user: bool = False  # may the event name a user we do not know yet?
     # Timeline path: the engagement fields the event writes on its contact (conflict policy).
     contact_fields: Callable[[Event], dict[str, Any]] | None = None
@@ -241,28 +260,91 @@ def on_account_created(event: Event, actor: Actor, contact: Contact | None) -> d
     return _timeline(event, actor, contact, stale)
 
 
+# The timeline types' properties (integrations/properties.py): the names the CRM knows, each
+# optional; others are kept as sent. Seed 002 names the food log's and the goal's.
+_CLIENT = {"platform": text(40), "app_version": text(40), "device": text(100)}
+_GRAMS = number(0, 5_000)
+FOOD_LOGGED = Properties(
+    food_name=text(200),
+    name=text(200),
+    meal=text(50),
+    calories=number(0, 20_000),
+    protein=_GRAMS,
+    carbs=_GRAMS,
+    fat=_GRAMS,
+    fiber=_GRAMS,
+    sugar=_GRAMS,
+    serving=text(100),
+    quantity=number(0, 100_000),
+    date=date(),
+)
+GOAL_PROGRESS = Properties(
+    goal_id=identifier(),
+    goal_type=choice("weight", "nutrition", "activity", "water", "sleep"),
+    goal_value=number(0, 10_000_000),
+    goal_unit=text(20),
+    target_date=date(),
+    priority=choice("low", "medium", "high"),
+    progress_pct=number(0, 100),
+    status=text(20),
+    streak_days=integer(0, 100_000),
+    date=date(),
+)
+_URL = text(2048)
+PAGE_VIEWED = Properties(
+    path=_URL,
+    url=_URL,
+    referrer=_URL,
+    title=text(300),
+    **{f"utm_{part}": text(200) for part in ("source", "medium", "campaign", "term", "content")},
+)
+_PRESCRIPTION = {"prescription_id": identifier(), "medication": text(200)}
+
 EVENT_TYPES: dict[str, EventType] = {
-    "account_created": EventType(on_account_created, ProfileSchema, creates_user=True, lifts_suppression=True),
-    "onboarding_completed": EventType(contact_fields=onboarding_done),
-    "user_logged_in": EventType(contact_fields=logged_in),
-    "profile_updated": EventType(on_profile, ProfileSchema, creates_user=True),
-    "food_logged": EventType(),
-    "goal_progress": EventType(),
-    "order_placed": EventType(on_order_placed, OrderSchema),
-    "subscription_started": EventType(on_subscription_started, SubscriptionStartedSchema),
-    "subscription_cancelled": EventType(on_subscription_cancelled, SubscriptionSchema),
-    "consultation_submitted": EventType(),
-    "treatment_plan_updated": EventType(),
-    "prescription_approved": EventType(),
-    "refill_due": EventType(),
-    "renewal_approaching": EventType(),
-    "support_ticket_created": EventType(on_ticket, TicketSchema),
-    "referral_made": EventType(),
-    "review_left": EventType(),
-    "assessment_completed": EventType(creates_user=True, announces=assessment_completed),
-    "lead_captured": EventType(on_lead_captured, LeadSchema, creates_user=True),
-    "page_viewed": EventType(creates_user=True),
-    "custom": EventType(),
+    "account_created": EventType(
+        Serialized(ProfileSchema), on_account_created, creates_user=True, lifts_suppression=True
+    ),
+    "onboarding_completed": EventType(
+        Properties(steps_completed=integer(0, 10_000), duration_seconds=number(0, 1e7), **_CLIENT),
+        contact_fields=onboarding_done,
+    ),
+    "user_logged_in": EventType(Properties(method=text(40), **_CLIENT), contact_fields=logged_in),
+    "profile_updated": EventType(Serialized(ProfileSchema), on_profile, creates_user=True),
+    "food_logged": EventType(FOOD_LOGGED),
+    "goal_progress": EventType(GOAL_PROGRESS),
+    "order_placed": EventType(Serialized(OrderSchema), on_order_placed),
+    "subscription_started": EventType(Serialized(SubscriptionStartedSchema), on_subscription_started),
+    "subscription_cancelled": EventType(Serialized(SubscriptionSchema), on_subscription_cancelled),
+    "consultation_submitted": EventType(
+        Properties(consultation_id=identifier(), specialty=text(100), reason=text(2000), preferred_at=moment())
+    ),
+    "treatment_plan_updated": EventType(Properties(plan_id=identifier(), plan=text(200), status=text(40))),
+    "prescription_approved": EventType(Properties(approved_at=moment(), **_PRESCRIPTION)),
+    "refill_due": EventType(Properties(due_date=date(), **_PRESCRIPTION)),
+    "renewal_approaching": EventType(
+        Properties(
+            subscription_id=identifier(), plan=text(100), renews_at=date(), amount=number(0, 1e9), currency=text(3)
+        )
+    ),
+    "support_ticket_created": EventType(Serialized(TicketSchema), on_ticket),
+    "referral_made": EventType(Properties(referred_email=email(), referral_code=text(64), channel=text(40))),
+    "review_left": EventType(Properties(rating=integer(1, 5), title=text(200), body=text(20_000), platform=text(40))),
+    "assessment_completed": EventType(
+        Properties(
+            assessment_id=identifier(),
+            assessmentType=text(100),
+            persona=text(100),
+            readinessScore=number(0, 100),
+            score=number(-1e9, 1e9),
+            answers=mapping(),
+            assessment=mapping(),
+        ),
+        creates_user=True,
+        announces=assessment_completed,
+    ),
+    "lead_captured": EventType(Serialized(LeadSchema), on_lead_captured, creates_user=True),
+    "page_viewed": EventType(PAGE_VIEWED, creates_user=True),
+    "custom": EventType(Properties(name=text(100), tags=listing(50))),
 }
 
 
@@ -311,7 +393,7 @@ def event_parse(data: Any, *, received_at: dt.datetime | None = None) -> Event:
     if event is None:
         envelope = EventInput(data=data)
         if not envelope.is_valid():
-            raise ValidationError(_flat(envelope.errors))
+            raise ValidationError(flat_errors(envelope.errors))
         values = envelope.validated_data
         event = _event(
             values["type"],
@@ -323,13 +405,7 @@ def event_parse(data: Any, *, received_at: dt.datetime | None = None) -> Event:
     ahead = event.occurred_at - timezone.now()
     if ahead.total_seconds() > settings.EVENT_FUTURE_TOLERANCE_SECONDS:
         raise ValidationError({"occurred_at": [FUTURE.format(seconds=settings.EVENT_FUTURE_TOLERANCE_SECONDS)]})
-    schema = EVENT_TYPES[event.type].schema
-    if schema is not None:
-        checked = schema(data=event.properties)
-        if not checked.is_valid():
-            raise ValidationError(_flat({"properties": checked.errors}))
-        event = event._replace(properties={**event.properties, **checked.validated_data})
-    return event
+    return event._replace(properties=EVENT_TYPES[event.type].schema.validate(event.properties))
 
 
 def _event(kind: str, occurred_at, user: dict, properties: dict, source: str) -> Event:
@@ -468,14 +544,3 @@ def outcome_errors(exc: ValidationError | ConflictError) -> dict[str, list[str]]
     if isinstance(exc, ConflictError):
         return exc.fields or {"non_field_errors": [exc.message]}
     return exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
-
-
-def _flat(errors, prefix: str = "") -> dict[str, list[str]]:
-    flat: dict[str, list[str]] = {}
-    for key, value in errors.items() if isinstance(errors, dict) else [("non_field_errors", errors)]:
-        path = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, dict):
-            flat.update(_flat(value, path))
-        else:
-            flat[path] = [str(v) for v in (value if isinstance(value, list) else [value])]
-    return flat

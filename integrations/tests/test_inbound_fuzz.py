@@ -20,6 +20,7 @@ from contacts.tests.factories import ContactFactory
 from integrations.inbound import EVENT_TYPES
 from integrations.inbound_apis import APP_EVENT_TYPES
 from integrations.models import InboundEvent
+from integrations.properties import Properties, Serialized
 from integrations.tasks import inbox_apply
 
 pytestmark = pytest.mark.django_db
@@ -27,8 +28,21 @@ FUZZ = settings(
     max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 )
 KNOWN_ID, KNOWN_EMAIL = "fuzz-known", "fuzz-known@example.com"
+
+
+def _serializer_fields(kind: str) -> dict:
+    """The DRF fields of a type whose schema is a serializer (their required ones are filled)."""
+    schema = EVENT_TYPES[kind].schema
+    return schema.serializer().fields if isinstance(schema, Serialized) else {}
+
+
+def _declared(kind: str) -> set[str]:
+    schema = EVENT_TYPES[kind].schema
+    return set(_serializer_fields(kind)) | set(schema.checks if isinstance(schema, Properties) else ())
+
+
 PROPERTY_NAMES = sorted(
-    {name for kind in EVENT_TYPES.values() if kind.schema for name in kind.schema().fields}
+    {name for kind in EVENT_TYPES for name in _declared(kind)}
     | {"occurredAt", "timestamp", "date", "phone", "calories", "name"}
 )
 
@@ -114,8 +128,7 @@ def near_envelopes(draw):
     properties filled most of the time, plus a few more of any type's."""
     kind = draw(st.sampled_from(sorted(EVENT_TYPES)))
     properties = draw(near_properties)
-    schema = EVENT_TYPES[kind].schema
-    for name, field in schema().fields.items() if schema else ():
+    for name, field in _serializer_fields(kind).items():
         if (field.required and draw(st.integers(0, 9))) or draw(st.booleans()):
             properties[name] = draw(_valid(field))
     envelope = {"type": kind, "user": draw(near_users), "properties": properties}
@@ -135,8 +148,7 @@ def near_app_events(draw):
     """Seed 002's body for a mapped pair, its type's required properties filled most of the time."""
     pair = draw(st.sampled_from(pairs))
     payload = draw(near_properties)
-    schema = EVENT_TYPES[APP_EVENT_TYPES[pair]].schema
-    for name, field in schema().fields.items() if schema else ():
+    for name, field in _serializer_fields(APP_EVENT_TYPES[pair]).items():
         if field.required and draw(st.integers(0, 9)):
             payload[name] = draw(_valid(field))
     if draw(st.booleans()):

@@ -1,0 +1,100 @@
+"""Every event type declares its properties (integrations/properties.py): a declared name with a
+wrong value is refused at the door with its path, whatever the route; other names pass as sent."""
+
+import pytest
+
+from contacts.models import Activity
+from contacts.tests.factories import ContactFactory
+from integrations.inbound import EVENT_TYPES
+from integrations.models import InboundEvent
+from integrations.properties import Properties, Serialized
+from integrations.tasks import inbox_apply
+
+pytestmark = pytest.mark.django_db
+EVENTS = "/api/v1/events"
+BATCH = "/api/v1/events/batch"
+APP_EVENT = "/api/crm/webhooks/app-event"
+
+
+@pytest.fixture
+def app(key_client):
+    ContactFactory(external_id="u-1", email="u1@example.com")
+    return key_client(["events:write", "events:read"], name="mobile app")
+
+
+def test_every_type_declares_a_schema():
+    for name, kind in EVENT_TYPES.items():
+        assert isinstance(kind.schema, Properties | Serialized), name
+        if kind.handler is None:  # the timeline types: the cheap checks, and some names declared
+            assert isinstance(kind.schema, Properties) and kind.schema.checks, name
+
+
+def test_each_declared_name_refuses_a_wrong_value_alone_in_a_batch(app):
+    """One event per (type, declared name) with an object where the name wants something else
+    (a string where it wants an object): each is rejected with exactly its own path."""
+    events, expected = [], {}
+    for kind_name, kind in EVENT_TYPES.items():
+        if not isinstance(kind.schema, Properties):
+            continue
+        for name, check in kind.schema.checks.items():
+            wrong = "not-a-map" if check({}) is None else {"not": "this"}
+            event_id = f"{kind_name}.{name}"
+            events.append(
+                {"id": event_id, "type": kind_name, "user": {"external_id": "u-1"}, "properties": {name: wrong}}
+            )
+            expected[event_id] = f"properties.{name}"
+    body = app.post(BATCH, {"events": events}, format="json").json()
+    assert body["rejected"] == len(events) and body["accepted"] == 0
+    for result in body["results"]:
+        assert list(result["errors"]) == [expected[result["id"]]], result
+    assert not InboundEvent.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("kind", "properties", "path", "message"),
+    [
+        ("food_logged", {"calories": "lots"}, "properties.calories", "A number from 0 to 20000."),
+        ("food_logged", {"calories": -5}, "properties.calories", "A number from 0 to 20000."),
+        ("food_logged", {"date": "2025-02-30"}, "properties.date", "A date (YYYY-MM-DD) or an ISO 8601 date-time."),
+        ("goal_progress", {"progress_pct": 150}, "properties.progress_pct", "A number from 0 to 100."),
+        ("goal_progress", {"goal_type": "karma"}, "properties.goal_type", None),
+        ("review_left", {"rating": 6}, "properties.rating", "A whole number from 1 to 5."),
+        ("review_left", {"rating": True}, "properties.rating", "A whole number from 1 to 5."),
+        ("page_viewed", {"path": "/" + "x" * 2048}, "properties.path", "A string of at most 2048 characters."),
+        ("referral_made", {"referred_email": "nobody"}, "properties.referred_email", "An email address."),
+        ("custom", {"name": 42}, "properties.name", "A string of at most 100 characters."),
+    ],
+)
+def test_a_wrong_property_is_a_400_naming_it_and_nothing_is_written(app, kind, properties, path, message):
+    body = {"type": kind, "user": {"external_id": "u-1"}, "properties": properties}
+    response = app.post(EVENTS, body, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+    assert response.status_code == 400, response.content
+    fields = response.json()["error"]["fields"]
+    assert list(fields) == [path] and (message is None or fields[path] == [message])
+    assert not InboundEvent.objects.exists()
+
+
+def test_seed_002s_food_log_passes_its_properties_as_sent_and_a_bad_one_is_refused(app):
+    payload = {"food_name": "Grilled Chicken", "calories": 450, "protein": 45, "carbs": 50, "fat": 12}
+    body = {
+        "entityType": "food_log",
+        "operation": "create",
+        "userId": "u-1",
+        "payload": {**payload, "date": "2025-12-28"},
+    }
+    assert app.post(APP_EVENT, body, format="json", HTTP_IDEMPOTENCY_KEY="food-1").status_code == 202
+    inbox_apply()
+    activity = Activity.objects.get(type="food_logged")
+    assert {name: activity.properties[name] for name in payload} == payload
+    bad = {**body, "payload": {**payload, "protein": "a lot"}}
+    refused = app.post(APP_EVENT, bad, format="json", HTTP_IDEMPOTENCY_KEY="food-2")
+    assert refused.status_code == 400 and list(refused.json()["error"]["fields"]) == ["properties.protein"]
+
+
+def test_undeclared_names_nulls_and_numbers_as_strings_pass(app):
+    properties = {"calories": "420.5", "protein": None, "brand": {"any": ["shape"]}, "kcal": 300}
+    body = {"type": "food_logged", "user": {"external_id": "u-1"}, "properties": properties}
+    response = app.post(EVENTS, body, format="json", HTTP_IDEMPOTENCY_KEY="k-2")
+    assert response.status_code == 202, response.content
+    inbox_apply()
+    assert Activity.objects.get(type="food_logged").properties == properties
