@@ -66,6 +66,43 @@ def other_connection(**kwargs):
     return psycopg.connect(**params, **kwargs)
 
 
+def behind_a_lock(statement: str, params: list, work):
+    """Run `statement` in another session's open transaction, then `work()` in a thread of its
+    own (its own database connection, closed after); once some session waits on a lock, commit
+    the statement. Returns what work returned (raises what it raised): a change racing work's,
+    landing while work waits for the row."""
+    import threading
+
+    from django.db import connection
+
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = work()
+        except BaseException as exc:  # re-raised below, in the test's thread
+            outcome["error"] = exc
+        finally:
+            connection.close()
+
+    with other_connection() as holder:
+        holder.execute(statement, params)
+        thread = threading.Thread(target=run)
+        thread.start()
+        with other_connection(autocommit=True) as watcher:
+            wait_until(
+                lambda: watcher.execute(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                ).fetchone()[0]
+            )
+        holder.commit()
+        thread.join(timeout=20)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
+
+
 def wait_until(predicate, timeout: float = 20.0, interval: float = 0.1):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -26,6 +26,12 @@ def _no_unreachable_addresses():
 
 
 @pytest.fixture
+def app(key_client):
+    """The app's own API key (events in, their outcomes out); a test module may define its own."""
+    return key_client(["events:write", "events:read"], name="mobile app")
+
+
+@pytest.fixture
 def receiver():
     with WebhookReceiver() as fake:
         yield fake

@@ -222,44 +222,22 @@ def test_an_admin_save_racing_medical_fields_switched_on_keeps_the_address(clien
     """The change form was read while the endpoint received no medical fields; they are switched
     on (by someone who may) before it is saved: the save waits for that change, then leaves the
     address and event types alone and says so."""
-    import threading
-
     from django.contrib.auth.models import Permission
-    from django.db import connection
 
-    from tests.support import other_connection, wait_until
+    from tests.support import behind_a_lock
 
     for codename in ("change_webhookendpoint", "view_webhookendpoint"):
         staff_user.user_permissions.add(Permission.objects.get(codename=codename))
     client.force_login(staff_user)
     endpoint = WebhookEndpoint.objects.create(url=receiver.url, secret="whsec_" + "A" * 32)
     change = reverse("admin:integrations_webhookendpoint_change", args=[endpoint.pk])
-    answers = []
-    with other_connection() as other:
-        other.execute(
-            "UPDATE integrations_webhookendpoint SET may_receive_phi = true, phi_fields = '{persona}' WHERE id = %s",
-            [endpoint.pk],
-        )
-
-        def save():
-            try:
-                form = {"url": receiver.url + "elsewhere", "description": "moved", "event_types": ["deal.won"]}
-                answers.append(client.post(change, form, follow=True))
-            finally:
-                connection.close()
-
-        saver = threading.Thread(target=save)
-        saver.start()
-        with other_connection(autocommit=True) as watcher:
-            wait_until(
-                lambda: watcher.execute(
-                    "SELECT count(*) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-                ).fetchone()[0]
-            )
-        other.commit()
-        saver.join(timeout=20)
-    assert answers and b"Not changed: event_types, url." in answers[0].content
+    form = {"url": receiver.url + "elsewhere", "description": "moved", "event_types": ["deal.won"]}
+    answer = behind_a_lock(
+        "UPDATE integrations_webhookendpoint SET may_receive_phi = true, phi_fields = '{persona}' WHERE id = %s",
+        [endpoint.pk],
+        lambda: client.post(change, form, follow=True),
+    )
+    assert b"Not changed: event_types, url." in answer.content
     endpoint.refresh_from_db()
     assert (endpoint.url, endpoint.event_types, endpoint.description) == (receiver.url, [], "moved")
     assert endpoint.may_receive_phi is True

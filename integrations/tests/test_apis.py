@@ -348,37 +348,14 @@ def test_the_phi_check_judges_the_endpoint_as_it_is_when_the_change_lands(writer
     """Medical fields switched on (by someone who may) while a webhooks:write-only client moves
     the endpoint: the move waits for that change and is then refused, instead of passing a check
     made on the endpoint as it was before."""
-    import threading
-
-    from django.db import connection
-
-    from tests.support import other_connection, wait_until
+    from tests.support import behind_a_lock
 
     pk = writer.post(LIST, {"url": receiver.url}, format="json").json()["id"]
-    answers = []
-    with other_connection() as other:
-        other.execute(
-            "UPDATE integrations_webhookendpoint SET may_receive_phi = true, phi_fields = '{persona}' WHERE id = %s",
-            [pk],
-        )
-
-        def move():
-            try:
-                answers.append(writer.patch(f"{LIST}/{pk}", {"url": receiver.url + "elsewhere"}, format="json"))
-            finally:
-                connection.close()
-
-        mover = threading.Thread(target=move)
-        mover.start()
-        with other_connection(autocommit=True) as watcher:
-            wait_until(
-                lambda: watcher.execute(
-                    "SELECT count(*) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-                ).fetchone()[0]
-            )
-        other.commit()
-        mover.join(timeout=20)
-    assert answers and answers[0].status_code == 403, answers and answers[0].content
+    answer = behind_a_lock(
+        "UPDATE integrations_webhookendpoint SET may_receive_phi = true, phi_fields = '{persona}' WHERE id = %s",
+        [pk],
+        lambda: writer.patch(f"{LIST}/{pk}", {"url": receiver.url + "elsewhere"}, format="json"),
+    )
+    assert answer.status_code == 403, answer.content
     endpoint = WebhookEndpoint.objects.get(pk=pk)
     assert (endpoint.url, endpoint.may_receive_phi) == (receiver.url, True)

@@ -13,11 +13,6 @@ BATCH = "/api/v1/events/batch"
 APP_EVENT = "/api/crm/webhooks/app-event"
 
 
-@pytest.fixture
-def app(key_client):
-    return key_client(["events:write", "events:read"], name="mobile app")
-
-
 def send(client, url, body, key="k-1", apply=True):
     """POST an event, then let the inbox applier run (as the worker does after the kick)."""
     headers = {"HTTP_IDEMPOTENCY_KEY": key} if key else {}

@@ -26,11 +26,6 @@ EVENTS = "/api/v1/events"
 BATCH = "/api/v1/events/batch"
 
 
-@pytest.fixture
-def app(key_client):
-    return key_client(["events:write", "events:read"], name="mobile app")
-
-
 def batch(client, events):
     """POST a batch, apply the inbox, and add each queued event's outcome ("outcome": applied or
     failed; "result" or "errors") to its result."""

@@ -9,17 +9,14 @@ from integrations.inbound import EVENT_TYPES
 from integrations.models import InboundEvent
 from integrations.properties import Properties, Serialized
 from integrations.tasks import inbox_apply
+from integrations.tests.test_inbound import APP_EVENT, BATCH, EVENTS
 
 pytestmark = pytest.mark.django_db
-EVENTS = "/api/v1/events"
-BATCH = "/api/v1/events/batch"
-APP_EVENT = "/api/crm/webhooks/app-event"
 
 
-@pytest.fixture
-def app(key_client):
-    ContactFactory(external_id="u-1", email="u1@example.com")
-    return key_client(["events:write", "events:read"], name="mobile app")
+@pytest.fixture(autouse=True)
+def _known_user(db):
+    ContactFactory(external_id="u-1")
 
 
 def test_every_type_declares_a_schema():
