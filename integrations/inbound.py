@@ -51,6 +51,7 @@ from integrations.properties import (
     mapping,
     moment,
     number,
+    structured,
     text,
 )
 
@@ -328,7 +329,7 @@ EVENT_TYPES: dict[str, EventType] = {
     ),
     "support_ticket_created": EventType(Serialized(TicketSchema), on_ticket),
     "referral_made": EventType(Properties(referred_email=email(), referral_code=text(64), channel=text(40))),
-    "review_left": EventType(Properties(rating=integer(1, 5), title=text(200), body=text(20_000), platform=text(40))),
+    "review_left": EventType(Properties(rating=number(1, 5), title=text(200), body=text(20_000), platform=text(40))),
     "assessment_completed": EventType(
         Properties(
             assessment_id=identifier(),
@@ -336,7 +337,7 @@ EVENT_TYPES: dict[str, EventType] = {
             persona=text(100),
             readinessScore=number(0, 100),
             score=number(-1e9, 1e9),
-            answers=mapping(),
+            answers=structured(),
             assessment=mapping(),
         ),
         creates_user=True,

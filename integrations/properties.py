@@ -4,7 +4,7 @@
 
 `Properties.validate(properties)` checks the names it declares that the event carries and
 returns the properties as sent (other names are kept: an app sends more than the CRM reads);
-a value of None counts as not sent. Each problem is a ValidationError at
+a value of None or "" counts as not sent. Each problem is a ValidationError at
 `properties.<name>`, as the serializer schemas (`Serialized`) word theirs.
 
 Why not a DRF serializer for these too: the timeline types are the volume (a batch is a
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -42,7 +43,7 @@ class Properties:
         errors = None
         for name, value in properties.items():
             check = checks.get(name)
-            if check is not None and value is not None and (problem := check(value)) is not None:
+            if check is not None and value is not None and value != "" and (problem := check(value)) is not None:
                 errors = errors or {}
                 errors[f"properties.{name}"] = [problem]
         if errors:
@@ -104,11 +105,17 @@ def number(low: float, high: float) -> Check:
     return check
 
 
+_WHOLE = re.compile(r"\s*-?[0-9]{1,18}\s*")  # ASCII digits only: str.isdigit() takes "²" too
+
+
 def integer(low: int, high: int) -> Check:
+    """A whole JSON number, or a string of one."""
     message = f"A whole number from {low} to {high}."
 
     def check(value):
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        if isinstance(value, str):
+            if not _WHOLE.fullmatch(value):
+                return message
             value = int(value)
         elif isinstance(value, float) and value.is_integer():
             value = int(value)
@@ -120,9 +127,10 @@ def integer(low: int, high: int) -> Check:
 
 
 def choice(*values: str) -> Check:
-    allowed = frozenset(values)
+    """One of `values`, in any case."""
+    allowed = frozenset(value.lower() for value in values)
     message = f"One of: {', '.join(values)}."
-    return lambda value: None if isinstance(value, str) and value in allowed else message
+    return lambda value: None if isinstance(value, str) and value.lower() in allowed else message
 
 
 def identifier() -> Check:
@@ -138,11 +146,19 @@ def identifier() -> Check:
 
 
 def date() -> Check:
-    """A day (2025-12-28), or a moment (ISO 8601), as the seed's payloads carry them."""
-    message = "A date (YYYY-MM-DD) or an ISO 8601 date-time."
+    """A day (2025-12-28), a moment (ISO 8601), or unix seconds (a number, or its nine or ten
+    digits as a string): what seed 002's payloads carry, and what the app-event route reads
+    as the event's time."""
+    message = "A date (YYYY-MM-DD), an ISO 8601 date-time or unix seconds."
 
     def check(value):
-        return None if isinstance(value, str) and _day_or_moment(value) else message
+        if isinstance(value, str):
+            if value.isascii() and value.isdigit() and len(value) in (9, 10):
+                return None
+            return None if _day_or_moment(value) else message
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return None if math.isfinite(value) and 0 <= value < 2**33 else message
+        return message
 
     return check
 
@@ -176,6 +192,11 @@ def email() -> Check:
 
 def mapping() -> Check:
     return lambda value: None if isinstance(value, dict) else "An object."
+
+
+def structured() -> Check:
+    """An object or a list (answers to a questionnaire come as either)."""
+    return lambda value: None if isinstance(value, dict | list) else "An object or a list."
 
 
 def listing(max_length: int) -> Check:

@@ -52,11 +52,15 @@ def test_each_declared_name_refuses_a_wrong_value_alone_in_a_batch(app):
     [
         ("food_logged", {"calories": "lots"}, "properties.calories", "A number from 0 to 20000."),
         ("food_logged", {"calories": -5}, "properties.calories", "A number from 0 to 20000."),
-        ("food_logged", {"date": "2025-02-30"}, "properties.date", "A date (YYYY-MM-DD) or an ISO 8601 date-time."),
+        ("food_logged", {"date": "2025-02-30"}, "properties.date", None),
         ("goal_progress", {"progress_pct": 150}, "properties.progress_pct", "A number from 0 to 100."),
         ("goal_progress", {"goal_type": "karma"}, "properties.goal_type", None),
-        ("review_left", {"rating": 6}, "properties.rating", "A whole number from 1 to 5."),
-        ("review_left", {"rating": True}, "properties.rating", "A whole number from 1 to 5."),
+        ("review_left", {"rating": 6}, "properties.rating", "A number from 1 to 5."),
+        ("review_left", {"rating": True}, "properties.rating", "A number from 1 to 5."),
+        ("onboarding_completed", {"steps_completed": "--5"}, "properties.steps_completed", None),
+        ("onboarding_completed", {"steps_completed": "\u00b2"}, "properties.steps_completed", None),
+        ("goal_progress", {"streak_days": "9" * 5000}, "properties.streak_days", None),
+        ("food_logged", {"date": True}, "properties.date", None),
         ("page_viewed", {"path": "/" + "x" * 2048}, "properties.path", "A string of at most 2048 characters."),
         ("referral_made", {"referred_email": "nobody"}, "properties.referred_email", "An email address."),
         ("custom", {"name": 42}, "properties.name", "A string of at most 100 characters."),
@@ -88,8 +92,33 @@ def test_seed_002s_food_log_passes_its_properties_as_sent_and_a_bad_one_is_refus
     assert refused.status_code == 400 and list(refused.json()["error"]["fields"]) == ["properties.protein"]
 
 
-def test_undeclared_names_nulls_and_numbers_as_strings_pass(app):
-    properties = {"calories": "420.5", "protein": None, "brand": {"any": ["shape"]}, "kcal": 300}
+def test_a_malformed_whole_number_is_rejected_alone_in_a_batch(app):
+    """ "--5" and "\u00b2" look like digits to str.isdigit(); int() refused them with a 500 that
+    lost the whole batch."""
+    events = [
+        {"id": "bad", "type": "review_left", "user": {"external_id": "u-1"}, "properties": {"rating": 5}},
+        {"id": "odd", "type": "goal_progress", "user": {"external_id": "u-1"}, "properties": {"streak_days": "--5"}},
+    ]
+    body = app.post(BATCH, {"events": events}, format="json").json()
+    assert [r["status"] for r in body["results"]] == ["accepted", "rejected"]
+    assert list(body["results"][1]["errors"]) == ["properties.streak_days"]
+
+
+@pytest.mark.parametrize("date", [1703808000, "1703808000", "2025-12-28", "2025-12-28T08:00:00Z"])
+def test_seed_002s_food_log_date_passes_in_every_form_the_route_reads_as_its_time(app, date):
+    body = {"entityType": "food_log", "operation": "create", "userId": "u-1", "payload": {"calories": 1, "date": date}}
+    assert app.post(APP_EVENT, body, format="json", HTTP_IDEMPOTENCY_KEY="d-1").status_code == 202
+
+
+def test_undeclared_names_nulls_blanks_and_numbers_as_strings_pass(app):
+    properties = {
+        "calories": "420.5",
+        "protein": None,
+        "date": "",
+        "meal": "Lunch",
+        "brand": {"any": ["shape"]},
+        "kcal": 300,
+    }
     body = {"type": "food_logged", "user": {"external_id": "u-1"}, "properties": properties}
     response = app.post(EVENTS, body, format="json", HTTP_IDEMPOTENCY_KEY="k-2")
     assert response.status_code == 202, response.content
