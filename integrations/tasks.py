@@ -21,10 +21,10 @@ def _stop_relaying(**kwargs) -> None:
 
 # A relay batch's sends commit with its claim, so a batch the hard limit kills is sent again.
 # The relay checks its budget before each send, so a run ends at most one send past it; a
-# webhook send waits up to WEBHOOK_TIMEOUT_SECONDS (10 s) to connect and as long for the
-# answer: 50 s + ~20 s leaves the soft limit (110 s) some 40 s clear. It stays a backstop (a
-# DNS lookup that hangs, an answer trickling in byte by byte): the relay then commits what it
-# sent, in the 10 s before the hard limit.
+# webhook send takes at most WEBHOOK_TIMEOUT_SECONDS (10 s) in all, after a host name lookup of
+# at most WEBHOOK_DNS_TIMEOUT_SECONDS (5 s): 50 s + 15 s leaves the soft limit (110 s) some 45 s
+# clear. It stays a backstop: the relay then commits what it sent, in the 10 s before the hard
+# limit.
 RELAY_BUDGET_SECONDS = 50
 
 

@@ -261,20 +261,16 @@ def url_check(url: str) -> None:
 
 
 class _Send:
-    """One send under way in this thread: when it must be over, and the connection carrying it
-    (recorded by the connection itself when the request goes out)."""
+    """One send under way in this thread, and when it must be over."""
 
     __slots__ = ("conn", "deadline", "expired")
 
     def __init__(self, deadline: float):
         self.deadline, self.conn, self.expired = deadline, None, False
 
-    def expire(self) -> None:
-        self.expired = True
-        sock = getattr(self.conn, "sock", None)
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)  # the read blocked on it returns or fails at once
+
+class SendDeadlinePassedError(TimeoutError):
+    """The send's deadline passed before its request went out (a slow TLS handshake)."""
 
 
 _sending = threading.local()  # .send: the _Send of this thread, while one is under way
@@ -284,7 +280,10 @@ class _Deadlines:
     """Ends sends that outlast WEBHOOK_TIMEOUT_SECONDS in all. urllib3's read timeout bounds
     each read, not the answer: a receiver sending its status line a byte at a time could hold
     a send, and the relay behind it, as long as it liked. One thread per process watches the
-    sends under way and shuts a late one's socket down; it sleeps until the nearest deadline,
+    sends under way; at a send's deadline it marks it expired and shuts down the socket of the
+    connection carrying it, if that connection still carries it (a connection back in the pool,
+    or taken by another thread's send, is left alone). A connection that has not been claimed
+    yet refuses to go on once it is (`claim`). The thread sleeps until the nearest deadline,
     and a send wakes it only when its deadline is nearer than that (rarely: deadlines grow)."""
 
     def __init__(self):
@@ -306,34 +305,79 @@ class _Deadlines:
         with self._cond:
             self._sends.pop(id(send), None)
 
+    def claim(self, conn) -> None:
+        """`conn` now carries this thread's send (if one is under way); raises
+        SendDeadlinePassedError when that send's deadline has already passed."""
+        send = getattr(_sending, "send", None)
+        if send is None:
+            return
+        with self._cond:
+            send.conn, conn._webhook_send = conn, send
+            if send.expired:
+                raise SendDeadlinePassedError("webhook send deadline passed")
+
+    def release(self, conn) -> None:
+        """`conn` went back to its pool: it carries no send any more."""
+        with self._cond:
+            conn._webhook_send = None
+
     def _run(self) -> None:
         with self._cond:
             while True:
                 now = time.monotonic()
-                for key, send in list(self._sends.items()):
-                    if send.deadline <= now:
-                        del self._sends[key]
-                        send.expire()
+                try:
+                    for key, send in list(self._sends.items()):
+                        if send.deadline <= now:
+                            del self._sends[key]
+                            self._expire(send)
+                except Exception:  # never let the watch end: every later send would go unbounded
+                    logger.exception("webhook deadline watch failed; going on")
                 self._sleeping_until = min((send.deadline for send in self._sends.values()), default=None)
                 self._cond.wait(None if self._sleeping_until is None else self._sleeping_until - now)
+
+    @staticmethod
+    def _expire(send: _Send) -> None:
+        send.expired = True
+        conn = send.conn
+        sock = getattr(conn, "sock", None) if getattr(conn, "_webhook_send", None) is send else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                # socket.socket's own shutdown: an SSLSocket's would also drop its TLS state
+                # under the sending thread's feet.
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)  # its blocked read returns at once
 
 
 _deadlines = _Deadlines()
 
 
 class _WatchedConnectionMixin:
+    """Claims the connection for the thread's send when it connects (an https connection
+    connects and shakes hands before its request) and when a request goes out on it."""
+
+    _webhook_send = None
+
+    def connect(self):
+        _deadlines.claim(self)
+        super().connect()
+        _deadlines.claim(self)  # the deadline may have passed during the handshake
+
     def request(self, *args, **kwargs):
-        send = getattr(_sending, "send", None)
-        if send is not None:
-            send.conn = self
+        _deadlines.claim(self)
         return super().request(*args, **kwargs)
 
 
-class _HTTPPool(urllib3.HTTPConnectionPool):
+class _WatchedPoolMixin:
+    def _put_conn(self, conn) -> None:
+        if conn is not None:
+            _deadlines.release(conn)
+        super()._put_conn(conn)
+
+
+class _HTTPPool(_WatchedPoolMixin, urllib3.HTTPConnectionPool):
     ConnectionCls = type("WatchedHTTPConnection", (_WatchedConnectionMixin, urllib3.connection.HTTPConnection), {})
 
 
-class _HTTPSPool(urllib3.HTTPSConnectionPool):
+class _HTTPSPool(_WatchedPoolMixin, urllib3.HTTPSConnectionPool):
     ConnectionCls = type("WatchedHTTPSConnection", (_WatchedConnectionMixin, urllib3.connection.HTTPSConnection), {})
 
 
@@ -347,7 +391,11 @@ _pools.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
 def _pool_for(target: PinnedTarget):
     """The connection pool for the pinned address. For https the TLS SNI and the certificate
     check use the host name (part of the pool key), while the socket goes to the address."""
-    tls = {"server_hostname": target.server_name, "assert_hostname": target.server_name}
+    tls = {
+        "server_hostname": target.server_name,
+        "assert_hostname": target.server_name,
+        "ca_certs": _setting("WEBHOOK_CA_BUNDLE", "") or certifi.where(),
+    }
     return _pools.connection_from_host(
         target.address, target.port, target.scheme, pool_kwargs=tls if target.scheme == "https" else None
     )

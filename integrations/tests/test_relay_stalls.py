@@ -304,3 +304,40 @@ def test_a_body_dripping_after_a_timely_status_is_cut_off_and_the_status_stands(
     delivery = WebhookDelivery.objects.get(endpoint=endpoint)
     assert (delivery.status_code, delivery.succeeded, delivery.error) == (200, True, "")
     assert _rows(endpoint).get().status == OutboxMessage.Status.DELIVERED
+
+
+def test_an_https_send_whose_deadline_passes_during_the_handshake_goes_no_further(make_endpoint, publish, settings):
+    """https connects and shakes hands before the request goes out. A handshake finishing after
+    the deadline (inside its own connect budget) left the watchdog nothing to shut down, and the
+    dripped answer after it was waited for byte by byte (8 s here); now the send stops there."""
+    from tests.fakes.dns import FakeDns
+    from tests.fakes.tls_receiver import TlsListener
+
+    settings.WEBHOOK_TIMEOUT_SECONDS = 0.2  # the connect budget is at least 0.5 s
+    reply = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
+    tls = TlsListener(names=["hooks.partner.test"], handshake_delay=0.35, reply=reply, drip_seconds=0.1)
+    with tls, FakeDns({"hooks.partner.test": ["127.0.0.1"]}):
+        settings.WEBHOOK_CA_BUNDLE = tls.ca_path
+        stuck, _ = make_endpoint(url=f"https://hooks.partner.test:{tls.port}/hook")
+        publish()
+        started = time.monotonic()
+        tasks.outbox_relay.apply().get()
+        assert time.monotonic() - started < 2
+    assert tls.server_names == ["hooks.partner.test"]
+    delivery = WebhookDelivery.objects.get(endpoint=stuck)
+    assert (delivery.error, delivery.succeeded) == ("timeout", False)
+
+
+def test_an_https_answer_in_time_is_delivered_with_the_bundle_trusted(make_endpoint, publish, settings):
+    from tests.fakes.dns import FakeDns
+    from tests.fakes.tls_receiver import TlsListener
+
+    reply = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
+    tls = TlsListener(names=["hooks.partner.test"], reply=reply)
+    with tls, FakeDns({"hooks.partner.test": ["127.0.0.1"]}):
+        settings.WEBHOOK_CA_BUNDLE = tls.ca_path
+        endpoint, _ = make_endpoint(url=f"https://hooks.partner.test:{tls.port}/hook")
+        publish()
+        tasks.outbox_relay.apply().get()
+    delivery = WebhookDelivery.objects.get(endpoint=endpoint)
+    assert (delivery.status_code, delivery.succeeded) == (200, True)

@@ -4,6 +4,9 @@ it sent (SNI) and that it verified the certificate (it gives up after the handsh
 
     with TlsListener(names=["hooks.partner.test"]) as tls:
         tls.port, tls.server_names   # ["hooks.partner.test", ...]
+
+A client given `tls.ca_path` as its CA bundle trusts it. `handshake_delay` holds each
+handshake back that long; `reply` (raw HTTP) is then sent a byte every `drip_seconds`.
 """
 
 from __future__ import annotations
@@ -45,10 +48,19 @@ def _self_signed(names: list[str], directory: Path) -> tuple[Path, Path]:
 
 
 class TlsListener:
-    def __init__(self, *, names: list[str]):
+    def __init__(
+        self,
+        *,
+        names: list[str],
+        handshake_delay: float = 0.0,
+        reply: bytes | None = None,
+        drip_seconds: float = 0.0,
+    ):
         self.server_names: list[str | None] = []
+        self.handshake_delay, self.reply, self.drip_seconds = handshake_delay, reply, drip_seconds
         self._dir = tempfile.TemporaryDirectory()
         cert, key = _self_signed(names, Path(self._dir.name))
+        self.ca_path = str(cert)
         self._context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self._context.load_cert_chain(cert, key)
         self._context.sni_callback = lambda sock, name, ctx: self.server_names.append(name)
@@ -66,14 +78,23 @@ class TlsListener:
                 continue
             except OSError:
                 return
-            try:
-                conn.settimeout(2)
-                with self._context.wrap_socket(conn, server_side=True) as tls:
-                    tls.recv(1)
-            except (OSError, ssl.SSLError):
-                pass  # the client refused our certificate: expected
-            finally:
-                conn.close()
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        try:
+            conn.settimeout(2)
+            if self._stop.wait(self.handshake_delay):
+                return
+            with self._context.wrap_socket(conn, server_side=True) as tls:
+                tls.recv(65536)  # the request (or nothing: a client refusing our certificate)
+                for n in range(len(self.reply or b"")):
+                    if self._stop.wait(self.drip_seconds):
+                        return
+                    tls.sendall(self.reply[n : n + 1])
+        except (OSError, ssl.SSLError):
+            pass  # the client refused our certificate, or gave up
+        finally:
+            conn.close()
 
     def __enter__(self) -> TlsListener:
         self._thread.start()
