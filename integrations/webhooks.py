@@ -132,29 +132,40 @@ class LookupTimedOutError(OSError):
 
 
 # getaddrinfo has no timeout of its own (the system resolver's retries can take tens of seconds,
-# and a relay batch or an API request would wait them out): lookups run on a few threads of
-# this process and are waited for WEBHOOK_DNS_TIMEOUT_SECONDS. A lookup that overruns finishes
-# in the background, on its thread. One pool per process (made after a worker forks).
-_lookups: tuple[int, concurrent.futures.ThreadPoolExecutor] | None = None
+# and a relay batch or an API request would wait them out): each lookup runs on a daemon thread
+# of its own and is waited for WEBHOOK_DNS_TIMEOUT_SECONDS. A lookup that overruns finishes on
+# its thread in the background; callers asking for the same name meanwhile wait on that same
+# lookup rather than starting more, so a name server that stops answering costs one thread per
+# name, and never delays the lookup of another name.
+_lookups: dict[tuple[str, int], concurrent.futures.Future] = {}
 _lookups_lock = threading.Lock()
-
-
-def _lookup_pool() -> concurrent.futures.ThreadPoolExecutor:
-    global _lookups
-    with _lookups_lock:
-        if _lookups is None or _lookups[0] != os.getpid():
-            _lookups = (os.getpid(), concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="webhook-dns"))
-        return _lookups[1]
 
 
 def _lookup(host: str, port: int) -> list[str]:
     """The resolver's answer for `host`, or LookupTimedOutError after the DNS timeout."""
-    future = _lookup_pool().submit(_resolver(), host, port)
+    resolver = _resolver()
+    with _lookups_lock:
+        future = _lookups.get((host, port))
+        if future is None:
+            future = _lookups[(host, port)] = concurrent.futures.Future()
+            threading.Thread(
+                target=_run_lookup, args=(resolver, host, port, future), name="webhook-dns", daemon=True
+            ).start()
     try:
         return future.result(timeout=float(_setting("WEBHOOK_DNS_TIMEOUT_SECONDS", 5)))
     except concurrent.futures.TimeoutError:
-        future.cancel()  # still queued behind overrunning lookups: never run it
         raise LookupTimedOutError(host) from None
+
+
+def _run_lookup(resolver, host: str, port: int, future: concurrent.futures.Future) -> None:
+    try:
+        future.set_result(resolver(host, port))
+    except BaseException as exc:
+        future.set_exception(exc)
+    finally:
+        with _lookups_lock:
+            if _lookups.get((host, port)) is future:
+                del _lookups[(host, port)]
 
 
 # A name may resolve to several addresses (IPv6 and IPv4, several hosts): a send whose connection
@@ -348,6 +359,16 @@ class _Deadlines:
 
 
 _deadlines = _Deadlines()
+
+
+def _after_fork_in_child() -> None:
+    """A child forked while another thread held a lock here gets fresh ones (and no threads)."""
+    global _lookups, _lookups_lock
+    _lookups, _lookups_lock = {}, threading.Lock()
+    _deadlines.__init__()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class _WatchedConnectionMixin:

@@ -341,3 +341,34 @@ def test_an_https_answer_in_time_is_delivered_with_the_bundle_trusted(make_endpo
         tasks.outbox_relay.apply().get()
     delivery = WebhookDelivery.objects.get(endpoint=endpoint)
     assert (delivery.status_code, delivery.succeeded) == (200, True)
+
+
+def test_names_whose_lookups_hang_do_not_hold_up_other_names_or_start_more_lookups(settings):
+    """A lookup that overruns keeps its thread until the resolver gives up. On a pool of four,
+    four such names made every other name time out too; and each caller started another."""
+    import threading
+
+    from integrations.webhooks import url_resolve
+    from tests.fakes.dns import FakeDns
+
+    settings.WEBHOOK_DNS_TIMEOUT_SECONDS = 0.2
+    slow = [f"slow{n}.partner.test" for n in range(6)]
+    with FakeDns({"fast.partner.test": ["127.0.0.1"]}, slow=dict.fromkeys(slow, 2)) as dns:
+        callers = [threading.Thread(target=_refused_lookup, args=(name,)) for name in slow + slow[:2]]
+        for caller in callers:
+            caller.start()
+        for caller in callers:
+            caller.join()
+        started = time.monotonic()
+        assert url_resolve("http://fast.partner.test/hook").address == "127.0.0.1"
+        assert time.monotonic() - started < 0.15
+    assert sorted(dns.lookups) == sorted([*slow, "fast.partner.test"])  # one lookup a name
+
+
+def _refused_lookup(name: str) -> None:
+    from django.core.exceptions import ValidationError
+
+    from integrations.webhooks import url_resolve
+
+    with pytest.raises(ValidationError):
+        url_resolve(f"http://{name}/hook")

@@ -34,10 +34,11 @@ class FakeDns:
         self._lock = threading.Lock()
 
     def resolve(self, host: str, port: int) -> list[str]:
+        with self._lock:
+            self.lookups.append(host)
         if host.lower() in self._slow:
             time.sleep(self._slow[host.lower()])
         with self._lock:
-            self.lookups.append(host)
             try:
                 return [str(ipaddress.ip_address(host))]
             except ValueError:
