@@ -47,7 +47,15 @@ from integrations.inbound import (
     event_refusals_record,
     outcome_errors,
 )
-from integrations.inbox import Accepted, Entry, inbox_accept, inbox_accept_one, inbox_find_many, inbox_refusals
+from integrations.inbox import (
+    Accepted,
+    Entry,
+    inbox_accept,
+    inbox_accept_one,
+    inbox_find,
+    inbox_find_many,
+    inbox_refusals,
+)
 from integrations.models import InboundEvent
 
 logger = logging.getLogger(__name__)
@@ -210,10 +218,18 @@ def _queue_one(request, *, route: str, event, key: str) -> Response:
     entry = Entry(key, request_fingerprint(request), event)
     actor = Actor.from_request(request)
     accepted = _retrying(lambda: inbox_accept_one(owner=owner_of(request), route=route, actor=actor, entry=entry))
+    return _answer(accepted, key)
+
+
+def _answer(accepted: Accepted, key: str) -> Response:
     if accepted.mismatch:
         return key_reused()
     headers = {REPLAYED: "true"} if accepted.replayed else None
     return Response(_body(accepted, key), status=202, headers=headers)
+
+
+def _source_refusal(event: Event) -> ValidationError:
+    return ValidationError({"source": [OTHER_SOURCE_REFUSED.format(source=event.source)]})
 
 
 class EventApi(ReplaysPassThrottleMixin, APIView):
@@ -224,13 +240,24 @@ class EventApi(ReplaysPassThrottleMixin, APIView):
     parser_classes = [FastJSONParser]
     renderer_classes = [JSONRenderer]  # a machine route: no browsable page to negotiate
 
-    @extend_schema(request=EventInput, responses={202: OpenApiResponse(description="Queued")})
+    @extend_schema(
+        request=EventInput,
+        responses={
+            202: OpenApiResponse(description="Queued"),
+            403: OpenApiResponse(description='A source other than "app" without the scope events:sources'),
+        },
+    )
     def post(self, request):
         key = request.headers.get(HEADER)
         if refused := key_refusal(key, required=True):
             return refused
         event = event_parse(request.data)
         if event.source != APP_SOURCE and not has_scope(request, EVENT_SOURCES):
+            # As every refusal at the door: an event answered before is answered as then.
+            earlier = inbox_find(owner=owner_of(request), key=key, fingerprint=request_fingerprint(request))
+            if earlier is not None:
+                return _answer(earlier, key)
+            event_refusals_record([(event, _source_refusal(event))])
             raise PermissionDenied(OTHER_SOURCE_REFUSED.format(source=event.source))
         return _queue_one(request, route=InboundEvent.Route.EVENT, event=event, key=key)
 
@@ -297,6 +324,7 @@ def batch_queue(items: list[dict], *, actor: Actor, owner: str, other_sources: b
     leaders: dict[str, tuple[int, str]] = {}  # event id -> (first index, fingerprint)
     repeats: list[tuple[int, str, str]] = []
     parsed: list[tuple[int, Entry]] = []
+    not_theirs: list[tuple[int, Entry, ValidationError]] = []  # a source the sender may not name
     received_at = timezone.now()  # when an event without occurred_at happened
     for index, item in enumerate(items):
         event_id = item.get("id")
@@ -313,15 +341,16 @@ def batch_queue(items: list[dict], *, actor: Actor, owner: str, other_sources: b
         except ValidationError as exc:
             results[index] = _rejected(event_id, outcome_errors(exc))
             continue
+        entry = Entry(f"event:{event_id}", fingerprint, event)
         if event.source != APP_SOURCE and not other_sources:
-            results[index] = _rejected(event_id, {"source": [OTHER_SOURCE_REFUSED.format(source=event.source)]})
-            continue
-        parsed.append((index, Entry(f"event:{event_id}", fingerprint, event)))
+            not_theirs.append((index, entry, _source_refusal(event)))
+        else:
+            parsed.append((index, entry))
     limits = _AppUserLimits(owner, [entry.event for _, entry in parsed])
     if limits.short:
         parsed = _within_allowances(parsed, limits.short, results, owner)
     refusals = inbox_refusals([entry.event for _, entry in parsed])
-    refused = [(index, entry, refusals[n]) for n, (index, entry) in enumerate(parsed) if n in refusals]
+    refused = [(index, entry, refusals[n]) for n, (index, entry) in enumerate(parsed) if n in refusals] + not_theirs
     queued = [(index, entry) for n, (index, entry) in enumerate(parsed) if n not in refusals]
     # A refused event sent before under its id is answered as then (one query for them all).
     earlier = inbox_find_many(owner=owner, entries=[entry for _, entry, _ in refused])

@@ -409,3 +409,32 @@ def test_only_a_key_with_events_sources_may_send_as_an_outside_crm(app, key_clie
     assert accepted.status_code == 202, accepted.content
     assert outcome(connector, accepted)["status"] == "applied"
     assert Activity.objects.get(type="user_logged_in").source == "crm"
+
+
+def test_a_source_refusal_is_logged_and_an_event_answered_before_replays(
+    make_key, system_actor, django_capture_on_commit_callbacks
+):
+    """A connector's key loses events:sources: a retry of an event it sent before is answered
+    as then (batch too), a new one is refused, and the refusal is in the sync log."""
+    from rest_framework.test import APIClient
+
+    from crm_platform.services import api_key_update
+
+    ContactFactory(external_id="u-1")
+    key, raw = make_key(["events:write", "events:sources"], name="crm connector")
+    connector = APIClient()
+    connector.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    body = {"type": "user_logged_in", "user": {"external_id": "u-1"}, "source": "crm"}
+    first = send(connector, EVENTS, body, key="as-crm", apply=False)
+    batched = {"id": "b-1", **body}
+    assert connector.post(BATCH, {"events": [batched]}, format="json").json()["accepted"] == 1
+    with django_capture_on_commit_callbacks(execute=True):  # forgets the cached key
+        api_key_update(api_key=key, actor=system_actor, scopes=["events:write"])
+
+    again = send(connector, EVENTS, body, key="as-crm", apply=False)
+    assert again.status_code == 202 and again["Idempotent-Replayed"] == "true"
+    assert again.json()["event"]["id"] == first.json()["event"]["id"]
+    results = connector.post(BATCH, {"events": [batched, {**batched, "id": "b-2"}]}, format="json").json()
+    assert [r["status"] for r in results["results"]] == ["replayed", "rejected"]
+    assert send(connector, EVENTS, body, key="as-crm-2", apply=False).status_code == 403
+    assert SyncEvent.objects.filter(status="failed", last_error__contains="source").count() == 2
