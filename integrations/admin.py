@@ -166,25 +166,31 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
         data = {name: form.cleaned_data[name] for name in form.Meta.fields if name in form.cleaned_data}
         if change:
             # The form has already written its values onto `obj`: the service compares them
-            # with the stored endpoint, to save and audit what changed. Locked, and judged
-            # again: medical fields switched on since the form was read make its address and
-            # event types someone else's to change.
-            stored = WebhookEndpoint.objects.select_for_update().get(pk=obj.pk)
-            guarded = set(self._phi_guarded(request, stored))
-            kept_out = sorted(name for name in data if name in guarded and data[name] != getattr(stored, name))
-            if kept_out:
-                data = {name: value for name, value in data.items() if name not in kept_out}
-                self.message_user(
-                    request,
-                    f"Not changed: {', '.join(kept_out)}. The endpoint now receives medical fields; "
-                    "staff who may see them decide where they go.",
-                    messages.ERROR,
-                )
-            services.webhook_endpoint_update(endpoint=stored, data=data, actor=actor)
+            # with the stored endpoint (locked), to save and audit what changed.
+            services.webhook_endpoint_update(
+                endpoint=obj,
+                data=data,
+                actor=actor,
+                authorize=lambda locked, d: self._keep_phi_routing(request, locked, d),
+            )
             return
         endpoint, secret = services.webhook_endpoint_create(actor=actor, **data)
         obj.pk = endpoint.pk
         request._webhook_secrets = [(endpoint, secret, "")]
+
+    def _keep_phi_routing(self, request, locked: WebhookEndpoint, data: dict) -> dict:
+        """Judged again on the endpoint as it now is: medical fields switched on since the form
+        was read make its address and event types someone else's to change."""
+        guarded = set(self._phi_guarded(request, locked))
+        kept_out = sorted(name for name in data if name in guarded and data[name] != getattr(locked, name))
+        if kept_out:
+            self.message_user(
+                request,
+                f"Not changed: {', '.join(kept_out)}. The endpoint now receives medical fields; "
+                "staff who may see them decide where they go.",
+                messages.ERROR,
+            )
+        return {name: value for name, value in data.items() if name not in kept_out}
 
     def response_add(self, request, obj, post_url_continue=None):
         return self._secrets_shown_once(request, "Webhook endpoint added", request._webhook_secrets)
@@ -199,12 +205,12 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
         may_send_phi = request.user.has_perm(PHI_PERMISSION)
         enabled = 0
         for endpoint in queryset:
-            if endpoint.may_receive_phi and not may_send_phi:
+            # Judged by the UPDATE itself, on the endpoint as it is then (not as listed here).
+            if not services.webhook_endpoint_enable(endpoint=endpoint, actor=actor, phi_allowed=may_send_phi):
                 self.message_user(
                     request, f"{endpoint}: receives medical fields; staff who may see them enable it.", messages.ERROR
                 )
                 continue
-            services.webhook_endpoint_enable(endpoint=endpoint, actor=actor)
             enabled += 1
         self.message_user(request, f"{enabled} endpoint(s) enabled.")
 

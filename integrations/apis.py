@@ -136,16 +136,21 @@ class WebhookEndpointDetailApi(APIView):
     def patch(self, request, pk: int):
         self._get(pk)  # 404 before 400
         data = _valid(io.WebhookEndpointInput, request.data, partial=True)
+        enabled = data.pop("enabled", None)
         actor = Actor.from_request(request)
-        with transaction.atomic():
-            # Locked before it is judged: a change racing this one (medical fields switched on
-            # by someone who may) is either seen here or waits for this one.
-            endpoint = get_object_or_404(_endpoints(request).select_for_update(), pk=pk)
-            _check_phi_authority(request, data, endpoint)
-            enabled = data.pop("enabled", None)
-            if enabled is True and not endpoint.enabled and not _client_may_enable(request, endpoint):
+
+        def authorize(locked: WebhookEndpoint, changes: dict) -> dict:
+            # Judged on the endpoint locked as it is when the change lands: a change racing this
+            # one (medical fields switched on by someone who may) is either seen here or waits.
+            _check_phi_authority(request, changes if enabled is None else {**changes, "enabled": enabled}, locked)
+            if enabled is True and not locked.enabled and not _client_may_enable(request, locked):
                 raise PermissionDenied(STAFF_DISABLED)
-            endpoint = services.webhook_endpoint_update(endpoint=endpoint, data=data, actor=actor)
+            return changes
+
+        with transaction.atomic():
+            endpoint = services.webhook_endpoint_update(
+                endpoint=self._get(pk), data=data, actor=actor, authorize=authorize
+            )
             if enabled is True and not endpoint.enabled:
                 services.webhook_endpoint_enable(endpoint=endpoint, actor=actor)
             elif enabled is False and endpoint.enabled:

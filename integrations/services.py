@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets as pysecrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.conf import settings
@@ -93,26 +93,38 @@ def webhook_endpoint_create(
     return endpoint, endpoint.secret
 
 
-def webhook_endpoint_update(*, endpoint: WebhookEndpoint, data: dict[str, Any], actor: Actor) -> WebhookEndpoint:
-    """Change the editable fields named in `data` (never the secret). Raises ValidationError."""
-    changes = {}
+def webhook_endpoint_update(
+    *,
+    endpoint: WebhookEndpoint,
+    data: dict[str, Any],
+    actor: Actor,
+    authorize: Callable[[WebhookEndpoint, dict[str, Any]], dict[str, Any]] | None = None,
+) -> WebhookEndpoint:
+    """Change the editable fields named in `data` (never the secret) and return the endpoint as
+    stored. The values are checked first (a new URL's host is looked up: seconds, at worst,
+    with no lock held); then the row is locked, and `authorize(locked, data)`, when given,
+    judges the change against the endpoint as it now is: it raises to refuse, or returns what
+    may be applied. Raises ValidationError."""
     if "url" in data:
         url_check(data["url"])
     if "event_types" in data:
         data = {**data, "event_types": _event_types(data["event_types"])}
     if "phi_fields" in data:
         data = {**data, "phi_fields": check_phi_fields(data["phi_fields"])}
-    for name in EDITABLE:
-        if name in data and getattr(endpoint, name) != data[name]:
-            changes[name] = (getattr(endpoint, name), data[name])
-            setattr(endpoint, name, data[name])
-    if not changes:
-        return endpoint
-    endpoint.full_clean(exclude=["secret"])
     with transaction.atomic():
-        endpoint.save(update_fields=[*changes, "updated_at"])
-        audit_record(actor=actor, action="webhook_endpoint.update", obj=endpoint, changes=changes)
-    return endpoint
+        locked = WebhookEndpoint.objects.select_for_update().get(pk=endpoint.pk)
+        if authorize is not None:
+            data = authorize(locked, data)
+        changes = {}
+        for name in EDITABLE:
+            if name in data and getattr(locked, name) != data[name]:
+                changes[name] = (getattr(locked, name), data[name])
+                setattr(locked, name, data[name])
+        if changes:
+            locked.full_clean(exclude=["secret"])
+            locked.save(update_fields=[*changes, "updated_at"])
+            audit_record(actor=actor, action="webhook_endpoint.update", obj=locked, changes=changes)
+    return locked
 
 
 def webhook_endpoint_rotate_secret(
@@ -163,11 +175,17 @@ def webhook_endpoint_disable(*, endpoint: WebhookEndpoint, actor: Actor, reason:
         endpoint_disable(endpoint=endpoint, reason=reason, actor=actor, by_system=False)
 
 
-def webhook_endpoint_enable(*, endpoint: WebhookEndpoint, actor: Actor) -> None:
+def webhook_endpoint_enable(*, endpoint: WebhookEndpoint, actor: Actor, phi_allowed: bool = True) -> bool:
+    """Switch the endpoint on; whether it was. With `phi_allowed` False (a caller who may not
+    route medical fields) one that receives them, as it is when the UPDATE lands, stays off."""
     with transaction.atomic():
-        WebhookEndpoint.objects.filter(pk=endpoint.pk).update(
+        rows = WebhookEndpoint.objects.filter(pk=endpoint.pk)
+        if not phi_allowed:
+            rows = rows.filter(may_receive_phi=False)
+        if not rows.update(
             enabled=True, disabled_at=None, disabled_reason="", needs_attention=False, failing_since=None
-        )
+        ):
+            return False
         endpoint.enabled, endpoint.disabled_at, endpoint.disabled_reason = True, None, ""
         endpoint.needs_attention, endpoint.failing_since = False, None
         audit_record(actor=actor, action="webhook_endpoint.enable", obj=endpoint)
@@ -175,6 +193,7 @@ def webhook_endpoint_enable(*, endpoint: WebhookEndpoint, actor: Actor) -> None:
         AdminNotice.objects.filter(
             source="webhooks", title=disabled_notice_title(endpoint), resolved_at__isnull=True
         ).update(resolved_at=timezone.now())
+    return True
 
 
 def webhook_endpoint_test(*, endpoint: WebhookEndpoint, actor: Actor) -> WebhookDelivery:

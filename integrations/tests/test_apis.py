@@ -359,3 +359,36 @@ def test_the_phi_check_judges_the_endpoint_as_it_is_when_the_change_lands(writer
     assert answer.status_code == 403, answer.content
     endpoint = WebhookEndpoint.objects.get(pk=pk)
     assert (endpoint.url, endpoint.may_receive_phi) == (receiver.url, True)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_patch_looks_the_new_host_up_before_it_locks_the_endpoint(writer, receiver, settings):
+    """A lookup may take seconds: the relay's batches (which update the endpoint's failure
+    state) must not wait on a PATCH that is still looking up its new host."""
+    import threading
+
+    from django.db import connection
+
+    from tests.fakes.dns import FakeDns
+    from tests.support import other_connection, wait_until
+
+    pk = writer.post(LIST, {"url": receiver.url}, format="json").json()["id"]
+    settings.WEBHOOK_ALLOW_PRIVATE_TARGETS = False
+    answers = []
+
+    def move():
+        try:
+            answers.append(writer.patch(f"{LIST}/{pk}", {"url": "https://hooks.partner.test/in"}, format="json"))
+        finally:
+            connection.close()
+
+    with FakeDns({"hooks.partner.test": ["93.184.216.34"]}, slow={"hooks.partner.test": 1}) as dns:
+        mover = threading.Thread(target=move)
+        mover.start()
+        wait_until(lambda: dns.lookups)
+        with other_connection() as relay_like:  # raises LockNotAvailable if the row is held
+            relay_like.execute("SELECT 1 FROM integrations_webhookendpoint WHERE id = %s FOR UPDATE NOWAIT", [pk])
+            relay_like.rollback()
+        mover.join(timeout=10)
+    assert answers and answers[0].status_code == 200, answers and answers[0].content
+    assert WebhookEndpoint.objects.get(pk=pk).url == "https://hooks.partner.test/in"
