@@ -8,6 +8,7 @@ default storage keeps in a cookie on the browser until the next page.
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 from django import forms
 from django.contrib import admin, messages
@@ -16,6 +17,7 @@ from django.contrib.postgres.forms import SimpleArrayField
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.template.response import TemplateResponse
+from django.utils import timezone
 from django.utils.html import format_html
 
 from crm_platform.actor import Actor
@@ -31,6 +33,8 @@ from integrations import inbox, relay, selectors, services, sync
 from integrations.events import EVENT_TYPES, TOPIC_EVENT_TYPES
 from integrations.models import InboundEvent, SyncEvent, WebhookDelivery, WebhookEndpoint
 from integrations.webhooks import url_check
+
+ROTATION_PAUSE_SECONDS = 60  # between two rotations of one endpoint's secret in the admin
 
 _HEX_DIGEST = re.compile(r"[0-9a-fA-F]{64}")  # a payload digest, as staff may paste it
 
@@ -238,11 +242,24 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
     def rotate_secret(self, request, queryset):
         actor = Actor.from_request(request)
         secrets = []
+        # Reloading the page that showed new secrets posts this action again: the rotation would
+        # drop at once the secret receivers still verify with. A minute must pass in between.
+        just_rotated = selectors.webhook_endpoints_rotated_since(
+            [endpoint.pk for endpoint in queryset], timezone.now() - timedelta(seconds=ROTATION_PAUSE_SECONDS)
+        )
         for endpoint in queryset:
+            if endpoint.pk in just_rotated:
+                self.message_user(
+                    request,
+                    f"{endpoint}: its secret was rotated less than a minute ago (a reloaded page sends the "
+                    "action again); rotate it again in a minute if you meant to.",
+                    messages.ERROR,
+                )
+                continue
             secret, until = services.webhook_endpoint_rotate_secret(endpoint=endpoint, actor=actor)
             note = f"The old secret also signs until {until:%Y-%m-%d %H:%M} UTC." if until else "The old one stopped."
             secrets.append((endpoint, secret, note))
-        return self._secrets_shown_once(request, "Signing secrets rotated", secrets)
+        return self._secrets_shown_once(request, "Signing secrets rotated", secrets) if secrets else None
 
     @admin.action(description="Replay failed and dead deliveries", permissions=["change"])
     def replay_failed(self, request, queryset):

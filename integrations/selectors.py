@@ -30,6 +30,20 @@ def webhook_endpoint_list(*, owner: ApiKey | None) -> QuerySet[WebhookEndpoint]:
     return queryset.filter(owner=owner) if owner is not None else queryset
 
 
+def webhook_endpoints_rotated_since(pks: list[int], since) -> set[int]:
+    """Of these endpoints, those whose signing secret was rotated at or after `since` (the
+    audit log says when)."""
+    from compliance.models import AuditEvent
+
+    rotated = AuditEvent.objects.filter(
+        object_type=WebhookEndpoint._meta.label_lower,
+        object_id__in=[str(pk) for pk in pks],
+        action="webhook_endpoint.rotate_secret",
+        occurred_at__gte=since,
+    ).values_list("object_id", flat=True)
+    return {int(pk) for pk in rotated}
+
+
 def _since(window: timedelta | None):
     return timezone.now() - (window or STATS_WINDOW)
 

@@ -136,6 +136,10 @@ def test_rotating_a_secret_in_the_admin_shows_the_new_one_once(admin_client, mak
     assert response.status_code == 200 and endpoint.secret.encode() in response.content
     assert b"The old secret also signs until" in response.content
     _assert_not_kept_in_a_cookie(admin_client, response, endpoint.secret)
+    # Reloading that page posts the action again: refused for a minute, both secrets kept.
+    again = admin_client.post(url, {"action": "rotate_secret", "_selected_action": [str(endpoint.pk)]}, follow=True)
+    assert b"rotated less than a minute ago" in again.content
+    assert WebhookEndpoint.objects.get(pk=endpoint.pk).previous_secret == old
     change = admin_client.get(reverse("admin:integrations_webhookendpoint_change", args=[endpoint.pk]))
     assert endpoint.secret.encode() not in change.content and old.encode() not in change.content
 
