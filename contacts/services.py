@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any
@@ -148,7 +149,7 @@ def _clean_fields(fields: dict[str, Any], *, country: str = "", definitions: dic
         if field is None or (field.blank and value in field.empty_values):
             continue
         try:
-            cleaned[name] = field.clean(value, None)  # the model's own conversions: text to date...
+            cleaned[name] = _storable(field.clean(value, None))  # the model's own conversions: text to date...
         except ValidationError as exc:
             errors.setdefault(name, exc.messages)
         except (TypeError, ValueError):  # a value of the wrong JSON type (a number for a date, ...)
@@ -156,6 +157,22 @@ def _clean_fields(fields: dict[str, Any], *, country: str = "", definitions: dic
     if errors:
         raise ValidationError(errors)
     return cleaned
+
+
+def _storable(value: Any) -> Any:
+    """A value a model field took, as PostgreSQL keeps it: a moment in UTC. ValidationError for
+    what Python parses but the database would refuse or not give back: NaN (which passes every
+    range check, then fails the table's), an offset beyond 15:59, a moment before year 1 or
+    after 9999 in UTC."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValidationError("A finite number.")
+    if not isinstance(value, dt.datetime):
+        return value
+    try:
+        aware = value if timezone.is_aware(value) else timezone.make_aware(value)
+        return aware.astimezone(dt.UTC)
+    except OverflowError:
+        raise ValidationError("A moment between the years 1 and 9999 in UTC.") from None
 
 
 def validate_properties(properties: Any, *, definitions: dict | None = None) -> dict[str, Any]:
@@ -949,16 +966,34 @@ def subscription_cancel(*, subscription: Subscription, actor: Actor, at: dt.date
     return locked
 
 
+def _company_clean(fields: dict[str, Any]) -> dict[str, Any]:
+    """The checks the Company model declares (lengths, ranges: a size the integer column
+    holds) on the given fields, converted as the model converts them; ValidationError names
+    every bad field. Uniqueness is the caller's."""
+    cleaned, errors = {}, {}
+    for name, value in fields.items():
+        try:
+            cleaned[name] = Company._meta.get_field(name).clean(value, None)
+        except ValidationError as exc:
+            errors[name] = exc.messages
+    if errors:
+        raise ValidationError(errors)
+    return cleaned
+
+
 def company_upsert(*, name: str, actor: Actor, domain: str | None = None, **fields: Any) -> tuple[Company, bool]:
-    """A company by domain (lower-cased), created when missing."""
+    """A company by domain (lower-cased), created when missing. Raises ValidationError for a
+    missing name or a field the model refuses."""
     domain = domain.strip().lower() if domain else None
     if not name or not name.strip():
         raise ValidationError({"name": ["A company needs a name."]})
+    fields = _company_clean({"name": name.strip(), "domain": domain, **fields})
+    domain = fields.pop("domain")
     with transaction.atomic():
         if domain:
-            company, created = Company.objects.get_or_create(domain=domain, defaults={"name": name.strip(), **fields})
+            company, created = Company.objects.get_or_create(domain=domain, defaults=fields)
         else:
-            company, created = Company.objects.create(name=name.strip(), **fields), True
+            company, created = Company.objects.create(**fields), True
         if created:
             audit_record(actor=actor, action="company.create", obj=company)
     return company, created
@@ -974,6 +1009,7 @@ def company_update(*, company: Company, actor: Actor, **fields: Any) -> Company:
         fields["domain"] = fields["domain"].strip().lower() if fields["domain"] else None
     if "name" in fields and not str(fields["name"]).strip():
         raise ValidationError({"name": ["A company needs a name."]})
+    fields = _company_clean(fields)
     with transaction.atomic():
         locked = Company.objects.select_for_update().get(pk=company.pk)
         domain = fields.get("domain")

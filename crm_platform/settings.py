@@ -240,7 +240,9 @@ REST_FRAMEWORK = {
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # Strict JSON on every route (NaN, 1e400, lone surrogates, NUL and integers beyond 64 bits
+    # refused with a 400): what DRF's parser lets through, the database or renderer chokes on.
+    "DEFAULT_PARSER_CLASSES": ["crm_platform.api.fastjson.FastJSONParser"],
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 # Seconds a verified API key is remembered in Redis; a revocation clears it at once.

@@ -111,3 +111,33 @@ def test_integers_beyond_64_bits_are_refused_not_rounded(key_client):
 @given(st.binary(max_size=80) | st.text(alphabet='0123456789a"', max_size=80).map(str.encode))
 def test_the_long_digit_scan_finds_exactly_what_a_regular_expression_finds(body):
     assert _has_long_digits(body) == bool(re.search(rb"\d{20,}", body))
+
+
+@pytest.mark.parametrize(
+    ("url", "body"),
+    [
+        # 1e400 is a double's infinity: no integer id, no jsonb number.
+        ("/api/v1/notes", '{"contact": 1e400, "body": "x"}'),
+        ("/api/v1/orders", '{"contact": %(contact)d, "amount": "1.00", "items": [{"qty": 1e400}]}'),
+        # A lone surrogate cannot be written as UTF-8, not even in the error that quotes it.
+        ("/api/v1/tickets", '{"contact": %(contact)d, "subject": "x", "priority": "\\ud800"}'),
+        ("/api/v1/leads", '{"email": "s@example.com", "source": "api", "assessment": {"a": "\\ud800"}}'),
+        # PostgreSQL's jsonb refuses NUL.
+        ("/api/v1/orders", '{"contact": %(contact)d, "amount": "1.00", "items": [{"sku": "\\u0000"}]}'),
+        # Nested deeper than Python's recursion limit.
+        ("/api/v1/contacts", "[" * 100_000),
+    ],
+)
+def test_every_route_refuses_json_the_rest_of_the_request_cannot_hold_with_a_400(key_client, url, body):
+    """The project's parser on every route, not only the event routes: these were 500s, or
+    stored (the lead's lone surrogate, kept for every later read to choke on); now they are
+    refused before anything runs."""
+    from compliance.models import AuditEvent
+
+    crm = key_client(["contacts:write", "tickets:write", "leads:write"])
+    body %= {"contact": ContactFactory().pk} if "%(contact)d" in body else {}
+    before = AuditEvent.objects.count()
+    response = crm.generic("POST", url, body, content_type="application/json")
+    assert response.status_code == 400, response.content[:300]
+    assert "JSON parse error" in response.json()["error"]["message"]
+    assert AuditEvent.objects.count() == before

@@ -2,7 +2,7 @@ import pytest
 from django.utils import timezone
 
 from contacts import services
-from contacts.models import Contact
+from contacts.models import Company, Contact
 from contacts.tests.factories import ContactFactory
 
 pytestmark = pytest.mark.django_db
@@ -172,6 +172,18 @@ def test_companies_create_read_update_and_refuse_a_taken_domain(writer):
     taken = writer.patch(f"/api/v1/companies/{company_id}", {"domain": "other.com"}, format="json")
     assert taken.status_code == 409 and taken.json()["error"]["fields"] == {"domain": [f"company {other['id']}"]}
     assert writer.get(f"/api/v1/companies/{company_id}").json()["name"] == "Acme"
+
+
+def test_a_company_size_beyond_its_column_is_a_400_and_writes_nothing(writer):
+    """Sizes past the integer column were a database error (500); the service now runs the
+    model's own range check."""
+    refused = writer.post("/api/v1/companies", {"name": "Huge", "size": 2**31}, format="json")
+    assert refused.status_code == 400 and "size" in refused.json()["error"]["fields"], refused.content
+    assert not Company.objects.filter(name="Huge").exists()
+    company = writer.post("/api/v1/companies", {"name": "Acme", "size": 10}, format="json").json()
+    patched = writer.patch(f"/api/v1/companies/{company['id']}", {"size": 2**63}, format="json")
+    assert patched.status_code == 400 and "size" in patched.json()["error"]["fields"], patched.content
+    assert Company.objects.get(pk=company["id"]).size == 10
 
 
 def test_medical_fields_need_phi_read(key_client, system_actor):

@@ -121,3 +121,31 @@ def test_wrongly_typed_rows_are_row_errors_not_500s(writer, row):
     assert response.status_code == 200
     statuses = [r["status"] for r in response.json()["results"]]
     assert statuses == ["error", "created"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("last_login_at", "9999-12-31T23:59:59-23:59"),  # after 9999 in UTC: PostgreSQL refused it
+        ("last_login_at", "0001-01-01T00:00:00+14:00"),  # before year 1 in UTC: stored, then no read loaded it
+        ("churn_risk", "NaN"),  # passes the model's 0..1 check, then failed the table's
+    ],
+)
+def test_a_value_python_parses_but_postgresql_cannot_keep_is_a_row_error_not_a_500(writer, field, value):
+    """Rows skip the API's serializer; the model's own checks let these through, and the whole
+    request answered 500 (or stored a contact no read could load)."""
+    rows = [{"email": "a@example.com", field: value}, {"email": "ok@example.com"}]
+    response = writer.post(URL, {"contacts": rows}, format="json")
+    assert response.status_code == 200, response.content
+    bad, ok = response.json()["results"]
+    assert bad["status"] == "error" and field in bad["errors"], bad
+    assert ok["status"] == "created"
+    assert not Contact.objects.filter(email="a@example.com").exists()
+
+
+def test_a_moment_with_an_offset_postgresql_refuses_is_kept_as_its_instant_in_utc(writer):
+    rows = [{"email": "a@example.com", "last_login_at": "2024-05-01T10:00:00+16:00"}]
+    response = writer.post(URL, {"contacts": rows}, format="json")
+    assert response.status_code == 200 and response.json()["created"] == 1, response.content
+    stored = Contact.objects.get(email="a@example.com").last_login_at
+    assert stored.isoformat() == "2024-04-30T18:00:00+00:00"

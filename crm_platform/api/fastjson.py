@@ -1,8 +1,14 @@
 """orjson for the routes that move the most JSON (the event batch: a thousand events in, a
 thousand results out). Same documents as DRF's JSONParser and JSONRenderer, parsed and written
 in C: strict JSON in (NaN and Infinity refused, as DRF does), anything orjson does not know
-out through DRF's own encoder. Not the project default, because orjson writes datetimes as
-"+00:00" where DRF writes "Z": use the renderer on responses without datetimes."""
+out through DRF's own encoder.
+
+The parser is every route's (DEFAULT_PARSER_CLASSES): it also refuses, with a 400, what DRF's
+parser lets through and the rest of a request cannot hold: a number beyond a double (1e400,
+which Python reads as infinity and no integer field can take), a lone surrogate (which no
+UTF-8 answer or column can hold, not even the error that quotes it), NUL and integers beyond
+64 bits. The renderer is not the project default, because orjson writes datetimes as "+00:00"
+where DRF writes "Z": use it on responses without datetimes."""
 
 from __future__ import annotations
 
