@@ -80,7 +80,7 @@ class AuditEventAdmin(ReadOnlyAdminMixin, FastChangeListMixin, admin.ModelAdmin)
         kind, sep, ident = term.partition(":")
         if not sep or not ident:
             return (queryset.filter(request_id=term) if term else queryset), False
-        if kind == "contact" and ident.isdigit():
+        if kind == "contact" and ident.isascii() and ident.isdecimal():  # not isdigit(): "²" is one
             return queryset.filter(subject_id=int(ident)), False
         if kind in {c.value for c in AuditEvent.ActorKind}:
             return queryset.filter(actor_kind=kind, actor_id=ident), False

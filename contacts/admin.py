@@ -115,10 +115,13 @@ class OwnerFilter(admin.SimpleListFilter):
         return [("none", "Nobody"), *[(str(u.pk), u.get_username()) for u in staff]]
 
     def queryset(self, request, queryset):
-        if self.value() == "none":
+        value = self.value()
+        if value == "none":
             return queryset.filter(owner__isnull=True)
-        if self.value():
-            return queryset.filter(owner_id=self.value())
+        if value and not (value.isascii() and value.isdecimal()):
+            return queryset.none()  # a value off the links (an edited URL) names nobody
+        if value:
+            return queryset.filter(owner_id=int(value))
         return queryset
 
 

@@ -114,6 +114,12 @@ def test_admin_audit_log_filters_and_searches(client, officer, trail):
     assert client.get(listing, {"q": "user:999"}).context["cl"].result_count == 0
 
 
+def test_admin_audit_log_search_for_a_contact_id_that_is_no_number_finds_nothing(client, officer, trail):
+    response = client.get("/admin/compliance/auditevent/", {"q": "contact:²"})  # a digit to isdigit(), not to int()
+    assert response.status_code == 200
+    assert response.context["cl"].result_count == 0
+
+
 def test_admin_csv_export_is_formula_safe(client, officer, system_actor):
     audit_record(actor=system_actor, action="=HYPERLINK(1)", object_type="tests.thing", object_id="@x")
     ids = [str(pk) for pk in AuditEvent.objects.values_list("pk", flat=True)]

@@ -3,8 +3,10 @@
 import time
 
 import pytest
+from axes.models import AccessAttempt
 from django.contrib.sessions.models import Session
 from django.test import override_settings
+from django.utils import timezone
 from django_otp.oath import totp
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
@@ -111,3 +113,15 @@ def test_admin_pages_carry_a_content_security_policy_of_our_own_assets(client, s
     assert page["Content-Security-Policy"] == ADMIN_CSP
     assert "script-src 'self'" in ADMIN_CSP and "unsafe-inline" not in ADMIN_CSP.split("style-src-attr")[0]
     assert "Content-Security-Policy" not in client.get("/healthz")
+
+
+def test_the_admin_cleans_up_expired_login_attempts(admin_client):
+    fields = {"user_agent": "curl", "ip_address": "10.0.0.1", "http_accept": "*/*", "path_info": "/admin/login/"}
+    expired = AccessAttempt.objects.create(username="old", failures_since_start=5, **fields)
+    AccessAttempt.objects.filter(pk=expired.pk).update(attempt_time=timezone.now() - timezone.timedelta(hours=1))
+    recent = AccessAttempt.objects.create(username="new", failures_since_start=2, **fields)
+    response = admin_client.post(
+        "/admin/axes/accessattempt/", {"action": "cleanup_expired_attempts", "_selected_action": [recent.pk]}
+    )
+    assert response.status_code == 302
+    assert list(AccessAttempt.objects.values_list("username", flat=True)) == ["new"]

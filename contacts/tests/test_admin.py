@@ -35,6 +35,15 @@ def test_changelist_has_a_bounded_number_of_queries(admin_client, django_assert_
     assert response.status_code == 200
 
 
+def test_owner_filter_given_a_value_that_is_no_user_id_lists_nobody(admin_client, admin_user):
+    ContactFactory(owner=admin_user)
+    for value in ("abc", "²"):  # an edited URL; "²" passes str.isdigit() but not int()
+        response = admin_client.get(LIST, {"owner": value})
+        assert response.status_code == 200, value
+        assert response.context["cl"].result_count == 0, value
+    assert admin_client.get(LIST, {"owner": str(admin_user.pk)}).context["cl"].result_count == 1
+
+
 def test_change_page_shows_timeline_and_history(admin_client, system_actor):
     from contacts.services import activity_record, lifecycle_transition
 
