@@ -555,7 +555,7 @@ def webhook_send(
         delivery.save(force_insert=True)
     else:
         log.append(delivery)
-    return delivery, int(retry_after) if retry_after.isdigit() else None
+    return delivery, int(retry_after) if retry_after.isascii() and retry_after.isdigit() else None
 
 
 # What webhook_send logs when nothing answered: the relay then leaves the endpoint's other

@@ -398,3 +398,21 @@ def test_a_worker_shutting_down_stops_the_relay_between_batches(make_endpoint, p
         tasks._shutting_down.clear()  # this test process is no worker: take the flag back
     assert receiver.requests == []
     assert tasks.outbox_relay.apply().get() == {"routed": 1, "attempted": 1, "postponed": 0}
+
+
+@pytest.mark.parametrize(
+    ("header", "waits_at_least"), [("120", 120), ("\u00b2", 0), ("Wed, 21 Oct 2026 07:28:00 GMT", 0)]
+)
+def test_a_429_retry_after_in_seconds_is_honoured_and_anything_else_ignored(
+    make_endpoint, publish, receiver, header, waits_at_least
+):
+    """Retry-After "²" passed str.isdigit() and broke int(): the batch failed."""
+    make_endpoint()
+    receiver.respond((429, {"Retry-After": header}))
+    publish()
+    before = timezone.now()
+    relay.outbox_relay(budget_seconds=10)
+    row = OutboxMessage.objects.exclude(destination="").get()
+    assert (row.status, row.attempts, row.last_error) == (OutboxMessage.Status.FAILED, 1, "HTTP 429")
+    assert row.next_attempt_at >= before + timedelta(seconds=waits_at_least)
+    assert WebhookDelivery.objects.get().status_code == 429

@@ -10,6 +10,7 @@ An answer "timeout" holds the connection open for `timeout_seconds` before answe
 a client with a shorter timeout gives up. An answer "drip" sends a 200 a byte every
 `drip_seconds`: each read is quick, the answer is not (a client whose timeout bounds each read
 waits for all of it); "drip_body" sends the 200 and its headers at once, then its body so.
+An answer (status, {header: value}) adds those headers, e.g. (429, {"Retry-After": "30"}).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class WebhookReceiver:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/hook"
 
-    def respond(self, *answers: int | str) -> None:
+    def respond(self, *answers: int | str | tuple[int, dict[str, str]]) -> None:
         with self._lock:
             self._answers.extend(answers)
 
@@ -76,9 +77,12 @@ class WebhookReceiver:
                     self.wfile.flush()
                     self._drip(body)
                     return
+                answer, extra = answer if isinstance(answer, tuple) else (answer, {})
                 payload = b'{"ok": true}' if 200 <= int(answer) < 300 else b'{"error": "nope"}'
                 try:
                     self.send_response(int(answer))
+                    for name, value in extra.items():
+                        self.send_header(name, value)
                     self.send_header("content-type", "application/json")
                     self.send_header("content-length", str(len(payload)))
                     self.end_headers()
