@@ -340,7 +340,7 @@ def test_an_https_answer_in_time_is_delivered_with_the_bundle_trusted(make_endpo
         publish()
         tasks.outbox_relay.apply().get()
     delivery = WebhookDelivery.objects.get(endpoint=endpoint)
-    assert (delivery.status_code, delivery.succeeded) == (200, True)
+    assert (delivery.status_code, delivery.succeeded) == (200, True), delivery.error
 
 
 def test_names_whose_lookups_hang_do_not_hold_up_other_names_or_start_more_lookups(settings):

@@ -86,7 +86,7 @@ class TlsListener:
             if self._stop.wait(self.handshake_delay):
                 return
             with self._context.wrap_socket(conn, server_side=True) as tls:
-                tls.recv(65536)  # the request (or nothing: a client refusing our certificate)
+                _read_request(tls)  # all of it: closing on unread bytes would reset the connection
                 for n in range(len(self.reply or b"")):
                     if self._stop.wait(self.drip_seconds):
                         return
@@ -105,3 +105,24 @@ class TlsListener:
         self._thread.join(timeout=5)
         self._socket.close()
         self._dir.cleanup()
+
+
+def _read_request(tls: ssl.SSLSocket) -> bytes:
+    """An HTTP request's head and its content-length's worth of body (b"" if none came)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = tls.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        (int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")),
+        0,
+    )
+    while len(body) < length:
+        chunk = tls.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return head + b"\r\n\r\n" + body
