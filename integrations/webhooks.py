@@ -138,6 +138,7 @@ class LookupTimedOutError(OSError):
 # lookup rather than starting more, so a name server that stops answering costs one thread per
 # name, and never delays the lookup of another name.
 _lookups: dict[tuple[str, int], concurrent.futures.Future] = {}
+MAX_LOOKUPS_IN_FLIGHT = 64
 _lookups_lock = threading.Lock()
 
 
@@ -147,10 +148,16 @@ def _lookup(host: str, port: int) -> list[str]:
     with _lookups_lock:
         future = _lookups.get((host, port))
         if future is None:
-            future = _lookups[(host, port)] = concurrent.futures.Future()
-            threading.Thread(
-                target=_run_lookup, args=(resolver, host, port, future), name="webhook-dns", daemon=True
-            ).start()
+            if len(_lookups) >= MAX_LOOKUPS_IN_FLIGHT:  # that many names hang already: no more threads
+                raise LookupTimedOutError(host)
+            future = concurrent.futures.Future()
+            try:
+                threading.Thread(
+                    target=_run_lookup, args=(resolver, host, port, future), name="webhook-dns", daemon=True
+                ).start()
+            except RuntimeError:  # no thread to be had: as a lookup that did not answer
+                raise LookupTimedOutError(host) from None
+            _lookups[(host, port)] = future
     try:
         return future.result(timeout=float(_setting("WEBHOOK_DNS_TIMEOUT_SECONDS", 5)))
     except concurrent.futures.TimeoutError:
@@ -306,8 +313,9 @@ class _Deadlines:
     def watch(self, send: _Send) -> None:
         with self._cond:
             if self._pid != os.getpid():  # first use in this process (a worker forked after import)
-                self._pid, self._sends, self._sleeping_until = os.getpid(), {}, None
+                self._sends, self._sleeping_until = {}, None
                 threading.Thread(target=self._run, name="webhook-deadlines", daemon=True).start()
+                self._pid = os.getpid()  # only once it runs: a failed start is tried again next send
             self._sends[id(send)] = send
             if self._sleeping_until is None or send.deadline < self._sleeping_until:
                 self._cond.notify()

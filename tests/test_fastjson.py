@@ -141,3 +141,14 @@ def test_every_route_refuses_json_the_rest_of_the_request_cannot_hold_with_a_400
     assert response.status_code == 400, response.content[:300]
     assert "JSON parse error" in response.json()["error"]["message"]
     assert AuditEvent.objects.count() == before
+
+
+@pytest.mark.parametrize(("depth", "leaf", "status"), [(400, '"12345678901234567890"', 201), (1000, "1.5", 400)])
+def test_deep_nesting_beside_long_digits_is_never_a_500(key_client, depth, leaf, status):
+    """Twenty digits in a row made the parser read the body a second time, recursively: 340
+    levels (which orjson takes) broke Python's recursion limit, a 500 on any route."""
+    crm = key_client(["contacts:write"])
+    digits = '"12345678901234567890"'
+    body = '{"email": "deep@example.com", "x": ' + "[" * depth + f"{leaf}, {digits}" + "]" * depth + "}"
+    response = crm.generic("POST", "/api/v1/contacts", body, content_type="application/json")
+    assert response.status_code == status, response.content[:300]

@@ -37,7 +37,7 @@ class FastJSONParser(JSONParser):
             raise ParseError(f"JSON parse error - {exc}") from None
         # orjson reads an integer beyond 64 bits as a float, silently inexact; DRF's parser kept
         # it exact. Twenty digits in a row anywhere (strings too) earn a second, exact reading.
-        if _has_long_digits(body) and _has_big_int(json.loads(body)):
+        if _has_long_digits(body) and _has_big_int(data, body):
             raise ParseError("JSON parse error - integers beyond 64 bits are not accepted; send them as strings.")
         return data
 
@@ -52,12 +52,40 @@ def _has_long_digits(body: bytes) -> bool:
     return _TWENTY in body.translate(_ZEROED)
 
 
-def _has_big_int(value) -> bool:
-    if isinstance(value, dict):
-        return any(_has_big_int(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_has_big_int(v) for v in value)
-    return isinstance(value, int) and not -(2**63) <= value < 2**64
+def _has_big_int(data, body: bytes) -> bool:
+    """Whether the document holds an integer beyond 64 bits. orjson read those as floats, so
+    only a float where the exact reading has an int can be one: json reads the body again, and
+    both are walked side by side without recursion (orjson takes nesting 1,024 deep, past
+    Python's recursion limit for a recursive walk)."""
+    if not _has_float(data):
+        return False
+    try:
+        exact = json.loads(body)
+    except RecursionError:
+        raise ParseError("JSON parse error - nested too deep.") from None
+    stack = [exact]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+        elif isinstance(value, int) and not -(2**63) <= value < 2**64:
+            return True
+    return False
+
+
+def _has_float(value) -> bool:
+    stack = [value]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+        elif isinstance(value, float):
+            return True
+    return False
 
 
 class FastJSONRenderer(JSONRenderer):

@@ -372,3 +372,29 @@ def _refused_lookup(name: str) -> None:
 
     with pytest.raises(ValidationError):
         url_resolve(f"http://{name}/hook")
+
+
+def test_past_a_cap_of_hanging_lookups_a_new_name_is_refused_at_once_without_a_thread(settings):
+    """Each name whose lookup hangs holds a thread until the resolver gives up: an API client
+    registering many such names could otherwise start threads without end."""
+    import threading
+
+    from django.core.exceptions import ValidationError
+
+    from integrations.webhooks import MAX_LOOKUPS_IN_FLIGHT, url_resolve
+    from tests.fakes.dns import FakeDns
+
+    settings.WEBHOOK_DNS_TIMEOUT_SECONDS = 0.5
+    slow = [f"hang{n}.partner.test" for n in range(MAX_LOOKUPS_IN_FLIGHT + 1)]
+    with FakeDns({}, slow=dict.fromkeys(slow, 4)) as dns:
+        callers = [threading.Thread(target=_refused_lookup, args=(name,)) for name in slow[:-1]]
+        for caller in callers:
+            caller.start()
+        for caller in callers:  # each gives up after the timeout; its lookup hangs on
+            caller.join()
+        assert 0 < len(dns.lookups) <= MAX_LOOKUPS_IN_FLIGHT
+        started = time.monotonic()
+        with pytest.raises(ValidationError, match="timed out"):
+            url_resolve(f"http://{slow[-1]}/hook")
+        assert time.monotonic() - started < 0.2
+    assert slow[-1] not in dns.lookups
