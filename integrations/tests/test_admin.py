@@ -242,6 +242,7 @@ def test_an_admin_save_racing_medical_fields_switched_on_keeps_the_address(clien
         lambda: client.post(change, form, follow=True),
     )
     assert b"Not changed: event_types, url." in answer.content
+    assert (receiver.url + "elsewhere").encode() not in answer.content  # nor named as saved
     endpoint.refresh_from_db()
     assert (endpoint.url, endpoint.event_types, endpoint.description) == (receiver.url, [], "moved")
     assert endpoint.may_receive_phi is True
