@@ -143,7 +143,12 @@ _lookups_lock = threading.Lock()
 
 
 def _lookup(host: str, port: int) -> list[str]:
-    """The resolver's answer for `host`, or LookupTimedOutError after the DNS timeout."""
+    """The resolver's answer for `host`, or LookupTimedOutError after the DNS timeout. An
+    address is its own answer, with no thread (nor a place among the lookups in flight)."""
+    try:
+        return [str(ipaddress.ip_address(host.strip("[]")))]
+    except ValueError:
+        pass
     resolver = _resolver()
     with _lookups_lock:
         future = _lookups.get((host, port))
