@@ -54,28 +54,24 @@ def _has_long_digits(body: bytes) -> bool:
 
 def _has_big_int(data, body: bytes) -> bool:
     """Whether the document holds an integer beyond 64 bits. orjson read those as floats, so
-    only a float where the exact reading has an int can be one: json reads the body again, and
-    both are walked side by side without recursion (orjson takes nesting 1,024 deep, past
-    Python's recursion limit for a recursive walk)."""
+    there is something to look for only where orjson saw a float: json then reads the body
+    again, exactly. Both are walked with a stack, not recursion (orjson takes nesting 1,024
+    deep, past Python's recursion limit for a recursive walk)."""
     if not _has_float(data):
         return False
     try:
         exact = json.loads(body)
     except RecursionError:
         raise ParseError("JSON parse error - nested too deep.") from None
-    stack = [exact]
-    while stack:
-        value = stack.pop()
-        if isinstance(value, dict):
-            stack.extend(value.values())
-        elif isinstance(value, list):
-            stack.extend(value)
-        elif isinstance(value, int) and not -(2**63) <= value < 2**64:
-            return True
-    return False
+    return any(isinstance(leaf, int) and not -(2**63) <= leaf < 2**64 for leaf in _leaves(exact))
 
 
-def _has_float(value) -> bool:
+def _has_float(data) -> bool:
+    return any(isinstance(leaf, float) for leaf in _leaves(data))
+
+
+def _leaves(value):
+    """Every value in a document that is not an object or a list, walked with a stack."""
     stack = [value]
     while stack:
         value = stack.pop()
@@ -83,9 +79,8 @@ def _has_float(value) -> bool:
             stack.extend(value.values())
         elif isinstance(value, list):
             stack.extend(value)
-        elif isinstance(value, float):
-            return True
-    return False
+        else:
+            yield value
 
 
 class FastJSONRenderer(JSONRenderer):
