@@ -57,6 +57,7 @@ from integrations.inbox import (
     inbox_refusals,
 )
 from integrations.models import InboundEvent
+from integrations.properties import unix_seconds_text
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ def _occurred_at(value):
     """The seed's payloads carry ISO datetimes, plain dates or unix seconds (a number, or its
     nine or ten digits as a string: 2001 to 2286; other digit strings, such as a compact date
     "20261127", are left to event_parse, which reads that one as ISO 8601)."""
-    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) in (9, 10):
+    if isinstance(value, str) and unix_seconds_text(value):
         value = int(value)
     if isinstance(value, int | float) and not isinstance(value, bool):
         try:

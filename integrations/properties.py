@@ -153,7 +153,7 @@ def date() -> Check:
 
     def check(value):
         if isinstance(value, str):
-            if value.isascii() and value.isdigit() and len(value) in (9, 10):
+            if unix_seconds_text(value):
                 return None
             return None if _day_or_moment(value) else message
         if isinstance(value, int | float) and not isinstance(value, bool):
@@ -202,6 +202,12 @@ def structured() -> Check:
 def listing(max_length: int) -> Check:
     message = f"A list of at most {max_length} items."
     return lambda value: None if isinstance(value, list) and len(value) <= max_length else message
+
+
+def unix_seconds_text(value: str) -> bool:
+    """Whether a string is unix seconds as seed 002 sends them: nine or ten ASCII digits (2001
+    to 2286; a compact date such as "20261127" has eight)."""
+    return value.isascii() and value.isdigit() and len(value) in (9, 10)
 
 
 def _day_or_moment(value: str) -> dt.date | dt.datetime | None:
