@@ -6,7 +6,13 @@ PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum requirements.txt | cut -c1-12)
-PORT ?= 8000
+# What the Procfile's own lines read ($PORT ...): the environment or the make command line
+# first, then .env, then the default, as settings.py reads every other setting. honcho is
+# given no env file (-e /dev/null): it would let .env override the environment.
+dotenv = $(or $($(1)),$(shell sed -n 's/^$(1)=//p' .env 2>/dev/null | tail -n1),$(2))
+PORT := $(call dotenv,PORT,8000)
+WEB_CONCURRENCY := $(call dotenv,WEB_CONCURRENCY,2)
+WORKER_CONCURRENCY := $(call dotenv,WORKER_CONCURRENCY,2)
 MANAGE := $(BIN)/python manage.py
 
 .PHONY: help install services stop migrate run test lint format bench clean
@@ -54,7 +60,8 @@ run: migrate
 	@echo "================================================================"
 	@echo
 	@# Ctrl-C ends honcho by a signal (exit status above 128): that is a clean stop, not an error.
-	PORT=$(PORT) PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile || test $$? -gt 128
+	PORT=$(PORT) WEB_CONCURRENCY=$(WEB_CONCURRENCY) WORKER_CONCURRENCY=$(WORKER_CONCURRENCY) \
+		PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -e /dev/null -f Procfile || test $$? -gt 128
 
 lint: install
 	$(BIN)/ruff check .
@@ -71,5 +78,6 @@ bench: install services
 	@for b in bench/[a-z]*.py; do m=$$(basename $$b .py); case $$m in settings|urls|ceiling|common) continue;; esac; \
 		echo "== bench.$$m"; DJANGO_DEBUG=true $(BIN)/python -m bench.$$m || exit 1; done
 
-clean: stop
+clean:
+	@scripts/services destroy
 	rm -rf .data $(VENV)

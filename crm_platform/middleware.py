@@ -34,16 +34,18 @@ class RequestIdMiddleware:
         try:
             response = self.get_response(request)
             response["X-Request-ID"] = request.request_id
+            duration_ms = round((time.perf_counter() - started) * 1000, 1)
             logger.info(
-                "%s %s %s",
+                "%s %s %s %sms",  # the text line says it all too (LOG_JSON=false shows no extras)
                 request.method,
                 request.path,
                 response.status_code,
+                duration_ms,
                 extra={
                     "method": request.method,
                     "path": request.path,
                     "status": response.status_code,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                    "duration_ms": duration_ms,
                 },
             )
             return response

@@ -1,5 +1,6 @@
 import json
 import logging
+import re
 
 import pytest
 
@@ -60,6 +61,9 @@ def test_access_log_has_request_id_and_no_secrets_or_bodies(key_client, make_key
         )
     access = [r for r in caplog.records if r.name == "crm_platform.request"]
     assert access and access[0].request_id == "rq-9" and access[0].status == 405
+    # The text line (LOG_JSON=false) carries the duration too, not only the JSON extras.
+    assert re.fullmatch(r"POST /api/v1/me 405 \d+(\.\d)?ms", access[0].getMessage())
+    assert access[0].duration_ms == float(access[0].getMessage().split()[-1].removesuffix("ms"))
     text = caplog.text + " ".join(str(r.__dict__) for r in caplog.records)
     for secret in (raw, "secret-query", "hunter2-body"):
         assert secret not in text
