@@ -31,6 +31,7 @@ from crm_platform.actor import Actor
 from crm_platform.models import OutboxMessage
 from integrations import sync
 from integrations.destinations import (
+    DEFAULT_RETRY_SCHEDULE,
     DeferDelivery,
     PermanentDeliveryError,
     TargetUnreachableError,
@@ -271,7 +272,11 @@ def _fail(row: OutboxMessage, destination, error: str, *, permanent: bool = Fals
         )
         return
     row.status = OutboxMessage.Status.FAILED
-    row.next_attempt_at = timezone.now() + timedelta(seconds=max(delay, retry_after or 0))
+    # A target may ask for a longer wait than the schedule's next step, up to its longest one:
+    # beyond that a receiver could park its rows for ever (and every later change to the same
+    # object behind them), or overflow the date and roll back the whole batch.
+    longest = max(destination.retry_schedule if destination is not None else DEFAULT_RETRY_SCHEDULE)
+    row.next_attempt_at = timezone.now() + timedelta(seconds=max(delay, min(retry_after or 0, longest)))
 
 
 def outbox_relay(

@@ -568,7 +568,16 @@ def webhook_send(
         delivery.save(force_insert=True)
     else:
         log.append(delivery)
-    return delivery, int(retry_after) if retry_after.isascii() and retry_after.isdigit() else None
+    return delivery, _seconds(retry_after)
+
+
+def _seconds(retry_after: str) -> int | None:
+    """A Retry-After in seconds (ASCII digits; the HTTP-date form and anything else: None).
+    Eleven digits or more read as 10**10 (over 300 years): int() refuses past 4,300 digits, and
+    the relay caps every wait anyway (relay._fail)."""
+    if not (retry_after.isascii() and retry_after.isdigit()):
+        return None
+    return int(retry_after) if len(retry_after) <= 10 else 10**10
 
 
 # What webhook_send logs when nothing answered: the relay then leaves the endpoint's other

@@ -16,6 +16,7 @@ from integrations.destinations import (
     BaseDestination,
     PermanentDeliveryError,
     TransientDeliveryError,
+    destination_for,
     register_destination,
     unregister_destination,
 )
@@ -416,3 +417,32 @@ def test_a_429_retry_after_in_seconds_is_honoured_and_anything_else_ignored(
     assert (row.status, row.attempts, row.last_error) == (OutboxMessage.Status.FAILED, 1, "HTTP 429")
     assert row.next_attempt_at >= before + timedelta(seconds=waits_at_least)
     assert WebhookDelivery.objects.get().status_code == 429
+
+
+@pytest.mark.parametrize("header", ["9" * 12, "9" * 5000, "3153600000"])
+def test_a_retry_after_beyond_the_schedule_waits_the_longest_step_and_spares_the_batch(
+    make_endpoint, publish, receiver, header
+):
+    """Retry-After 999999999999 overflowed the date and rolled back the whole relay batch, every
+    sweep: other endpoints got their rows again and again, and the failure was never logged.
+    Past the schedule's longest wait (10 h) the receiver gets that, no more."""
+    from tests.fakes.webhook_receiver import WebhookReceiver
+
+    with WebhookReceiver() as good:
+        hostile, _ = make_endpoint()
+        make_endpoint(url=good.url)
+        receiver.respond((503, {"Retry-After": header}))
+        publish()
+        before = timezone.now()
+        relay.outbox_relay(budget_seconds=10)
+        rows = {r.destination: r for r in OutboxMessage.objects.exclude(destination="")}
+        assert len(good.requests) == 1
+        assert rows[f"webhook:{hostile.pk}"].status == OutboxMessage.Status.FAILED
+        others = [r for d, r in rows.items() if d != f"webhook:{hostile.pk}"]
+        assert [r.status for r in others] == [OutboxMessage.Status.DELIVERED]
+        longest = max(destination_for(f"webhook:{hostile.pk}").retry_schedule)
+        wait = rows[f"webhook:{hostile.pk}"].next_attempt_at - before
+        assert timedelta(seconds=longest) <= wait <= timedelta(seconds=longest + 60)
+        assert WebhookDelivery.objects.filter(endpoint=hostile, status_code=503).count() == 1
+        relay.outbox_relay(budget_seconds=10)  # nothing due: the good receiver hears nothing twice
+        assert len(good.requests) == 1
