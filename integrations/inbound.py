@@ -380,6 +380,7 @@ _USER_KEYS = frozenset({"external_id", "email"})
 
 
 FUTURE = "occurred_at is more than {seconds} s ahead of our clock."
+OUT_OF_RANGE = "A moment between the years 1 and 9999 in UTC."
 
 
 def event_parse(data: Any, *, received_at: dt.datetime | None = None) -> Event:
@@ -403,6 +404,10 @@ def event_parse(data: Any, *, received_at: dt.datetime | None = None) -> Event:
             values.get("properties") or {},
             values.get("source", "app"),
         )
+    try:  # as PostgreSQL keeps it; "0001-01-01T00:00:00+14:00" is 1 BC there, which no read gives back
+        event = event._replace(occurred_at=event.occurred_at.astimezone(dt.UTC))
+    except OverflowError:
+        raise ValidationError({"occurred_at": [OUT_OF_RANGE]}) from None
     ahead = event.occurred_at - timezone.now()
     if ahead.total_seconds() > settings.EVENT_FUTURE_TOLERANCE_SECONDS:
         raise ValidationError({"occurred_at": [FUTURE.format(seconds=settings.EVENT_FUTURE_TOLERANCE_SECONDS)]})

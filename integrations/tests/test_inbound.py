@@ -125,6 +125,25 @@ def test_an_event_from_the_future_is_400_within_a_clock_skew_it_is_taken(app):
     assert "occurred_at" in results[0]["errors"]
 
 
+def test_a_moment_before_year_1_in_utc_is_400_on_every_route(app, key_client):
+    """ "0001-01-01T00:00:00+14:00" is 1 BC in UTC: PostgreSQL stored it, then no read of the
+    contact, its timeline or its admin page could load it (a review found the 500s)."""
+    ContactFactory(email=None, external_id="u-1")
+    early = "0001-01-01T00:00:00+14:00"
+    body = {"type": "user_logged_in", "user": {"external_id": "u-1"}, "occurred_at": early}
+    response = send(app, EVENTS, body, key="early")
+    assert response.status_code == 400 and "occurred_at" in response.json()["error"]["fields"]
+    results = app.post(BATCH, {"events": [{**body, "id": "e-1"}]}, format="json").json()["results"]
+    assert results[0]["status"] == "rejected" and "occurred_at" in results[0]["errors"]
+    seed = {"entityType": "activity", "operation": "create", "userId": "u-1", "payload": {"occurredAt": early}}
+    response = app.post(APP_EVENT, seed, format="json", HTTP_IDEMPOTENCY_KEY="early-seed")
+    assert response.status_code == 400, response.content
+    assert not InboundEvent.objects.exists()
+    inbox_apply()
+    reader = key_client(["contacts:read"], name="reader")
+    assert reader.get(f"/api/v1/contacts/{Contact.objects.get().pk}/timeline").status_code == 200
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [
