@@ -139,12 +139,19 @@ def idempotency_claim(*, owner: str, key: str, fingerprint: str) -> tuple[Idempo
     """Claim `key` for this request, in a committed row. Returns (record, outcome) where outcome
     is "claimed", "replay", "mismatch" or "in_flight". A claim left in flight longer than
     IDEMPOTENCY_IN_FLIGHT_SECONDS (its process died) is taken over."""
-    try:
-        with transaction.atomic():
-            return IdempotencyRecord.objects.create(owner=owner, key=key, request_hash=fingerprint), "claimed"
-    except IntegrityError:
-        pass
-    record = IdempotencyRecord.objects.get(owner=owner, key=key)
+    for _ in range(3):
+        try:
+            with transaction.atomic():
+                return IdempotencyRecord.objects.create(owner=owner, key=key, request_hash=fingerprint), "claimed"
+        except IntegrityError:
+            pass
+        # Gone since our INSERT met it: its request failed and released it, or retention
+        # purged it. The key is free again: claim it once more.
+        record = IdempotencyRecord.objects.filter(owner=owner, key=key).first()
+        if record is not None:
+            break
+    else:
+        return IdempotencyRecord(owner=owner, key=key, request_hash=fingerprint), "in_flight"
     if record.request_hash != fingerprint:
         return record, "mismatch"
     if record.status == IdempotencyRecord.Status.COMPLETED:

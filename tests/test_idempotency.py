@@ -61,6 +61,30 @@ def test_a_refused_request_releases_its_key(writer):
     assert good.status_code == 201
 
 
+def test_a_key_released_between_our_insert_and_our_read_is_claimed_again(writer):
+    """Request A holds the key; ours meets it (IntegrityError); A fails and releases it before
+    we read it: that read found nothing, a 500. The key is free: we claim it and go on."""
+    from django.db import connection
+
+    post(writer, {"email": "warm@example.com"}, key="warm")
+    owner = IdempotencyRecord.objects.get(key="warm").owner
+    IdempotencyRecord.objects.create(owner=owner, key="k-r", request_hash="a" * 64)  # A's claim, in flight
+    table = IdempotencyRecord._meta.db_table
+    released = []
+
+    def a_releases_before_our_read(execute, sql, params, many, context):
+        if not released and sql.lstrip().startswith("SELECT") and table in sql:
+            released.append(True)  # A's idempotency_release, landing just now
+            with connection.cursor() as cursor:
+                cursor.execute(f"DELETE FROM {table} WHERE key = %s", ["k-r"])  # noqa: S608 - our table
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(a_releases_before_our_read):
+        response = post(writer, {"email": "b@example.com"}, key="k-r")
+    assert released and response.status_code == 201, response.content
+    assert IdempotencyRecord.objects.get(key="k-r").status == IdempotencyRecord.Status.COMPLETED
+
+
 def test_keys_belong_to_their_client(key_client):
     one, two = key_client(["contacts:write"], name="one"), key_client(["contacts:write"], name="two")
     assert post(one, {"email": "a@example.com"}, key="same").status_code == 201
