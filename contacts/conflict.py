@@ -7,6 +7,11 @@ saw (source, rank, time) is kept in Contact.group_timestamps, and `stamp` is the
 write records itself there: contact_sync (through `resolve`) for what it applies, a staff edit
 for what it changes, the inbound timeline batch (through `resolve`) for its events.
 
+The identifiers a write names the contact by (email, external_id) are not weighed: they find
+the contact whatever the policy says, one it lacks is filled in, and they stamp nothing (else
+every event would stamp the identity group, and a login would make an older name change
+stale). The identity group's stamp is moved by writes of its other fields, and staff edits.
+
 Seed 002: the app wins engagement fields; the CRM side (staff, outside CRMs) wins the health
 profile. Identity and marketing fields go to whoever wrote last.
 

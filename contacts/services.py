@@ -290,10 +290,9 @@ def _contact_create(
         existing = contact_find(email=email, external_id=external_id)
         if existing is not None:
             raise _taken(existing, email=email, external_id=external_id)
-        identity = {k: v for k, v in (("email", email), ("external_id", external_id)) if v}
-        stamps = conflict.stamp(
-            {}, source=sync_source, occurred_at=occurred_at or timezone.now(), fields=[*identity, *cleaned]
-        )
+        # The identifiers find the contact and are not weighed by the policy (contact_sync):
+        # they stamp nothing, or a sign-up would make every older change to a name stale.
+        stamps = conflict.stamp({}, source=sync_source, occurred_at=occurred_at or timezone.now(), fields=cleaned)
         try:
             with transaction.atomic():
                 contact = Contact.objects.create(
@@ -487,23 +486,21 @@ def contact_sync(
             if locked.merged_into_id:
                 continue  # merged away while we waited for the lock: find the survivor again
             applied, stale, _ = conflict.resolve(
-                stamps=locked.group_timestamps,
-                source=sync_source,
-                occurred_at=occurred_at,
-                fields={**identity, **fields},
+                stamps=locked.group_timestamps, source=sync_source, occurred_at=occurred_at, fields=fields
             )
-            # Identifiers find the contact whatever the policy says; one it lacks is filled in.
+            # Identifiers find the contact whatever the policy says (they are not weighed, and
+            # stamp nothing); one it lacks is filled in.
             missing = {k: v for k, v in identity.items() if not getattr(locked, k)}
             contact = _contact_update(
                 contact=locked,
                 actor=actor,
-                fields={**{k: v for k, v in applied.items() if k not in identity}, **missing},
+                fields={**applied, **missing},
                 sync_source=sync_source,
                 occurred_at=occurred_at,
                 stamped_fields=applied,
                 row_locked=True,
             )
-            return contact, False, {k: v for k, v in stale.items() if k not in identity}
+            return contact, False, stale
     raise ConflictError("The contact kept changing under this request; try again.")
 
 

@@ -86,7 +86,6 @@ class _Person:
     values: dict[str, Any]
     stamps: dict[str, Any]
     new: bool = False
-    first_index: int = -1  # the event that creates a new person
     original: dict[str, Any] = field(default_factory=dict)
     stamped: bool = False
     last_active: dt.datetime | None = None
@@ -249,27 +248,26 @@ class TimelineBatch:
         if person is None:
             if not self.creates_user(event):
                 raise ValidationError({"user": [UNKNOWN_USER]})
-            person = self._new_person(index, event.user)
+            person = self._new_person(event.user)
         elif person.new:
             self._fill_new(person, event.user)
         fields = self.contact_fields(event)
-        identity = {k: v for k, v in event.user.items() if k in ("email", "external_id")}
         stale: list[str] = []
-        if fields is not None or person.first_index == index:
+        if fields is not None:
             if fields and not set(fields) <= WRITABLE_FIELDS:
                 raise ValueError(f"{event.type}: the timeline path writes only {sorted(WRITABLE_FIELDS)}")
-            if fields is not None and not person.new:
+            if not person.new:
                 self._fill_identity(person, event)
+            # The identifiers are not weighed: they find the contact, whatever the policy says
+            # (contacts.contact_sync), so they neither stamp the identity group (a login would
+            # make an older name change stale) nor go stale.
             applied, stale_values, stamps = conflict.resolve(
-                stamps=person.stamps,
-                source=event.source,
-                occurred_at=event.occurred_at,
-                fields={**identity, **(fields or {})},
+                stamps=person.stamps, source=event.source, occurred_at=event.occurred_at, fields=fields
             )
-            person.values.update({k: v for k, v in applied.items() if k not in identity})
+            person.values.update(applied)
             person.stamped = person.stamped or stamps != person.stamps
             person.stamps = stamps
-            stale = sorted(k for k in stale_values if k not in identity)
+            stale = sorted(stale_values)
         if person.last_active is None or person.last_active < event.occurred_at:
             person.last_active = event.occurred_at
         properties = dict(event.properties)
@@ -282,11 +280,11 @@ class TimelineBatch:
                 person.values["lifecycle_stage"] = to_stage
         return row
 
-    def _new_person(self, index: int, user: dict[str, str]) -> _Person:
+    def _new_person(self, user: dict[str, str]) -> _Person:
         defaults = Contact()
         values = {name: getattr(defaults, name) for name in _READ if name not in ("id", "group_timestamps")}
         values.update(email=user.get("email"), external_id=user.get("external_id"))
-        person = _Person(id=None, values=values, stamps={}, new=True, first_index=index)
+        person = _Person(id=None, values=values, stamps={}, new=True)
         person.original = dict(values)
         self._index(person)
         return person
@@ -306,8 +304,7 @@ class TimelineBatch:
 
     def _fill_identity(self, person: _Person, event) -> None:
         """The event names the contact by an identifier it lacks: the one-at-a-time service
-        adds it (uniqueness, the suppression list), written as the event's source at the
-        event's time under the conflict policy, as any event's fields."""
+        adds it (uniqueness, the suppression list)."""
         missing = {k: v for k, v in event.user.items() if k in ("email", "external_id") and not person.values[k]}
         if not missing:
             return

@@ -195,6 +195,33 @@ def test_order_and_ticket_events_use_the_crm_services(app):
     assert Ticket.objects.get(contact=contact).priority == "high"
 
 
+@pytest.mark.parametrize(
+    "between",
+    [
+        {"type": "user_logged_in"},  # the timeline path
+        {"type": "lead_captured", "properties": {"source": "assessment"}},  # a handler, contact_sync
+    ],
+)
+def test_an_event_naming_the_user_does_not_make_an_older_name_change_stale(app, between):
+    """The identifiers that find the contact stamped the identity group with each event's
+    time: after a login at t0+5 min, a name change made at t0+2 min (queued offline in the
+    app) was stale and lost. Found by a review."""
+    t0 = timezone.now() - timezone.timedelta(hours=1)
+    user = {"external_id": "u-1"}
+    at = lambda minutes: (t0 + timezone.timedelta(minutes=minutes)).isoformat()  # noqa: E731
+    created = {"type": "account_created", "user": user, "occurred_at": at(0), "properties": {"first_name": "Old"}}
+    send(app, EVENTS, created, key="a")
+    assert outcome(app, send(app, EVENTS, {**between, "user": user, "occurred_at": at(5)}, key="b"))["status"] == (
+        "applied"
+    )
+    renamed = {"type": "profile_updated", "user": user, "occurred_at": at(2), "properties": {"first_name": "New"}}
+    response = send(app, EVENTS, renamed, key="c")
+    assert outcome(app, response)["result"]["stale"] == []
+    assert Contact.objects.get(external_id="u-1").first_name == "New"
+    older = {**renamed, "occurred_at": at(1), "properties": {"first_name": "Older"}}
+    assert outcome(app, send(app, EVENTS, older, key="d"))["result"]["stale"] == ["first_name"]  # still weighed
+
+
 def test_a_stale_event_lands_on_the_timeline_but_is_not_applied(app):
     now = timezone.now()
     send(
