@@ -38,11 +38,20 @@ ROTATION_PAUSE_SECONDS = 60  # between two rotations of one endpoint's secret in
 
 _HEX_DIGEST = re.compile(r"[0-9a-fA-F]{64}")  # a payload digest, as staff may paste it
 
+
+class _ReplayPermission:
+    """Sending outbox rows again (replay, retry), from whichever page: the outbox's own change
+    permission, the same everywhere."""
+
+    def has_replay_permission(self, request):
+        return request.user.has_perm("crm_platform.change_outboxmessage")
+
+
 # ----------------------------------------------------------------------------- outbox
 
 
 @admin.register(OutboxMessage)
-class OutboxMessageAdmin(ReadOnlyAdminMixin, PhiAdminMixin, FastChangeListMixin, admin.ModelAdmin):
+class OutboxMessageAdmin(_ReplayPermission, ReadOnlyAdminMixin, PhiAdminMixin, FastChangeListMixin, admin.ModelAdmin):
     """Read-only; replay and purge are actions guarded by the outbox's change permission.
     Payloads may carry medical fields (a plan, a persona, an assessment): PHI staff only, and
     each view is audited (compliance/tests/test_phi_masking.py walks this page)."""
@@ -67,9 +76,6 @@ class OutboxMessageAdmin(ReadOnlyAdminMixin, PhiAdminMixin, FastChangeListMixin,
     def purge_delivered(self, request, queryset):
         count = relay.outbox_purge()
         self.message_user(request, f"{count} delivered row(s) older than {relay.retention_days()} days deleted.")
-
-    def has_replay_permission(self, request):
-        return request.user.has_perm("crm_platform.change_outboxmessage")
 
 
 # ----------------------------------------------------------------------------- webhook endpoints
@@ -112,7 +118,7 @@ class WebhookEndpointForm(forms.ModelForm):
 
 
 @admin.register(WebhookEndpoint)
-class WebhookEndpointAdmin(admin.ModelAdmin):
+class WebhookEndpointAdmin(_ReplayPermission, admin.ModelAdmin):
     form = WebhookEndpointForm
     list_display = (
         "id",
@@ -261,7 +267,7 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
             secrets.append((endpoint, secret, note))
         return self._secrets_shown_once(request, "Signing secrets rotated", secrets) if secrets else None
 
-    @admin.action(description="Replay failed and dead deliveries", permissions=["change"])
+    @admin.action(description="Replay failed and dead deliveries", permissions=["replay"])
     def replay_failed(self, request, queryset):
         destinations = [f"webhook:{pk}" for pk in queryset.values_list("pk", flat=True)]
         ids = OutboxMessage.objects.filter(
@@ -288,7 +294,7 @@ class _EndpointChangeList(ChangeList):
 
 
 @admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(ReadOnlyAdminMixin, FastChangeListMixin, admin.ModelAdmin):
+class WebhookDeliveryAdmin(_ReplayPermission, ReadOnlyAdminMixin, FastChangeListMixin, admin.ModelAdmin):
     list_display = (
         "id",
         "at",
@@ -312,9 +318,6 @@ class WebhookDeliveryAdmin(ReadOnlyAdminMixin, FastChangeListMixin, admin.ModelA
         ids = queryset.exclude(message_id__isnull=True).values_list("message_id", flat=True)
         count = relay.outbox_replay(ids=set(ids), actor=Actor.from_request(request))
         self.message_user(request, f"{count} message(s) will be sent again.")
-
-    def has_replay_permission(self, request):
-        return request.user.has_perm("crm_platform.change_outboxmessage")
 
 
 # ----------------------------------------------------------------------------- sync events
@@ -353,7 +356,7 @@ class SyncEventTypeFilter(_ChoicesFilter):
 
 
 @admin.register(SyncEvent)
-class SyncEventAdmin(ReadOnlyAdminMixin, FastChangeListMixin, ExactSearchMixin, admin.ModelAdmin):
+class SyncEventAdmin(_ReplayPermission, ReadOnlyAdminMixin, FastChangeListMixin, ExactSearchMixin, admin.ModelAdmin):
     list_display = (
         "id",
         "created_at",
@@ -382,7 +385,7 @@ class SyncEventAdmin(ReadOnlyAdminMixin, FastChangeListMixin, ExactSearchMixin, 
     actions = ("retry",)
     readonly_fields = [f.name for f in SyncEvent._meta.fields]
 
-    @admin.action(description="Retry: replay outbound deliveries", permissions=["retry"])
+    @admin.action(description="Retry: replay outbound deliveries", permissions=["replay"])
     def retry(self, request, queryset):
         counts = sync.sync_events_retry(ids=queryset.values_list("pk", flat=True), actor=Actor.from_request(request))
         if counts["replayed"]:
@@ -401,9 +404,6 @@ class SyncEventAdmin(ReadOnlyAdminMixin, FastChangeListMixin, ExactSearchMixin, 
                 "refused at the door was never accepted, and only its sender can send it again.",
                 messages.WARNING,
             )
-
-    def has_retry_permission(self, request):
-        return request.user.has_perm("crm_platform.change_outboxmessage")
 
 
 # ----------------------------------------------------------------------------- the inbox

@@ -68,6 +68,27 @@ def test_staff_without_the_outbox_change_permission_cannot_replay(client, staff_
     assert OutboxMessage.objects.get(pk=row.pk).status == "dead"
 
 
+def test_managing_endpoints_without_the_outbox_change_permission_cannot_replay_their_deliveries(
+    client, staff_user, make_endpoint, publish
+):
+    """The endpoint page's "replay failed and dead deliveries" asked only for the endpoint's
+    change permission; replaying outbox rows takes the outbox's, as on every other page."""
+    from django.contrib.auth.models import Permission
+
+    staff_user.user_permissions.add(
+        *Permission.objects.filter(codename__in=["view_webhookendpoint", "change_webhookendpoint"])
+    )
+    client.force_login(staff_user)
+    endpoint, _ = make_endpoint()
+    row = publish()
+    OutboxMessage.objects.filter(pk=row.pk).update(destination=f"webhook:{endpoint.pk}", status="dead")
+    _action(client, "integrations_webhookendpoint", "replay_failed", [endpoint.pk])
+    assert OutboxMessage.objects.get(pk=row.pk).status == "dead"
+    staff_user.user_permissions.add(Permission.objects.get(codename="change_outboxmessage"))
+    _action(client, "integrations_webhookendpoint", "replay_failed", [endpoint.pk])
+    assert OutboxMessage.objects.get(pk=row.pk).status == "pending"
+
+
 def _assert_not_kept_in_a_cookie(client, response, secret: str) -> None:
     """The page that made a secret shows it; no cookie (Django's message storage) carries it to
     the browser, and no later page shows it again."""
