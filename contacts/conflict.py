@@ -46,7 +46,6 @@ FIELD_GROUPS: dict[str, frozenset[str]] = {
             "first_name",
             "last_name",
             "phone",
-            "date_of_birth",
             "address_line1",
             "address_line2",
             "city",
@@ -61,8 +60,9 @@ FIELD_GROUPS: dict[str, frozenset[str]] = {
         {"last_login_at", "last_active_at", "engagement_tier", "onboarding_status", "is_paid", "churn_risk"}
     ),
     "marketing": frozenset({"source", "tags", "properties", "company", "company_id", "owner", "owner_id"}),
-    # The coaching app's health profile registers its fields here when it arrives.
-    "health_profile": frozenset(),
+    # Seed 002's "health profile (age, height): CRM data wins": the contact holds the age (its
+    # date of birth); the coaching app's health profile registers its fields here when it arrives.
+    "health_profile": frozenset({"date_of_birth"}),
 }
 
 # Sources: "app" (the company's app and website), "crm" (outside CRMs such as HubSpot or

@@ -3,7 +3,6 @@ import datetime as dt
 import pytest
 from django.utils import timezone
 
-from contacts import conflict
 from contacts.services import contact_sync
 from contacts.tests.factories import ContactFactory
 
@@ -48,15 +47,34 @@ def test_the_app_wins_engagement_fields_over_the_crm_whatever_the_time(system_ac
     assert contact.group_timestamps["identity"]["source"] == "crm"
 
 
-def test_the_crm_wins_the_health_profile(monkeypatch):
-    monkeypatch.setitem(conflict.FIELD_GROUPS, "health_profile", frozenset({"conditions"}))
-    stamps = {}
-    applied, stale, stamps = conflict.resolve(
-        stamps=stamps, source="crm", occurred_at=at(1), fields={"conditions": ["asthma"]}
+def test_the_crm_wins_the_health_profile(system_actor):
+    """Seed 002: "health profile (age, height): CRM data wins". The age is the date of birth."""
+    contact, _, stale = contact_sync(
+        actor=system_actor,
+        sync_source="crm",
+        occurred_at=at(1),
+        email="a@example.com",
+        date_of_birth=dt.date(1980, 5, 1),
     )
-    assert applied == {"conditions": ["asthma"]}
-    applied, stale, stamps = conflict.resolve(stamps=stamps, source="app", occurred_at=at(9), fields={"conditions": []})
-    assert applied == {} and stale == {"conditions": []}
+    assert stale == {} and contact.group_timestamps["health_profile"]["source"] == "crm"
+    contact, _, stale = contact_sync(
+        actor=system_actor,
+        sync_source="app",
+        occurred_at=at(9),
+        email="a@example.com",
+        date_of_birth=dt.date(1990, 1, 1),
+        first_name="Ann",
+    )
+    assert stale == {"date_of_birth": dt.date(1990, 1, 1)}
+    assert (contact.date_of_birth, contact.first_name) == (dt.date(1980, 5, 1), "Ann")
+    contact, _, stale = contact_sync(
+        actor=system_actor,
+        sync_source="crm",
+        occurred_at=at(12),
+        email="a@example.com",
+        date_of_birth=dt.date(1981, 5, 1),
+    )
+    assert stale == {} and contact.date_of_birth == dt.date(1981, 5, 1)
 
 
 def test_an_existing_contact_without_stamps_accepts_the_first_source(system_actor):
