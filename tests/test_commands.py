@@ -1,23 +1,105 @@
 import pytest
+from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 
+from contacts.models import Company, Note, Ticket
 from crm_platform.demo import TEAM
 from crm_platform.models import ApiKey
+from integrations import demo as integrations_demo
+from integrations.models import InboundEvent, SyncEvent, WebhookEndpoint
+from leads.demo import DOMAIN as LEADS_DOMAIN
 
 pytestmark = pytest.mark.django_db
 
+# Admin pages seed_demo leaves empty, and why: making their rows would be artificial. A page
+# registered later needs demo data (an app's demo.py) or a line here.
+EMPTY_AFTER_SEED = {
+    "axes.AccessAttempt": "login attempts: made by logging in",
+    "axes.AccessFailureLog": "login attempts: made by logging in",
+    "axes.AccessLog": "login attempts: made by logging in",
+    "compliance.AdminNotice": "posted by the system when something needs staff; none in a healthy install",
+    "compliance.BreakGlassGrant": "emergency access to medical fields: a real security event each",
+    "compliance.Consent": "decisions people make themselves; a seed would fake a legal record",
+    "compliance.Erasure": "GDPR requests: made by people asking",
+    "compliance.ExportBundle": "GDPR requests: made by people asking",
+    "compliance.LegalHold": "placed by counsel",
+    "compliance.ProcessingRestriction": "GDPR requests: made by people asking",
+    "compliance.Suppression": "made by erasures and unsubscribes",
+    "contacts.CustomFieldDefinition": "staff's own configuration; no service writes it",
+    "django_celery_beat.ClockedSchedule": "setup_periodic_tasks' business (make run), not the seed's",
+    "django_celery_beat.CrontabSchedule": "setup_periodic_tasks' business (make run), not the seed's",
+    "django_celery_beat.IntervalSchedule": "setup_periodic_tasks' business (make run), not the seed's",
+    "django_celery_beat.PeriodicTask": "setup_periodic_tasks' business (make run), not the seed's",
+    "django_celery_beat.SolarSchedule": "setup_periodic_tasks' business (make run), not the seed's",
+    "integrations.WebhookDelivery": "a real HTTP attempt each; the demo endpoint is disabled",
+    "otp_totp.TOTPDevice": "staff enrol their own authenticator",
+}
 
-def test_seed_demo_loads_once(capsys):
+
+@pytest.fixture
+def as_in_development(settings):
+    """Webhook URLs as `make run` checks them (DEBUG: private targets allowed, no lookup), and
+    no real DNS should a lookup happen."""
+    settings.WEBHOOK_ALLOW_PRIVATE_TARGETS = True
+    settings.WEBHOOK_RESOLVER = "tests.fakes.dns.resolve"
+
+
+def _admin_counts() -> dict[str, int]:
+    return {model._meta.label: model._default_manager.count() for model in admin.site._registry}
+
+
+def test_seed_demo_loads_once(capsys, as_in_development):
     call_command("seed_demo")
     User = get_user_model()
     assert User.objects.filter(username__in=[row[0] for row in TEAM], is_staff=True).count() == len(TEAM)
     coach = User.objects.get(username="chris.coach")
     assert list(coach.groups.values_list("name", flat=True)) == ["Coach"]
     assert not coach.has_usable_password()
+    first = _admin_counts()
     call_command("seed_demo")
     assert User.objects.filter(username__in=[row[0] for row in TEAM]).count() == len(TEAM)
-    assert "0 staff user(s)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "0 staff user(s)" in out
+    assert "demo companies already loaded" in out
+    assert "demo app events already loaded; demo webhook endpoint already there" in out
+    assert _admin_counts() == first
+
+
+def test_seed_demo_fills_every_admin_page_but_the_listed_ones(as_in_development):
+    call_command("seed_demo")
+    counts = _admin_counts()
+    assert {label for label, n in counts.items() if n == 0} == set(EMPTY_AFTER_SEED)
+    assert Company.objects.filter(contacts__isnull=False).distinct().count() == Company.objects.count()
+    assert Ticket.objects.filter(status=Ticket.Status.RESOLVED).exists() and Note.objects.exists()
+    assert Ticket.objects.filter(contact__email__endswith=f"@{LEADS_DOMAIN}").exists()  # from app events
+
+
+def test_seed_demo_applies_its_app_events_without_a_worker(as_in_development):
+    call_command("seed_demo")
+    key = ApiKey.objects.get(name=integrations_demo.APP_KEY_NAME)
+    inbox = InboundEvent.objects.filter(owner=f"key:{key.pk}")
+    assert inbox.filter(status=InboundEvent.Status.APPLIED).count() >= 40
+    assert not inbox.filter(status=InboundEvent.Status.PENDING).exists()
+    assert list(inbox.filter(status=InboundEvent.Status.FAILED).values_list("type", flat=True)) == [
+        "subscription_cancelled"
+    ]
+    assert (
+        SyncEvent.objects.filter(direction="inbound", status="applied").count()
+        == inbox.filter(status=InboundEvent.Status.APPLIED).count()
+    )
+    assert SyncEvent.objects.filter(event_type="food_logged", status="failed").exists()  # refused at the door
+    endpoint = WebhookEndpoint.objects.get(url=integrations_demo.ENDPOINT_URL)
+    assert not endpoint.enabled and not endpoint.deliveries.exists()
+
+
+def test_seed_demo_skips_the_endpoint_when_its_host_does_not_resolve(settings, capsys):
+    settings.WEBHOOK_ALLOW_PRIVATE_TARGETS = False  # production: the host is looked up
+    settings.WEBHOOK_RESOLVER = "tests.fakes.dns.resolve"  # which resolves no made-up name
+    call_command("seed_demo")
+    assert "demo webhook endpoint not made (The host does not resolve.)" in capsys.readouterr().out
+    assert not WebhookEndpoint.objects.exists()
+    assert InboundEvent.objects.filter(status=InboundEvent.Status.APPLIED).exists()
 
 
 def test_ensure_admin_prints_a_login_that_works(client, monkeypatch, capsys):
