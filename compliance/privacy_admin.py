@@ -18,7 +18,7 @@ from compliance import consent, gdpr
 from compliance.models_privacy import Consent, Erasure, ExportBundle, LegalHold, ProcessingRestriction, Suppression
 from compliance.suppression import digest
 from crm_platform.actor import Actor
-from crm_platform.admin_tools import FastChangeListMixin, ReadOnlyAdminMixin
+from crm_platform.admin_tools import PHI_PERMISSION, FastChangeListMixin, ReadOnlyAdminMixin
 from crm_platform.errors import ConflictError
 
 
@@ -195,7 +195,7 @@ class ExportBundleAdmin(FastChangeListMixin, ReadOnlyAdminMixin, admin.ModelAdmi
         return [path("download/<str:token>/", view, name="compliance_exportbundle_download"), *super().get_urls()]
 
     def download_view(self, request, token: str):
-        if not request.user.has_perm("compliance.gdpr_request"):
+        if not _may_export(request):
             raise PermissionDenied
         try:
             bundle, data = gdpr.export_open(token=token, actor=_actor(request))
@@ -227,9 +227,15 @@ class EraseConfirmForm(forms.Form):
     )
 
 
+def _may_export(request) -> bool:
+    """An export holds every medical field about the person, unmasked: the GDPR permission and
+    the PHI one."""
+    return request.user.has_perm("compliance.gdpr_request") and request.user.has_perm(PHI_PERMISSION)
+
+
 def admin_export(request, queryset) -> tuple[int, list[str]]:
     """Start an export per selected contact; returns (started, messages)."""
-    if not request.user.has_perm("compliance.gdpr_request"):
+    if not _may_export(request):
         raise PermissionDenied
     started = 0
     for contact in queryset[:100]:

@@ -10,7 +10,7 @@ from django.http import Http404, HttpResponse
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -19,6 +19,8 @@ from compliance.models_privacy import Consent, ExportBundle, ProcessingRestricti
 from compliance.subjects import subject_model
 from crm_platform.actor import Actor
 from crm_platform.api.errors import error_body
+from crm_platform.api.permissions import has_scope
+from crm_platform.api.scopes import PHI_READ
 from crm_platform.idempotency import idempotent
 
 HISTORY_LIMIT = 200
@@ -161,15 +163,23 @@ def _bundle_body(request, bundle: ExportBundle) -> dict:
     return body
 
 
+def _may_read_the_bundle(request) -> None:
+    """An export holds every medical field about the person, unmasked: starting or downloading
+    one takes phi:read as well as gdpr:write (the scope `admin` grants the latter, not this)."""
+    if not has_scope(request, PHI_READ):
+        raise PermissionDenied(f"An export holds the person's medical data: it takes the scope '{PHI_READ}' too.")
+
+
 class ContactExportApi(APIView):
     """Start a GDPR/CCPA export of everything about the contact: 202 with the bundle's id; poll
-    GET /api/v1/exports/{id} for the signed download link."""
+    GET /api/v1/exports/{id} for the signed download link. Needs gdpr:write and phi:read."""
 
     required_scopes = {"POST": "gdpr:write"}
 
     @extend_schema(request=None, responses={202: OpenApiResponse(description="The pending export")})
     @idempotent()
     def post(self, request, pk: int):
+        _may_read_the_bundle(request)
         bundle = gdpr.export_request(contact=_contact(pk), actor=Actor.from_request(request))
         return Response(_bundle_body(request, bundle), status=status.HTTP_202_ACCEPTED)
 
@@ -187,12 +197,13 @@ class ExportStatusApi(APIView):
 
 class ExportDownloadApi(APIView):
     """The zip (export.json + one CSV per table), for a signed link that has not expired. The
-    link alone is not enough: the caller also needs gdpr:write."""
+    link alone is not enough: the caller also needs gdpr:write and phi:read."""
 
     required_scopes = {"GET": "gdpr:write"}
 
     @extend_schema(responses={(200, "application/zip"): OpenApiResponse(description="The export zip")})
     def get(self, request, token: str):
+        _may_read_the_bundle(request)
         try:
             bundle, data = gdpr.export_open(token=token, actor=Actor.from_request(request))
         except gdpr.ExportLinkError as exc:

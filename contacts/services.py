@@ -683,7 +683,10 @@ def lifecycle_transition(
             actor=actor,
             action="contact.lifecycle",
             obj=locked,
-            changes={"lifecycle_stage": (from_stage, to_stage), "reason": reason[:200]},
+            # Whether a reason was given, not its text: staff type it freely (it may name a
+            # person or their health), it is kept on the transition, which erasure blanks, and
+            # audit rows are kept for ever.
+            changes={"lifecycle_stage": (from_stage, to_stage), "reason_given": bool(reason)},
         )
         outbox_publish(
             topic="contact.lifecycle_changed",

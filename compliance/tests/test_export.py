@@ -24,7 +24,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def gdpr(key_client):
-    return key_client(["gdpr:write"])
+    return key_client(["gdpr:write", "phi:read"])
 
 
 @pytest.fixture
@@ -96,6 +96,31 @@ def test_export_refusals(key_client, gdpr, person):
     assert gdpr.post("/api/v1/contacts/999999/export").status_code == 404
     assert key_client(["contacts:write"]).post(f"/api/v1/contacts/{person.pk}/export").status_code == 403
     assert not ExportBundle.objects.exists()
+
+
+@pytest.mark.parametrize("scopes", [["gdpr:write"], ["admin"]])
+def test_an_export_takes_phi_read_too(key_client, gdpr, person, django_capture_on_commit_callbacks, scopes):
+    """The bundle holds every medical field unmasked; `admin` (every scope but phi:read) read
+    them all this way, while the notes API masked them for the same key. Found by a review."""
+    without = key_client(scopes, name="no phi")
+    response = without.post(f"/api/v1/contacts/{person.pk}/export")
+    assert response.status_code == 403 and "phi:read" in response.json()["error"]["message"]
+    assert not ExportBundle.objects.exists()
+    bundle_id = _export(gdpr, person, django_capture_on_commit_callbacks)
+    url = gdpr.get(f"/api/v1/exports/{bundle_id}").json()["download_url"]
+    assert without.get(url).status_code == 403
+    assert ExportBundle.objects.get(pk=bundle_id).downloads == 0
+
+
+def test_staff_without_the_phi_permission_cannot_export_in_the_admin(client, staff_user, person):
+    from django.contrib.auth.models import Permission
+
+    staff_user.user_permissions.add(
+        *Permission.objects.filter(codename__in=["view_contact", "change_contact", "gdpr_request", "view_exportbundle"])
+    )
+    client.force_login(staff_user)
+    response = client.post("/admin/contacts/contact/", {"action": "gdpr_export", "_selected_action": [person.pk]})
+    assert response.status_code == 403 and not ExportBundle.objects.exists()
 
 
 def test_expired_bundles_are_purged_by_the_retention_job(gdpr, person, django_capture_on_commit_callbacks):

@@ -126,6 +126,23 @@ def test_lifecycle_endpoint_refuses_a_disallowed_move(writer):
     assert bad.status_code == 400 and "lifecycle_stage" in bad.json()["error"]["fields"]
 
 
+def test_a_lifecycle_reason_stays_out_of_the_audit_log(writer, key_client):
+    """Staff type the reason freely; audit rows are kept for ever and erasure cannot blank them,
+    so they record that a reason was given, not its text. Found by a review."""
+    from compliance.models import AuditEvent
+    from contacts.models import LifecycleTransition
+
+    contact = ContactFactory(first_name="Jane")
+    reason = "Jane Roe called: paused, chemotherapy"
+    response = writer.post(
+        f"/api/v1/contacts/{contact.pk}/lifecycle", {"stage": "lead", "reason": reason}, format="json"
+    )
+    assert response.status_code == 200
+    assert LifecycleTransition.objects.get(contact=contact).reason == reason  # kept where erasure reaches it
+    changes = AuditEvent.objects.get(action="contact.lifecycle").changes
+    assert "chemotherapy" not in str(changes) and changes["reason_given"]["new"] is True
+
+
 def test_tickets_need_their_own_scope(key_client):
     contact = ContactFactory()
     payload = {"contact": contact.pk, "subject": "Refill late", "priority": "high"}
