@@ -46,6 +46,10 @@ def audit_event_list(*, object: str = "", actor: str = "", since: str = "", acti
             moment = datetime.combine(moment, time.min)
         if timezone.is_naive(moment):
             moment = timezone.make_aware(moment, UTC)
+        try:  # in UTC: PostgreSQL refuses an offset beyond 15:59, which Python reads
+            moment = moment.astimezone(UTC)
+        except OverflowError:
+            raise ValidationError({"since": ["A moment between the years 1 and 9999 in UTC."]}) from None
         queryset = queryset.filter(occurred_at__gte=moment)
     if action:
         queryset = queryset.filter(action=action)

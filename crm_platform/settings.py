@@ -91,6 +91,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "crm_platform.middleware.RequestIdMiddleware",
+    "crm_platform.middleware.RefuseNulMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "compliance.security.AdminContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",

@@ -86,3 +86,32 @@ def test_service_validation_error_is_400_with_fields(key_client):
     response = key_client(["contacts:write"]).post("/t/domain-error", {"kind": "invalid"}, format="json")
     error = assert_error_shape(response, 400, "validation_error")
     assert error["fields"] == {"email": ["Already taken."]}
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/api/v1/audit?object=contacts.contact:%00",
+        "/api/v1/audit?action=%00",
+        "/api/v1/audit?actor=user:%00",
+        "/api/v1/audit?%00=1",
+        "/api/crm/audit-log/%00",
+        "/api/v1/contacts?q=%00",
+        "/api/v1/contacts/1%00",
+    ],
+)
+def test_a_nul_in_the_url_is_a_json_400(key_client, url):
+    """PostgreSQL refuses NUL in text: these went into .filter() and answered 500 (a review)."""
+    response = key_client(["admin", "audit:read"]).get(url)
+    assert response.status_code == 400 and "NUL" in response.json()["error"]["message"]
+
+
+def test_a_nul_in_an_admin_url_is_a_400(admin_client):
+    assert admin_client.get("/admin/contacts/contact/?q=%00").status_code == 400
+
+
+def test_an_audit_since_with_an_offset_postgresql_refuses_is_read_in_utc(key_client):
+    reader = key_client(["audit:read"])
+    assert reader.get("/api/v1/audit", {"since": "2026-01-01T00:00:00-23:00"}).status_code == 200
+    response = reader.get("/api/v1/audit", {"since": "9999-12-31T23:59:59-23:00"})
+    assert response.status_code == 400 and "since" in response.json()["error"]["fields"]
