@@ -304,7 +304,9 @@ def test_admin_pages_and_actions_never_answer_500(world, key, role):
     else:
         queries = [{"q": "pat@example.com"}] if model_admin.search_fields else []
     for query in queries:
-        walk.get(changelist_url, query, expect=(200, 302))  # 302: a value a filter refuses (?e=1)
+        # 302: a value a filter refuses (?e=1); 400: a NUL, refused before any view.
+        nul = any("\x00" in str(value) for value in query.values())
+        walk.get(changelist_url, query, expect=(400,) if nul else (200, 302))
 
     walk.get(reverse(f"{info}_add"), expect=(200,) if model_admin.has_add_permission(request) else (403,))
     walk.get(reverse(f"{info}_change", args=[obj.pk]))
