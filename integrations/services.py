@@ -25,6 +25,7 @@ from integrations.webhooks import (
     endpoint_disable,
     secret_generate,
     secret_normalize,
+    url_audited,
     url_check,
     url_resolve,
     webhook_body,
@@ -88,7 +89,11 @@ def webhook_endpoint_create(
             actor=actor,
             action="webhook_endpoint.create",
             obj=endpoint,
-            changes={"url": endpoint.url, "event_types": endpoint.event_types, "may_receive_phi": may_receive_phi},
+            changes={
+                "url": url_audited(endpoint.url),
+                "event_types": endpoint.event_types,
+                "may_receive_phi": may_receive_phi,
+            },
         )
     return endpoint, endpoint.secret
 
@@ -123,6 +128,8 @@ def webhook_endpoint_update(
         if changes:
             locked.full_clean(exclude=["secret"])
             locked.save(update_fields=[*changes, "updated_at"])
+            if "url" in changes:
+                changes["url"] = tuple(map(url_audited, changes["url"]))
             audit_record(actor=actor, action="webhook_endpoint.update", obj=locked, changes=changes)
     return locked
 

@@ -30,6 +30,7 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
+from compliance.crypto import hmac_digest
 from compliance.guard import guard_payload
 from crm_platform.actor import Actor
 from crm_platform.models import OutboxMessage
@@ -261,6 +262,18 @@ def _pinned_url(url: str, old: str, new: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{userinfo}@{hostport}" if userinfo else hostport))
 
 
+def url_audited(url: str) -> str:
+    """What the audit log keeps of an endpoint's URL: its origin and a keyed digest of the
+    whole. Receivers often carry a secret in the path or the query (a token), and audit rows
+    are kept for ever and served by the audit API."""
+    parts = urlsplit(url)
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    return f"{parts.scheme}://{parts.hostname or ''}{port}/… (digest {hmac_digest(url)[:16]})"
+
+
 def url_check(url: str) -> None:
     """Refuse URLs we must not call: not http(s), no host, or (unless private targets are
     allowed, as in development and tests) a host resolving to a private, loopback,
@@ -269,6 +282,9 @@ def url_check(url: str) -> None:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValidationError({"url": ["Enter an http(s) URL with a host."]})
+    if parts.username is not None or parts.password is not None:
+        # Never sent (deliveries authenticate by their signature), and kept in plain text.
+        raise ValidationError({"url": ["Credentials in the URL (user:password@) are not accepted."]})
     try:
         port_ok = parts.port is None or 0 < parts.port
     except ValueError:  # beyond 65535, or not a number

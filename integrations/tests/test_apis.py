@@ -38,7 +38,16 @@ def test_create_answers_201_with_the_secret_shown_once(writer, receiver):
     assert all("secret" not in e for e in writer.get(LIST).json()["results"])
 
 
-@pytest.mark.parametrize("url", ["not a url", "http://example.com:99999/h", "http://example.com:0/h"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "not a url",
+        "http://example.com:99999/h",
+        "http://example.com:0/h",
+        "http://svc:S3cr3t@127.0.0.1:9/hook",  # credentials: never sent, and kept in plain text
+        "http://svc@127.0.0.1:9/hook",
+    ],
+)
 def test_a_malformed_url_is_refused_with_400(writer, url):
     """Even where private targets are allowed (here, as in development), a URL whose port can
     never be reached is refused at once, not retried for days."""
@@ -46,6 +55,24 @@ def test_a_malformed_url_is_refused_with_400(writer, url):
     assert response.status_code == 400
     assert "url" in response.json()["error"]["fields"]
     assert not WebhookEndpoint.objects.exists()
+
+
+def test_the_audit_log_keeps_an_endpoints_origin_and_a_digest_not_its_url(writer, receiver, key_client):
+    """Receivers carry secrets in the path or the query (a token); audit rows are kept for ever
+    and served by the audit API. Found by a review."""
+    secret_url = f"{receiver.url}/catch/sk_live_ABC123?token=tok_XYZ789"
+    created = writer.post(LIST, {"url": secret_url}, format="json")
+    assert created.status_code == 201
+    moved = writer.patch(f"{LIST}/{created.json()['id']}", {"url": f"{receiver.url}?token=tok_NEW456"}, format="json")
+    assert moved.status_code == 200
+    audit = key_client(["audit:read"]).get(
+        "/api/v1/audit", {"object": f"integrations.webhookendpoint:{created.json()['id']}"}
+    )
+    text = json.dumps(audit.json())
+    assert audit.status_code == 200 and "webhook_endpoint.update" in text
+    for secret in ("sk_live_ABC123", "tok_XYZ789", "tok_NEW456"):
+        assert secret not in text
+    assert receiver.url.split("//")[1].split("/")[0] in text  # the origin is there, for a person to read
 
 
 def test_a_private_address_is_refused_when_the_setting_says_so(writer, settings):
