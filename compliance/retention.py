@@ -75,7 +75,11 @@ def purge_expired(rule: RetentionRule, *, days: int, chunk: int = CHUNK, now: dt
 
 def retention_purge(*, chunk: int = CHUNK) -> dict[str, int]:
     """Purge every registered kind of row past its retention; returns rows deleted per name
-    (names whose retention is None are skipped)."""
+    (names whose retention is None are skipped). A run that deleted anything writes one audit
+    row with the counts (the rows themselves may hold personal or medical data)."""
+    from compliance.services import audit_record
+    from crm_platform.actor import Actor
+
     report = {}
     for rule in retention_rules():
         days = retention_days(rule.name)
@@ -84,4 +88,12 @@ def retention_purge(*, chunk: int = CHUNK) -> dict[str, int]:
         report[rule.name] = purge_expired(rule, days=days, chunk=chunk)
         if report[rule.name]:
             logger.info("retention purged %s rows of %s (older than %s days)", report[rule.name], rule.name, days)
+    deleted = {name: count for name, count in report.items() if count}
+    if deleted:
+        audit_record(
+            actor=Actor.system("compliance.retention_purge"),
+            action="retention.purge",
+            object_type="compliance.retention",
+            changes=deleted,
+        )
     return report

@@ -74,7 +74,16 @@ class OutboxMessageAdmin(_ReplayPermission, ReadOnlyAdminMixin, PhiAdminMixin, F
 
     @admin.action(description="Purge delivered rows past the retention", permissions=["replay"])
     def purge_delivered(self, request, queryset):
+        from compliance.services import audit_record
+
         count = relay.outbox_purge()
+        if count:
+            audit_record(
+                actor=Actor.from_request(request),
+                action="outbox.purge",
+                object_type="crm_platform.outboxmessage",
+                changes={"deleted": count, "older_than_days": relay.retention_days()},
+            )
         self.message_user(request, f"{count} delivered row(s) older than {relay.retention_days()} days deleted.")
 
 

@@ -9,6 +9,7 @@ from django.db import connection
 from django.test import override_settings
 
 from compliance import crypto
+from compliance.models import AuditEvent
 from contacts import services
 from contacts.models import Note, Order, Subscription, Ticket
 from contacts.tests.factories import ContactFactory
@@ -60,6 +61,9 @@ def test_rotation_moves_every_token_to_the_new_key(system_actor):
         assert "done: 10 token(s) re-encrypted" in out
         assert "done: 0 token(s) on an old key" in _rotate("--dry-run")
         assert "done: 0 token(s) re-encrypted" in _rotate()  # a second run has nothing to do
+    rotations = list(AuditEvent.objects.filter(action="encryption.rotate").order_by("id"))
+    assert len(rotations) == 2  # each run that writes, on the record; the dry runs are not
+    assert rotations[0].changes["re_encrypted"]["new"] == 10 and rotations[0].actor_kind == "system"
     with override_settings(FIELD_ENCRYPTION_KEYS=[KEY_B]):  # the old key is gone
         assert sorted(n.body for n in Note.objects.all()) == [f"note {i}" for i in range(7)]
         assert Ticket.objects.get().body == "dizzy"

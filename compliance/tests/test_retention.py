@@ -8,6 +8,7 @@ import datetime as dt
 import pytest
 from django.utils import timezone
 
+from compliance.models import AuditEvent
 from compliance.retention import purge_expired, retention_rules
 from compliance.tasks import retention_purge
 from contacts.models import Activity
@@ -45,6 +46,9 @@ def test_the_job_purges_each_registered_kind_past_its_retention(settings):
     assert report["integrations.webhookdelivery"] == 1 and WebhookDelivery.objects.get().webhook_id == "m2"
     assert report["crm_platform.idempotencyrecord"] == 1 and IdempotencyRecord.objects.get().key == "new"
     assert "contacts.activity" not in report and Activity.objects.count() == 1  # kept unless configured
+    audit = AuditEvent.objects.get(action="retention.purge")  # one row a run, counts only
+    assert audit.changes["crm_platform.outboxmessage"]["new"] == 1 and audit.actor_kind == "system"
+    assert retention_purge.apply().get() and AuditEvent.objects.filter(action="retention.purge").count() == 1
 
 
 def test_old_activities_go_when_configured(settings):

@@ -187,6 +187,9 @@ def test_purge_action_deletes_old_delivered_rows(admin_client, publish, settings
     OutboxMessage.objects.filter(pk=row.pk).update(status="routed", delivered_at=timezone.now() - timedelta(days=30))
     _action(admin_client, "crm_platform_outboxmessage", "purge_delivered", [row.pk])
     assert not OutboxMessage.objects.exists()
+    from compliance.models import AuditEvent
+
+    assert AuditEvent.objects.get(action="outbox.purge").changes["deleted"]["new"] == 1
 
 
 def test_an_exact_search_admin_refuses_other_search_fields_at_start_up():

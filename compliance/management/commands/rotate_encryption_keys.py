@@ -23,6 +23,8 @@ from django.db import connection, transaction
 
 from compliance import crypto
 from compliance.fields import encrypted_fields
+from compliance.services import audit_record
+from crm_platform.actor import Actor
 
 
 class Command(BaseCommand):
@@ -53,6 +55,13 @@ class Command(BaseCommand):
             total_failed += failed
         verb = "on an old key" if dry_run else "re-encrypted"
         self.stdout.write(f"done: {total_stale:,} token(s) {verb}; {total_failed:,} unreadable.")
+        if not dry_run:  # every encrypted column was rewritten: on the record, counts only
+            audit_record(
+                actor=Actor.system("manage.py rotate_encryption_keys"),
+                action="encryption.rotate",
+                object_type="compliance.encryption",
+                changes={"re_encrypted": total_stale, "unreadable": total_failed, "model": model or "all"},
+            )
         if total_failed:
             # A token no configured key opens: a dropped key or corruption. Rotation cannot fix it.
             raise CommandError(f"{total_failed:,} token(s) open with no configured key (see the lines above).")
