@@ -38,6 +38,7 @@ class ContactListApi(generics.ListAPIView):
     """Contacts, newest first; archived ones only with ?archived=true."""
 
     scope_resource = "contacts"
+    staff_permissions = {"POST": "contacts.add_contact"}
     serializer_class = s.ContactOutput
     filterset_class = ContactFilter
 
@@ -127,6 +128,7 @@ class ContactLifecycleApi(APIView):
 
 class CompanyListApi(generics.ListAPIView):
     scope_resource = "contacts"
+    staff_permissions = {"POST": "contacts.add_company"}
     serializer_class = s.CompanyOutput
     queryset = Company.objects.all()
     filterset_fields = ["domain"]
@@ -141,6 +143,7 @@ class CompanyListApi(generics.ListAPIView):
 
 class CompanyDetailApi(APIView):
     scope_resource = "contacts"
+    staff_permissions = {"PATCH": "contacts.change_company"}
 
     @extend_schema(responses=s.CompanyOutput)
     def get(self, request, pk: int):
@@ -156,6 +159,7 @@ class CompanyDetailApi(APIView):
 
 class NoteListApi(generics.ListAPIView):
     scope_resource = "contacts"
+    staff_permissions = {"POST": "contacts.add_note"}
     serializer_class = s.NoteOutput
     filterset_fields = ["contact"]
     queryset = Note.objects.all()
@@ -200,6 +204,7 @@ class TicketDetailApi(APIView):
 
 class OrderListApi(generics.ListAPIView):
     scope_resource = "contacts"
+    staff_permissions = {"POST": "contacts.add_order"}  # the admin records none by hand
     serializer_class = s.OrderOutput
     filterset_fields = ["contact", "status"]
     queryset = Order.objects.all()
@@ -214,6 +219,7 @@ class OrderListApi(generics.ListAPIView):
 
 class SubscriptionListApi(generics.ListAPIView):
     scope_resource = "contacts"
+    staff_permissions = {"POST": "contacts.add_subscription"}
     serializer_class = s.SubscriptionOutput
     filterset_fields = ["contact", "status"]
     queryset = Subscription.objects.all()
@@ -230,6 +236,7 @@ class SubscriptionListApi(generics.ListAPIView):
 
 class SubscriptionCancelApi(APIView):
     scope_resource = "contacts"
+    staff_permissions = {"POST": "contacts.change_subscription"}
 
     @extend_schema(request=None, responses=s.SubscriptionOutput)
     @idempotent()
@@ -244,6 +251,7 @@ class ContactBulkUpsertApi(APIView):
     A bad row does not fail the others. Limited per key (API_THROTTLE_BULK_RATE)."""
 
     scope_resource = "contacts"
+    staff_permissions = {"POST": ("contacts.add_contact", "contacts.change_contact")}
     throttle_classes = [PrincipalRateThrottle, BulkRateThrottle]
 
     @extend_schema(request=s.BulkUpsertInput, responses=s.BulkUpsertOutput)

@@ -2,7 +2,7 @@ import pytest
 from django.utils import timezone
 
 from contacts import services
-from contacts.models import Company, Contact
+from contacts.models import Activity, Company, Contact, CustomFieldDefinition
 from contacts.tests.factories import ContactFactory
 
 pytestmark = pytest.mark.django_db
@@ -106,6 +106,38 @@ def test_timeline_is_newest_first_and_paged(reader, system_actor):
     page = reader.get(f"/api/v1/contacts/{contact.pk}/timeline", {"limit": 2}).json()
     assert [row["type"] for row in page["results"]] == ["t2", "t1"]
     assert [row["type"] for row in reader.get(page["next"]).json()["results"]] == ["t0"]
+
+
+def _batch_at_one_instant(contact, count):
+    """Events of one batch share their timestamp: only the id orders them."""
+    at = timezone.now() - timezone.timedelta(hours=1)
+    return [Activity.objects.create(contact=contact, type="food_log", occurred_at=at).pk for _ in range(count)]
+
+
+def test_timeline_pages_neither_repeat_nor_skip_rows_when_an_event_arrives_between_them(reader):
+    contact = ContactFactory()
+    batch = _batch_at_one_instant(contact, 3)
+    url = f"/api/v1/contacts/{contact.pk}/timeline"
+    first = reader.get(url, {"limit": 2}).json()
+    Activity.objects.create(contact=contact, type="page_viewed", occurred_at=timezone.now())
+    second = reader.get(first["next"]).json()
+    seen = [row["id"] for row in first["results"] + second["results"]]
+    assert seen == sorted(batch, reverse=True) and second["next"] is None
+
+
+def test_timeline_previous_link_returns_the_page_before_within_one_instant(reader):
+    contact = ContactFactory()
+    batch = sorted(_batch_at_one_instant(contact, 5), reverse=True)
+    url = f"/api/v1/contacts/{contact.pk}/timeline"
+    first = reader.get(url, {"limit": 2}).json()
+    second = reader.get(first["next"]).json()
+    third = reader.get(second["next"]).json()
+    assert [row["id"] for row in third["results"]] == batch[4:] and third["next"] is None
+    back = reader.get(third["previous"]).json()
+    assert [row["id"] for row in back["results"]] == batch[2:4]
+    back = reader.get(back["previous"]).json()
+    assert [row["id"] for row in back["results"]] == batch[:2] and back["previous"] is None
+    assert [row["id"] for row in reader.get(back["next"]).json()["results"]] == batch[2:4]
 
 
 def test_merge_endpoint(writer):
@@ -232,3 +264,85 @@ def test_only_staff_who_may_merge_can_merge_through_the_api(client, django_user_
     assert response.status_code == 403
     loser.refresh_from_db()
     assert loser.merged_into_id is None
+
+
+def test_staff_in_a_session_may_do_no_more_than_their_role_allows_in_the_admin(staff_user, system_actor, key_client):
+    """The contacts:write scope stands for change_contact, which Marketing and Sales hold; the
+    routes recording orders, notes and subscriptions asked for nothing more, so a Marketing
+    user recorded a 5,000 order (it feeds lifetime value) the admin forbids. Found by a review."""
+    from django.contrib.auth.models import Group
+    from rest_framework.test import APIClient
+
+    from contacts.models import Note, Order, Subscription
+    from contacts.services import subscription_start
+    from crm_platform.roles import MARKETING, SALES
+
+    contact = ContactFactory()
+    subscription, _ = subscription_start(contact=contact, plan="Foundation", actor=system_actor)
+    client = APIClient()
+    client.force_login(staff_user)
+    staff_user.groups.add(Group.objects.get(name=MARKETING))
+    order = {"contact": contact.pk, "amount": "5000"}
+    assert client.post("/api/v1/orders", order, format="json").status_code == 403
+    assert client.post("/api/v1/notes", {"contact": contact.pk, "body": "n"}, format="json").status_code == 403
+    assert client.post(f"/api/v1/subscriptions/{subscription.pk}/cancel", format="json").status_code == 403
+    assert client.patch(f"/api/v1/contacts/{contact.pk}", {"city": "Oslo"}, format="json").status_code == 200
+    staff_user.groups.add(Group.objects.get(name=SALES))
+    staff_user = type(staff_user).objects.get(pk=staff_user.pk)  # permissions are cached per object
+    client.force_login(staff_user)
+    assert client.post("/api/v1/notes", {"contact": contact.pk, "body": "n"}, format="json").status_code == 201
+    response = client.post("/api/v1/orders", order, format="json")
+    assert response.status_code == 403 and "contacts.add_order" in response.json()["error"]["message"]
+    assert (Order.objects.count(), Note.objects.count()) == (0, 1)
+    assert Subscription.objects.get(pk=subscription.pk).status == subscription.status
+    assert (
+        key_client(["contacts:write"]).post("/api/v1/orders", order, format="json").status_code == 201
+    )  # keys: scopes
+
+
+def test_subscription_starting_too_late_for_its_default_renewal_is_400(writer):
+    contact = ContactFactory()
+    response = writer.post(
+        "/api/v1/subscriptions",
+        {"contact": contact.pk, "plan": "monthly", "started_at": "9999-12-31T00:00:00Z"},
+        format="json",
+    )
+    assert response.status_code == 400
+    assert set(response.json()["error"]["fields"]) == {"started_at"}
+
+
+def test_an_order_in_a_currency_of_non_ascii_letters_is_400(writer):
+    contact = ContactFactory()
+    response = writer.post("/api/v1/orders", {"contact": contact.pk, "amount": "5", "currency": "ÄÖÜ"}, format="json")
+    assert response.status_code == 400 and set(response.json()["error"]["fields"]) == {"currency"}
+    ok = writer.post("/api/v1/orders", {"contact": contact.pk, "amount": "5", "currency": "eur"}, format="json")
+    assert ok.status_code == 201 and ok.json()["currency"] == "EUR"
+
+
+@pytest.fixture
+def consent_required():
+    return CustomFieldDefinition.objects.create(
+        key="consent_version", label="Consent version", type="string", required=True
+    )
+
+
+@pytest.mark.parametrize("body", [{}, {"properties": {}}, {"properties": {"consent_version": None}}])
+def test_create_without_a_required_custom_field_is_400_naming_it(writer, consent_required, body):
+    response = writer.post("/api/v1/contacts", {"email": "req@example.com", **body}, format="json")
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {"properties": ["consent_version: required."]}
+    assert not Contact.objects.filter(email="req@example.com").exists()
+
+
+def test_update_removing_or_nulling_a_required_custom_field_is_400(writer, consent_required):
+    created = writer.post(
+        "/api/v1/contacts", {"email": "req@example.com", "properties": {"consent_version": "v2"}}, format="json"
+    )
+    assert created.status_code == 201
+    url = f"/api/v1/contacts/{created.json()['id']}"
+    for properties in ({}, {"consent_version": None}):
+        response = writer.patch(url, {"properties": properties}, format="json")
+        assert response.status_code == 400
+        assert response.json()["error"]["fields"] == {"properties": ["consent_version: required."]}
+    assert writer.patch(url, {"city": "Oslo"}, format="json").status_code == 200  # properties untouched
+    assert Contact.objects.get(email="req@example.com").properties == {"consent_version": "v2"}

@@ -4,6 +4,12 @@ Every API view declares what it needs: `required_scopes`, a mapping from HTTP me
 scope (or `ANY_PRINCIPAL` for routes any authenticated caller may use), or `scope_resource`,
 which means `<resource>:read` for safe methods and `<resource>:write` for the rest. A view
 that declares nothing refuses everyone. Public routes opt out with `PublicRoute`.
+
+Staff calling with their session hold a scope through the Django permission it names (one per
+scope, e.g. contacts:write is change_contact). A route that writes other records than the
+scope's own also declares `staff_permissions` (method -> permission, or a tuple of them):
+staff need those too, so the API lets them do no more than their role lets them do in the
+admin. API keys are unaffected: their scopes are what they may do.
 """
 
 from __future__ import annotations
@@ -51,6 +57,11 @@ class ScopePermission(permissions.BasePermission):
             return True
         if not has_scope(request, scope):
             self.message = f"The caller lacks the scope '{scope}'."
+            return False
+        needed = (getattr(view, "staff_permissions", None) or {}).get(request.method, ())
+        needed = (needed,) if isinstance(needed, str) else tuple(needed)
+        if needed and not isinstance(request.auth, ApiKey) and not request.user.has_perms(needed):
+            self.message = f"Your role lacks the permission this needs ({', '.join(needed)})."
             return False
         return True
 
