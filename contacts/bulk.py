@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
+from rest_framework.exceptions import APIException
 
 from compliance.services import audit_record_many
 from compliance.suppression import suppressed_values
@@ -29,6 +31,20 @@ from crm_platform.outbox import outbox_publish_many
 MAX_ROWS = 1000
 SUPPRESSED = "On the suppression list: its owner asked to be erased."
 _FK = {"company": "company_id", "owner": "owner_id"}  # the API's name -> the column a bulk row writes
+ATTEMPTS = 3  # a batch deadlocked this many times in a row is answered 503
+DEADLOCK = "40P01"  # PostgreSQL's deadlock_detected
+
+logger = logging.getLogger(__name__)
+
+
+class BulkUpsertContended(APIException):
+    """Every attempt at the batch deadlocked with concurrent writers: nothing was written; the
+    client sends it again later (503 with Retry-After, in the JSON error body)."""
+
+    status_code = 503
+    default_code = "unavailable"
+    default_detail = "Other writes to these contacts got in the way; nothing was written. Send the batch again."
+    wait = 1  # seconds, as Retry-After
 
 
 def contacts_bulk_upsert(
@@ -65,44 +81,76 @@ def contacts_bulk_upsert(
 
     _check_foreign_keys(prepared, results)
     _refuse_suppressed(prepared, results)
-    with transaction.atomic():
-        existing = _existing(prepared.values())
-        updates: dict[int, tuple[int, dict[str, Any]]] = {}
-        creates: dict[int, tuple[str | None, str | None, dict[str, Any]]] = {}
-        merged: list[int] = []
-        for index, (email, external_id, fields) in prepared.items():
-            by_email = existing["email"].get(email) if email else None
-            by_external = existing["external_id"].get(external_id) if external_id else None
-            if by_email and by_external and by_email["id"] != by_external["id"]:
-                results[index].update(
-                    status="error",
-                    errors={
-                        "email": [f"contact {by_email['id']}"],
-                        "external_id": [f"contact {by_external['id']}"],
-                    },
-                )
-                continue
-            match = by_email or by_external
-            if match is None:
-                creates[index] = (email, external_id, fields)
-                continue
-            if match["merged_into_id"]:
-                merged.append(index)  # rare: the identifiers name a merged-away contact
-                continue
-            if email and not match["email"]:
-                fields["email"] = email
-            if external_id and not match["external_id"]:
-                fields["external_id"] = external_id
-            updates[index] = (match["id"], fields)
-        for index in merged:  # the one-at-a-time service follows the merge to the survivor
-            _one_by_one(index, prepared[index], results, actor)
-        # stamps(fields=a row's field names) -> the stamps of their groups; None: no stamping
-        stamps = None
-        if stamp_as is not None:
-            stamps = functools.partial(conflict.stamp, {}, source=stamp_as, occurred_at=timezone.now())
-        _update(updates, prepared, results, actor, stamps)
-        _create(creates, prepared, results, actor, stamps)
-    return results
+    for attempt in range(1, ATTEMPTS + 1):
+        # Each attempt works on copies: a deadlocked one leaves nothing behind (its savepoint or
+        # transaction is rolled back, and so are its results and the fields it filled in).
+        written = [dict(result) for result in results]
+        try:
+            with transaction.atomic():
+                _write({i: (e, x, dict(f)) for i, (e, x, f) in prepared.items()}, written, actor, stamp_as)
+        except OperationalError as exc:
+            if getattr(exc.__cause__, "sqlstate", None) != DEADLOCK:
+                raise
+            logger.warning("contacts bulk upsert deadlocked (attempt %d of %d)", attempt, ATTEMPTS)
+            if attempt == ATTEMPTS:
+                raise BulkUpsertContended from exc
+            continue
+        return written
+    raise AssertionError("unreachable")
+
+
+def _write(prepared: dict, results: list[dict], actor: Actor, stamp_as: str | None) -> None:
+    """The batch's writes, in the caller's transaction. Row locks are taken in one order, the
+    contacts' ids, whatever the rows' order, and creates go in the order of their keys, so two
+    batches naming some of the same contacts in different orders wait for each other instead
+    of deadlocking."""
+    existing = _existing(prepared.values())
+    updates: dict[int, tuple[int, dict[str, Any]]] = {}
+    creates: dict[int, tuple[str | None, str | None, dict[str, Any]]] = {}
+    merged: list[int] = []
+    claimed: dict[int, int] = {}  # contact id -> the first row that names it
+    for index, (email, external_id, fields) in prepared.items():
+        by_email = existing["email"].get(email) if email else None
+        by_external = existing["external_id"].get(external_id) if external_id else None
+        if by_email and by_external and by_email["id"] != by_external["id"]:
+            results[index].update(
+                status="error",
+                errors={
+                    "email": [f"contact {by_email['id']}"],
+                    "external_id": [f"contact {by_external['id']}"],
+                },
+            )
+            continue
+        match = by_email or by_external
+        if match is None:
+            creates[index] = (email, external_id, fields)
+            continue
+        # Two rows naming one contact by different keys (its email, its app user id) would both
+        # go into one UPDATE, of which PostgreSQL applies one: the later row is refused.
+        contact_id = match["merged_into_id"] or match["id"]
+        if contact_id in claimed:
+            key = "email" if by_email else "external_id"
+            results[index].update(
+                status="error", errors={key: [f"Names the same contact as row {claimed[contact_id]}."]}
+            )
+            continue
+        claimed[contact_id] = index
+        if match["merged_into_id"]:
+            merged.append(index)  # rare: the identifiers name a merged-away contact
+            continue
+        if email and not match["email"]:
+            fields["email"] = email
+        if external_id and not match["external_id"]:
+            fields["external_id"] = external_id
+        updates[index] = (match["id"], fields)
+    for index in merged:  # the one-at-a-time service follows the merge to the survivor
+        _one_by_one(index, prepared[index], results, actor)
+    # stamps(fields=a row's field names) -> the stamps of their groups; None: no stamping
+    stamps = None
+    if stamp_as is not None:
+        stamps = functools.partial(conflict.stamp, {}, source=stamp_as, occurred_at=timezone.now())
+    _update(updates, prepared, results, actor, stamps)
+    _create(creates, prepared, results, actor, stamps)
 
 
 def _prepare(row: Any, definitions) -> tuple[str | None, str | None, dict[str, Any]]:
@@ -163,16 +211,27 @@ def _refuse_suppressed(prepared: dict, results: list[dict]) -> None:
 
 
 def _existing(prepared) -> dict[str, dict]:
-    emails = [p[0] for p in prepared if p[0]]
-    external_ids = [p[1] for p in prepared if p[1]]
-    columns = ("id", "email", "external_id", "merged_into_id")
+    """The contacts the rows name, by email and by external id, locked in the order of their
+    ids (one statement: two would each lock in order, but not both together), so concurrent
+    batches take their row locks in one order whatever their rows' order."""
+    emails = {p[0] for p in prepared if p[0]}
+    external_ids = {p[1] for p in prepared if p[1]}
     found = {"email": {}, "external_id": {}}
-    if emails:
-        for row in Contact.objects.filter(email__in=emails).values(*columns):
-            found["email"][row["email"]] = row
-    if external_ids:
-        for row in Contact.objects.filter(external_id__in=external_ids).values(*columns):
-            found["external_id"][row["external_id"]] = row
+    if not emails and not external_ids:
+        return found
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT id, email, external_id, merged_into_id FROM contacts_contact "
+            "WHERE email = ANY(%s::varchar[]) OR external_id = ANY(%s::varchar[]) "
+            "ORDER BY id FOR NO KEY UPDATE",
+            [sorted(emails), sorted(external_ids)],
+        )
+        for pk, email, external_id, merged_into_id in cursor.fetchall():
+            row = {"id": pk, "email": email, "external_id": external_id, "merged_into_id": merged_into_id}
+            if email in emails:
+                found["email"][email] = row
+            if external_id in external_ids:
+                found["external_id"][external_id] = row
     return found
 
 
@@ -255,6 +314,9 @@ def _create(creates, prepared, results, actor: Actor, stamps) -> None:
     created first come back missing and are settled one by one."""
     if not creates:
         return
+    # In the order of their keys: two batches creating some of the same contacts wait for each
+    # other's inserts in one order instead of deadlocking.
+    creates = dict(sorted(creates.items(), key=lambda item: (item[1][0] is None, item[1][0] or "", item[1][1] or "")))
     now = timezone.now()
     types = _column_types()
     # Only the columns some row gives travel as arrays; every other column is the same for all

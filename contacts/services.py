@@ -146,7 +146,9 @@ def _clean_fields(fields: dict[str, Any], *, country: str = "", definitions: dic
     # per call (a measurable share of a 1,000-row bulk upsert).
     for name, value in cleaned.items():
         field = _CHECKED_FIELDS.get(name)
-        if field is None or (field.blank and value in field.empty_values):
+        # None on a NOT NULL column is the model's "cannot be null" error (as the API's "may not
+        # be null"), not a blank value: the INSERT or UPDATE would fail on it.
+        if field is None or (field.blank and value in field.empty_values and (value is not None or field.null)):
             continue
         try:
             cleaned[name] = _storable(field.clean(value, None))  # the model's own conversions: text to date...
