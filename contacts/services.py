@@ -870,13 +870,13 @@ def order_record(
         raise ValidationError({"amount": ["An amount cannot be negative."]})
     if status not in Order.Status.values:
         raise ValidationError({"status": [f"One of {', '.join(Order.Status.values)}."]})
-    if not isinstance(currency, str) or len(currency) != 3 or not currency.isalpha():
+    if not isinstance(currency, str) or len(currency) != 3 or not (currency.isascii() and currency.isalpha()):
         raise ValidationError({"currency": ["A three-letter ISO 4217 code."]})
     with transaction.atomic():
         if external_id:
-            existing = Order.objects.filter(external_id=external_id).first()
+            existing = Order.objects.select_for_update().filter(external_id=external_id).first()
             if existing is not None:
-                return existing, False
+                return _order_again(existing, contact=contact, status=status, actor=actor), False
         try:
             with transaction.atomic():
                 order = Order.objects.create(
@@ -904,6 +904,35 @@ def order_record(
             if Order.objects.filter(contact=contact, status=Order.Status.PAID).count() >= 2:
                 lifecycle_apply_event(contact=contact, event_type="recurring_order", actor=actor)
     return order, True
+
+
+# What an order recorded again under its external id may become (a refund, a cancellation).
+_ORDER_MOVES = {Order.Status.PAID: {Order.Status.REFUNDED, Order.Status.CANCELLED}}
+
+
+def _order_again(order: Order, *, contact: Contact, status: str, actor: Actor) -> Order:
+    """An order recorded again under its external id (the row locked): the same order, as it
+    is; or its refund or cancellation, applied. A paid order that went back to the contact's
+    totals leaves them (lifetime value counts paid orders only). ConflictError for another
+    contact's order or a move no order makes (refunded back to paid)."""
+    if order.contact_id != contact.pk:
+        raise ConflictError(f"Order {order.external_id} belongs to another contact.", code="order_conflict")
+    if status == order.status:
+        return order
+    if status not in _ORDER_MOVES.get(order.status, ()):
+        raise ConflictError(
+            f"Order {order.external_id} is {order.status}; it cannot become {status}.", code="order_conflict"
+        )
+    previous, order.status = order.status, status
+    order.save(update_fields=["status"])
+    audit_record(actor=actor, action="order.status", obj=order, changes={"status": (previous, status)})
+    outbox_publish(
+        topic="order.updated",
+        obj=order,
+        payload={"id": order.pk, "contact": contact.pk, "status": status, "previous": previous},
+        actor=actor,
+    )
+    return order
 
 
 def subscription_start(

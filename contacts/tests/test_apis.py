@@ -346,3 +346,25 @@ def test_update_removing_or_nulling_a_required_custom_field_is_400(writer, conse
         assert response.json()["error"]["fields"] == {"properties": ["consent_version: required."]}
     assert writer.patch(url, {"city": "Oslo"}, format="json").status_code == 200  # properties untouched
     assert Contact.objects.get(email="req@example.com").properties == {"consent_version": "v2"}
+
+
+def test_an_order_recorded_again_may_be_refunded_or_cancelled_and_nothing_else(writer):
+    """The same external id again was answered with the stored order whatever the new status:
+    a refund was silently dropped, and lifetime value kept counting it. Found by a review."""
+    from compliance.models import AuditEvent
+    from contacts.models import Order
+
+    contact, other = ContactFactory(), ContactFactory()
+    order = {"contact": contact.pk, "amount": "79.00", "external_id": "pi_77"}
+    assert writer.post("/api/v1/orders", order, format="json").status_code == 201
+    again = writer.post("/api/v1/orders", order, format="json")
+    assert again.status_code == 200 and again.json()["status"] == "paid"
+    refund = writer.post("/api/v1/orders", {**order, "status": "refunded"}, format="json")
+    assert refund.status_code == 200 and refund.json()["status"] == "refunded"
+    assert Order.objects.get(external_id="pi_77").status == "refunded"
+    assert AuditEvent.objects.get(action="order.status").changes["status"] == {"old": "paid", "new": "refunded"}
+    back = writer.post("/api/v1/orders", {**order, "status": "paid"}, format="json")
+    assert back.status_code == 409 and back.json()["error"]["code"] == "order_conflict"
+    theirs = writer.post("/api/v1/orders", {**order, "contact": other.pk, "status": "refunded"}, format="json")
+    assert theirs.status_code == 409
+    assert Order.objects.get(external_id="pi_77").status == "refunded" and Order.objects.count() == 1
