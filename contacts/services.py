@@ -178,12 +178,18 @@ def _storable(value: Any) -> Any:
 
 
 def validate_properties(properties: Any, *, definitions: dict | None = None) -> dict[str, Any]:
-    """Custom properties against the definitions staff manage. Unknown keys are refused."""
+    """Custom properties against the definitions staff manage. Unknown keys are refused, and so
+    is an object without a value for a required field: it replaces the contact's properties,
+    so every writer (create, update, bulk upsert, the admin) checks what the contact will hold."""
     if not isinstance(properties, dict):
         raise ValidationError({"properties": ["An object of custom properties."]})
     if definitions is None:
         definitions = {d.key: d for d in CustomFieldDefinition.objects.all()}
-    errors = []
+    errors = [
+        f"{key}: required."
+        for key, definition in definitions.items()
+        if definition.required and properties.get(key) is None
+    ]
     for key, value in properties.items():
         definition = definitions.get(key)
         if definition is None:
@@ -257,13 +263,15 @@ def contact_create(
 
     A staff edit under the conflict policy (contacts/conflict.py): the groups of the fields it
     sets are stamped as written by staff now, so an event older than the creation is stale for
-    them. Writers on behalf of another source go through contact_sync."""
+    them. Writers on behalf of another source go through contact_sync.
+
+    A create without `properties` is checked as one with none: required custom fields are named."""
     return _contact_create(
         actor=actor,
         email=email,
         external_id=external_id,
         lifecycle_stage=lifecycle_stage,
-        fields=fields,
+        fields={"properties": {}, **fields},
         sync_source=conflict.STAFF,
         occurred_at=None,
     )
@@ -949,12 +957,16 @@ def subscription_start(
     """Start a subscription (idempotent on external_id) and apply `subscription_started`."""
     if not plan or not str(plan).strip():
         raise ValidationError({"plan": ["A subscription needs a plan."]})
+    started_at = started_at or timezone.now()
+    try:
+        renews_at = renews_at or started_at + dt.timedelta(days=30)
+    except OverflowError:  # a start in the last month of year 9999
+        raise ValidationError({"started_at": ["Too late for a renewal 30 days after it; give renews_at."]}) from None
     with transaction.atomic():
         if external_id:
             existing = Subscription.objects.filter(external_id=external_id).first()
             if existing is not None:
                 return existing, False
-        started_at = started_at or timezone.now()
         try:
             with transaction.atomic():
                 subscription = Subscription.objects.create(
@@ -963,7 +975,7 @@ def subscription_start(
                     amount=Decimal(str(amount)),
                     currency=currency.upper(),
                     started_at=started_at,
-                    renews_at=renews_at or started_at + dt.timedelta(days=30),
+                    renews_at=renews_at,
                     external_id=external_id or None,
                 )
         except IntegrityError:  # the same subscription, recorded by a concurrent request

@@ -261,7 +261,13 @@ class FunnelApi(APIView):
 
         def validate(self, attrs):
             attrs.setdefault("until", timezone.now())
-            attrs.setdefault("since", attrs["until"] - dt.timedelta(days=90))
+            if "since" not in attrs:
+                try:
+                    attrs["since"] = attrs["until"] - dt.timedelta(days=90)
+                except OverflowError:  # an until in year 1: no 90 days before it
+                    raise serializers.ValidationError(
+                        {"until": ["Too early for the default 90 days before it; give since."]}
+                    ) from None
             if attrs["since"] >= attrs["until"]:
                 raise serializers.ValidationError({"until": ["Must be after since."]})
             return attrs

@@ -149,3 +149,20 @@ def test_a_moment_with_an_offset_postgresql_refuses_is_kept_as_its_instant_in_ut
     assert response.status_code == 200 and response.json()["created"] == 1, response.content
     stored = Contact.objects.get(email="a@example.com").last_login_at
     assert stored.isoformat() == "2024-04-30T18:00:00+00:00"
+
+
+def test_bulk_rows_writing_properties_without_a_required_custom_field_are_row_errors(writer):
+    """The bulk upsert checks properties as the single create and update do."""
+    from contacts.models import CustomFieldDefinition
+
+    CustomFieldDefinition.objects.create(key="consent_version", label="Consent", type="string", required=True)
+    ContactFactory(email="old@example.com", properties={"consent_version": "v1"})
+    rows = [
+        {"email": "new@example.com", "properties": {"consent_version": None}},
+        {"email": "old@example.com", "properties": {}},
+        {"email": "ok@example.com", "properties": {"consent_version": "v2"}},
+    ]
+    results = writer.post(URL, {"contacts": rows}, format="json").json()["results"]
+    assert [r["status"] for r in results] == ["error", "error", "created"]
+    assert results[0]["errors"] == results[1]["errors"] == {"properties": ["consent_version: required."]}
+    assert Contact.objects.get(email="old@example.com").properties == {"consent_version": "v1"}

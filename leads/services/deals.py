@@ -36,7 +36,8 @@ def _clean(fields: dict[str, Any]) -> dict[str, Any]:
             errors["name"] = ["A deal needs a name."]
     if "currency" in cleaned:
         currency = str(cleaned["currency"] or "")
-        if len(currency) != 3 or not currency.isalpha():
+        # ASCII letters only: isalpha() also takes "ÄÖÜ", which is no ISO 4217 code.
+        if len(currency) != 3 or not (currency.isascii() and currency.isalpha()):
             errors["currency"] = ["A three-letter ISO 4217 code."]
         cleaned["currency"] = currency.upper()
     if "plan" in cleaned:

@@ -218,6 +218,15 @@ def test_create_deal_bad_input(key_client):
     assert response.status_code == 400 and "contact" in error(response)["fields"]
 
 
+def test_create_deal_with_a_currency_of_non_ascii_letters_is_400(key_client):
+    client = key_client(["deals:write"])
+    response = client.post(DEALS, {"name": "x", "currency": "ÄÖÜ"}, format="json")
+    assert response.status_code == 400
+    assert error(response)["fields"] == {"currency": ["A three-letter ISO 4217 code."]}
+    ok = client.post(DEALS, {"name": "x", "currency": "eur"}, format="json")
+    assert ok.status_code == 201 and ok.json()["currency"] == "EUR"
+
+
 def test_deal_list_filters(key_client, system_actor, stages, make_contact, make_staff):
     rep = make_staff("rep")
     contact = make_contact("f@example.com")
@@ -342,3 +351,11 @@ def test_funnel_bad_range_is_400(key_client):
         "/api/v1/funnels/purchase", {"since": "2030-01-02T00:00:00Z", "until": "2030-01-01T00:00:00Z"}
     )
     assert response.status_code == 400 and "until" in error(response)["fields"]
+
+
+def test_funnel_until_too_early_for_the_default_since_is_400(key_client):
+    client = key_client(["leads:read"])
+    response = client.get("/api/v1/funnels/purchase", {"until": "0001-01-02T00:00:00Z"})
+    assert response.status_code == 400 and set(error(response)["fields"]) == {"until"}
+    given = client.get("/api/v1/funnels/purchase", {"since": "0001-01-01T00:00:00Z", "until": "0001-01-02T00:00:00Z"})
+    assert given.status_code == 200 and given.json()["entered"] == 0

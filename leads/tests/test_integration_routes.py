@@ -1,9 +1,13 @@
 """Seed 003's lead routes, keyed by email, served exactly as the seed writes them."""
 
+import datetime as dt
+
 import pytest
 import yaml
+from django.utils import timezone
 from drf_spectacular.validation import validate_schema
 
+from contacts.models import Activity
 from contacts.services import activity_record
 from leads.models import Lead, LeadStatusChange
 from leads.services import deal_create, lead_capture, lead_set_status
@@ -48,6 +52,19 @@ def test_get_lead_activities(key_client, lead, system_actor):
     assert "properties" not in rows[0]  # PHI-classified: only with phi:read
     full = key_client(["leads:read", "phi:read"]).get(f"{BASE}/leads/seed@example.com/activities").json()
     assert full["results"][0]["properties"] == {"path": "/plans"}
+
+
+def test_lead_activities_pages_do_not_repeat_a_row_when_an_event_arrives(key_client, lead):
+    at = timezone.now() - dt.timedelta(hours=1)
+    captured = Activity.objects.get(contact=lead.contact, type="lead_captured")
+    Activity.objects.filter(pk=captured.pk).update(occurred_at=at - dt.timedelta(days=1))
+    batch = [Activity.objects.create(contact=lead.contact, type="food_log", occurred_at=at).pk for _ in range(3)]
+    client = key_client(["leads:read"])
+    first = client.get(f"{BASE}/leads/seed@example.com/activities", {"limit": 2}).json()
+    Activity.objects.create(contact=lead.contact, type="page_viewed", occurred_at=timezone.now())
+    second = client.get(first["next"]).json()
+    seen = [row["id"] for row in first["results"] + second["results"]]
+    assert seen == [*sorted(batch, reverse=True), captured.pk]
 
 
 def test_put_lead_status(key_client, lead):
