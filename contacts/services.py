@@ -317,6 +317,18 @@ def _contact_create(
             if existing is None:
                 raise
             raise _taken(existing, email=email, external_id=external_id) from None
+        if lifecycle_stage != lifecycle.Stage.VISITOR:
+            # Made at a later stage (an import, a sign-up that is a lead already): its history
+            # says so, so funnels and cohorts, which read the transitions, count it.
+            LifecycleTransition.objects.create(
+                contact=contact,
+                from_stage=lifecycle.Stage.VISITOR,
+                to_stage=lifecycle_stage,
+                reason="created at this stage",
+                actor_kind=actor.kind,
+                actor_id=str(actor.id)[:64],
+                occurred_at=occurred_at or timezone.now(),
+            )
         audit_record(actor=actor, action="contact.create", obj=contact, changes=_audit_changes({}, cleaned))
         outbox_publish(topic="contact.created", obj=contact, payload=contact_payload(contact), actor=actor)
     return contact

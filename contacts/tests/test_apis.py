@@ -368,3 +368,22 @@ def test_an_order_recorded_again_may_be_refunded_or_cancelled_and_nothing_else(w
     theirs = writer.post("/api/v1/orders", {**order, "contact": other.pk, "status": "refunded"}, format="json")
     assert theirs.status_code == 409
     assert Order.objects.get(external_id="pi_77").status == "refunded" and Order.objects.count() == 1
+
+
+def test_a_contact_made_at_a_later_stage_has_it_in_its_history_and_the_funnels(key_client):
+    """Made as a patient, it had no transition into Patient: the purchase funnel, which reads
+    the transitions, never counted it. Found by a review."""
+    from contacts.models import LifecycleTransition
+
+    client = key_client(["contacts:write", "contacts:read", "leads:read"])
+    made = client.post("/api/v1/contacts", {"email": "pt@example.com", "lifecycle_stage": "patient"}, format="json")
+    assert made.status_code == 201
+    history = LifecycleTransition.objects.get(contact_id=made.json()["id"])
+    assert (history.from_stage, history.to_stage, history.reason) == ("visitor", "patient", "created at this stage")
+    assert (
+        client.post("/api/v1/orders", {"contact": made.json()["id"], "amount": "50"}, format="json").status_code == 201
+    )
+    funnel = client.get("/api/v1/funnels/purchase").json()
+    assert (funnel["entered"], funnel["converted"]) == (1, 1)
+    visitor = client.post("/api/v1/contacts", {"email": "v@example.com"}, format="json").json()
+    assert not LifecycleTransition.objects.filter(contact_id=visitor["id"]).exists()
