@@ -153,7 +153,9 @@ def contact_erase(*, contact_id: int, actor: Actor) -> tuple[Erasure, bool]:
             rows = model._base_manager.filter(**{f"{data.contact_path}__in": group})
             _scrub_traces(model, rows)
             if callable(data.erase):
-                _count(counts, data.model_label, data.erase(contact_ids=group, actor=actor))
+                erased = data.erase(contact_ids=group, actor=actor)
+                for label, n in erased.items() if isinstance(erased, dict) else [(data.model_label, erased)]:
+                    _count(counts, label.lower(), n)
             elif data.erase == ERASE_DELETE:
                 for label, n in rows.delete()[1].items():
                     _count(counts, label.lower(), n)

@@ -14,7 +14,9 @@ Compliance imports no domain app: each app declares, in its AppConfig.ready(),
 - "delete": one set-based DELETE of the person's rows;
 - "anonymise": the model's personal fields (compliance.registry) are blanked and the link to
   the contact is set to NULL (it must be nullable), one UPDATE;
-- a callable `erase(*, contact_ids, actor) -> int` for anything else (generic relations, files).
+- a callable `erase(*, contact_ids, actor)` for anything else (generic relations, files),
+  returning the rows it erased: a number, or {"app_label.model": rows} when it erases in more
+  than one table (an object and the provider ids pointing at it).
 `export`: True (the rows' concrete fields), False (nothing: the rows hold nothing about the
 person beyond what other tables export), or a callable `export(*, contact_ids) -> list[dict]`.
 Erasure runs the registrations in order (register children before their parents when a
@@ -35,7 +37,7 @@ ERASE_ANONYMISE = "anonymise"
 class SubjectData:
     model_label: str
     contact_path: str = "contact"
-    erase: str | Callable[..., int] = ERASE_DELETE
+    erase: str | Callable[..., int | dict[str, int]] = ERASE_DELETE
     export: bool | Callable[..., list[dict[str, Any]]] = True
 
 
@@ -73,7 +75,7 @@ def register_subject_data(
     model_label: str,
     *,
     contact_path: str = "contact",
-    erase: str | Callable[..., int] = ERASE_DELETE,
+    erase: str | Callable[..., int | dict[str, int]] = ERASE_DELETE,
     export: bool | Callable[..., list[dict[str, Any]]] = True,
 ) -> None:
     """Declare rows of `model_label` ("app_label.ModelName") as being about the contact they

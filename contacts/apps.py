@@ -79,15 +79,11 @@ class ContactsConfig(AppConfig):
             merged_into="merged_into",
             refs=privacy.provider_refs,
         )
-        for label in (
-            "contacts.Activity",
-            "contacts.Note",
-            "contacts.Ticket",
-            "contacts.Order",
-            "contacts.Subscription",
-            "contacts.LifecycleTransition",
-        ):
-            register_subject_data(label)
+        # An object's provider ids (ExternalRef, a generic relation no CASCADE reaches) go in
+        # the same step as the object, so the order of these registrations does not matter.
+        for model in privacy.REF_MODELS:
+            register_subject_data(model._meta.label, erase=privacy.erase_with_refs(model))
+        register_subject_data("contacts.LifecycleTransition")
         register_subject_data(
             "contacts.ExternalRef",
             contact_path="object_id",

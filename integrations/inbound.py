@@ -30,9 +30,11 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from rest_framework import serializers
 
+from compliance.services import audit_record
+from compliance.suppression import digest as identifier_digest
 from compliance.suppression import suppression_lift
 from contacts import services as contacts
-from contacts.models import Contact, Subscription
+from contacts.models import Activity, Contact, Subscription
 from crm_platform.actor import Actor
 from crm_platform.errors import ConflictError
 from integrations import sync
@@ -83,9 +85,14 @@ class EventType:
     # Timeline path: (event, contact {"id", "email", "external_id"}, activity id) -> (outbox
     # topic, payload) for what outside systems hear of it (webhooks); None: nothing.
     announces: Callable[[Event, dict[str, Any], int], tuple[str, dict[str, Any]]] | None = None
+    # Properties naming someone other than the event's user (name, "email" or "phone"): kept
+    # only as a keyed hash (`_pseudonymised`), never as sent.
+    other_people: tuple[tuple[str, str], ...] = ()
 
 
 # ----------------------------------------------------------------------------- schemas
+
+EMAIL, PHONE = "email", "phone"  # the kinds of `other_people`, as compliance.suppression.digest takes them
 
 
 class ProfileSchema(serializers.Serializer):
@@ -328,7 +335,10 @@ EVENT_TYPES: dict[str, EventType] = {
         )
     ),
     "support_ticket_created": EventType(Serialized(TicketSchema), on_ticket),
-    "referral_made": EventType(Properties(referred_email=email(), referral_code=text(64), channel=text(40))),
+    "referral_made": EventType(
+        Properties(referred_email=email(), referral_code=text(64), channel=text(40)),
+        other_people=(("referred_email", EMAIL),),
+    ),
     "review_left": EventType(Properties(rating=number(1, 5), title=text(200), body=text(20_000), platform=text(40))),
     "assessment_completed": EventType(
         Properties(
@@ -411,7 +421,27 @@ def event_parse(data: Any, *, received_at: dt.datetime | None = None) -> Event:
     ahead = event.occurred_at - timezone.now()
     if ahead.total_seconds() > settings.EVENT_FUTURE_TOLERANCE_SECONDS:
         raise ValidationError({"occurred_at": [FUTURE.format(seconds=settings.EVENT_FUTURE_TOLERANCE_SECONDS)]})
-    return event._replace(properties=EVENT_TYPES[event.type].schema.validate(event.properties))
+    event_type = EVENT_TYPES[event.type]
+    properties = event_type.schema.validate(event.properties)
+    return event._replace(
+        properties=_pseudonymised(properties, event_type.other_people) if event_type.other_people else properties
+    )
+
+
+def _pseudonymised(properties: dict[str, Any], other_people: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+    """The properties with each one naming another person (a referred friend's email) replaced
+    by `<name>_digest`, the keyed hash compliance keeps of an email or phone (as the
+    suppression list does). The event lands on its user's timeline and in the user's export,
+    where erasing that other person would not find the address without scanning every
+    timeline; the hash still tells whether a later contact is the one named. Done at the door,
+    so the inbox never stores the address either; a stored event parsed again (the applier)
+    has nothing left to replace."""
+    properties = dict(properties)
+    for name, kind in other_people:
+        value = properties.pop(name, None)
+        if isinstance(value, str) and value.strip():
+            properties[f"{name}_digest"] = identifier_digest(kind, value)
+    return properties
 
 
 def _event(kind: str, occurred_at, user: dict, properties: dict, source: str) -> Event:
@@ -550,3 +580,36 @@ def outcome_errors(exc: ValidationError | ConflictError) -> dict[str, list[str]]
     if isinstance(exc, ConflictError):
         return exc.fields or {"non_field_errors": [exc.message]}
     return exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
+
+
+def timeline_pseudonymise(*, actor: Actor, batch_size: int = 1000) -> int:
+    """Rewrite the timeline entries written before their type declared `other_people` (a
+    referral's friend's email kept as sent): each such property becomes its keyed hash, as
+    event_parse now does at the door. Returns the entries rewritten; idempotent (a rewritten
+    entry no longer matches). Batches of `batch_size`, each in its own transaction with its
+    audit row (counts only); found through activity_type_window (the type)."""
+    done = 0
+    for name, event_type in EVENT_TYPES.items():
+        if not event_type.other_people:
+            continue
+        keys = [key for key, _ in event_type.other_people]
+        while True:
+            with transaction.atomic():
+                rows = list(
+                    Activity.objects.filter(type=name, properties__has_any_keys=keys)
+                    .order_by("pk")
+                    .only("pk", "properties")[:batch_size]
+                )
+                if not rows:
+                    break
+                for row in rows:
+                    row.properties = _pseudonymised(row.properties, event_type.other_people)
+                Activity.objects.bulk_update(rows, ["properties"])
+                audit_record(
+                    actor=actor,
+                    action="activity.pseudonymise",
+                    object_type="contacts.activity",
+                    changes={"type": name, "rows": len(rows)},
+                )
+            done += len(rows)
+    return done

@@ -4,7 +4,9 @@ the admin action, all running compliance.gdpr.contact_erase."""
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
+import zipfile
 from decimal import Decimal
 
 import pytest
@@ -20,6 +22,7 @@ from compliance.consent import consent_grant, restriction_set
 from compliance.gdpr import erasure_subject, legal_hold_place, legal_hold_release
 from compliance.models import AuditEvent, Consent, Erasure, LegalHold, Suppression
 from compliance.subjects import is_registered
+from compliance.suppression import digest
 from contacts import services as contacts
 from contacts.models import Activity, Contact, ExternalRef
 from contacts.tests.factories import ContactFactory
@@ -113,9 +116,9 @@ def _admin_id():
 PERSONAL_VALUES = (EMAIL, "erasmus.old@example.com", PHONE, "Erasmus", "Forgetme", "app-user-77", "hs-901")
 
 
-def assert_nothing_left(contact_ids: list[int]) -> None:
+def assert_nothing_left(contact_ids: list[int], values: tuple[str, ...] = PERSONAL_VALUES) -> None:
     """Walk every model: no row may point at an erased contact (foreign key or generic
-    relation) or hold one of its personal values in any text or JSON column. Audit rows are
+    relation) or hold one of its personal `values` in any text or JSON column. Audit rows are
     walked too: they may name the contact id (they prove what happened), never its values."""
     Contact_ = apps.get_model("contacts", "Contact")
     problems = []
@@ -144,7 +147,7 @@ def assert_nothing_left(contact_ids: list[int]) -> None:
             continue
         table = connection.ops.quote_name(model._meta.db_table)
         for column in text_columns:
-            for value in PERSONAL_VALUES:
+            for value in values:
                 with connection.cursor() as cursor:
                     cursor.execute(
                         f"SELECT count(*) FROM {table} WHERE {connection.ops.quote_name(column)}::text ILIKE %s",  # noqa: S608
@@ -365,3 +368,122 @@ def test_admin_places_and_releases_a_legal_hold(admin_client, gdpr):
     admin_client.post("/admin/compliance/legalhold/", {"action": "release", "_selected_action": [hold.pk]})
     assert gdpr.post(f"/api/v1/contacts/{contact.pk}/erase").status_code == 200
     assert admin_client.get("/admin/compliance/erasure/").status_code == 200
+
+
+# ----------------------------------------------------------------------------- provider ids of the person's objects
+
+
+def _ref(obj, external_id: str) -> ExternalRef:
+    return ExternalRef.objects.create(
+        provider="p",
+        object_type=obj._meta.model_name,
+        external_id=external_id,
+        content_type=ContentType.objects.get_for_model(obj),
+        object_id=obj.pk,
+    )
+
+
+@pytest.fixture
+def person_with_refs(system_actor):
+    """A contact whose every object has its id at a provider, and someone else's ticket that has one."""
+    contact = contacts.contact_create(actor=system_actor, email="refs@example.com", external_id="u-refs")
+    order, _ = contacts.order_record(contact=contact, amount=Decimal("9"), external_id="ord-9", actor=system_actor)
+    subscription, _ = contacts.subscription_start(
+        contact=contact, plan="basic", external_id="sub-9", actor=system_actor
+    )
+    refs = {
+        "hs-contact-1": contact,
+        "zendesk-ticket-55": contacts.ticket_create(contact=contact, subject="s", body="b", actor=system_actor),
+        "stripe-pi-77": order,
+        "stripe-sub-78": subscription,
+        "hs-note-79": contacts.note_create(contact=contact, body="n", actor=system_actor),
+        "hs-event-80": contacts.activity_record(contact=contact, type="food_logged", actor=system_actor),
+    }
+    for external_id, obj in refs.items():
+        _ref(obj, external_id)
+    other = ContactFactory()
+    _ref(contacts.ticket_create(contact=other, subject="s", actor=system_actor), "zendesk-ticket-56")
+    return contact, refs
+
+
+@pytest.fixture(params=["as registered", "refs first", "refs last"])
+def handler_order(request, monkeypatch):
+    """Erasure runs the registry's handlers in registration order: the refs must go whatever it is."""
+    from compliance import subjects
+
+    data = dict(subjects._data)
+    refs = {"contacts.externalref": data.pop("contacts.externalref")}
+    orders = {"as registered": subjects._data, "refs first": {**refs, **data}, "refs last": {**data, **refs}}
+    monkeypatch.setattr(subjects, "_data", orders[request.param])
+    return request.param
+
+
+def test_erase_takes_the_provider_ids_of_every_object_of_the_person(gdpr, person_with_refs, handler_order):
+    """Refs of tickets, orders, subscriptions, notes and timeline entries were looked up through
+    objects already erased, so only the contact's own went. Found by a review."""
+    contact, refs = person_with_refs
+    response = gdpr.post(f"/api/v1/contacts/{contact.pk}/erase")
+    assert response.status_code == 200, response.content
+    assert list(ExternalRef.objects.values_list("external_id", flat=True)) == ["zendesk-ticket-56"]
+    assert response.json()["counts"]["contacts.externalref"] == len(refs)
+    assert_nothing_left([contact.pk], values=("refs@example.com", "u-refs", *refs))
+    # Each provider still hears of every id it holds of the person.
+    subject = erasure_subject(OutboxMessage.objects.get(topic="contact.deleted").payload)
+    assert sorted(ref["external_id"] for ref in subject["refs"]) == sorted(refs)
+
+
+def _export_document(client, contact, django_capture_on_commit_callbacks) -> dict:
+    """export.json of the person's export, through the API and the job."""
+    from compliance.tasks import export_build
+
+    with django_capture_on_commit_callbacks():
+        started = client.post(f"/api/v1/contacts/{contact.pk}/export")
+    assert started.status_code == 202, started.content
+    assert export_build.apply(args=[started.json()["id"]]).get() == "ready"
+    download = client.get(client.get(f"/api/v1/exports/{started.json()['id']}").json()["download_url"])
+    assert download.status_code == 200, download.content
+    return json.loads(zipfile.ZipFile(io.BytesIO(download.content)).read("export.json"))
+
+
+def test_the_export_holds_the_provider_ids_of_every_object_of_the_person(
+    key_client, person_with_refs, django_capture_on_commit_callbacks
+):
+    contact, refs = person_with_refs
+    document = _export_document(key_client(["gdpr:write", "phi:read"]), contact, django_capture_on_commit_callbacks)
+    exported = {
+        (r["object_type"], r["object_id"], r["external_id"]) for r in document["tables"]["contacts.externalref"]
+    }
+    assert exported == {(obj._meta.model_name, obj.pk, external_id) for external_id, obj in refs.items()}
+
+
+# ----------------------------------------------------------------------------- other people's records
+
+FRIEND = "Bob.Referred@Example.com"
+
+
+def test_erasing_a_referred_friend_leaves_nothing_of_them_in_the_referrers_records(
+    gdpr, key_client, system_actor, django_capture_on_commit_callbacks
+):
+    """referral_made names a friend by email. It was kept as sent on the referrer's timeline and
+    in the referrer's export, where erasing the friend did not reach. Now only its keyed hash
+    is kept, from the door on. Found by a review."""
+    from integrations.inbox import inbox_apply
+
+    referrer = contacts.contact_create(actor=system_actor, email="referrer@example.com", external_id="u-a")
+    event = {
+        "type": "referral_made",
+        "user": {"external_id": "u-a"},
+        "properties": {"referred_email": FRIEND, "channel": "sms"},
+    }
+    sent = key_client(["events:write"]).post("/api/v1/events", event, format="json", HTTP_IDEMPOTENCY_KEY="ref-1")
+    assert sent.status_code == 202, sent.content
+    inbox_apply()
+    friend = contacts.contact_create(actor=system_actor, email=FRIEND, external_id="u-bob")
+    assert gdpr.post(f"/api/v1/contacts/{friend.pk}/erase").status_code == 200
+
+    assert_nothing_left([friend.pk], values=(FRIEND,))
+    # The referral stays on the referrer's timeline, the friend kept as the suppression list keeps them.
+    referral = Activity.objects.get(contact=referrer, type="referral_made")
+    assert referral.properties == {"referred_email_digest": digest("email", FRIEND.lower()), "channel": "sms"}
+    document = _export_document(key_client(["gdpr:write", "phi:read"]), referrer, django_capture_on_commit_callbacks)
+    assert "referral_made" in json.dumps(document) and FRIEND.lower() not in json.dumps(document).lower()

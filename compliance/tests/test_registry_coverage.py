@@ -90,7 +90,7 @@ NOT_PERSONAL = {
     "crm_platform.apikey.name": "an API key's label, configuration",
     # Identifiers on the other side of an integration, of objects rather than people.
     "contacts.externalref.external_id": "a provider's id of one of our objects (HubSpot contact id...), "
-    "deleted with the object on erasure",
+    "deleted with the object on erasure (contacts/privacy.py: erase_with_refs, erase_external_refs)",
     "contacts.order.external_id": "the app's order id (an opaque number), not about the person",
     "contacts.subscription.external_id": "the app's subscription id (an opaque number)",
     # Machine payloads and records whose personal content is handled elsewhere.

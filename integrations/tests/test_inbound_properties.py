@@ -1,8 +1,11 @@
 """Every event type declares its properties (integrations/properties.py): a declared name with a
 wrong value is refused at the door with its path, whatever the route; other names pass as sent."""
 
+import io
+
 import pytest
 
+from compliance.suppression import digest
 from contacts.models import Activity
 from contacts.tests.factories import ContactFactory
 from integrations.inbound import EVENT_TYPES
@@ -124,3 +127,45 @@ def test_undeclared_names_nulls_blanks_and_numbers_as_strings_pass(app):
     assert response.status_code == 202, response.content
     inbox_apply()
     assert Activity.objects.get(type="food_logged").properties == properties
+
+
+FRIEND = "Friend.Referred@Example.com"
+
+
+@pytest.mark.parametrize("route", ["event", "batch"])
+def test_a_referred_friends_email_is_kept_only_as_its_keyed_hash_from_the_door_on(app, route):
+    """The friend is someone else: their address may sit neither in the inbox nor on the
+    referrer's timeline (compliance/tests/test_erasure.py erases the friend)."""
+    properties = {"referred_email": FRIEND, "referral_code": "R-1", "channel": "sms"}
+    event = {"type": "referral_made", "user": {"external_id": "u-1"}, "properties": properties}
+    if route == "event":
+        response = app.post(EVENTS, event, format="json", HTTP_IDEMPOTENCY_KEY="r-1")
+    else:
+        response = app.post(BATCH, {"events": [{"id": "r-1", **event}]}, format="json")
+    assert response.status_code in (200, 202), response.content
+    kept = {"referred_email_digest": digest("email", FRIEND.lower()), "referral_code": "R-1", "channel": "sms"}
+    assert InboundEvent.objects.get().payload["properties"] == kept
+    inbox_apply()
+    assert Activity.objects.get(type="referral_made").properties == kept
+
+
+def test_timeline_pseudonymise_rewrites_referrals_written_before(system_actor):
+    from django.core.management import call_command
+
+    from contacts import services as contacts
+
+    contact = ContactFactory()
+    old = contacts.activity_record(
+        contact=contact, type="referral_made", actor=system_actor, properties={"referred_email": FRIEND, "channel": "x"}
+    )
+    other = contacts.activity_record(
+        contact=contact, type="custom", actor=system_actor, properties={"referred_email": FRIEND}
+    )
+    out = io.StringIO()
+    call_command("timeline_pseudonymise", "--batch-size", "1", stdout=out)
+    assert "1 timeline entry rewritten" in out.getvalue()
+    old.refresh_from_db()
+    assert old.properties == {"referred_email_digest": digest("email", FRIEND.lower()), "channel": "x"}
+    assert Activity.objects.get(pk=other.pk).properties == {"referred_email": FRIEND}  # not a declared name there
+    call_command("timeline_pseudonymise", stdout=out)
+    assert out.getvalue().endswith("done: 0 timeline entries rewritten.\n")
