@@ -164,7 +164,8 @@ def contact_erase(*, contact_id: int, actor: Actor) -> tuple[Erasure, bool]:
         people = Contact._base_manager.filter(pk__in=group)
         _scrub_traces(Contact, people)
         since = _created_since(Contact, group)
-        _count(counts, "crm_platform.idempotencyrecord", _scrub_stored_responses(emails + external_ids, since))
+        scrubbed = _scrub_stored_responses(emails + external_ids, since, contact_ids=group)
+        _count(counts, "crm_platform.idempotencyrecord", scrubbed)
         for label, n in people.delete()[1].items():
             _count(counts, label.lower(), n)
 
@@ -278,17 +279,22 @@ def _created_since(Contact, group: list[int]):
     return Contact._base_manager.filter(pk__in=group).aggregate(since=models.Min("created_at"))["since"]
 
 
-def _scrub_stored_responses(values: list[str], since=None) -> int:
-    """Idempotency records replay stored responses, and a create's response holds the email or
-    app user id: those records go (a retry with the key then meets the suppression list). Only
-    records written since the person's first contact row was created can name them, so the scan
-    covers those (idempotency_created_idx), not the whole retention window."""
-    if not values:
+def _scrub_stored_responses(values: list[str], since=None, *, contact_ids: list[int] = ()) -> int:
+    """Idempotency records replay stored responses: a create's response holds the email or app
+    user id, and the response for one of the person's records (a note's body, a ticket's, an
+    order's items) names them by their contact id. Those records go (a retry with the key then
+    meets the suppression list, or a contact that is gone). Only records written since the
+    person's first contact row was created can name them, so the scan covers those
+    (idempotency_created_idx), not the whole retention window."""
+    if not values and not contact_ids:
         return 0
     text = Cast("response_body", TextField())
     match = Q()
     for value in values:
         match |= Q(_body__contains=json.dumps(value))
+    for pk in contact_ids:  # as jsonb writes a key: "contact": 12, or last, "contact": 12}
+        for key in ("contact", "contact_id"):
+            match |= Q(_body__contains=f'"{key}": {pk},') | Q(_body__contains=f'"{key}": {pk}}}')
     records = IdempotencyRecord.objects.all()
     if since is not None:
         records = records.filter(created_at__gte=since - dt.timedelta(minutes=5))  # clock skew between writers

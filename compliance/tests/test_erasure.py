@@ -191,6 +191,25 @@ def test_erase_removes_every_row_about_the_person_in_every_app(gdpr, person, dja
     assert AuditEvent.objects.filter(action="contact.create", object_id=str(contact.pk)).exists()
 
 
+def test_erase_takes_the_stored_responses_about_the_persons_records(gdpr, key_client, system_actor):
+    """A note's or a ticket's stored response names the person by contact id only, so the text
+    match on email and app user id left it, medical text and all, for a replay to hand out.
+    Found by a review."""
+    from contacts import services as contacts
+
+    contact = contacts.contact_create(actor=system_actor, email="idem@example.com", external_id="u-idem")
+    other = contacts.contact_create(actor=system_actor, email="other@example.com")
+    writer = key_client(["contacts:write", "tickets:write", "phi:read"], name="writer")
+    for key, person in (("note-1", contact), ("note-2", other)):
+        body = {"contact": person.pk, "body": f"MARKER {key}: starts PrEP"}
+        assert writer.post("/api/v1/notes", body, format="json", HTTP_IDEMPOTENCY_KEY=key).status_code == 201
+    ticket = {"contact": contact.pk, "subject": "refill", "body": "MARKER: metformin"}
+    assert writer.post("/api/v1/tickets", ticket, format="json", HTTP_IDEMPOTENCY_KEY="ticket-1").status_code == 201
+    assert gdpr.post(f"/api/v1/contacts/{contact.pk}/erase").status_code == 200
+    assert set(IdempotencyRecord.objects.values_list("key", flat=True)) == {"note-2"}  # another person's stays
+    assert_nothing_left([contact.pk], values=("MARKER note-1", "MARKER: metformin"))
+
+
 def test_erase_enqueues_provider_deletion_with_encrypted_identifiers(gdpr, person):
     contact = person["contact"]
     gdpr.post(f"/api/v1/contacts/{contact.pk}/erase")
