@@ -92,8 +92,15 @@ class Contact(models.Model):
         ordering = ["-id"]
         permissions = [("merge_contact", "Can merge contacts")]
         constraints = [
+            # A merged-away contact may have given its identifiers to its survivor
+            # (contacts.services.contact_merge); it stays archived, also once its survivor is
+            # deleted (merged_into is then set to null).
             models.CheckConstraint(
-                condition=Q(email__isnull=False) | Q(external_id__isnull=False), name="contact_has_identity"
+                condition=Q(email__isnull=False)
+                | Q(external_id__isnull=False)
+                | Q(merged_into__isnull=False)
+                | Q(is_archived=True),
+                name="contact_has_identity",
             ),
             models.CheckConstraint(condition=Q(email=Lower("email")), name="contact_email_normalized"),
             models.UniqueConstraint(fields=["email"], condition=Q(email__isnull=False), name="contact_email_uniq"),
@@ -123,7 +130,7 @@ class Contact(models.Model):
 
     def __str__(self) -> str:
         name = f"{self.first_name} {self.last_name}".strip()
-        return name or self.email or f"user {self.external_id}"
+        return name or self.email or (f"user {self.external_id}" if self.external_id else f"contact {self.pk}")
 
     @property
     def full_name(self) -> str:

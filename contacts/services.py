@@ -593,11 +593,36 @@ _MERGE_FILLABLE = (
 )
 
 
+# Stages a merge never moves the survivor to: a decline is the sweep's to decide, on the
+# merged activity (a duplicate gone cold says nothing about the person's live record).
+_MERGE_NO_MOVE_TO = frozenset({lifecycle.Stage.AT_RISK, lifecycle.Stage.CHURNED})
+
+
+def _engagement_written_later(contact: Contact, other: Contact) -> bool:
+    """Whether `contact`'s engagement group (churn risk...) would win over `other`'s under the
+    conflict policy: written at a higher rank, or at the same rank more recently. A group no
+    source ever wrote holds only defaults and loses to any that was."""
+    mine, theirs = (c.group_timestamps.get("engagement") for c in (contact, other))
+    if mine is None:
+        return False
+    return theirs is None or (mine["rank"], dt.datetime.fromisoformat(mine["at"])) > (
+        theirs["rank"],
+        dt.datetime.fromisoformat(theirs["at"]),
+    )
+
+
 def contact_merge(*, survivor: Contact, loser: Contact, actor: Actor) -> Contact:
     """Move the loser's timeline, notes, tickets, orders, subscriptions, external refs (and
     whatever other apps registered) to the survivor, fill the survivor's empty fields from the
     loser, and archive the loser with a pointer. ValidationError when merging into itself or
-    with an already merged contact."""
+    with an already merged contact.
+
+    An identifier (email, app user id) the survivor lacks moves from the loser to it, so the
+    person's identifiers keep capturing and updating them. One both have stays on the loser,
+    where contact_find follows the pointer to the survivor (which has one, so nothing fills it
+    in). The survivor keeps the later activity dates, the churn risk the conflict policy would
+    keep, and moves forward to the loser's lifecycle stage when the state machine allows it (a
+    "merge" transition): the sweep then judges the whole person."""
     from django.contrib.contenttypes.models import ContentType
 
     from contacts.models import ExternalRef
@@ -622,18 +647,39 @@ def contact_merge(*, survivor: Contact, loser: Contact, actor: Actor) -> Contact
         filled = [f for f in _MERGE_FILLABLE if not getattr(survivor, f) and getattr(loser, f)]
         for field in filled:
             setattr(survivor, field, getattr(loser, field))
+        identifiers = [f for f in ("email", "external_id") if not getattr(survivor, f) and getattr(loser, f)]
+        for field in identifiers:
+            setattr(survivor, field, getattr(loser, field))
+            setattr(loser, field, None)
         survivor.tags = sorted(set(survivor.tags) | set(loser.tags))
         survivor.properties = {**loser.properties, **survivor.properties}
         survivor.is_paid = survivor.is_paid or loser.is_paid
-        survivor.save()
+        for field in ("last_active_at", "last_login_at"):
+            setattr(survivor, field, max(filter(None, (getattr(survivor, field), getattr(loser, field))), default=None))
+        if _engagement_written_later(loser, survivor):
+            survivor.churn_risk = loser.churn_risk
+        # The loser gives up its identifiers before the survivor takes them (the unique indexes
+        # check each statement); a merged-away row may hold none (contact_has_identity).
         loser.is_archived = True
         loser.merged_into = survivor
-        loser.save(update_fields=["is_archived", "merged_into", "updated_at"])
+        loser.save(update_fields=["is_archived", "merged_into", *identifiers, "updated_at"])
+        survivor.save()
+        if lifecycle.is_allowed(survivor.lifecycle_stage, loser.lifecycle_stage) and (
+            loser.lifecycle_stage not in _MERGE_NO_MOVE_TO
+        ):
+            survivor = lifecycle_transition(
+                contact=survivor, to_stage=loser.lifecycle_stage, reason="merge", actor=actor
+            )
         audit_record(
             actor=actor,
             action="contact.merge",
             obj=survivor,
-            changes={"loser": loser.pk, "filled": sorted(f.removesuffix("_id") for f in filled), **moved},
+            changes={
+                "loser": loser.pk,
+                "filled": sorted(f.removesuffix("_id") for f in filled),
+                "identifiers": identifiers,
+                **moved,
+            },
         )
         audit_record(actor=actor, action="contact.merged_away", obj=loser, changes={"survivor": survivor.pk})
         outbox_publish(
