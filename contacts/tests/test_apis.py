@@ -13,11 +13,6 @@ def reader(key_client):
     return key_client(["contacts:read"])
 
 
-@pytest.fixture
-def writer(key_client):
-    return key_client(["contacts:read", "contacts:write"])
-
-
 def test_create_returns_201_with_normalized_fields(writer):
     response = writer.post(
         "/api/v1/contacts", {"email": "Ann@Example.com", "phone": "+44 20 7946 0958", "tags": ["VIP"]}, format="json"

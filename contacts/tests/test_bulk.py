@@ -11,11 +11,6 @@ pytestmark = pytest.mark.django_db
 URL = "/api/v1/contacts/bulk-upsert"
 
 
-@pytest.fixture
-def writer(key_client):
-    return key_client(["contacts:write"])
-
-
 def test_bulk_upsert_creates_updates_and_reports_bad_rows(writer):
     existing = ContactFactory(email="old@example.com", first_name="Old", tags=["keep"])
     company = Company.objects.create(name="Acme", domain="acme.com")

@@ -12,11 +12,6 @@ pytestmark = pytest.mark.django_db
 URL = "/api/v1/contacts/bulk-upsert"
 
 
-@pytest.fixture
-def writer(key_client):
-    return key_client(["contacts:write"])
-
-
 def test_a_null_for_a_not_null_field_of_a_new_contact_is_that_rows_error_as_in_the_single_contact_api(writer):
     single = writer.post("/api/v1/contacts", {"email": "one@example.com", "first_name": None}, format="json")
     assert single.status_code == 400 and "first_name" in single.json()["error"]["fields"]
