@@ -207,13 +207,16 @@ class PhiAdminMixin:
     def _hides_phi(self, request, obj=None) -> bool:
         return bool(self.phi_fields) and self._phi_access(request, obj) is None
 
+    def _phi_filtered(self, request, obj, names: list[str]) -> list[str]:
+        """`names` less the PHI fields when this request may not see them (for a ModelAdmin
+        that builds its own field lists rather than asking super())."""
+        return [n for n in names if n not in self.phi_fields] if self._hides_phi(request, obj) else names
+
     def get_fields(self, request, obj=None):
-        fields = super().get_fields(request, obj)
-        return [f for f in fields if f not in self.phi_fields] if self._hides_phi(request, obj) else fields
+        return self._phi_filtered(request, obj, super().get_fields(request, obj))
 
     def get_readonly_fields(self, request, obj=None):
-        fields = super().get_readonly_fields(request, obj)
-        return [f for f in fields if f not in self.phi_fields] if self._hides_phi(request, obj) else fields
+        return self._phi_filtered(request, obj, super().get_readonly_fields(request, obj))
 
     def get_sortable_by(self, request):
         # An encrypted column sorts by its ciphertext: a meaningless order, so no sort link.

@@ -19,7 +19,7 @@ from django.utils.html import format_html, format_html_join
 from contacts.models import Contact
 from contacts.selectors import contact_search
 from crm_platform.actor import Actor
-from crm_platform.admin_tools import PHI_PERMISSION, FastChangeListMixin
+from crm_platform.admin_tools import FastChangeListMixin, PhiAdminMixin
 from crm_platform.errors import ConflictError
 from leads import selectors, services
 from leads.models import (
@@ -105,8 +105,9 @@ class LeadForm(forms.ModelForm):
 
 
 @admin.register(Lead)
-class LeadAdmin(_ActionPage, FastChangeListMixin, admin.ModelAdmin):
+class LeadAdmin(_ActionPage, PhiAdminMixin, FastChangeListMixin, admin.ModelAdmin):
     form = LeadForm
+    phi_fields = ("persona", "assessment")  # shown with the PHI permission or break-glass, each view audited
     list_display = ["id", "contact", "source", "status", "owner", "created_at"]
     list_filter = ["status", "source", "owner", ("created_at", admin.DateFieldListFilter)]
     list_select_related = ["contact", "owner"]
@@ -137,16 +138,10 @@ class LeadAdmin(_ActionPage, FastChangeListMixin, admin.ModelAdmin):
         return _search_by_contact(queryset, search_term), False
 
     def get_fields(self, request, obj=None):
-        fields = ["status", "reason", "owner", *self._base_readonly]
-        if request.user.has_perm(PHI_PERMISSION):
-            fields[3:3] = ["persona", "assessment"]
-        return fields
+        return self._phi_filtered(request, obj, ["status", "reason", "owner", *self.phi_fields, *self._base_readonly])
 
     def get_readonly_fields(self, request, obj=None):
-        readonly = list(self._base_readonly)
-        if request.user.has_perm(PHI_PERMISSION):
-            readonly += ["persona", "assessment"]
-        return readonly
+        return self._phi_filtered(request, obj, [*self._base_readonly, *self.phi_fields])
 
     def save_model(self, request, obj, form, change):
         data = form.cleaned_data
@@ -249,7 +244,8 @@ class DealForm(forms.ModelForm):
 
 
 @admin.register(Deal)
-class DealAdmin(_ActionPage, FastChangeListMixin, admin.ModelAdmin):
+class DealAdmin(_ActionPage, PhiAdminMixin, FastChangeListMixin, admin.ModelAdmin):
+    phi_fields = ("plan",)  # shown with the PHI permission or break-glass, each view audited
     form = DealForm
     list_display = ["name", "contact", "pipeline", "stage", "amount", "currency", "owner", "close_date"]
     list_filter = ["pipeline", "stage", "owner"]
@@ -268,9 +264,7 @@ class DealAdmin(_ActionPage, FastChangeListMixin, admin.ModelAdmin):
         fields = list(DealForm.Meta.fields)
         if obj is not None:
             fields.remove("pipeline")  # a deal stays in its pipeline; moving is by stage
-        if not request.user.has_perm(PHI_PERMISSION):
-            fields.remove("plan")
-        return [*fields, *(self.readonly_fields if obj else [])]
+        return self._phi_filtered(request, obj, [*fields, *(self.readonly_fields if obj else [])])
 
     def get_search_results(self, request, queryset, search_term):
         term = search_term.strip()

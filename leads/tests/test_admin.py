@@ -275,3 +275,50 @@ def test_dashboard_shows_pipeline_and_funnel_charts(admin_client, system_actor):
     html = admin_client.get("/admin/dashboard/").content.decode()
     assert "Pipeline: deals per stage" in html and "Funnels: conversion over the last 90 days" in html
     assert html.count("<svg") >= 3 and "consultation (" in html
+
+
+def test_lead_and_deal_pages_show_medical_fields_only_with_the_permission_and_audit_each_view(
+    client, django_user_model, system_actor
+):
+    """The lead and deal pages masked assessment, persona and plan by hand: shown to holders of
+    view PHI but never audited (so "who viewed this patient" missed them), and break-glass did
+    not apply. They use PhiAdminMixin now. Found by a review."""
+    from decimal import Decimal
+
+    from django.contrib.auth.models import Group
+
+    from compliance.models import AuditEvent
+    from leads.models import Deal, Pipeline
+    from leads.services import lead_capture
+
+    lead = lead_capture(
+        actor=system_actor,
+        email="lead.phi@example.com",
+        source="website_form",
+        persona="MARKER-PERSONA",
+        assessment={"condition": "MARKER-DIABETES"},
+    )
+    pipeline = Pipeline.objects.filter(is_default=True).first()
+    deal = Deal.objects.create(
+        name="d",
+        pipeline=pipeline,
+        stage=pipeline.stages.first(),
+        contact=lead.contact,
+        amount=Decimal("1"),
+        plan="MARKER-GLP1-PLAN",
+    )
+    staff = django_user_model.objects.create_user(username="officer", password="a-long-test-password", is_staff=True)
+    staff.groups.add(Group.objects.get(name="Sales"))
+    client.force_login(staff)
+    lead_page = client.get(f"/admin/leads/lead/{lead.pk}/change/").content.decode()
+    deal_page = client.get(f"/admin/leads/deal/{deal.pk}/change/").content.decode()
+    assert "MARKER" not in lead_page + deal_page
+    assert not AuditEvent.objects.filter(action="phi.read").exists()
+    staff.groups.add(Group.objects.get(name="Compliance officer"))
+    staff = django_user_model.objects.get(pk=staff.pk)
+    client.force_login(staff)
+    lead_page = client.get(f"/admin/leads/lead/{lead.pk}/change/").content.decode()
+    deal_page = client.get(f"/admin/leads/deal/{deal.pk}/change/").content.decode()
+    assert "MARKER-DIABETES" in lead_page and "MARKER-PERSONA" in lead_page and "MARKER-GLP1-PLAN" in deal_page
+    reads = AuditEvent.objects.filter(action="phi.read")
+    assert {(r.object_type, r.object_id) for r in reads} == {("leads.lead", str(lead.pk)), ("leads.deal", str(deal.pk))}
