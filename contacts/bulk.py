@@ -87,7 +87,8 @@ def contacts_bulk_upsert(
         written = [dict(result) for result in results]
         try:
             with transaction.atomic():
-                _write({i: (e, x, dict(f)) for i, (e, x, f) in prepared.items()}, written, actor, stamp_as)
+                copies = {i: (e, x, dict(f)) for i, (e, x, f) in prepared.items()}
+                _write(copies, written, actor, stamp_as, definitions)
         except OperationalError as exc:
             if getattr(exc.__cause__, "sqlstate", None) != DEADLOCK:
                 raise
@@ -99,7 +100,7 @@ def contacts_bulk_upsert(
     raise AssertionError("unreachable")
 
 
-def _write(prepared: dict, results: list[dict], actor: Actor, stamp_as: str | None) -> None:
+def _write(prepared: dict, results: list[dict], actor: Actor, stamp_as: str | None, definitions: dict) -> None:
     """The batch's writes, in the caller's transaction. Row locks are taken in one order, the
     contacts' ids, whatever the rows' order, and creates go in the order of their keys, so two
     batches naming some of the same contacts in different orders wait for each other instead
@@ -143,6 +144,13 @@ def _write(prepared: dict, results: list[dict], actor: Actor, stamp_as: str | No
         if external_id and not match["external_id"]:
             fields["external_id"] = external_id
         updates[index] = (match["id"], fields)
+    if stamp_as is not None:  # an import: a new contact needs its required custom fields, as contact_create
+        for index in [i for i, (_, _, fields) in creates.items() if "properties" not in fields]:
+            try:
+                services.validate_properties({}, definitions=definitions)
+            except ValidationError as exc:
+                results[index].update(status="error", errors=exc.message_dict)
+                del creates[index]
     for index in merged:  # the one-at-a-time service follows the merge to the survivor
         _one_by_one(index, prepared[index], results, actor)
     # stamps(fields=a row's field names) -> the stamps of their groups; None: no stamping

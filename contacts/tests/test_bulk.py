@@ -161,3 +161,9 @@ def test_bulk_rows_writing_properties_without_a_required_custom_field_are_row_er
     assert [r["status"] for r in results] == ["error", "error", "created"]
     assert results[0]["errors"] == results[1]["errors"] == {"properties": ["consent_version: required."]}
     assert Contact.objects.get(email="old@example.com").properties == {"consent_version": "v1"}
+    # A new contact sent without properties lacks the field too (an update leaves them alone).
+    rows = [{"email": "bare@example.com"}, {"email": "old@example.com", "first_name": "Old"}]
+    results = writer.post(URL, {"contacts": rows}, format="json").json()["results"]
+    assert [r["status"] for r in results] == ["error", "updated"]
+    assert results[0]["errors"] == {"properties": ["consent_version: required."]}
+    assert not Contact.objects.filter(email="bare@example.com").exists()
