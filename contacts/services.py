@@ -320,14 +320,8 @@ def _contact_create(
         if lifecycle_stage != lifecycle.Stage.VISITOR:
             # Made at a later stage (an import, a sign-up that is a lead already): its history
             # says so, so funnels and cohorts, which read the transitions, count it.
-            LifecycleTransition.objects.create(
-                contact=contact,
-                from_stage=lifecycle.Stage.VISITOR,
-                to_stage=lifecycle_stage,
-                reason="created at this stage",
-                actor_kind=actor.kind,
-                actor_id=str(actor.id)[:64],
-                occurred_at=occurred_at or timezone.now(),
+            _transition_record(
+                contact, lifecycle.Stage.VISITOR, lifecycle_stage, "created at this stage", actor, occurred_at
             )
         audit_record(actor=actor, action="contact.create", obj=contact, changes=_audit_changes({}, cleaned))
         outbox_publish(topic="contact.created", obj=contact, payload=contact_payload(contact), actor=actor)
@@ -710,6 +704,21 @@ def contact_duplicate_dismiss(*, first_id: int, second_id: int, actor: Actor) ->
 # ----------------------------------------------------------------------------- lifecycle
 
 
+def _transition_record(
+    contact: Contact, from_stage: str, to_stage: str, reason: str, actor: Actor, occurred_at: dt.datetime | None
+) -> LifecycleTransition:
+    """The history row of a lifecycle move (made by lifecycle_transition, or at creation)."""
+    return LifecycleTransition.objects.create(
+        contact=contact,
+        from_stage=from_stage,
+        to_stage=to_stage,
+        reason=reason[:200],
+        actor_kind=actor.kind,
+        actor_id=str(actor.id)[:64],
+        occurred_at=occurred_at or timezone.now(),
+    )
+
+
 def lifecycle_transition(
     *,
     contact: Contact,
@@ -738,15 +747,7 @@ def lifecycle_transition(
         from_stage = locked.lifecycle_stage
         locked.lifecycle_stage = to_stage
         locked.save(update_fields=["lifecycle_stage", "updated_at"])
-        LifecycleTransition.objects.create(
-            contact=locked,
-            from_stage=from_stage,
-            to_stage=to_stage,
-            reason=reason[:200],
-            actor_kind=actor.kind,
-            actor_id=str(actor.id)[:64],
-            occurred_at=occurred_at or timezone.now(),
-        )
+        _transition_record(locked, from_stage, to_stage, reason, actor, occurred_at)
         audit_record(
             actor=actor,
             action="contact.lifecycle",
@@ -918,6 +919,11 @@ def ticket_update(*, ticket: Ticket, actor: Actor, **fields: Any) -> Ticket:
 # ----------------------------------------------------------------------------- commerce
 
 
+def is_currency_code(value: Any) -> bool:
+    """Three ASCII letters, in either case (isalpha() alone also takes "ÄÖÜ", no ISO 4217 code)."""
+    return isinstance(value, str) and len(value) == 3 and value.isascii() and value.isalpha()
+
+
 def order_record(
     *,
     contact: Contact,
@@ -936,7 +942,7 @@ def order_record(
         raise ValidationError({"amount": ["An amount cannot be negative."]})
     if status not in Order.Status.values:
         raise ValidationError({"status": [f"One of {', '.join(Order.Status.values)}."]})
-    if not isinstance(currency, str) or len(currency) != 3 or not (currency.isascii() and currency.isalpha()):
+    if not is_currency_code(currency):
         raise ValidationError({"currency": ["A three-letter ISO 4217 code."]})
     with transaction.atomic():
         if external_id:

@@ -134,7 +134,12 @@ def destination_for(value: str) -> Destination | None:
     return _registry.get(value.split(":", 1)[0])
 
 
+def retry_schedule(destination: Destination | None) -> Sequence[int]:
+    """The waits (seconds) between a destination's attempts; the default for one unregistered."""
+    return destination.retry_schedule if destination is not None else DEFAULT_RETRY_SCHEDULE
+
+
 def retry_delay(destination: Destination | None, attempts: int) -> int | None:
     """Seconds before the next attempt after `attempts` failed ones; None when the schedule is spent."""
-    schedule = destination.retry_schedule if destination is not None else DEFAULT_RETRY_SCHEDULE
+    schedule = retry_schedule(destination)
     return schedule[attempts - 1] if 1 <= attempts <= len(schedule) else None

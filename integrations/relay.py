@@ -31,7 +31,6 @@ from crm_platform.actor import Actor
 from crm_platform.models import OutboxMessage
 from integrations import sync
 from integrations.destinations import (
-    DEFAULT_RETRY_SCHEDULE,
     DeferDelivery,
     PermanentDeliveryError,
     TargetUnreachableError,
@@ -39,6 +38,7 @@ from integrations.destinations import (
     destination_for,
     destinations,
     retry_delay,
+    retry_schedule,
     task_stopping,
 )
 
@@ -275,7 +275,7 @@ def _fail(row: OutboxMessage, destination, error: str, *, permanent: bool = Fals
     # A target may ask for a longer wait than the schedule's next step, up to its longest one:
     # beyond that a receiver could park its rows for ever (and every later change to the same
     # object behind them), or overflow the date and roll back the whole batch.
-    longest = max(destination.retry_schedule if destination is not None else DEFAULT_RETRY_SCHEDULE)
+    longest = max(retry_schedule(destination))
     row.next_attempt_at = timezone.now() + timedelta(seconds=max(delay, min(retry_after or 0, longest)))
 
 

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from compliance.services import audit_record
 from contacts import lifecycle
-from contacts.services import lifecycle_transition, subscription_start
+from contacts.services import is_currency_code, lifecycle_transition, subscription_start
 from crm_platform.actor import Actor
 from crm_platform.models import StaffProfile
 from crm_platform.outbox import outbox_publish
@@ -36,8 +36,7 @@ def _clean(fields: dict[str, Any]) -> dict[str, Any]:
             errors["name"] = ["A deal needs a name."]
     if "currency" in cleaned:
         currency = str(cleaned["currency"] or "")
-        # ASCII letters only: isalpha() also takes "ÄÖÜ", which is no ISO 4217 code.
-        if len(currency) != 3 or not (currency.isascii() and currency.isalpha()):
+        if not is_currency_code(currency):
             errors["currency"] = ["A three-letter ISO 4217 code."]
         cleaned["currency"] = currency.upper()
     if "plan" in cleaned:
