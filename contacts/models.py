@@ -117,11 +117,17 @@ class Contact(models.Model):
             models.Index(OpClass(Lower("first_name"), name="varchar_pattern_ops"), name="contact_first_name_prefix"),
             models.Index(OpClass("email", name="varchar_pattern_ops"), name="contact_email_prefix"),
             models.Index(OpClass("phone", name="varchar_pattern_ops"), name="contact_phone_prefix"),
-            # Filtered lists read newest first among contacts not archived: one index each.
-            models.Index(fields=["lifecycle_stage", "-id"], name="contact_stage_idx", condition=Q(is_archived=False)),
-            models.Index(fields=["engagement_tier", "-id"], name="contact_tier_idx", condition=Q(is_archived=False)),
-            models.Index(fields=["owner", "-id"], name="contact_owner_idx", condition=Q(is_archived=False)),
-            models.Index(fields=["source", "-id"], name="contact_source_idx", condition=Q(is_archived=False)),
+            # Filtered lists read newest first, one index each: the API's (contacts not archived)
+            # and the admin's (archived ones too, so not partial: a value few contacts have is
+            # found at once, not by reading the table newest first).
+            models.Index(fields=["lifecycle_stage", "-id"], name="contact_by_stage_idx"),
+            models.Index(fields=["engagement_tier", "-id"], name="contact_by_tier_idx"),
+            models.Index(fields=["owner", "-id"], name="contact_by_owner_idx"),
+            models.Index(fields=["source", "-id"], name="contact_by_source_idx"),
+            # The admin's "archived: yes" (few contacts), newest first.
+            models.Index(fields=["-id"], name="contact_archived_idx", condition=Q(is_archived=True)),
+            # The admin's sort by lead score (either way; ties, a few thousand, sorted by id).
+            models.Index(fields=["lead_score"], name="contact_lead_score_idx"),
             models.Index(fields=["updated_at"], name="contact_updated_idx"),
             models.Index(fields=["created_at"], name="contact_created_idx"),
             models.Index(fields=["last_active_at"], name="contact_last_active_idx"),
@@ -178,6 +184,8 @@ class Activity(models.Model):
         indexes = [
             models.Index(fields=["contact", "-occurred_at", "-id"], name="activity_latest_for_contact"),
             models.Index(fields=["type", "occurred_at"], name="activity_type_window"),
+            # The admin's timeline of everyone (Meta.ordering), its date filters and its sort.
+            models.Index(fields=["-occurred_at", "-id"], name="activity_latest_idx"),
         ]
 
     def __str__(self) -> str:

@@ -118,6 +118,8 @@ class OutboxMessage(models.Model):
             ),
             models.Index(fields=["object_type", "object_id", "id"], name="outbox_object_idx"),
             models.Index(fields=["topic", "-id"], name="outbox_topic_idx"),
+            # The admin's filter and search by destination, newest first, and its list of them.
+            models.Index(fields=["destination", "-id"], name="outbox_destination_idx"),
             # The router's claim: unrouted rows in id order.
             models.Index(
                 fields=["id"], name="outbox_unrouted_idx", condition=models.Q(destination="", status="pending")

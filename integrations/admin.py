@@ -7,8 +7,10 @@ default storage keeps in a cookie on the browser until the next page.
 
 from __future__ import annotations
 
+import operator
 import re
 from datetime import timedelta
+from functools import reduce
 
 from django import forms
 from django.contrib import admin, messages
@@ -16,6 +18,7 @@ from django.contrib.admin.views.main import ChangeList
 from django.contrib.postgres.forms import SimpleArrayField
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.db.models import Q
 from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.utils.html import format_html
@@ -25,13 +28,15 @@ from crm_platform.admin_tools import (
     PHI_PERMISSION,
     ExactSearchMixin,
     FastChangeListMixin,
+    IndexedValuesFieldListFilter,
     PhiAdminMixin,
     ReadOnlyAdminMixin,
+    distinct_values,
 )
 from crm_platform.models import OutboxMessage
 from integrations import inbox, relay, selectors, services, sync
 from integrations.events import EVENT_TYPES, TOPIC_EVENT_TYPES
-from integrations.models import InboundEvent, SyncEvent, WebhookDelivery, WebhookEndpoint
+from integrations.models import INBOX_APPLIED_NAMED, InboundEvent, SyncEvent, WebhookDelivery, WebhookEndpoint
 from integrations.webhooks import url_check
 
 ROTATION_PAUSE_SECONDS = 60  # between two rotations of one endpoint's secret in the admin
@@ -51,21 +56,38 @@ class _ReplayPermission:
 
 
 @admin.register(OutboxMessage)
-class OutboxMessageAdmin(_ReplayPermission, ReadOnlyAdminMixin, PhiAdminMixin, FastChangeListMixin, admin.ModelAdmin):
+class OutboxMessageAdmin(
+    _ReplayPermission, ReadOnlyAdminMixin, PhiAdminMixin, FastChangeListMixin, ExactSearchMixin, admin.ModelAdmin
+):
     """Read-only; replay and purge are actions guarded by the outbox's change permission.
     Payloads may carry medical fields (a plan, a persona, an assessment): PHI staff only, and
     each view is audited (compliance/tests/test_phi_masking.py walks this page)."""
 
     phi_fields = ("payload",)
     list_display = ("id", "topic", "destination", "object_type", "object_id", "status", "attempts", "next_attempt_at")
-    list_filter = ("status", "destination", "topic")
+    sortable_by = ("id",)  # the other columns are shared by many rows or in no index of their own
+    list_filter = (
+        "status",
+        ("destination", IndexedValuesFieldListFilter),
+        ("topic", IndexedValuesFieldListFilter),
+    )
     search_fields = ("=object_id", "=destination", "=topic")
+    # Topics and destinations are lower-case names; an object id is matched as typed.
+    search_normalizers = {"destination": str.lower, "topic": str.lower}
+    search_help_text = "Object id (exact), destination or topic (whole, any case)."
     ordering = ("-id",)
     actions = ("replay", "purge_delivered")
     readonly_fields = [f.name for f in OutboxMessage._meta.fields]
 
     def get_fields(self, request, obj=None):
         return self.get_readonly_fields(request, obj)
+
+    def search_q(self, field, value):
+        if field == "object_id":
+            # No index leads with object_id; outbox_object_idx is (object_type, object_id): name
+            # each object type there is (a skip scan of that index) and it finds the id under each.
+            return Q(object_type__in=distinct_values(OutboxMessage, "object_type", limit=None), object_id=value)
+        return super().search_q(field, value)
 
     @admin.action(description="Replay: send again now", permissions=["replay"])
     def replay(self, request, queryset):
@@ -380,6 +402,8 @@ class SyncEventAdmin(_ReplayPermission, ReadOnlyAdminMixin, FastChangeListMixin,
         "last_error",
         "outbox_message_id",
     )
+    # Index-served both ways; the other columns are shared by millions of rows or in no index.
+    sortable_by = ("id", "created_at", "object_id")
     list_filter = (
         "direction",
         SyncProviderFilter,
@@ -428,19 +452,26 @@ class InboundEventTypeFilter(_ChoicesFilter):
         return [(name, name) for name in sorted(INBOUND_TYPES)]
 
 
+# The inbox rows that may still name their user (applied rows keep no names), each set with a
+# partial index of its own: a search term is looked for in these only, one OR branch per set.
+_NAMED_ROWS = (Q(status=InboundEvent.Status.PENDING), Q(status=InboundEvent.Status.FAILED), INBOX_APPLIED_NAMED)
+
+
 @admin.register(InboundEvent)
-class InboundEventAdmin(ReadOnlyAdminMixin, PhiAdminMixin, FastChangeListMixin, admin.ModelAdmin):
+class InboundEventAdmin(ReadOnlyAdminMixin, PhiAdminMixin, FastChangeListMixin, ExactSearchMixin, admin.ModelAdmin):
     """Events the API queued: how each ended, and "apply again" for failed ones. A queued or
     failed event's payload may carry medical fields: PHI staff only, and each view is audited."""
 
     phi_fields = ("payload",)
 
     list_display = ("id", "received_at", "type", "route", "owner", "status", "applied_at", "errors")
+    sortable_by = ("id",)  # the other columns are shared by many rows or in no index of their own
     list_filter = ("status", InboundEventTypeFilter, "route", ("received_at", admin.DateFieldListFilter))
     search_fields = ("=id", "=key", "=user_external_id", "=user_email")
+    search_normalizers = {"user_email": str.lower}  # stored normalized (contacts.services.normalize_email)
     search_help_text = (
         "Inbox id, Idempotency-Key (batch: event:<id>), or app user id or email of a queued or failed event "
-        "(exact; applied events keep no names)."
+        "(exact, an email in any case; applied events keep no names)."
     )
     ordering = ("-id",)
     actions = ("apply_again",)
@@ -448,6 +479,29 @@ class InboundEventAdmin(ReadOnlyAdminMixin, PhiAdminMixin, FastChangeListMixin, 
 
     def get_fields(self, request, obj=None):
         return self.get_readonly_fields(request, obj)
+
+    def get_search_results(self, request, queryset, search_term):
+        """ExactSearchMixin's exact matches, each read through an index: the id; the key, unique
+        per owner (inbound_event_key_uniq leads with the owner: each owner there is is named, a
+        skip scan of that index); a user id or email among the rows that may still name their
+        user, one OR branch per set of them (pending, failed, applied and named), each read
+        through its partial index."""
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        matches = []
+        if (pk := self._search_value("id", term)) is not None:
+            matches.append(Q(pk=pk))
+        if (key := self._search_value("key", term)) is not None:
+            matches.append(Q(owner__in=distinct_values(InboundEvent, "owner", limit=None), key=key))
+        names = [
+            Q(**{field: value})
+            for field in ("user_external_id", "user_email")
+            if (value := self._search_value(field, term)) is not None
+        ]
+        if names:
+            matches += [rows & reduce(operator.or_, names) for rows in _NAMED_ROWS]
+        return (queryset.filter(reduce(operator.or_, matches)) if matches else queryset.none()), False
 
     @admin.display(description="errors")
     def errors(self, obj):

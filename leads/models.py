@@ -7,10 +7,12 @@ automations)."""
 from decimal import Decimal
 
 from django.conf import settings
+from django.contrib.postgres.indexes import OpClass
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Lower
 from django.utils import timezone
 
 from compliance.fields import EncryptedCharField, EncryptedJSONField
@@ -167,7 +169,12 @@ class Deal(models.Model):
         db_index=False,  # deal_owner_idx
     )
     contact = models.ForeignKey(
-        "contacts.Contact", null=True, blank=True, on_delete=models.SET_NULL, related_name="deals"
+        "contacts.Contact",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="deals",
+        db_index=False,  # deal_contact_idx
     )
     company = models.ForeignKey(
         "contacts.Company", null=True, blank=True, on_delete=models.SET_NULL, related_name="deals"
@@ -189,6 +196,14 @@ class Deal(models.Model):
             # The newest arrivals of a stage (the pipeline board), deals sitting in a stage too long.
             models.Index(fields=["stage", "-stage_entered_at"], name="deal_stage_entered_idx"),
             models.Index(fields=["created_at"], name="deal_created_idx"),
+            # A contact's deals; their ids from the index alone (the admin's search by contact).
+            models.Index(fields=["contact", "id"], name="deal_contact_idx"),
+            # The admin's search by the start of a name, any case (leads.selectors.deal_ids_matching).
+            models.Index(OpClass(Lower("name"), name="varchar_pattern_ops"), name="deal_name_prefix"),
+            # The admin's sorts (either way; ties sorted by id).
+            models.Index(fields=["name"], name="deal_name_idx"),
+            models.Index(fields=["amount"], name="deal_amount_idx"),
+            models.Index(fields=["close_date"], name="deal_close_date_idx"),
         ]
 
     def __str__(self) -> str:

@@ -14,6 +14,7 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import connection
 from django.db.models import Avg, BooleanField, Case, Count, Q, QuerySet, Sum, Value, When
+from django.db.models.functions import Lower
 from django.http import Http404
 
 from contacts import lifecycle
@@ -47,6 +48,18 @@ def leads_matching(leads: QuerySet[Lead], query: str) -> QuerySet[Lead]:
     if not query.strip():
         return leads
     return leads.filter(contact__in=contact_search(Contact.objects.all(), query).values("pk"))
+
+
+def deal_ids_matching(query: str) -> QuerySet[Deal]:
+    """The ids of the deals whose name starts with the search (case-blind), or whose contact
+    matches it (contacts' own search: email, phone or name prefix); a non-empty search. Each side
+    is read through its prefix indexes (deal_name_prefix; the contact's) and their ids united: an
+    OR of the two sides is answered by reading deals newest first and testing each, the whole
+    table when few match."""
+    query = query.strip()
+    by_name = Deal.objects.alias(name_lower=Lower("name")).filter(name_lower__startswith=query.lower())
+    by_contact = Deal.objects.filter(contact__in=contact_search(Contact.objects.all(), query).values("pk"))
+    return by_name.order_by().values_list("pk", flat=True).union(by_contact.order_by().values_list("pk", flat=True))
 
 
 def deal_list() -> QuerySet[Deal]:

@@ -237,3 +237,60 @@ def _plan_nodes(plan: dict):
     yield plan
     for child in plan.get("Plans", ()):
         yield from _plan_nodes(child)
+
+
+def list_plan(statement) -> dict:
+    """The plan of a changelist's query (SQL as Django captured it, or a QuerySet) with sequential
+    scans and sorts disabled, asserting that indexes both find its rows and give their order, as
+    they must for a page of a big table: no sequential scan; no Sort (an Incremental Sort, the
+    order's leading key read from an index and ties sorted, may stay); no scan that tests each
+    row it reads against a condition (a Filter) without an index condition that found those
+    rows. Returns the plan (EXPLAIN's JSON). Call inside the test's transaction (SET LOCAL)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("SET LOCAL enable_sort = off")
+        if isinstance(statement, str):
+            cursor.execute("EXPLAIN (FORMAT JSON) " + statement)
+            plan = cursor.fetchone()[0]
+        else:
+            plan = json.loads(statement.explain(format="json"))
+    plan = plan[0]["Plan"]
+    for node in _plan_nodes(plan):
+        kind = node["Node Type"]
+        assert kind not in ("Seq Scan", "Sort"), plan
+        if kind.endswith("Scan") and "Filter" in node:
+            assert "Index Cond" in node or "Recheck Cond" in node, f"{kind} filtering every row it reads: {plan}"
+    return plan
+
+
+def list_queries(captured, table: str) -> list[str]:
+    """The SELECTs a changelist made of `table` (its page and its count), from a
+    CaptureQueriesContext."""
+    quoted = f'FROM "{table}"'
+    return [q["sql"] for q in captured.captured_queries if q["sql"].startswith("SELECT") and quoted in q["sql"]]
+
+
+def search_plan(statement) -> dict:
+    """The plan of a search (SQL as Django captured it) with sequential and plain index scans
+    off, asserting that indexes find its rows: bitmap scans of index conditions only (each
+    branch of an OR its own), no sequential scan and no index read whole (a partial one may be:
+    its predicate is the condition). A search that no index serves falls back to a sequential
+    scan, however costly the planner is told it is. Returns the plan. Call inside the test's
+    transaction (SET LOCAL)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        for setting in ("enable_seqscan", "enable_indexscan", "enable_indexonlyscan"):
+            cursor.execute(f"SET LOCAL {setting} = off")
+        cursor.execute("EXPLAIN (FORMAT JSON) " + statement)
+        plan = cursor.fetchone()[0][0]["Plan"]
+        for node in _plan_nodes(plan):
+            assert node["Node Type"] not in ("Seq Scan", "Index Scan", "Index Only Scan"), plan
+            if node["Node Type"] == "Bitmap Index Scan" and "Index Cond" not in node:
+                cursor.execute(
+                    "SELECT indpred IS NOT NULL FROM pg_index WHERE indexrelid = %s::regclass", [node["Index Name"]]
+                )
+                assert cursor.fetchone()[0], f"{node['Index Name']} read whole: {plan}"
+    return plan

@@ -252,3 +252,119 @@ def test_encrypted_columns_offer_no_sort_link(admin_client, system_actor):
     assert "glp1-monthly" in html  # the admin may see it...
     assert re.search(r'class="[^"]*sortable[^"]*column-status', html)
     assert not re.search(r'class="[^"]*sortable[^"]*column-plan', html)  # ...but not sort by it
+
+
+# ----------------------------------------------------------------------------- big-table pages
+# Each page below is asked for through the admin; the queries it made are planned with
+# sequential scans and sorts off (tests.support.list_plan): an index must find the page's rows
+# and give their order, as on a million contacts.
+
+
+def _analyze(*tables):
+    """Statistics of the rows the test made (as autovacuum would gather): those an earlier test
+    left, of an empty table, make every plan cost the same."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {', '.join(tables)}")
+
+
+@pytest.fixture
+def many_contacts(system_actor):
+    """Contacts alike in every filtered column, on many pages: on a table of one page every plan
+    costs about the same and PostgreSQL may pick any."""
+    from contacts.models import Activity
+
+    contacts = Contact.objects.bulk_create(
+        Contact(email=f"fill{n}@example.com", source="website_form", lifecycle_stage="lead") for n in range(400)
+    )
+    Activity.objects.bulk_create(Activity(contact=contacts[n % 40], type="page_viewed") for n in range(400))
+    _analyze("contacts_contact", "contacts_activity")
+    return contacts
+
+
+def _list_plans(admin_client, url, params, table):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from tests.support import list_plan, list_queries
+
+    with CaptureQueriesContext(connection) as captured:
+        response = admin_client.get(url, params)
+    assert response.status_code == 200
+    statements = list_queries(captured, table)
+    assert statements, captured.captured_queries
+    return response, [list_plan(sql) for sql in statements]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"source": "calendly"},  # a source no other contact has
+        {"owner": "<admin>"},
+        {"lifecycle_stage__exact": "advocate"},
+        {"engagement_tier__exact": "platinum"},
+        {"is_archived__exact": "1"},
+    ],
+)
+def test_contact_filters_read_through_an_index(admin_client, admin_user, many_contacts, params):
+    ContactFactory(source="website_form", owner=admin_user)
+    ContactFactory(is_archived=True, lifecycle_stage="advocate", engagement_tier="platinum", source="calendly")
+    params = {name: str(admin_user.pk) if value == "<admin>" else value for name, value in params.items()}
+    response, _ = _list_plans(admin_client, LIST, params, "contacts_contact")
+    assert response.context["cl"].result_count == 1
+
+
+def test_contact_sorts_offered_are_the_indexed_ones(admin_client, many_contacts):
+    ContactFactory.create_batch(2)
+    response = admin_client.get(LIST)
+    html = response.content.decode()
+    for column in ("id", "lead_score", "updated_at"):
+        assert re.search(rf'class="[^"]*sortable[^"]*column-{column}', html), column
+    for column in ("email", "phone", "lifecycle_stage", "engagement_tier", "owner", "source"):
+        assert not re.search(rf'class="[^"]*sortable[^"]*column-{column}', html), column
+    columns = list(response.context["cl"].list_display)
+    for column in ("lead_score", "updated_at"):
+        for sign in ("", "-"):
+            _list_plans(admin_client, LIST, {"o": f"{sign}{columns.index(column)}"}, "contacts_contact")
+
+
+def test_contact_sort_not_offered_is_ignored(admin_client):
+    ContactFactory.create_batch(2)
+    columns = list(admin_client.get(LIST).context["cl"].list_display)
+    response = admin_client.get(LIST, {"o": str(columns.index("source"))})  # an old or edited URL
+    assert list(response.context["cl"].queryset.query.order_by) == ["-pk"]
+
+
+@pytest.mark.parametrize(
+    "params", [{}, {"o": "0"}, {"o": "-0"}, {"occurred_at__gte": "2026-01-01", "occurred_at__lt": "2027-01-01"}]
+)
+def test_activity_timeline_reads_through_an_index(admin_client, system_actor, many_contacts, params):
+    from contacts.services import activity_record
+
+    activity_record(contact=ContactFactory(), type="page_viewed", actor=system_actor, apply_lifecycle=False)
+    _list_plans(admin_client, "/admin/contacts/activity/", params, "contacts_activity")
+
+
+def test_activity_sorts_offered_are_the_indexed_ones(admin_client, system_actor):
+    from contacts.services import activity_record
+
+    activity_record(contact=ContactFactory(), type="page_viewed", actor=system_actor, apply_lifecycle=False)
+    html = admin_client.get("/admin/contacts/activity/").content.decode()
+    assert re.search(r'class="[^"]*sortable[^"]*column-occurred_at', html)
+    for column in ("type", "source"):
+        assert not re.search(rf'class="[^"]*sortable[^"]*column-{column}', html), column
+
+
+def test_order_sorts_offered_are_the_indexed_ones(admin_client):
+    from contacts.models import Order
+
+    Order.objects.create(contact=ContactFactory(), amount=10)
+    response = admin_client.get("/admin/contacts/order/")
+    html = response.content.decode()
+    assert re.search(r'class="[^"]*sortable[^"]*column-id', html)
+    for column in ("amount", "currency", "status", "paid_at"):
+        assert not re.search(rf'class="[^"]*sortable[^"]*column-{column}', html), column
+    columns = list(response.context["cl"].list_display)
+    ignored = admin_client.get("/admin/contacts/order/", {"o": str(columns.index("amount"))})
+    assert list(ignored.context["cl"].queryset.query.order_by) == ["-pk"]

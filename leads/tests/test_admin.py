@@ -1,5 +1,7 @@
 """The leads admin renders, searches, and acts through the services."""
 
+import re
+
 import pytest
 from django.contrib.auth.models import Group
 
@@ -322,3 +324,71 @@ def test_lead_and_deal_pages_show_medical_fields_only_with_the_permission_and_au
     assert "MARKER-DIABETES" in lead_page and "MARKER-PERSONA" in lead_page and "MARKER-GLP1-PLAN" in deal_page
     reads = AuditEvent.objects.filter(action="phi.read")
     assert {(r.object_type, r.object_id) for r in reads} == {("leads.lead", str(lead.pk)), ("leads.deal", str(deal.pk))}
+
+
+# ----------------------------------------------------------------------------- deals at volume
+
+
+@pytest.fixture
+def many_deals(deal):
+    """Deals on many pages: on a table of one page every plan costs about the same and
+    PostgreSQL may pick any."""
+    from django.db import connection
+
+    deals = Deal.objects.bulk_create(
+        Deal(name=f"fill {n}", pipeline=deal.pipeline, stage=deal.stage, amount=n % 13) for n in range(400)
+    )
+    with connection.cursor() as cursor:  # statistics of these rows, not an earlier test's empty table
+        cursor.execute("ANALYZE leads_deal")
+    return deals
+
+
+def test_deal_search_matches_the_start_of_a_name_in_any_case_not_its_middle(admin_client, deal, system_actor):
+    other = deal_create(actor=system_actor, name="Zed corp renewal", amount=5)
+    for term, found in (("zed", True), ("ZED CO", True), ("corp", False), ("renewal", False)):
+        html = admin_client.get(DEALS, {"q": term}).content.decode()
+        assert (f"{DEALS}{other.pk}/change/" in html) is found, term
+        assert f"{DEALS}{deal.pk}/change/" not in html, term
+    # ... or through its contact, as the contact admin searches (name, email, phone prefixes)
+    for term in ("lovelace", "ada lovelace", "admin-lead@"):
+        html = admin_client.get(DEALS, {"q": term}).content.decode()
+        assert f"{DEALS}{deal.pk}/change/" in html and f"{DEALS}{other.pk}/change/" not in html, term
+
+
+def test_deal_search_reads_each_side_through_its_prefix_index_once(admin_client, deal, many_deals):
+    """Deals by name and deals by contact are found each through their prefix indexes and their
+    ids united: an OR across the two tables made PostgreSQL read the deals newest first and test
+    each one against both (the whole table when few match). The ids are read once; the count and
+    the page look them up by primary key."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from tests.support import index_names, search_plan
+
+    with CaptureQueriesContext(connection) as captured:
+        assert admin_client.get(DEALS, {"q": "lovelace"}).status_code == 200
+    searches = [q["sql"] for q in captured.captured_queries if '"name")::text LIKE' in q["sql"]]
+    assert len(searches) == 1 and "LOWER(" in searches[0], searches
+    plan = search_plan(searches[0])
+    assert {"deal_name_prefix", "contact_last_name_prefix", "deal_contact_idx"} <= index_names(plan), plan
+
+
+def test_deal_sorts_offered_are_the_indexed_ones(admin_client, deal, many_deals):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from tests.support import list_plan, list_queries
+
+    response = admin_client.get(DEALS)
+    html = response.content.decode()
+    for column in ("name", "amount", "close_date"):
+        assert re.search(rf'class="[^"]*sortable[^"]*column-{column}', html), column
+    for column in ("contact", "pipeline", "stage", "currency", "owner"):
+        assert not re.search(rf'class="[^"]*sortable[^"]*column-{column}', html), column
+    columns = list(response.context["cl"].list_display)
+    for column in ("name", "amount", "close_date"):
+        for sign in ("", "-"):
+            with CaptureQueriesContext(connection) as captured:
+                assert admin_client.get(DEALS, {"o": f"{sign}{columns.index(column)}"}).status_code == 200
+            for sql in list_queries(captured, "leads_deal"):
+                list_plan(sql)
