@@ -169,6 +169,33 @@ def test_consultation_funnel_starts_when_the_contact_is_created(make_contact, sy
     assert (result["entered"], result["converted"], result["rate"]) == (4, 1, 0.25)
 
 
+def test_consultation_funnel_narrows_by_source_and_owner_and_leaves_merged_contacts_out(
+    make_contact, make_staff, system_actor
+):
+    """The funnel from Visitor reads its cohort from the contacts themselves (no transition marks
+    a creation), narrowed there as the others are narrowed through their join."""
+    rep = make_staff("rep")
+    mine = make_contact("mine@example.com", source="referral", owner=rep)
+    _walk(mine, system_actor, [("patient", 0)])
+    make_contact("theirs@example.com", source="referral")
+    make_contact("web@example.com", source="website_form", owner=rep)
+    merged = make_contact("merged@example.com", source="referral")
+    merged.merged_into = mine
+    merged.save(update_fields=["merged_into"])
+    now = timezone.now()
+    window = {"name": "consultation", "since": now - dt.timedelta(days=1), "until": now + dt.timedelta(minutes=1)}
+    counts = [
+        (result["entered"], result["converted"])
+        for result in (
+            funnels(**window),
+            funnels(**window, source="referral"),
+            funnels(**window, owner=rep.pk),
+            funnels(**window, source="referral", owner=rep.pk),
+        )
+    ]
+    assert counts == [(3, 1), (2, 1), (2, 1), (1, 1)]
+
+
 def test_unknown_funnel_is_404():
     with pytest.raises(Http404):
         funnels(name="nope", since=timezone.now(), until=timezone.now())
