@@ -22,7 +22,7 @@ from django.core import signing
 from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models, transaction
-from django.db.models import CharField, Q, TextField
+from django.db.models import CharField, Q
 from django.db.models.functions import Cast
 from django.utils import timezone
 
@@ -34,6 +34,7 @@ from compliance.subjects import ERASE_ANONYMISE, ERASE_DELETE, subject_data, sub
 from compliance.suppression import suppression_add
 from crm_platform.actor import Actor
 from crm_platform.errors import ConflictError
+from crm_platform.idempotency import contact_subject
 from crm_platform.models import IdempotencyRecord, OutboxMessage
 from crm_platform.outbox import outbox_publish
 
@@ -283,22 +284,17 @@ def _scrub_stored_responses(values: list[str], since=None, *, contact_ids: list[
     """Idempotency records replay stored responses: a create's response holds the email or app
     user id, and the response for one of the person's records (a note's body, a ticket's, an
     order's items) names them by their contact id. Those records go (a retry with the key then
-    meets the suppression list, or a contact that is gone). Only records written since the
-    person's first contact row was created can name them, so the scan covers those
-    (idempotency_created_idx), not the whole retention window."""
-    if not values and not contact_ids:
+    meets the suppression list, or a contact that is gone). The responses are encrypted: each
+    record lists what names it (`subjects`, crm_platform.idempotency.response_subjects), which
+    a GIN index finds. Only records written since the person's first contact row was created
+    can name them, so the scan covers those."""
+    subjects = [hmac_digest(value) for value in values if value] + [contact_subject(pk) for pk in contact_ids]
+    if not subjects:
         return 0
-    text = Cast("response_body", TextField())
-    match = Q()
-    for value in values:
-        match |= Q(_body__contains=json.dumps(value))
-    for pk in contact_ids:  # as jsonb writes a key: "contact": 12, or last, "contact": 12}
-        for key in ("contact", "contact_id"):
-            match |= Q(_body__contains=f'"{key}": {pk},') | Q(_body__contains=f'"{key}": {pk}}}')
-    records = IdempotencyRecord.objects.all()
+    records = IdempotencyRecord.objects.filter(subjects__overlap=subjects)
     if since is not None:
         records = records.filter(created_at__gte=since - dt.timedelta(minutes=5))  # clock skew between writers
-    return records.annotate(_body=text).filter(match).delete()[0]
+    return records.delete()[0]
 
 
 # ----------------------------------------------------------------------------- export

@@ -37,6 +37,8 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
 from crm_platform.api.errors import error_body
+from crm_platform.api.permissions import has_scope
+from crm_platform.api.scopes import PHI_READ
 from crm_platform.models import ApiKey, IdempotencyRecord
 
 HEADER = "Idempotency-Key"
@@ -60,6 +62,8 @@ def idempotent(*, required: bool = False, withheld: dict[str, Callable[[dict], A
             fingerprint = request_fingerprint(request, keyed=bool(withheld))
             record, outcome = idempotency_claim(owner=owner_of(request), key=key, fingerprint=fingerprint)
             if outcome == "replay":
+                if record.phi_read and not has_scope(request, PHI_READ):
+                    return _error(403, "idempotency_replay_withheld", PHI_WITHHELD)
                 body = _restored(record.response_body, withheld)
                 return Response(body, status=record.response_status, headers={REPLAYED: "true"})
             if outcome == "mismatch":
@@ -71,7 +75,12 @@ def idempotent(*, required: bool = False, withheld: dict[str, Callable[[dict], A
                     response = method(view, request, *args, **kwargs)
                     if response.status_code >= 500:
                         raise _Unstored(response)
-                    idempotency_complete(record=record, response=response, withheld=withheld or ())
+                    idempotency_complete(
+                        record=record,
+                        response=response,
+                        withheld=withheld or (),
+                        phi_read=has_scope(request, PHI_READ),
+                    )
             except _Unstored as unstored:
                 idempotency_release(record=record)
                 return unstored.response
@@ -108,6 +117,12 @@ def key_refusal(key: str | None, *, required: bool) -> Response | None:
     if not _VALID_KEY.match(key):
         return _error(400, "idempotency_key_invalid", f"{HEADER} is 1 to 255 printable characters.")
     return None
+
+
+PHI_WITHHELD = (
+    f"The response stored under this {HEADER} holds medical fields, and this caller may no longer read them "
+    "(scope phi:read). Send the request under a new key."
+)
 
 
 def key_reused() -> Response:
@@ -163,9 +178,12 @@ def idempotency_claim(*, owner: str, key: str, fingerprint: str) -> tuple[Idempo
     return record, "claimed" if taken else "in_flight"
 
 
-def idempotency_complete(*, record: IdempotencyRecord, response: Response, withheld: Iterable[str] = ()) -> None:
-    """Store the response to replay (less its `withheld` fields); call inside the transaction
-    that holds the effect."""
+def idempotency_complete(
+    *, record: IdempotencyRecord, response: Response, withheld: Iterable[str] = (), phi_read: bool = False
+) -> None:
+    """Store the response to replay (less its `withheld` fields), encrypted, with the subjects
+    erasure finds it by; `phi_read`: whether the caller could read medical fields (a replay to
+    one who no longer can is refused). Call inside the transaction that holds the effect."""
     body = json.loads(JSONRenderer().render(response.data)) if response.data is not None else None
     if isinstance(body, dict):
         for name in withheld:
@@ -174,8 +192,41 @@ def idempotency_complete(*, record: IdempotencyRecord, response: Response, withh
         status=IdempotencyRecord.Status.COMPLETED,
         response_status=response.status_code,
         response_body=body,
+        phi_read=phi_read,
+        subjects=response_subjects(body),
         completed_at=timezone.now(),
     )
+
+
+CONTACT_KEYS = ("contact", "contact_id")  # the keys under which a response names a contact by id
+
+
+def response_subjects(body: Any) -> list[str]:
+    """What GDPR erasure finds a stored response by: the keyed hash (compliance.crypto.hmac_digest)
+    of each text value anywhere in it (an email, an app user id, a phone, as the response wrote
+    them), and "contact:<id>" for each id under a CONTACT_KEYS key. The response itself is
+    encrypted, so it cannot be searched."""
+    from compliance.crypto import hmac_digest
+
+    found: set[str] = set()
+    stack = [body]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            for name, item in value.items():
+                if name in CONTACT_KEYS and isinstance(item, int) and not isinstance(item, bool):
+                    found.add(contact_subject(item))
+                else:
+                    stack.append(item)
+        elif isinstance(value, list):
+            stack.extend(value)
+        elif isinstance(value, str) and value:
+            found.add(hmac_digest(value))
+    return sorted(found)
+
+
+def contact_subject(contact_id: int) -> str:
+    return f"contact:{contact_id}"
 
 
 def idempotency_release(*, record: IdempotencyRecord) -> None:

@@ -1,7 +1,10 @@
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import GinIndex
 from django.db import models
 from django.utils import timezone
+
+from compliance.fields import EncryptedJSONField
 
 
 class ApiKey(models.Model):
@@ -148,7 +151,13 @@ class OutboxMessage(models.Model):
 
 class IdempotencyRecord(models.Model):
     """One Idempotency-Key of one client (API key or staff user): the request's fingerprint
-    and, once done, the response to replay. Kept IDEMPOTENCY_TTL_DAYS, then purged."""
+    and, once done, the response to replay. Kept IDEMPOTENCY_TTL_DAYS, then purged.
+
+    A stored response may hold whatever its route answers (a note's body, a plan): it is
+    encrypted at rest as the medical fields it copies are, and a replay to a caller who has
+    since lost phi:read is refused when the first caller had it (`phi_read`). GDPR erasure
+    finds the responses naming a person by `subjects`: the keyed hashes of the response's text
+    values and "contact:<id>" for each contact it names."""
 
     class Status(models.TextChoices):
         IN_FLIGHT = "in_flight"
@@ -159,13 +168,18 @@ class IdempotencyRecord(models.Model):
     request_hash = models.CharField(max_length=64)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.IN_FLIGHT)
     response_status = models.PositiveSmallIntegerField(null=True, blank=True)
-    response_body = models.JSONField(null=True, blank=True)
+    response_body = EncryptedJSONField(null=True, blank=True)
+    phi_read = models.BooleanField(default=False, help_text="Stored for a caller who could read medical fields.")
+    subjects = ArrayField(models.CharField(max_length=64), default=list, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     completed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["owner", "key"], name="idempotency_owner_key_uniq")]
-        indexes = [models.Index(fields=["created_at"], name="idempotency_created_idx")]
+        indexes = [
+            models.Index(fields=["created_at"], name="idempotency_created_idx"),
+            GinIndex(fields=["subjects"], name="idempotency_subjects_gin"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.owner} {self.key} ({self.status})"

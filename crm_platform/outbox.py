@@ -3,10 +3,17 @@
 The row is written in the caller's transaction, so it exists exactly when the change does.
 Delivery (the relay, destinations, retries) belongs to `integrations`; the payload passes the
 PHI guard there, on its way out.
+
+Medical fields never rest in the outbox in the clear: `outbox_seal` moves a payload's top-level
+medical fields (compliance.guard.phi_field_names: a deal's or subscription's plan, a lead's
+persona, an assessment, a lifecycle move's typed reason...) into one Fernet token under
+`SEALED`, as their own tables keep them encrypted; a destination reads the payload through
+`outbox_open`. Rows written before sealing have no `SEALED` key and open as they are.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -21,6 +28,31 @@ from crm_platform.models import OutboxMessage
 logger = logging.getLogger(__name__)
 
 RELAY_TASK = "integrations.tasks.outbox_relay"
+SEALED = "_sealed"  # never on an allow-list: a payload read without outbox_open leaks nothing
+
+
+def outbox_seal(payload: dict[str, Any], medical_names: frozenset[str] | None = None) -> dict[str, Any]:
+    """The payload with its top-level medical fields encrypted together under SEALED."""
+    from compliance.crypto import encrypt
+    from compliance.guard import phi_field_names
+
+    medical = payload.keys() & (medical_names if medical_names is not None else phi_field_names())
+    if not medical:
+        return payload
+    sealed = {key: value for key, value in payload.items() if key not in medical}
+    sealed[SEALED] = encrypt(django_dumps({key: payload[key] for key in medical}))
+    return sealed
+
+
+def outbox_open(payload: dict[str, Any]) -> dict[str, Any]:
+    """A stored payload as it was published (its sealed medical fields decrypted)."""
+    if not isinstance(payload, dict) or SEALED not in payload:
+        return payload
+    from compliance.crypto import decrypt
+
+    opened = {key: value for key, value in payload.items() if key != SEALED}
+    opened.update(json.loads(decrypt(payload[SEALED])))
+    return opened
 
 
 def _kick_relay() -> None:
@@ -56,7 +88,7 @@ def outbox_publish(
         destination=destination,
         object_type=obj._meta.label_lower,
         object_id=str(obj.pk),
-        payload=payload,
+        payload=outbox_seal(payload),
         request_id=actor.request_id[:64],
     )
     _kick_relay_on_commit()
@@ -73,7 +105,10 @@ def outbox_publish_many(
     from django.db import connection
     from django.utils import timezone
 
+    from compliance.guard import phi_field_names
+
     now = timezone.now()
+    medical = phi_field_names()  # once for the batch
     table = OutboxMessage._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute(
@@ -89,7 +124,9 @@ def outbox_publish_many(
                 now,
                 # One JSON document, not a text[] of them: quoting an array of JSON strings
                 # escapes every double quote one by one (most of a 1,000-row bulk write's time).
-                django_dumps([{"id": str(object_id), "payload": payload} for object_id, payload in rows]),
+                django_dumps(
+                    [{"id": str(object_id), "payload": outbox_seal(payload, medical)} for object_id, payload in rows]
+                ),
             ],
         )
     _kick_relay_on_commit()

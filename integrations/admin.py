@@ -7,6 +7,7 @@ default storage keeps in a cookie on the browser until the next page.
 
 from __future__ import annotations
 
+import json
 import operator
 import re
 from datetime import timedelta
@@ -17,12 +18,14 @@ from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
 from django.contrib.postgres.forms import SimpleArrayField
 from django.core.exceptions import ValidationError
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.db.models import Q
 from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from compliance.crypto import DecryptionError
 from crm_platform.actor import Actor
 from crm_platform.admin_tools import (
     PHI_PERMISSION,
@@ -34,6 +37,7 @@ from crm_platform.admin_tools import (
     distinct_values,
 )
 from crm_platform.models import OutboxMessage
+from crm_platform.outbox import outbox_open
 from integrations import inbox, relay, selectors, services, sync
 from integrations.events import EVENT_TYPES, TOPIC_EVENT_TYPES
 from integrations.models import INBOX_APPLIED_NAMED, InboundEvent, SyncEvent, WebhookDelivery, WebhookEndpoint
@@ -63,7 +67,7 @@ class OutboxMessageAdmin(
     Payloads may carry medical fields (a plan, a persona, an assessment): PHI staff only, and
     each view is audited (compliance/tests/test_phi_masking.py walks this page)."""
 
-    phi_fields = ("payload",)
+    phi_fields = ("payload_published",)
     list_display = ("id", "topic", "destination", "object_type", "object_id", "status", "attempts", "next_attempt_at")
     sortable_by = ("id",)  # the other columns are shared by many rows or in no index of their own
     list_filter = (
@@ -77,10 +81,19 @@ class OutboxMessageAdmin(
     search_help_text = "Object id (exact), destination or topic (whole, any case)."
     ordering = ("-id",)
     actions = ("replay", "purge_delivered")
-    readonly_fields = [f.name for f in OutboxMessage._meta.fields]
+    # The payload as published: its medical fields are sealed at rest (crm_platform.outbox).
+    readonly_fields = ["payload_published" if f.name == "payload" else f.name for f in OutboxMessage._meta.fields]
 
     def get_fields(self, request, obj=None):
         return self.get_readonly_fields(request, obj)
+
+    @admin.display(description="payload")
+    def payload_published(self, obj):
+        try:
+            payload = outbox_open(obj.payload)
+        except DecryptionError:
+            return "(its medical fields do not decrypt with the keys in FIELD_ENCRYPTION_KEYS)"
+        return format_html("<pre>{}</pre>", json.dumps(payload, indent=2, ensure_ascii=False, cls=DjangoJSONEncoder))
 
     def search_q(self, field, value):
         if field == "object_id":

@@ -25,6 +25,7 @@ from compliance.crypto import hmac_digest
 from crm_platform.actor import Actor
 from crm_platform.api.fastjson import django_default, dumps
 from crm_platform.models import OutboxMessage
+from crm_platform.outbox import outbox_open
 from integrations.models import SyncEvent
 
 logger = logging.getLogger(__name__)
@@ -221,7 +222,7 @@ def sync_events_record_outbound(messages: Iterable[OutboxMessage]) -> int:
             direction=OUTBOUND,
             provider=m.destination,
             event_type=m.topic,
-            payload_digest=payload_digest(m.payload),
+            payload_digest=payload_digest(outbox_open(m.payload)),  # what was published, not its token
             status=_OUTBOX_STATUS.get(m.status, SyncEvent.Status.PENDING),
             object_type=m.object_type,
             object_id=m.object_id,

@@ -34,6 +34,7 @@ from compliance.crypto import hmac_digest
 from compliance.guard import guard_payload
 from crm_platform.actor import Actor
 from crm_platform.models import OutboxMessage
+from crm_platform.outbox import outbox_open
 from integrations.destinations import (
     BaseDestination,
     DeferDelivery,
@@ -554,7 +555,7 @@ def webhook_send(
                 response.close()
             response.release_conn()
         delivery.status_code = response.status
-        delivery.response_excerpt = excerpt.decode("utf-8", "replace")[:EXCERPT_CHARS]
+        delivery.response_excerpt = excerpt_redacted(excerpt.decode("utf-8", "replace"), body)[:EXCERPT_CHARS]
         delivery.succeeded = 200 <= response.status < 300
         retry_after = response.headers.get("retry-after", "")
         if not delivery.succeeded:
@@ -594,6 +595,39 @@ def _seconds(retry_after: str) -> int | None:
     if not (retry_after.isascii() and retry_after.isdigit()):
         return None
     return int(retry_after) if len(retry_after) <= 10 else 10**10
+
+
+REDACTED = "[redacted]"
+
+
+def excerpt_redacted(excerpt: str, body: str) -> str:
+    """The receiver's answer less every text value we sent it. Receivers often quote the body
+    back ("invalid payload: {...}"): kept as is, the delivery log (30 days, plain text, shown
+    to whoever reads deliveries, not covered by erasure) would hold the person's email, name
+    and, for an endpoint allowed them, medical fields. A value cut off by the excerpt's end is
+    caught by its prefix."""
+    try:
+        data = json.loads(body).get("data")
+    except (ValueError, AttributeError):
+        return excerpt
+    values: set[str] = set()
+    stack = [data]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+        elif isinstance(value, str) and len(value) >= 2:
+            # As we sent it (JSON-escaped, ASCII) and as a receiver may write it back (UTF-8).
+            values.update({value, json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]})
+    for value in sorted(values, key=len, reverse=True):
+        excerpt = excerpt.replace(value, REDACTED)
+    for value in values:
+        for cut in range(len(value) - 1, 2, -1):
+            if excerpt.endswith(value[:cut]):
+                return excerpt[:-cut] + REDACTED
+    return excerpt
 
 
 # What webhook_send logs when nothing answered: the relay then leaves the endpoint's other
@@ -741,12 +775,13 @@ class WebhookDestination(BaseDestination):
                     raise TargetUnreachableError("host name lookup timed out") from None
                 raise TransientDeliveryError("host does not resolve") from None  # DNS may come back
             raise PermanentDeliveryError("target address refused") from None
-        event_type = event_type_for(message.topic, message.payload) or message.topic
+        payload = outbox_open(message.payload)
+        event_type = event_type_for(message.topic, payload) or message.topic
         phi_allowed = endpoint.phi_fields if endpoint.may_receive_phi else ()
         body = webhook_body(
             event_type=event_type,
             occurred_at=message.created_at,
-            data=guard_payload(message.destination, message.payload, phi_allowed=phi_allowed),
+            data=guard_payload(message.destination, payload, phi_allowed=phi_allowed),
         )
         try:
             delivery, retry_after = webhook_send(

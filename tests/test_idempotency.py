@@ -130,3 +130,49 @@ def test_purge_job_deletes_old_records(writer):
     # The registry-driven retention job (compliance.retention) purges them.
     assert retention_purge.apply().get()["crm_platform.idempotencyrecord"] == 1
     assert list(IdempotencyRecord.objects.values_list("key", flat=True)) == ["new"]
+
+
+# ----------------------------------------------------------------------------- medical fields (known)
+
+NOTE_BODY = "phimarkerhba1c9point1"
+
+
+def _note_with_key(make_key, system_actor):
+    """A key with phi:read posts a note under an Idempotency-Key; returns (key row, client)."""
+    from contacts.tests.factories import ContactFactory
+
+    contact = ContactFactory(email="pat@example.com")
+    api_key, raw = make_key(["contacts:write", "phi:read"])
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    body = {"contact": contact.pk, "body": NOTE_BODY}
+    first = client.post("/api/v1/notes", body, format="json", HTTP_IDEMPOTENCY_KEY="note-1")
+    assert first.status_code == 201 and first.json()["body"] == NOTE_BODY
+    return api_key, client, body
+
+
+def test_a_stored_response_keeps_no_medical_value_in_plaintext(make_key, system_actor):
+    from django.db import connection
+
+    _note_with_key(make_key, system_actor)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT response_body::text FROM crm_platform_idempotencyrecord")
+        stored = " ".join(row[0] for row in cursor.fetchall())
+    assert NOTE_BODY not in stored, "a note's body rests in plaintext in the idempotency record"
+
+
+def test_a_replay_shows_medical_fields_only_to_a_key_that_still_has_phi_read(
+    make_key, system_actor, django_capture_on_commit_callbacks
+):
+    from crm_platform.services import api_key_update
+
+    api_key, client, body = _note_with_key(make_key, system_actor)
+    with django_capture_on_commit_callbacks(execute=True):  # the key's cached verification is dropped on commit
+        api_key_update(api_key=api_key, actor=system_actor, scopes=["contacts:write"])
+    again = client.post("/api/v1/notes", body, format="json", HTTP_IDEMPOTENCY_KEY="note-1")
+    assert NOTE_BODY not in again.content.decode(), "the replay skips the phi:read check"
+    assert again.status_code == 403 and again.json()["error"]["code"] == "idempotency_replay_withheld"
+    with django_capture_on_commit_callbacks(execute=True):
+        api_key_update(api_key=api_key, actor=system_actor, scopes=["contacts:write", "phi:read"])
+    replayed = client.post("/api/v1/notes", body, format="json", HTTP_IDEMPOTENCY_KEY="note-1")
+    assert replayed.headers["Idempotent-Replayed"] == "true" and replayed.json()["body"] == NOTE_BODY

@@ -161,8 +161,16 @@ def assert_nothing_left(contact_ids: list[int], values: tuple[str, ...] = PERSON
 def test_erase_removes_every_row_about_the_person_in_every_app(gdpr, person, django_capture_on_commit_callbacks):
     contact, duplicate = person["contact"], person["duplicate"]
     # A stored API response naming the person (an Idempotency-Key replay would disclose it).
+    from crm_platform.idempotency import response_subjects
+
+    stored = {"email": EMAIL}
     IdempotencyRecord.objects.create(
-        owner="key:1", key="k1", request_hash="x", status="completed", response_body={"email": EMAIL}
+        owner="key:1",
+        key="k1",
+        request_hash="x",
+        status="completed",
+        response_body=stored,
+        subjects=response_subjects(stored),
     )
     with django_capture_on_commit_callbacks():
         response = gdpr.post(f"/api/v1/contacts/{contact.pk}/erase")
@@ -171,6 +179,7 @@ def test_erase_removes_every_row_about_the_person_in_every_app(gdpr, person, dja
     assert body["status"] == "erased" and body["contact"] == contact.pk
     assert sorted(body["contacts"]) == sorted([contact.pk, duplicate.pk])
     assert body["counts"]["contacts.activity"] >= 1 and body["counts"]["leads.deal"] == 1
+    assert body["counts"]["crm_platform.idempotencyrecord"] == 1 and not IdempotencyRecord.objects.exists()
 
     assert_nothing_left([contact.pk, duplicate.pk])
     # The inbox: the queued event is gone (it would bring the person back); the applied one stays

@@ -94,10 +94,11 @@ NOT_PERSONAL = {
     "contacts.order.external_id": "the app's order id (an opaque number), not about the person",
     "contacts.subscription.external_id": "the app's subscription id (an opaque number)",
     # Machine payloads and records whose personal content is handled elsewhere.
-    "crm_platform.outboxmessage.payload": "passes compliance.guard.guard_payload per destination before "
+    "crm_platform.outboxmessage.payload": "its medical fields are sealed in one Fernet token "
+    "(crm_platform.outbox.outbox_seal); passes compliance.guard.guard_payload per destination before "
     "leaving; erasure deletes the rows about the person; retention purges delivered ones",
-    "crm_platform.idempotencyrecord.response_body": "a stored API response, kept IDEMPOTENCY_TTL_DAYS; "
-    "erasure deletes the records naming the person",
+    "crm_platform.idempotencyrecord.response_body": "a stored API response, encrypted at rest, kept "
+    "IDEMPOTENCY_TTL_DAYS; erasure deletes the records naming the person (found by their subjects)",
     "compliance.auditevent.changes": "audit_record keeps only non-personal fields' values (the registry)",
     "compliance.auditevent.ip": "the IP of the staff member or API client who acted, not of the "
     "data subject; kept as evidence for the audit retention period",

@@ -224,9 +224,9 @@ def test_a_registration_sent_again_with_its_key_replays_without_storing_the_secr
     assert again.headers["Idempotent-Replayed"] == "true" and "Idempotent-Replayed" not in first.headers
     assert again.json() == first.json() and first.json()["secret"].startswith("whsec_")
     assert WebhookEndpoint.objects.count() == 1
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT response_body::text FROM crm_platform_idempotencyrecord WHERE key = 'reg-1'")
-        [(stored,)] = cursor.fetchall()
+    from crm_platform.models import IdempotencyRecord
+
+    stored = json.dumps(IdempotencyRecord.objects.get(key="reg-1").response_body)  # decrypted
     assert str(first.json()["id"]) in stored and first.json()["secret"] not in stored and "secret" not in stored
     # The stored hash of the request is keyed: no offline guessing of a secret the caller chose.
     with connection.cursor() as cursor:

@@ -243,24 +243,21 @@ def test_keys_the_event_routes_stored_before_the_inbox_still_replay(make_key):
     # What the route kept before (crm_platform.idempotency.request_fingerprint: method, path, body).
     fingerprint = hashlib.sha256(b"POST /api/v1/events\n" + json.dumps(body).encode()).hexdigest()
     old = {"status": "accepted", "result": {"contact": 1, "activity": 7, "stale": []}, "type": "custom"}
-    IdempotencyRecord.objects.create(
-        owner=f"key:{key.pk}",
-        key="old-key",
-        request_hash=fingerprint,
-        status="completed",
-        response_status=202,
-        response_body=old,
-        completed_at=timezone.now(),
-    )
-    IdempotencyRecord.objects.create(  # another route's record: not an event, stays where it is
-        owner=f"key:{key.pk}",
-        key="contact-key",
-        request_hash="x",
-        status="completed",
-        response_status=201,
-        response_body={"id": 5, "email": "a@example.com"},
-        completed_at=timezone.now(),
-    )
+    table = IdempotencyRecord._meta.db_table
+    with connection.cursor() as cursor:
+        # The records as they were then: plain jsonb (crm_platform 0007 encrypted them later; this
+        # DDL is rolled back with the test).
+        cursor.execute(f"ALTER TABLE {table} ALTER COLUMN response_body TYPE jsonb USING NULL")
+        for key_name, request_hash, status, stored in (
+            ("old-key", fingerprint, 202, old),
+            ("contact-key", "x", 201, {"id": 5, "email": "a@example.com"}),  # another route's: stays
+        ):
+            cursor.execute(
+                f"INSERT INTO {table} (owner, key, request_hash, status, response_status, response_body, phi_read, "  # noqa: S608
+                "subjects, created_at, completed_at) VALUES (%s, %s, %s, 'completed', %s, %s::jsonb, false, '{}', "
+                "now(), now())",
+                [f"key:{key.pk}", key_name, request_hash, status, json.dumps(stored)],
+            )
     migration = importlib.import_module("integrations.migrations.0006_inbox_takes_event_keys")
     with connection.cursor() as cursor:
         cursor.execute(migration.FORWARD)

@@ -11,6 +11,8 @@ a client with a shorter timeout gives up. An answer "drip" sends a 200 a byte ev
 `drip_seconds`: each read is quick, the answer is not (a client whose timeout bounds each read
 waits for all of it); "drip_body" sends the 200 and its headers at once, then its body so.
 An answer (status, {header: value}) adds those headers, e.g. (429, {"Retry-After": "30"}).
+With `echo` set, an answer's body quotes the request's body (as a receiver's validation error
+often does: "invalid payload: {...}").
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class Received:
 class WebhookReceiver:
     def __init__(self, *, default: int | str = 200, timeout_seconds: float = 2.0, drip_seconds: float = 0.1):
         self.default = default
+        self.echo = False
         self.timeout_seconds = timeout_seconds
         self.drip_seconds = drip_seconds
         self.requests: list[Received] = []
@@ -79,6 +82,8 @@ class WebhookReceiver:
                     return
                 answer, extra = answer if isinstance(answer, tuple) else (answer, {})
                 payload = b'{"ok": true}' if 200 <= int(answer) < 300 else b'{"error": "nope"}'
+                if receiver.echo:
+                    payload = b"invalid payload: " + body
                 try:
                     self.send_response(int(answer))
                     for name, value in extra.items():
