@@ -35,6 +35,7 @@ from compliance.suppression import suppression_add
 from crm_platform.actor import Actor
 from crm_platform.errors import ConflictError
 from crm_platform.idempotency import contact_subject
+from crm_platform.locking import locked_row
 from crm_platform.models import IdempotencyRecord, OutboxMessage
 from crm_platform.outbox import outbox_publish
 
@@ -66,7 +67,7 @@ def legal_hold_place(*, contact, reason: str, actor: Actor, user=None) -> LegalH
 def legal_hold_release(*, hold: LegalHold, actor: Actor, user=None) -> LegalHold:
     """Release a hold (idempotent)."""
     with transaction.atomic():
-        locked = LegalHold.objects.select_for_update().get(pk=hold.pk)
+        locked = locked_row(LegalHold.objects.select_for_update(), hold.pk)
         if locked.released_at is None:
             locked.released_at = timezone.now()
             locked.released_by = user
@@ -310,6 +311,10 @@ def export_request(*, contact, actor: Actor) -> ExportBundle:
     from compliance import tasks
 
     with transaction.atomic():
+        # The contact's row locked first: an erasure beside this one either waits for the bundle
+        # (and erases it with the rest) or has already removed the contact (a 404, not a
+        # foreign key failing at COMMIT).
+        locked_row(type(contact).objects.select_for_update(no_key=True), contact.pk)
         bundle = ExportBundle.objects.create(
             contact=contact, requested_by_kind=actor.kind, requested_by_id=str(actor.id)[:64]
         )

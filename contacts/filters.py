@@ -3,6 +3,7 @@ import django_filters
 from contacts.lifecycle import Stage
 from contacts.models import Contact, Ticket
 from contacts.selectors import contact_search
+from crm_platform.api.filters import UtcIsoDateTimeFilter
 
 
 class ContactFilter(django_filters.FilterSet):
@@ -12,7 +13,7 @@ class ContactFilter(django_filters.FilterSet):
     tier = django_filters.ChoiceFilter(field_name="engagement_tier", choices=Contact.Tier.choices)
     owner = django_filters.NumberFilter(field_name="owner_id")
     source = django_filters.CharFilter()
-    updated_since = django_filters.IsoDateTimeFilter(field_name="updated_at", lookup_expr="gte")
+    updated_since = UtcIsoDateTimeFilter(field_name="updated_at", lookup_expr="gte")
     tag = django_filters.CharFilter(method="filter_tag")
     q = django_filters.CharFilter(method="filter_q", label="Search email, name or phone")
 

@@ -35,6 +35,7 @@ from contacts.models import (
 )
 from crm_platform.actor import Actor
 from crm_platform.errors import ConflictError
+from crm_platform.locking import locked_row
 from crm_platform.outbox import outbox_publish
 
 # Fields a caller may write on a contact (identity fields are handled on their own).
@@ -374,7 +375,7 @@ def _contact_update(
         # unique indexes, which are not keys) and the one the inbound timeline batch takes: no
         # upgrade when both run in one transaction, and rows pointing at the contact
         # (activities, notes) can still be inserted meanwhile.
-        locked = contact if row_locked else Contact.objects.select_for_update(no_key=True).get(pk=contact.pk)
+        locked = contact if row_locked else locked_row(Contact.objects.select_for_update(no_key=True), contact.pk)
         if not (cleaned.get("email", locked.email) or cleaned.get("external_id", locked.external_id)):
             raise ValidationError({"email": ["A contact keeps an email or an app user id."]})
         for field in IDENTITY_FIELDS & cleaned.keys():
@@ -498,7 +499,7 @@ def contact_sync(
                         raise
                     continue  # created meanwhile by someone else: decide again on their row
                 return contact, True, {}
-            locked = Contact.objects.select_for_update(no_key=True).get(pk=existing.pk)
+            locked = locked_row(Contact.objects.select_for_update(no_key=True), existing.pk)
             if locked.merged_into_id:
                 continue  # merged away while we waited for the lock: find the survivor again
             applied, stale, _ = conflict.resolve(
@@ -523,7 +524,7 @@ def contact_sync(
 def contact_archive(*, contact: Contact, actor: Actor, archived: bool = True) -> Contact:
     """Hide a contact from lists (reversible). Erasure is the compliance app's job."""
     with transaction.atomic():
-        locked = Contact.objects.select_for_update(no_key=True).get(pk=contact.pk)
+        locked = locked_row(Contact.objects.select_for_update(no_key=True), contact.pk)
         if locked.is_archived != archived:
             locked.is_archived = archived
             locked.save(update_fields=["is_archived", "updated_at"])
@@ -732,7 +733,7 @@ def lifecycle_transition(
     if to_stage not in lifecycle.Stage.values:
         raise ValidationError({"lifecycle_stage": [f"Not a lifecycle stage: {to_stage!r}."]})
     with transaction.atomic():
-        locked = Contact.objects.select_for_update(no_key=True).get(pk=contact.pk)
+        locked = locked_row(Contact.objects.select_for_update(no_key=True), contact.pk)
         if locked.lifecycle_stage == to_stage:
             return locked
         if not lifecycle.is_allowed(locked.lifecycle_stage, to_stage):
@@ -908,7 +909,7 @@ def ticket_update(*, ticket: Ticket, actor: Actor, **fields: Any) -> Ticket:
     if "priority" in fields and fields["priority"] not in Ticket.Priority.values:
         raise ValidationError({"priority": [f"One of {', '.join(Ticket.Priority.values)}."]})
     with transaction.atomic():
-        locked = Ticket.objects.select_for_update().get(pk=ticket.pk)
+        locked = locked_row(Ticket.objects.select_for_update(), ticket.pk)
         changes = _apply(locked, fields)
         if changes:
             locked.save()
@@ -1058,7 +1059,7 @@ def subscription_start(
 
 def subscription_cancel(*, subscription: Subscription, actor: Actor, at: dt.datetime | None = None) -> Subscription:
     with transaction.atomic():
-        locked = Subscription.objects.select_for_update().get(pk=subscription.pk)
+        locked = locked_row(Subscription.objects.select_for_update(), subscription.pk)
         if locked.status != Subscription.Status.CANCELLED:
             locked.status = Subscription.Status.CANCELLED
             locked.cancelled_at = at or timezone.now()
@@ -1118,7 +1119,7 @@ def company_update(*, company: Company, actor: Actor, **fields: Any) -> Company:
         raise ValidationError({"name": ["A company needs a name."]})
     fields = _company_clean(fields)
     with transaction.atomic():
-        locked = Company.objects.select_for_update().get(pk=company.pk)
+        locked = locked_row(Company.objects.select_for_update(), company.pk)
         domain = fields.get("domain")
         if domain and Company.objects.filter(domain=domain).exclude(pk=locked.pk).exists():
             other = Company.objects.get(domain=domain)

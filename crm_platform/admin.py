@@ -68,6 +68,8 @@ class ApiKeyAdmin(admin.ModelAdmin):
     search_fields = ["name", "=prefix"]
     readonly_fields = ["prefix", "status", "created_at", "created_by", "revoked_at", "last_used_at", "rotated_from"]
     list_select_related = ["created_by"]
+    # Both need change_apikey: Django offers an action that names no permission to everyone who
+    # may see the list (the Compliance officer views keys), and a rotation shows a working key.
     actions = ["revoke_keys", "rotate_key"]
 
     @admin.display(description="scopes")
@@ -104,14 +106,16 @@ class ApiKeyAdmin(admin.ModelAdmin):
         }
         return TemplateResponse(request, "admin/crm_platform/apikey/created.html", context)
 
-    @admin.action(description="Revoke selected keys (they stop at once)")
+    @admin.action(description="Revoke selected keys (they stop at once)", permissions=["change"])
     def revoke_keys(self, request, queryset):
         actor = Actor.from_request(request)
         for key in queryset:
             services.api_key_revoke(api_key=key, actor=actor)
         self.message_user(request, f"Revoked {queryset.count()} key(s).", messages.SUCCESS)
 
-    @admin.action(description="Rotate the selected key (the old one keeps working for the overlap period)")
+    @admin.action(
+        description="Rotate the selected key (the old one keeps working for the overlap period)", permissions=["change"]
+    )
     def rotate_key(self, request, queryset):
         if queryset.count() != 1:
             self.message_user(request, "Select exactly one key to rotate.", messages.ERROR)

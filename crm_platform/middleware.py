@@ -69,6 +69,23 @@ class RefuseNulMiddleware:
         return self.get_response(request)
 
 
+class HealthProbeMiddleware:
+    """/healthz and /readyz answered before the Host check (CommonMiddleware): a load balancer's
+    or an orchestrator's probe names the node by its address, which DJANGO_ALLOWED_HOSTS does
+    not list, and a probe refused 400 takes a healthy node out. They read nothing from the
+    request; the SSL redirect exempts them too (SECURE_REDIRECT_EXEMPT)."""
+
+    def __init__(self, get_response):
+        from crm_platform import health
+
+        self.get_response = get_response
+        self.probes = {"/healthz": health.healthz, "/readyz": health.readyz}
+
+    def __call__(self, request):
+        probe = self.probes.get(request.path_info) if request.method == "GET" else None
+        return probe(request) if probe is not None else self.get_response(request)  # others: the 405 as JSON
+
+
 def wants_html(request) -> bool:
     return request.path.startswith(_HTML_PREFIXES)
 

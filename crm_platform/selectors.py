@@ -48,7 +48,9 @@ def split_key(raw_key: str) -> str | None:
     if not raw_key.startswith(KEY_PREFIX):
         return None
     prefix, sep, secret = raw_key[len(KEY_PREFIX) :].partition("_")
-    if not sep or not prefix or not secret or len(prefix) > 16:
+    # Prefixes are hex (services._new_secret): anything else, a NUL above all (which PostgreSQL
+    # refuses in a query, a 500), is no key of ours.
+    if not sep or not prefix or not secret or len(prefix) > 16 or not (prefix.isascii() and prefix.isalnum()):
         return None
     return prefix
 

@@ -11,6 +11,7 @@ from django.utils import timezone
 from compliance.services import audit_record
 from crm_platform.actor import Actor
 from crm_platform.api.scopes import unknown_scopes
+from crm_platform.locking import locked_row
 from crm_platform.models import ApiKey
 from crm_platform.selectors import KEY_PREFIX, api_key_forget, hash_key
 
@@ -98,7 +99,7 @@ def api_key_update(*, api_key: ApiKey, actor: Actor, **fields) -> ApiKey:
         scopes=fields.get("scopes", api_key.scopes), allowed_ips=fields.get("allowed_ips", api_key.allowed_ips)
     )
     # Compare with the stored row: the caller's instance may already carry the new values (the admin's does).
-    key = ApiKey.objects.select_for_update().get(pk=api_key.pk)
+    key = locked_row(ApiKey.objects.select_for_update(), api_key.pk)
     before = {name: getattr(key, name) for name in fields}
     for name, value in fields.items():
         setattr(key, name, value)
@@ -114,7 +115,7 @@ def api_key_update(*, api_key: ApiKey, actor: Actor, **fields) -> ApiKey:
 def api_key_revoke(*, api_key: ApiKey, actor: Actor) -> ApiKey:
     """Stop a key: at once in this process, within API_KEY_LOCAL_CACHE_SECONDS in the others
     (each remembers a verified key that long). Idempotent: revoking a revoked key changes nothing."""
-    key = ApiKey.objects.select_for_update().get(pk=api_key.pk)
+    key = locked_row(ApiKey.objects.select_for_update(), api_key.pk)
     if key.revoked_at is None:
         key.revoked_at = timezone.now()
         key.save(update_fields=["revoked_at"])
@@ -128,7 +129,7 @@ def api_key_rotate(*, api_key: ApiKey, actor: Actor, overlap: timedelta, created
     """Issue a successor with the same scopes; the old key keeps working for `overlap`, then stops.
 
     Raises ValidationError when the key is revoked or was already rotated."""
-    old = ApiKey.objects.select_for_update().get(pk=api_key.pk)
+    old = locked_row(ApiKey.objects.select_for_update(), api_key.pk)
     now = timezone.now()
     if not old.is_active_at(now):
         raise ValidationError("Only an active key can be rotated.")

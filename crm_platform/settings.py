@@ -91,6 +91,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "crm_platform.middleware.RequestIdMiddleware",
+    "crm_platform.middleware.HealthProbeMiddleware",
     "crm_platform.middleware.RefuseNulMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "compliance.security.AdminContentSecurityPolicyMiddleware",
@@ -246,6 +247,25 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["crm_platform.api.fastjson.FastJSONParser"],
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
+
+
+def _check_rates(rates: dict[str, str]) -> None:
+    """A rate is "<count>/<period>", the period a second, minute, hour or day (its first letter
+    decides, as DRF reads it; crm_platform.api.throttling.parse_rate). Checked here, so a
+    mistyped one stops the process at start instead of failing every request; empty: no limit."""
+    import re
+
+    from django.core.exceptions import ImproperlyConfigured
+
+    for name, rate in rates.items():
+        if rate and not re.fullmatch(r"\s*[0-9]+\s*/\s*[smhd][a-z]*\s*", rate, re.IGNORECASE):
+            raise ImproperlyConfigured(
+                f"Throttle rate {name!r} is {rate!r}: write <count>/<period>, the period second, minute, hour or "
+                "day (e.g. 100/min)."
+            )
+
+
+_check_rates(REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"])
 # Seconds a verified API key is remembered in Redis; a revocation clears it at once.
 API_KEY_CACHE_SECONDS = env.int("API_KEY_CACHE_SECONDS", default=30)
 # ... and in each process for this long (no Redis round trip); a revocation reaches the other
@@ -255,6 +275,10 @@ API_KEY_ROTATION_OVERLAP_HOURS = env.int("API_KEY_ROTATION_OVERLAP_HOURS", defau
 # Idempotency-Key records: kept this many days; a claim in flight longer than this many
 # seconds (its process died) may be taken over by a retry.
 IDEMPOTENCY_TTL_DAYS = env.int("IDEMPOTENCY_TTL_DAYS", default=7)
+if IDEMPOTENCY_TTL_DAYS < 1:  # CONTRACTS.md: keys are kept at least 24 hours
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured("IDEMPOTENCY_TTL_DAYS must be at least 1 (keys are kept at least 24 hours).")
 IDEMPOTENCY_IN_FLIGHT_SECONDS = env.int("IDEMPOTENCY_IN_FLIGHT_SECONDS", default=300)
 
 SPECTACULAR_SETTINGS = {

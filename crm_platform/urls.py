@@ -43,3 +43,9 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema", **_public), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="api-schema", **_public), name="api-redoc"),
 ]
+
+# Errors raised outside JsonErrorMiddleware (a middleware before it): JSON too, but in the admin.
+handler400 = "crm_platform.error_views.bad_request"
+handler403 = "crm_platform.error_views.permission_denied"
+handler404 = "crm_platform.error_views.page_not_found"
+handler500 = "crm_platform.error_views.server_error"

@@ -17,6 +17,7 @@ from compliance.guard import phi_field_names
 from compliance.models import AdminNotice
 from compliance.services import audit_record
 from crm_platform.actor import Actor
+from crm_platform.locking import locked_row
 from crm_platform.models import ApiKey
 from integrations.events import TEST_EVENT, normalize_event_type
 from integrations.models import WebhookDelivery, WebhookEndpoint
@@ -117,7 +118,7 @@ def webhook_endpoint_update(
     if "phi_fields" in data:
         data = {**data, "phi_fields": check_phi_fields(data["phi_fields"])}
     with transaction.atomic():
-        locked = WebhookEndpoint.objects.select_for_update().get(pk=endpoint.pk)
+        locked = locked_row(WebhookEndpoint.objects.select_for_update(), endpoint.pk)
         if authorize is not None:
             data = authorize(locked, data)
         changes = {}
@@ -147,7 +148,7 @@ def webhook_endpoint_rotate_secret(
     new_secret = secret_normalize(secret) if secret else secret_generate()
     until = timezone.now() + dt.timedelta(hours=hours) if hours > 0 else None
     with transaction.atomic():
-        locked = WebhookEndpoint.objects.select_for_update().get(pk=endpoint.pk)
+        locked = locked_row(WebhookEndpoint.objects.select_for_update(), endpoint.pk)
         locked.previous_secret = locked.secret if until is not None else None
         locked.previous_secret_until = until
         locked.secret = new_secret

@@ -2,6 +2,7 @@
 
 import django_filters
 
+from crm_platform.api.filters import UtcIsoDateTimeFilter
 from leads.models import Deal, Lead
 from leads.selectors import leads_matching
 
@@ -11,7 +12,7 @@ class LeadFilter(django_filters.FilterSet):
     source = django_filters.ChoiceFilter(choices=Lead.Source.choices)
     owner = django_filters.NumberFilter(field_name="owner_id")
     email = django_filters.CharFilter(method="filter_email", label="The contact's email (any case)")
-    created_since = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_since = UtcIsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
     q = django_filters.CharFilter(method="filter_q", label="Search email, name or phone")
 
     class Meta:

@@ -163,3 +163,20 @@ def test_dashboard_renders_svg_charts_for_staff_and_refuses_anonymous(admin_clie
     assert "Contacts by lifecycle stage" in html and "<svg" in html and "Lead: 3" in html
     assert "http" not in html.split("<svg", 1)[1].split("</svg>")[0].replace("http://www.w3.org/2000/svg", "")
     assert client.get("/admin/dashboard/").status_code == 302
+
+
+@pytest.mark.parametrize("action", ["rotate_key", "revoke_keys"])
+def test_a_view_only_role_cannot_rotate_or_revoke_keys(client, staff_user, make_key, api_client, action):
+    """The Compliance officer may view API keys (crm_platform.view_apikey), not change them. The
+    key actions declared no permission, and Django offers such actions to anyone who may see the
+    list: the officer could revoke every key, or rotate one and be shown a working successor
+    (same scopes, admin and phi:read included)."""
+    key, raw = make_key(["admin", "phi:read"])
+    staff_user.groups.add(Group.objects.get(name="Compliance officer"))
+    client.force_login(staff_user)
+    assert client.get(LIST_URL).status_code == 200  # the officer does see the keys
+    response = client.post(LIST_URL, {"action": action, "_selected_action": [key.pk]})
+    assert "raw-api-key" not in response.content.decode()
+    key.refresh_from_db()
+    assert key.status == "active" and key.expires_at is None and not ApiKey.objects.filter(rotated_from=key).exists()
+    assert api_client.get("/api/v1/me", HTTP_AUTHORIZATION=f"Bearer {raw}").status_code == 200

@@ -40,7 +40,15 @@ def test_missing_key_is_401_with_json_error(api_client):
 
 @pytest.mark.parametrize(
     "header",
-    ["Bearer crm_deadbeef_notarealsecret", "Bearer nonsense", "Bearer", "Bearer a b", "Bearer crm__x"],
+    [
+        "Bearer crm_deadbeef_notarealsecret",
+        "Bearer nonsense",
+        "Bearer",
+        "Bearer a b",
+        "Bearer crm__x",
+        # A NUL in the prefix reached the prefix lookup, which PostgreSQL refused: a 500.
+        "Bearer crm_dead\x00beef_notarealsecret",
+    ],
 )
 def test_unknown_or_malformed_key_is_401(api_client, header):
     response = api_client.get("/api/v1/me", HTTP_AUTHORIZATION=header)

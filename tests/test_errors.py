@@ -115,3 +115,20 @@ def test_an_audit_since_with_an_offset_postgresql_refuses_is_read_in_utc(key_cli
     assert reader.get("/api/v1/audit", {"since": "2026-01-01T00:00:00-23:00"}).status_code == 200
     response = reader.get("/api/v1/audit", {"since": "9999-12-31T23:59:59-23:00"})
     assert response.status_code == 400 and "since" in response.json()["error"]["fields"]
+
+
+@pytest.mark.parametrize("path", ["/api/v1/me", "/api/v1/contacts"])
+def test_a_host_we_do_not_serve_is_a_json_400(key_client, settings, path):
+    """ALLOWED_HOSTS is checked in CommonMiddleware, outside JsonErrorMiddleware: Django's own
+    HTML "Bad Request (400)" page answered API clients (a Host header we do not serve, e.g. an
+    address instead of the name)."""
+    settings.ALLOWED_HOSTS = ["testserver"]
+    response = key_client().get(path, HTTP_HOST="10.0.0.7:8000")
+    assert_error_shape(response, 400, "bad_request")
+    assert response["X-Request-ID"]
+
+
+def test_a_host_we_do_not_serve_keeps_an_html_400_in_the_admin(client, settings):
+    settings.ALLOWED_HOSTS = ["testserver"]
+    response = client.get("/admin/login/", HTTP_HOST="10.0.0.7:8000")
+    assert response.status_code == 400 and response["Content-Type"].startswith("text/html")

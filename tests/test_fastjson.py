@@ -143,7 +143,10 @@ def test_every_route_refuses_json_the_rest_of_the_request_cannot_hold_with_a_400
     assert AuditEvent.objects.count() == before
 
 
-@pytest.mark.parametrize(("depth", "leaf", "status"), [(400, '"12345678901234567890"', 201), (1000, "1.5", 400)])
+@pytest.mark.parametrize(
+    ("depth", "leaf", "status"),
+    [(250, '"12345678901234567890"', 201), (400, '"12345678901234567890"', 400), (1000, "1.5", 400)],
+)
 def test_deep_nesting_beside_long_digits_is_never_a_500(key_client, depth, leaf, status):
     """Twenty digits in a row made the parser read the body a second time, recursively: 340
     levels (which orjson takes) broke Python's recursion limit, a 500 on any route."""
@@ -152,3 +155,26 @@ def test_deep_nesting_beside_long_digits_is_never_a_500(key_client, depth, leaf,
     body = '{"email": "deep@example.com", "x": ' + "[" * depth + f"{leaf}, {digits}" + "]" * depth + "}"
     response = crm.generic("POST", "/api/v1/contacts", body, content_type="application/json")
     assert response.status_code == status, response.content[:300]
+
+
+@pytest.mark.parametrize(
+    ("url", "template"),
+    [
+        ("/api/v1/contacts", '{"email": "deep@example.com", "tags": %(deep)s}'),
+        ("/api/v1/leads", '{"email": "deep@example.com", "source": "api", "assessment": {"x": %(deep)s}}'),
+        ("/api/v1/orders", '{"contact": %(contact)d, "amount": "1.00", "items": [{"x": %(deep)s}]}'),
+        (
+            "/api/v1/contacts/bulk-upsert",
+            '{"contacts": [{"email": "deep@example.com", "properties": {"x": %(deep)s}}]}',
+        ),
+    ],
+)
+def test_json_nested_deeper_than_the_rest_of_a_request_can_walk_is_a_400(key_client, url, template):
+    """orjson takes 1,024 levels; DRF's fields (str() of a list), json.dumps (storing a JSON
+    column) and the PHI guard's recursive walk break Python's recursion limit well before: a
+    value 900 levels deep in a field that takes a list or an object was a 500 on these routes."""
+    crm = key_client(["contacts:write", "leads:write"])
+    body = template % {"deep": "[" * 900 + "]" * 900, "contact": ContactFactory().pk}
+    response = crm.generic("POST", url, body, content_type="application/json")
+    assert response.status_code == 400, response.content[:300]
+    assert "nested too deep" in response.json()["error"]["message"]

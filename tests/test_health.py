@@ -14,6 +14,16 @@ def test_healthz_answers_without_database(client):
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("path", ["/healthz", "/readyz"])
+def test_probes_answer_a_host_the_site_does_not_serve(client, path):
+    """Load balancers and orchestrators probe a node by its address: refused as a host not in
+    DJANGO_ALLOWED_HOSTS (400), every node looked down. Found by a review."""
+    response = client.get(path, HTTP_HOST="10.0.0.7:8000")
+    assert response.status_code == 200 and response.json()["status"] == "ok"
+    assert client.get("/api/v1/contacts", HTTP_HOST="10.0.0.7:8000").status_code == 400  # the site itself is not
+
+
+@pytest.mark.django_db
 def test_readyz_ok(client):
     response = client.get("/readyz")
     assert response.status_code == 200

@@ -38,6 +38,20 @@ def test_phi_scope_is_needed_for_phi(key_client):
     assert key_client(["phi:read"]).get("/t/phi").status_code == 200
 
 
+def test_a_method_the_view_does_not_serve_is_405_not_a_scope_refusal(key_client, caplog):
+    """A route declaring scopes per method answered 403 "lacks the scope" to any other method,
+    and logged an ERROR ("declares no scope") for every such request from any key. Found by a
+    schema-driven fuzz run."""
+    import logging
+
+    with caplog.at_level(logging.ERROR, logger="crm_platform.api.permissions"):
+        response = key_client(["contacts:read", "contacts:write"]).delete("/t/echo")
+    assert response.status_code == 405 and response.json()["error"]["code"] == "method_not_allowed"
+    assert "GET" in response["Allow"] and "POST" in response["Allow"]
+    assert not caplog.records
+    assert key_client(["leads:read"]).get("/t/echo").status_code == 403  # a method it serves still needs its scope
+
+
 def test_view_that_declares_no_scope_refuses_everyone(key_client, admin_client):
     assert key_client(["admin", "phi:read"]).get("/t/undeclared").status_code == 403
     assert admin_client.get("/t/undeclared").status_code == 403

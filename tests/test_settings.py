@@ -74,3 +74,29 @@ def test_db_prepared_statements_is_read_from_the_environment(value, expected):
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == expected
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("name", "value", "named"),
+    [
+        ("API_THROTTLE_KEY_RATE", "100/fortnight", "api_key"),
+        ("API_THROTTLE_APP_USER_RATE", "lots", "app_user"),
+        ("IDEMPOTENCY_TTL_DAYS", "0", "IDEMPOTENCY_TTL_DAYS"),
+    ],
+)
+def test_a_mistyped_limit_stops_the_process_at_start_not_each_request(name, value, named):
+    """A throttle rate DRF cannot read made every API request a 500; found by a review."""
+    result = manage("check", **{name: value})
+    assert result.returncode != 0 and named in result.stderr, result.stderr
+
+
+@pytest.mark.integration
+def test_a_rate_period_is_read_by_its_first_letter_as_drf_reads_it():
+    code = (
+        "from crm_platform.api.throttling import parse_rate; "
+        "from django.conf import settings; print(parse_rate(settings.REST_FRAMEWORK['DEFAULT_THROTTLE_RATES']['bulk']))"
+    )
+    result = manage("shell", "-c", code, API_THROTTLE_BULK_RATE="50/hours")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "(50, 3600)"

@@ -104,3 +104,20 @@ def test_parse_rate():
     assert parse_rate("100/min") == (100, 60)
     assert parse_rate("5/s") == (5, 1)
     assert parse_rate("100000/minute") == (100000, 60)
+
+
+def test_a_retry_with_a_used_idempotency_key_is_answered_as_then_not_429(key_client):
+    """README (Idempotency): "A request over its rate limits whose key was used before is still
+    answered as then, not 429": a client retrying a request whose answer it lost must get that
+    answer. Only the event routes did so; the other idempotent POSTs (here the bulk upsert, 1,000
+    an hour per key) answered the retry 429, although it costs nothing."""
+    client = key_client(["contacts:write"])
+    body = {"contacts": [{"email": "retry@example.com"}]}
+    with rates(bulk="1/hour"):
+        first = client.post("/api/v1/contacts/bulk-upsert", body, format="json", HTTP_IDEMPOTENCY_KEY="bulk-1")
+        retry = client.post("/api/v1/contacts/bulk-upsert", body, format="json", HTTP_IDEMPOTENCY_KEY="bulk-1")
+        other = client.post("/api/v1/contacts/bulk-upsert", body, format="json", HTTP_IDEMPOTENCY_KEY="bulk-2")
+    assert first.status_code == 200
+    assert retry.status_code == 200, retry.content[:300]
+    assert retry["Idempotent-Replayed"] == "true" and retry.json() == first.json()
+    assert other.status_code == 429  # a new key is new work: still limited

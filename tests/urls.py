@@ -11,6 +11,7 @@ from rest_framework.views import APIView
 from compliance.models import AuditEvent
 from crm_platform.errors import ConflictError
 from crm_platform.idempotency import idempotent
+from crm_platform.urls import handler400, handler403, handler404, handler500  # noqa: F401 - the product's
 from crm_platform.urls import urlpatterns as product_urlpatterns
 
 

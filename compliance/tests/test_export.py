@@ -144,3 +144,21 @@ def test_admin_action_exports_and_admin_downloads(admin_client, person):
     link = page.content.decode().split('href="/admin/compliance/exportbundle/download/')[1].split('"')[0]
     download = admin_client.get(f"/admin/compliance/exportbundle/download/{link}")
     assert download.status_code == 200 and download["Content-Type"] == "application/zip"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_export_of_a_contact_erased_while_it_is_requested_is_a_404_and_leaves_no_bundle(gdpr):
+    """Found by the view, then erased (another request) before the export's bundle commits: the
+    bundle's foreign key failed at COMMIT and the request answered 500."""
+    from tests.support import behind_a_lock
+
+    contact = ContactFactory(email="erased.meanwhile@example.com")
+    gdpr.raise_request_exception = False
+    answer = behind_a_lock(
+        "DELETE FROM contacts_contact WHERE id = %s",
+        [contact.pk],
+        lambda: gdpr.post(f"/api/v1/contacts/{contact.pk}/export"),
+    )
+    assert answer.status_code == 404, answer.content
+    assert answer.json()["error"]["code"] == "not_found"
+    assert not ExportBundle.objects.exists()

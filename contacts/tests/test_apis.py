@@ -382,3 +382,34 @@ def test_a_contact_made_at_a_later_stage_has_it_in_its_history_and_the_funnels(k
     assert (funnel["entered"], funnel["converted"]) == (1, 1)
     visitor = client.post("/api/v1/contacts", {"email": "v@example.com"}, format="json").json()
     assert not LifecycleTransition.objects.filter(contact_id=visitor["id"]).exists()
+
+
+@pytest.mark.parametrize("updated_since", ["2000-01-24T13:40:34+23:28", "2999-01-24T13:40:34-23:28"])
+def test_updated_since_with_an_offset_postgresql_refuses_is_read_in_utc(reader, updated_since):
+    # Python reads offsets up to 23:59, PostgreSQL none beyond 15:59: passed on as given, a 500.
+    contact = ContactFactory(email="tz@example.com")
+    reader.raise_request_exception = False
+    response = reader.get("/api/v1/contacts", {"updated_since": updated_since})
+    assert response.status_code == 200, response.content
+    expected = [contact.email] if updated_since.startswith("2000") else []
+    assert [row["email"] for row in response.json()["results"]] == expected
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_lifecycle_move_on_a_contact_erased_while_it_waits_is_a_404(key_client):
+    """Found by the view, then erased (another request) while the move waits for the contact's
+    row lock: the service's locked read found no row and the request answered 500."""
+    from tests.support import behind_a_lock
+
+    contact = ContactFactory(email="erased.meanwhile@example.com", lifecycle_stage="visitor")
+    client = key_client(["contacts:write"])
+    client.raise_request_exception = False
+    answer = behind_a_lock(
+        "DELETE FROM contacts_contact WHERE id = %s",
+        [contact.pk],
+        lambda: client.post(
+            f"/api/v1/contacts/{contact.pk}/lifecycle", {"stage": "lead", "reason": "x"}, format="json"
+        ),
+    )
+    assert answer.status_code == 404, answer.content
+    assert answer.json()["error"]["code"] == "not_found"

@@ -1,10 +1,12 @@
 from base64 import b64decode, b64encode
+from datetime import UTC, datetime
 from urllib import parse
 
 from django.core.exceptions import FieldDoesNotExist
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import F, Q
 from django.db.models.fields.tuple_lookups import Tuple, TupleGreaterThan, TupleLessThan
+from django.utils import timezone
 from rest_framework import pagination
 from rest_framework.exceptions import NotFound
 from rest_framework.utils.urls import remove_query_param, replace_query_param
@@ -96,8 +98,10 @@ class CursorPagination(pagination.CursorPagination):
                 return reverse, None
             if len(values) != len(self.fields):
                 raise ValueError("cursor from another ordering")
-            return reverse, tuple(field.to_python(value) for field, value in zip(self.fields, values, strict=True))
-        except (TypeError, ValueError, DjangoValidationError):
+            return reverse, tuple(
+                _in_utc(field.to_python(value)) for field, value in zip(self.fields, values, strict=True)
+            )
+        except (TypeError, ValueError, OverflowError, DjangoValidationError):
             raise NotFound(self.invalid_cursor_message) from None
 
     def encode_cursor(self, cursor):
@@ -132,6 +136,15 @@ class CursorPagination(pagination.CursorPagination):
             return model._meta.pk if name == "pk" else model._meta.get_field(name)
         except FieldDoesNotExist:
             raise AssertionError(f"Cursor pagination orders by a model field; {name!r} is not one.") from None
+
+
+def _in_utc(value):
+    """A date-time as the moment in UTC (our cursors carry UTC; a tampered one may carry any
+    offset Python reads, up to 23:59, where PostgreSQL refuses any beyond 15:59: a 500).
+    OverflowError when that moment falls outside the years 1 to 9999."""
+    if isinstance(value, datetime):
+        return (value if timezone.is_aware(value) else value.replace(tzinfo=UTC)).astimezone(UTC)
+    return value
 
 
 class TimelinePagination(CursorPagination):

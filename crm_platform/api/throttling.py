@@ -17,29 +17,19 @@ from django.conf import settings
 from rest_framework.throttling import BaseThrottle
 
 from crm_platform.actor import client_ip
-from crm_platform.models import ApiKey
+from crm_platform.models import ApiKey, IdempotencyRecord
 from crm_platform.redis import get_redis
 
 logger = logging.getLogger(__name__)
 
-_PERIODS = {
-    "s": 1,
-    "sec": 1,
-    "second": 1,
-    "m": 60,
-    "min": 60,
-    "minute": 60,
-    "h": 3600,
-    "hour": 3600,
-    "d": 86400,
-    "day": 86400,
-}
+_PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def parse_rate(rate: str) -> tuple[int, int]:
-    """'100/min' -> (100, 60)."""
+    """'100/min' -> (100, 60). The period's first letter decides (second, minute, hour, day), as
+    DRF reads it; settings refuse any other shape at start (crm_platform.settings._check_rates)."""
     count, _, period = rate.partition("/")
-    return int(count), _PERIODS[period.strip().lower()]
+    return int(count), _PERIODS[period.strip()[:1].lower()]
 
 
 def sliding_window_hit(key: str, limit: int, window: int, now: float | None = None) -> float | None:
@@ -239,10 +229,28 @@ class RedisRateThrottle(BaseThrottle):
             logger.warning("rate limiter unavailable (Redis); request allowed")
             return True
         self.wait_seconds = max(waits) if waits else None
+        if self.wait_seconds is not None and _key_used_before(request):
+            self.wait_seconds = None
         return self.wait_seconds is None
 
     def wait(self):
         return None if self.wait_seconds is None else math.ceil(self.wait_seconds)
+
+
+def _key_used_before(request) -> bool:
+    """Whether a POST carries an Idempotency-Key its client used before: it is answered as then
+    (the replay, or the 409/422 the key's record decides), which costs nothing, so a client
+    retrying a request whose answer it lost gets that answer rather than 429 (README,
+    Idempotency). One lookup, only when the request is over a limit. The event routes keep their
+    keys in the inbox and check it themselves (integrations.inbound_apis.ReplaysPassThrottleMixin)."""
+    from crm_platform.idempotency import HEADER, key_refusal, owner_of  # it imports DRF, which imports us
+
+    key = request.headers.get(HEADER)
+    if request.method != "POST" or not key or key_refusal(key, required=True) is not None:
+        return False
+    if not (request.user and request.user.is_authenticated):
+        return False
+    return IdempotencyRecord.objects.filter(owner=owner_of(request), key=key).exists()
 
 
 class PrincipalRateThrottle(RedisRateThrottle):

@@ -105,3 +105,24 @@ def test_without_a_configured_secret_every_request_is_refused(client, linked, se
 def test_a_signed_body_that_is_not_an_array_of_events_is_400(client):
     assert post(client, None, body=b'{"objectId": 1}').status_code == 400
     assert post(client, None, body=b"not json").status_code == 400
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # A NUL in the objectId, which PostgreSQL text cannot hold.
+        json.dumps([_deletion("50\u00001")]).encode(),
+        # Values json.loads reads and the payload digest (orjson) cannot write.
+        b'[{"subscriptionType": "contact.privacyDeletion", "objectId": 501, "eventId": 99999999999999999999999}]',
+        b'[{"subscriptionType": "contact.privacyDeletion", "objectId": 501, "note": "\\ud800"}]',
+        # Nesting beyond Python's recursion limit.
+        b"[" * 50_000 + b"]" * 50_000,
+    ],
+    ids=["NUL objectId", "integer past 64 bits", "lone surrogate", "deep nesting"],
+)
+def test_a_signed_batch_with_values_we_cannot_store_is_a_json_4xx_and_changes_nothing(client, linked, body):
+    client.raise_request_exception = False
+    response = post(client, None, body=body)
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["code"] in ("parse_error", "invalid")
+    assert Contact.objects.filter(pk=linked.pk).exists() and not SyncEvent.objects.exists()

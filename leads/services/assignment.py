@@ -7,6 +7,7 @@ from django.db.models import Count, F, IntegerField, OuterRef, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from crm_platform.locking import locked_row
 from leads.models import Lead, LeadAssignmentRule
 
 
@@ -22,7 +23,7 @@ def lead_owner_pick(*, source: str, region: str = "", country: str = ""):
     for rule in LeadAssignmentRule.objects.filter(enabled=True).order_by("priority", "id"):
         if not _matches(rule, source=source, places=places):
             continue
-        locked = LeadAssignmentRule.objects.select_for_update().get(pk=rule.pk)
+        locked = locked_row(LeadAssignmentRule.objects.select_for_update(), rule.pk)
         candidates = list(_candidates(locked).values_list("pk", flat=True))
         if not candidates:
             continue

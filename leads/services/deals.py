@@ -13,6 +13,7 @@ from compliance.services import audit_record
 from contacts import lifecycle
 from contacts.services import is_currency_code, lifecycle_transition, subscription_start
 from crm_platform.actor import Actor
+from crm_platform.locking import locked_row
 from crm_platform.models import StaffProfile
 from crm_platform.outbox import outbox_publish
 from leads.models import Deal, DealStageChange, Pipeline, Stage, StageAutomation
@@ -111,7 +112,7 @@ def deal_update(*, deal: Deal, actor: Actor, **fields: Any) -> Deal:
     """Change a deal's fields (not its stage: see deal_move_stage)."""
     cleaned = _clean(fields)
     with transaction.atomic():
-        locked = Deal.objects.select_for_update().get(pk=deal.pk)
+        locked = locked_row(Deal.objects.select_for_update(), deal.pk)
         changes = {}
         for name, value in cleaned.items():
             attribute = f"{name}_id" if name in _RELATIONS else name
@@ -138,7 +139,7 @@ def deal_move_stage(*, deal: Deal, stage: Stage, actor: Actor) -> Deal:
     so a failing automation undoes the move. Moving to the stage it is in does nothing; a
     stage of another pipeline is a ValidationError."""
     with transaction.atomic():
-        locked = Deal.objects.select_for_update().select_related("stage").get(pk=deal.pk)
+        locked = locked_row(Deal.objects.select_for_update().select_related("stage"), deal.pk)
         if stage.pipeline_id != locked.pipeline_id:
             raise ValidationError({"stage": [f"The stage {stage.key!r} belongs to another pipeline."]})
         if stage.pk == locked.stage_id:

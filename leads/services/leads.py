@@ -20,6 +20,7 @@ from contacts.services import (
 )
 from crm_platform.actor import Actor
 from crm_platform.errors import ConflictError
+from crm_platform.locking import locked_row
 from crm_platform.outbox import outbox_publish
 from leads.models import Deal, Lead, LeadStatusChange
 from leads.services.assignment import lead_owner_pick
@@ -154,7 +155,7 @@ def lead_set_status(*, lead: Lead, status: str, actor: Actor, reason: str = "") 
     if len(reason) > 200:
         raise ValidationError({"reason": ["At most 200 characters."]})
     with transaction.atomic():
-        locked = Lead.objects.select_for_update().select_related("contact").get(pk=lead.pk)
+        locked = locked_row(Lead.objects.select_for_update().select_related("contact"), lead.pk)
         if locked.status == status:
             return locked
         if locked.status == Lead.Status.CONVERTED:
@@ -202,7 +203,7 @@ def lead_assign(*, lead: Lead, owner, actor: Actor) -> Lead:
     if owner is not None and not (owner.is_active and owner.is_staff):
         raise ValidationError({"owner": ["Leads go to active staff users."]})
     with transaction.atomic():
-        locked = Lead.objects.select_for_update().select_related("contact").get(pk=lead.pk)
+        locked = locked_row(Lead.objects.select_for_update().select_related("contact"), lead.pk)
         new_id = owner.pk if owner is not None else None
         if locked.owner_id == new_id:
             return locked

@@ -156,3 +156,11 @@ def test_malformed_email_is_400(key_client):
     response = key_client(["leads:read"]).get(f"{BASE}/leads/not-an-email")
     assert response.status_code == 400
     assert "email" in response.json()["error"]["fields"]
+
+
+def test_search_leads_created_since_with_an_offset_postgresql_refuses_is_read_in_utc(key_client, lead):
+    client = key_client(["leads:read"])
+    client.raise_request_exception = False
+    response = client.get(f"{BASE}/leads", {"created_since": "2000-01-24T13:40:34+23:28"})
+    assert response.status_code == 200, response.content
+    assert [row["id"] for row in response.json()["results"]] == [lead.pk]
