@@ -263,10 +263,17 @@ class PhiAdminMixin:
     def _hides_phi(self, request, obj=None) -> bool:
         return bool(self.phi_fields) and self._phi_access(request, obj) is None
 
+    def _form_hides_phi(self, request, obj=None) -> bool:
+        """Whether a form hides the PHI fields: on an object's page, when its values may not be
+        seen. A new object's form (obj None) keeps them: it holds nothing to disclose, and staff
+        who may add the object write them (a Sales note, as the API lets them), where a form
+        without them saved nothing and answered 500."""
+        return obj is not None and self._hides_phi(request, obj)
+
     def _phi_filtered(self, request, obj, names: list[str]) -> list[str]:
         """`names` less the PHI fields when this request may not see them (for a ModelAdmin
         that builds its own field lists rather than asking super())."""
-        return [n for n in names if n not in self.phi_fields] if self._hides_phi(request, obj) else names
+        return [n for n in names if n not in self.phi_fields] if self._form_hides_phi(request, obj) else names
 
     def get_fields(self, request, obj=None):
         return self._phi_filtered(request, obj, super().get_fields(request, obj))
@@ -283,7 +290,7 @@ class PhiAdminMixin:
 
     def get_exclude(self, request, obj=None):
         exclude = list(super().get_exclude(request, obj) or [])
-        return [*exclude, *self.phi_fields] if self._hides_phi(request, obj) else exclude or None
+        return [*exclude, *self.phi_fields] if self._form_hides_phi(request, obj) else exclude or None
 
     def get_list_display(self, request):
         columns = super().get_list_display(request)

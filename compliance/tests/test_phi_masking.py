@@ -242,3 +242,25 @@ def test_api_masks_every_phi_field_without_phi_read_and_shows_it_with(key_client
     hidden = SHOWN_NOWHERE.keys() | NOT_IN_API.keys()
     unseen = [f for f in _phi_fields() if f not in hidden and marker(*f) not in seen]
     assert not unseen, f"a key with phi:read never sees {unseen} in the API"
+
+
+def test_staff_who_may_add_a_note_but_not_view_phi_write_it_and_never_read_one(client, django_user_model):
+    """A Sales user (add note, no view PHI) got a note form without its body, and saving it was a
+    500; the API lets them write one. The new object's form keeps its PHI field (it discloses
+    nothing); an existing note's page still hides the body. Found by a review."""
+    from django.contrib.auth.models import Group
+
+    from contacts.models import Note
+    from contacts.tests.factories import ContactFactory
+
+    staff = django_user_model.objects.create_user(username="rep", password="a-long-test-password", is_staff=True)
+    staff.groups.add(Group.objects.get(name="Sales"))
+    client.force_login(staff)
+    contact = ContactFactory(email="note.writer@example.com")
+    assert b'name="body"' in client.get("/admin/contacts/note/add/").content
+    response = client.post("/admin/contacts/note/add/", {"contact": contact.pk, "body": "MARKER-NOTE wants a refill"})
+    assert response.status_code == 302, response.content[:500]
+    note = Note.objects.get(contact=contact)
+    assert note.body == "MARKER-NOTE wants a refill" and note.author == staff
+    page = client.get(f"/admin/contacts/note/{note.pk}/change/").content.decode()
+    assert "MARKER-NOTE" not in page and 'name="body"' not in page
