@@ -33,6 +33,7 @@ from django.utils.module_loading import import_string
 from compliance.crypto import hmac_digest
 from compliance.guard import guard_payload
 from crm_platform.actor import Actor
+from crm_platform.api.fastjson import json_leaves
 from crm_platform.models import OutboxMessage
 from crm_platform.outbox import outbox_open
 from integrations.destinations import (
@@ -611,14 +612,8 @@ def excerpt_redacted(excerpt: str, body: str) -> str:
     except (ValueError, AttributeError):
         return excerpt
     values: set[str] = set()
-    stack = [data]
-    while stack:
-        value = stack.pop()
-        if isinstance(value, dict):
-            stack.extend(value.values())
-        elif isinstance(value, list):
-            stack.extend(value)
-        elif isinstance(value, str) and len(value) >= 2:
+    for value in json_leaves(data):
+        if isinstance(value, str) and len(value) >= 2:
             # As we sent it (JSON-escaped, ASCII) and as a receiver may write it back (UTF-8).
             values.update({value, json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]})
     for value in sorted(values, key=len, reverse=True):

@@ -211,12 +211,7 @@ def index_plans(statements) -> list[dict]:
     with connection.cursor() as cursor:
         cursor.execute("SET LOCAL enable_seqscan = off")
         for statement in statements:
-            if isinstance(statement, str):
-                cursor.execute("EXPLAIN (FORMAT JSON) " + statement)
-                plan = cursor.fetchone()[0]
-            else:
-                plan = json.loads(statement.explain(format="json"))
-            plan = plan[0]["Plan"]
+            plan = _explained(cursor, statement)
             for node in _plan_nodes(plan):
                 kind = node["Node Type"]
                 assert kind != "Seq Scan", plan
@@ -227,6 +222,14 @@ def index_plans(statements) -> list[dict]:
                     assert cursor.fetchone()[0], f"{node['Index Name']} read whole: {plan}"
             plans.append(plan)
     return plans
+
+
+def _explained(cursor, statement) -> dict:
+    """EXPLAIN's JSON plan (its top node) of SQL as Django captured it, or of a QuerySet."""
+    if isinstance(statement, str):
+        cursor.execute("EXPLAIN (FORMAT JSON) " + statement)
+        return cursor.fetchone()[0][0]["Plan"]
+    return json.loads(statement.explain(format="json"))[0]["Plan"]
 
 
 def index_names(plan: dict) -> set[str]:
@@ -251,12 +254,7 @@ def list_plan(statement) -> dict:
     with connection.cursor() as cursor:
         cursor.execute("SET LOCAL enable_seqscan = off")
         cursor.execute("SET LOCAL enable_sort = off")
-        if isinstance(statement, str):
-            cursor.execute("EXPLAIN (FORMAT JSON) " + statement)
-            plan = cursor.fetchone()[0]
-        else:
-            plan = json.loads(statement.explain(format="json"))
-    plan = plan[0]["Plan"]
+        plan = _explained(cursor, statement)
     for node in _plan_nodes(plan):
         kind = node["Node Type"]
         assert kind not in ("Seq Scan", "Sort"), plan

@@ -83,14 +83,14 @@ def _has_big_int(data, body: bytes) -> bool:
         exact = json.loads(body)
     except RecursionError:
         raise ParseError("JSON parse error - nested too deep.") from None
-    return any(isinstance(leaf, int) and not -(2**63) <= leaf < 2**64 for leaf in _leaves(exact))
+    return any(isinstance(leaf, int) and not -(2**63) <= leaf < 2**64 for leaf in json_leaves(exact))
 
 
 def _has_float(data) -> bool:
-    return any(isinstance(leaf, float) for leaf in _leaves(data))
+    return any(isinstance(leaf, float) for leaf in json_leaves(data))
 
 
-def _leaves(value):
+def json_leaves(value):
     """Every value in a document that is not an object or a list, walked with a stack."""
     stack = [value]
     while stack:
