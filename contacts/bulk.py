@@ -158,6 +158,9 @@ def _write(prepared: dict, results: list[dict], actor: Actor, stamp_as: str | No
     if stamp_as is not None:
         stamps = functools.partial(conflict.stamp, {}, source=stamp_as, occurred_at=timezone.now())
     _update(updates, prepared, results, actor, stamps)
+    # Again, for the rows no contact answered when locked: the list was read before the locks,
+    # and an erasure that held one of these contacts meanwhile has put the person on it since.
+    _refuse_suppressed(creates, results)
     _create(creates, prepared, results, actor, stamps)
 
 

@@ -16,6 +16,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 from django.db.models import Q
+from django.http import Http404
 from django.utils import timezone
 
 from compliance.services import audit_record
@@ -35,7 +36,7 @@ from contacts.models import (
 )
 from crm_platform.actor import Actor
 from crm_platform.errors import ConflictError
-from crm_platform.locking import locked_row
+from crm_platform.locking import locked_row, row_held
 from crm_platform.outbox import outbox_publish
 
 # Fields a caller may write on a contact (identity fields are handled on their own).
@@ -627,6 +628,9 @@ def contact_merge(*, survivor: Contact, loser: Contact, actor: Actor) -> Contact
     with transaction.atomic():
         first, second = sorted([survivor.pk, loser.pk])
         locked = {c.pk: c for c in Contact.objects.select_for_update().filter(pk__in=[first, second]).order_by("pk")}
+        gone = [pk for pk in (survivor.pk, loser.pk) if pk not in locked]
+        if gone:  # erased by a request that held the row first (a KeyError was a 500)
+            raise Http404(f"No contact {gone[0]}.")
         survivor, loser = locked[survivor.pk], locked[loser.pk]
         if loser.merged_into_id or survivor.merged_into_id:
             raise ValidationError({"loser": ["One of these contacts was already merged."]})
@@ -823,9 +827,16 @@ def lifecycle_sweep(*, actor: Actor, now: dt.datetime | None = None, batch: int 
         ids = list(candidates.order_by("pk").values_list("pk", flat=True))
         for start in range(0, len(ids), batch):
             for contact in Contact.objects.filter(pk__in=ids[start : start + batch]):
-                if lifecycle.is_allowed(contact.lifecycle_stage, to_stage):
-                    lifecycle_transition(contact=contact, to_stage=to_stage, reason="threshold", actor=actor)
-                    count += 1
+                if not lifecycle.is_allowed(contact.lifecycle_stage, to_stage):
+                    continue
+                with transaction.atomic():
+                    # Judged again under the row lock: a contact erased, merged away, archived or
+                    # active again since the candidates were read is left alone.
+                    locked = candidates.select_for_update(no_key=True).filter(pk=contact.pk).first()
+                    if locked is None or not lifecycle.is_allowed(locked.lifecycle_stage, to_stage):
+                        continue
+                    lifecycle_transition(contact=locked, to_stage=to_stage, reason="threshold", actor=actor)
+                count += 1
         moved[to_stage.value] = count
     return moved
 
@@ -848,6 +859,7 @@ def activity_record(
         raise ValidationError({"type": ["An activity type of 1 to 64 characters."]})
     occurred_at = occurred_at or timezone.now()
     with transaction.atomic():
+        row_held(Contact, contact.pk)
         activity = Activity.objects.create(
             contact=contact, type=type, occurred_at=occurred_at, source=source[:50], properties=properties or {}
         )
@@ -864,6 +876,7 @@ def note_create(*, contact: Contact, body: str, actor: Actor, author=None) -> No
     if not body or not body.strip():
         raise ValidationError({"body": ["A note needs text."]})
     with transaction.atomic():
+        row_held(Contact, contact.pk)
         note = Note.objects.create(contact=contact, body=body, author=author)
         audit_record(actor=actor, action="note.create", obj=note, changes={"contact": contact.pk})
     return note
@@ -881,6 +894,7 @@ def ticket_create(
     if not subject or not subject.strip():
         raise ValidationError({"subject": ["A ticket needs a subject."]})
     with transaction.atomic():
+        row_held(Contact, contact.pk)
         ticket = Ticket.objects.create(
             contact=contact,
             subject=subject.strip()[:200],
@@ -946,6 +960,7 @@ def order_record(
     if not is_currency_code(currency):
         raise ValidationError({"currency": ["A three-letter ISO 4217 code."]})
     with transaction.atomic():
+        row_held(Contact, contact.pk)
         if external_id:
             existing = Order.objects.select_for_update().filter(external_id=external_id).first()
             if existing is not None:
@@ -1028,6 +1043,7 @@ def subscription_start(
     except OverflowError:  # a start in the last month of year 9999
         raise ValidationError({"started_at": ["Too late for a renewal 30 days after it; give renews_at."]}) from None
     with transaction.atomic():
+        row_held(Contact, contact.pk)
         if external_id:
             existing = Subscription.objects.filter(external_id=external_id).first()
             if existing is not None:

@@ -18,3 +18,19 @@ def locked_row(queryset: QuerySet[M], pk) -> M:
     if row is None:
         raise Http404(f"No {queryset.model._meta.verbose_name} {pk}.")
     return row
+
+
+def row_held(model: type[Model], pk) -> None:
+    """Hold the row `pk` of `model` (FOR KEY SHARE) until the transaction ends, before rows are
+    hung on it: a delete (an erasure) or a merge (FOR UPDATE) waits for the caller, and one that
+    held the row first has committed when this returns. Http404 when the row is gone: a foreign
+    key to it, checked at COMMIT, failed there (a 500). Writes to the row itself (NO KEY UPDATE)
+    are not held back."""
+    from django.db import connection
+
+    table = connection.ops.quote_name(model._meta.db_table)
+    column = connection.ops.quote_name(model._meta.pk.column)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT 1 FROM {table} WHERE {column} = %s FOR KEY SHARE", [pk])  # noqa: S608 - model names
+        if cursor.fetchone() is None:
+            raise Http404(f"No {model._meta.verbose_name} {pk}.")

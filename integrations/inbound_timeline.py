@@ -4,8 +4,10 @@ Most events only land on the timeline and touch their contact (last active, and 
 and onboarding one engagement field under the conflict policy). One event at a time that is a
 dozen queries; here a batch of any size is, in the caller's transaction:
 
-1. one SELECT of every named contact, locked in id order (FOR NO KEY UPDATE: activities can
-   still reference them; two batches lock in the same order, so they wait, never deadlock);
+1. one SELECT of every named contact, then each held FOR KEY SHARE in id order (a merge or an
+   erasure waits for the batch); those whose fields move locked again in id order (FOR NO KEY
+   UPDATE: activities can still reference them; two batches lock in the same order, so they
+   wait, never deadlock);
 2. new users (types that may create them) in one contacts_bulk_upsert;
 3. one UPDATE ... FROM unnest for the contacts' fields, group stamps and last activity, with
    one audit INSERT and one outbox INSERT for the contacts whose fields changed;
@@ -132,6 +134,7 @@ class TimelineBatch:
         self.by_email: dict[str, _Person] = {}
         self.by_external: dict[str, _Person] = {}
         self.merged: dict[int, int] = {}  # merged-away contact id -> its id (rows read)
+        self.gone: set[tuple[str, str]] = set()  # identifiers of contacts erased as the batch began
         self._lookup()
 
     # -- reading ------------------------------------------------------------------------------
@@ -149,8 +152,27 @@ class TimelineBatch:
             [json.dumps(emails), json.dumps(externals)],
             output_field=BooleanField(),
         )  # the identifiers travel as two JSON arrays: a thousand IN parameters cost more in Python
-        rows = Contact.objects.filter(named).values(*_LOOKUP)
+        rows = list(Contact.objects.filter(named).values(*_LOOKUP))
+        if rows:
+            # Held (FOR KEY SHARE, in id order) until the batch commits, and whether each is
+            # merged away read again under the lock: a merge or an erasure (FOR UPDATE) that
+            # held one first has committed by now, and one that comes later waits for the
+            # batch, so no activity lands on a merged-away contact and no foreign key fails
+            # at COMMIT. Writes to the rows themselves (NO KEY UPDATE) are not held back.
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    f"SELECT id, merged_into_id FROM {Contact._meta.db_table} WHERE id = ANY(%s) "  # noqa: S608
+                    "ORDER BY id FOR KEY SHARE",
+                    [sorted(row["id"] for row in rows)],
+                )
+                held = dict(cursor.fetchall())
         for row in rows:
+            if row["id"] not in held:  # erased while the batch waited: its events name nobody now
+                for name in ("email", "external_id"):
+                    if row[name]:
+                        self.gone.add((name, row[name]))
+                continue
+            row["merged_into_id"] = held[row["id"]]
             person = _Person(id=row.pop("id"), stamps={}, values=row)
             person.original = dict(row)
             if row["merged_into_id"]:
@@ -162,6 +184,8 @@ class TimelineBatch:
 
     def _find(self, user: dict[str, str]) -> _Person | None:
         """The person these identifiers name (ConflictError when they name two)."""
+        if self.gone & set(user.items()):
+            raise ValidationError({"user": [UNKNOWN_USER]})  # erased meanwhile: not made again
         by_email = self.by_email.get(user.get("email", ""))
         by_external = self.by_external.get(user.get("external_id", ""))
         if any(p is not None and p.id in self.merged for p in (by_email, by_external)):
@@ -199,7 +223,7 @@ class TimelineBatch:
             if self.contact_fields(event) is not None:
                 try:
                     person = self._find(event.user)
-                except ConflictError:
+                except (ConflictError, ValidationError):
                     continue  # refused when planned
                 if person is not None and not person.new:
                     people.add(person)

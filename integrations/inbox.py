@@ -584,9 +584,25 @@ def _drain(batch: int, counts: dict[str, int], stopped: Callable[[], bool]) -> N
 _TRANSIENT = (OperationalError, InterfaceError, SoftTimeLimitExceeded)
 
 
+class _Withdrawn(Exception):
+    """Rows of the batch were deleted (an erasure took the person's queued events) while it
+    ran: what it did for them must not stay, so the batch is rolled back and read again."""
+
+
 def _apply_batch(limit: int) -> dict[int, str] | None:
     """One batch in one transaction: {row id: "applied" | "failed"}, or None when none waits.
-    The caller holds the applier's lock."""
+    The caller holds the applier's lock. The rows are read without a lock, so an erasure may
+    delete some meanwhile (a queued sign-up would bring the person back): then the batch is
+    rolled back and taken again, without them."""
+    for _ in range(3):
+        try:
+            return _apply_batch_once(limit)
+        except _Withdrawn:
+            logger.info("inbox rows were erased while their batch ran; applying the batch again")
+    raise OperationalError("inbox rows kept being erased while their batch ran")
+
+
+def _apply_batch_once(limit: int) -> dict[int, str] | None:
     with transaction.atomic():
         with connection.cursor() as cursor:
             # Read as text and parsed by orjson: the ORM's JSONField parses with json.loads.
@@ -615,7 +631,8 @@ def _apply_batch(limit: int) -> dict[int, str] | None:
                     logger.exception("inbox row %s failed", row[0])
                     message = f"Internal error ({type(exc).__name__}); see the server log."
                     ends[row[0]] = (InboundEvent.Status.FAILED, {"errors": {"non_field_errors": [message]}})
-        _mark(ends)
+        if _mark(ends) != len(ends):
+            raise _Withdrawn
     return {row_id: status for row_id, (status, _) in ends.items()}
 
 
@@ -660,8 +677,9 @@ def _sender(actors: list[list]) -> Actor:
     return Actor(ActorKind(kind), str(actor_id), request_id, ip)
 
 
-def _mark(ends: dict[int, tuple[str, dict]]) -> None:
-    """How each row ended, in one UPDATE. An applied row keeps no personal data: its payload and
+def _mark(ends: dict[int, tuple[str, dict]]) -> int:
+    """How each row ended, in one UPDATE; returns how many rows it found (fewer than `ends`:
+    some were deleted meanwhile). An applied row keeps no personal data: its payload and
     the user's names are cleared (its result names the contact by id), so GDPR erasure has only
     queued and failed rows to find, by their partial indexes."""
     document = [{"i": row_id, "s": status, "r": result} for row_id, (status, result) in ends.items()]
@@ -674,6 +692,7 @@ def _mark(ends: dict[int, tuple[str, dict]]) -> None:
             "FROM jsonb_to_recordset(%s::jsonb) AS u(i bigint, s text, r jsonb) WHERE t.id = u.i",
             [timezone.now(), django_dumps(document)],
         )
+        return cursor.rowcount
 
 
 def inbox_retry(*, ids, actor: Actor) -> int:

@@ -66,41 +66,61 @@ def other_connection(**kwargs):
     return psycopg.connect(**params, **kwargs)
 
 
+def waiting_on_locks(count: int = 1) -> None:
+    """Until `count` sessions of the test database wait on a lock."""
+    with other_connection(autocommit=True) as watcher:
+        wait_until(
+            lambda: (
+                watcher.execute(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                ).fetchone()[0]
+                >= count
+            )
+        )
+
+
+class InThread:
+    """work() started at once in a thread of its own (its own database connection, closed
+    after); outcome() waits for it and returns what it returned (raises what it raised)."""
+
+    def __init__(self, work):
+        import threading
+
+        self.work, self.result, self.error = work, None, None
+        self.thread = threading.Thread(target=self._run)
+        self.thread.start()
+
+    def _run(self) -> None:
+        from django.db import connection
+
+        try:
+            self.result = self.work()
+        except BaseException as exc:  # re-raised by outcome(), in the test's thread
+            self.error = exc
+        finally:
+            connection.close()
+
+    def outcome(self, timeout: float = 30):
+        self.thread.join(timeout=timeout)
+        assert not self.thread.is_alive(), "still waiting"
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
 def behind_a_lock(statement: str, params: list, work):
     """Run `statement` in another session's open transaction, then `work()` in a thread of its
     own (its own database connection, closed after); once some session waits on a lock, commit
     the statement. Returns what work returned (raises what it raised): a change racing work's,
     landing while work waits for the row."""
-    import threading
-
-    from django.db import connection
-
-    outcome: dict = {}
-
-    def run() -> None:
-        try:
-            outcome["result"] = work()
-        except BaseException as exc:  # re-raised below, in the test's thread
-            outcome["error"] = exc
-        finally:
-            connection.close()
 
     with other_connection() as holder:
         holder.execute(statement, params)
-        thread = threading.Thread(target=run)
-        thread.start()
-        with other_connection(autocommit=True) as watcher:
-            wait_until(
-                lambda: watcher.execute(
-                    "SELECT count(*) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-                ).fetchone()[0]
-            )
+        racer = InThread(work)
+        waiting_on_locks()
         holder.commit()
-        thread.join(timeout=20)
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["result"]
+        return racer.outcome(timeout=20)
 
 
 def wait_until(predicate, timeout: float = 20.0, interval: float = 0.1):
