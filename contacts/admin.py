@@ -594,9 +594,13 @@ class ContactAdmin(FastChangeListMixin, admin.ModelAdmin):
                 # The confirm step posts the file back: it must fit Django's request-body limit.
                 form.add_error("file", f"At most {IMPORT_MAX_BYTES // 1_000_000} MB per import; split the file.")
             else:
-                text = raw.decode("utf-8-sig", errors="replace")
-                rows, errors = _parse_csv(text)
-                context.update(preview=_preview(rows), parse_errors=errors, payload=text, rows=len(rows))
+                try:
+                    text = raw.decode("utf-8-sig")
+                except UnicodeDecodeError:  # Excel's plain "CSV" (cp1252): refuse rather than mangle names
+                    form.add_error("file", "The file is not UTF-8 text; save it as “CSV UTF-8” and upload it again.")
+                else:
+                    rows, errors = _parse_csv(text)
+                    context.update(preview=_preview(rows), parse_errors=errors, payload=text, rows=len(rows))
         context["form"] = form
         return TemplateResponse(request, "admin/contacts/contact/import.html", context)
 
@@ -606,11 +610,16 @@ def _parse_csv(text: str) -> tuple[list[dict], list[str]]:
     unknown = [c for c in (reader.fieldnames or []) if c not in CSV_COLUMNS]
     errors = [f"Unknown column(s) ignored: {', '.join(unknown)}."] if unknown else []
     rows = []
-    for line in reader:
-        row = {k: v.strip() for k, v in line.items() if k in CSV_COLUMNS and v is not None and v.strip() != ""}
-        if "tags" in row:
-            row["tags"] = [t for t in row["tags"].split(";") if t.strip()]
-        rows.append(row)
+    try:
+        for line in reader:
+            row = {k: v.strip() for k, v in line.items() if k in CSV_COLUMNS and v is not None and v.strip() != ""}
+            if "tags" in row:
+                row["tags"] = [t for t in row["tags"].split(";") if t.strip()]
+            rows.append(row)
+    except csv.Error as exc:  # a cell over csv.field_size_limit(), a NUL byte...: the file is refused
+        limit = "field larger than field limit" in str(exc)
+        reason = f"a cell is too long (at most {csv.field_size_limit():,} characters)" if limit else str(exc)
+        return [], [*errors, f"Line {reader.line_num} cannot be read as CSV: {reason}. Nothing was imported."]
     return rows, errors
 
 

@@ -67,6 +67,12 @@ def is_allowed(from_stage: str, to_stage: str) -> bool:
     return to_stage in ALLOWED.get(from_stage, frozenset())
 
 
+def reached(stage: str) -> list[str]:
+    """The stages that show a contact got to `stage` of the funnel: it and those after it (a
+    contact may skip ahead: a patient whose first purchase is a subscription is a customer)."""
+    return [str(s) for s in _FUNNEL[_FUNNEL.index(stage) :]] if stage in _FUNNEL else [str(stage)]
+
+
 # Seed 004's four funnels: (from stage, to stage).
 FUNNELS = {
     "consultation": (Stage.VISITOR, Stage.PATIENT),

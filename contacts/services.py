@@ -15,7 +15,7 @@ import phonenumbers
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.http import Http404
 from django.utils import timezone
 
@@ -239,6 +239,12 @@ def contact_find(*, email: str | None = None, external_id: str | None = None) ->
             code="identity_conflict",
         )
     return by_email or by_external
+
+
+def contact_survivor(contact: Contact | None) -> Contact | None:
+    """The contact itself, or, for a merged-away one, the contact it was merged into (records
+    sent under a stale id, such as orders and deals, belong to the person's live record)."""
+    return _survivor(contact)
 
 
 def _survivor(contact: Contact | None) -> Contact | None:
@@ -805,7 +811,8 @@ def lifecycle_apply_event(*, contact: Contact, event_type: str, actor: Actor, oc
 def lifecycle_sweep(*, actor: Actor, now: dt.datetime | None = None, batch: int = 1000) -> dict[str, int]:
     """The thresholds' moves (LifecycleSettings): engaged contacts whose churn risk is above
     the threshold become At-Risk; contacts inactive for longer than the threshold become
-    Churned. Each move is a normal transition (history, audit, outbox); safe to run again."""
+    Churned, unless they still pay (an active subscription, or an order paid within the
+    threshold). Each move is a normal transition (history, audit, outbox); safe to run again."""
     from contacts.models import LifecycleSettings
 
     now = now or timezone.now()
@@ -813,10 +820,15 @@ def lifecycle_sweep(*, actor: Actor, now: dt.datetime | None = None, batch: int 
     can_be_at_risk = [s for s, targets in lifecycle.ALLOWED.items() if lifecycle.Stage.AT_RISK in targets]
     can_churn = [s for s, targets in lifecycle.ALLOWED.items() if lifecycle.Stage.CHURNED in targets]
     inactive_since = now - dt.timedelta(days=thresholds.churned_after_days)
+    # A paying customer has not churned, however long since they opened the app: an active
+    # subscription, or an order paid within the inactivity window, keeps them where they are.
+    paying = Exists(Subscription.objects.filter(contact_id=OuterRef("pk"), status=Subscription.Status.ACTIVE)) | Exists(
+        Order.objects.filter(contact_id=OuterRef("pk"), status=Order.Status.PAID, paid_at__gte=inactive_since)
+    )
     moves = {
-        lifecycle.Stage.CHURNED: Contact.objects.filter(lifecycle_stage__in=can_churn, is_archived=False).filter(
-            Q(last_active_at__lt=inactive_since) | Q(last_active_at__isnull=True, created_at__lt=inactive_since)
-        ),
+        lifecycle.Stage.CHURNED: Contact.objects.filter(lifecycle_stage__in=can_churn, is_archived=False)
+        .filter(Q(last_active_at__lt=inactive_since) | Q(last_active_at__isnull=True, created_at__lt=inactive_since))
+        .exclude(paying),
         lifecycle.Stage.AT_RISK: Contact.objects.filter(
             lifecycle_stage__in=can_be_at_risk, is_archived=False, churn_risk__gt=thresholds.at_risk_churn_risk
         ),
@@ -959,6 +971,7 @@ def order_record(
         raise ValidationError({"status": [f"One of {', '.join(Order.Status.values)}."]})
     if not is_currency_code(currency):
         raise ValidationError({"currency": ["A three-letter ISO 4217 code."]})
+    contact = contact_survivor(contact)  # an order sent under a merged-away contact's id is the survivor's
     with transaction.atomic():
         row_held(Contact, contact.pk)
         if external_id:
@@ -1037,6 +1050,9 @@ def subscription_start(
     """Start a subscription (idempotent on external_id) and apply `subscription_started`."""
     if not plan or not str(plan).strip():
         raise ValidationError({"plan": ["A subscription needs a plan."]})
+    if not is_currency_code(currency):
+        raise ValidationError({"currency": ["A three-letter ISO 4217 code."]})
+    contact = contact_survivor(contact)  # as for orders: a merged-away contact's subscription is the survivor's
     started_at = started_at or timezone.now()
     try:
         renews_at = renews_at or started_at + dt.timedelta(days=30)
@@ -1047,6 +1063,10 @@ def subscription_start(
         if external_id:
             existing = Subscription.objects.filter(external_id=external_id).first()
             if existing is not None:
+                if existing.contact_id != contact.pk:
+                    raise ConflictError(
+                        f"Subscription {external_id} belongs to another contact.", code="subscription_conflict"
+                    )
                 return existing, False
         try:
             with transaction.atomic():

@@ -284,13 +284,18 @@ def funnels(
 ) -> dict[str, Any]:
     """One of seed 004's funnels over [since, until): the contacts who entered the from-stage in
     that range (a Visitor enters when the contact is created), how many of them later reached
-    the to-stage (whenever that was), the rate, and the median days between the two. One query.
-    `source` and `owner` narrow to contacts with that source or owner. Http404 for an unknown
-    funnel."""
+    the to-stage or a funnel stage past it (whenever that was; contacts may skip ahead), the
+    rate, and the median days between the two. One query. `source` and `owner` narrow to
+    contacts with that source or owner. Http404 for an unknown funnel."""
     if name not in lifecycle.FUNNELS:
         raise Http404(f"No funnel {name!r}; there are {', '.join(lifecycle.FUNNELS)}.")
     from_stage, to_stage = lifecycle.FUNNELS[name]
-    params: dict[str, Any] = {"from": str(from_stage), "to": str(to_stage), "since": since, "until": until}
+    params: dict[str, Any] = {
+        "from": str(from_stage),
+        "to": lifecycle.reached(to_stage),
+        "since": since,
+        "until": until,
+    }
     narrow = ""
     if source:
         narrow += " AND c.source = %(source)s"
@@ -319,7 +324,7 @@ def funnels(
             SELECT co.contact_id, MIN(t.occurred_at) - co.entered_at AS took
             FROM cohort co
             JOIN contacts_lifecycletransition t
-              ON t.contact_id = co.contact_id AND t.to_stage = %(to)s AND t.occurred_at >= co.entered_at
+              ON t.contact_id = co.contact_id AND t.to_stage = ANY(%(to)s) AND t.occurred_at >= co.entered_at
             GROUP BY co.contact_id, co.entered_at
         )
         SELECT

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from compliance.services import audit_record
 from contacts import lifecycle
-from contacts.services import is_currency_code, lifecycle_transition, subscription_start
+from contacts.services import contact_survivor, is_currency_code, lifecycle_transition, subscription_start
 from crm_platform.actor import Actor
 from crm_platform.locking import locked_row
 from crm_platform.models import StaffProfile
@@ -44,6 +44,8 @@ def _clean(fields: dict[str, Any]) -> dict[str, Any]:
         cleaned["plan"] = str(cleaned["plan"] or "").strip()
     if cleaned.get("amount") is None and "amount" in cleaned:
         cleaned["amount"] = Decimal("0")
+    if cleaned.get("contact") is not None:
+        cleaned["contact"] = contact_survivor(cleaned["contact"])  # a merged-away contact's deal is the survivor's
     owner = cleaned.get("owner")
     if owner is not None and not (owner.is_active and owner.is_staff):
         errors["owner"] = ["Deals go to active staff users."]
@@ -233,10 +235,13 @@ def _contact_active_customer(*, deal: Deal, stage: Stage, actor: Actor) -> bool:
     if contact is None:
         return False
     contact.refresh_from_db(fields=["lifecycle_stage"])
-    target = lifecycle.Stage.ACTIVE_CUSTOMER
+    target, reason = lifecycle.Stage.ACTIVE_CUSTOMER, f"deal {deal.pk} {stage.key}"
+    if contact.lifecycle_stage == lifecycle.Stage.CHURNED:
+        # Only Won-Back leaves Churned: a churned person who signs is won back, then a customer.
+        contact = lifecycle_transition(contact=contact, to_stage=lifecycle.Stage.WON_BACK, reason=reason, actor=actor)
     if not lifecycle.is_allowed(contact.lifecycle_stage, target):
         return False  # already further along (Subscriber, Advocate): winning does not move them back
-    lifecycle_transition(contact=contact, to_stage=target, reason=f"deal {deal.pk} {stage.key}", actor=actor)
+    lifecycle_transition(contact=contact, to_stage=target, reason=reason, actor=actor)
     return True
 
 
@@ -256,6 +261,9 @@ def _create_subscription(*, deal: Deal, stage: Stage, actor: Actor) -> bool:
 
 
 def _request_onboarding(*, deal: Deal, stage: Stage, actor: Actor) -> bool:
+    # Once per deal: a deal reopened and won again (its history holds an earlier win) was onboarded.
+    if DealStageChange.objects.filter(deal=deal, to_stage__is_won=True).count() > 1:
+        return False
     outbox_publish(
         topic="onboarding.requested",
         obj=deal,
