@@ -23,6 +23,30 @@ class AuditEventOutput(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class SeedAuditEntryOutput(serializers.Serializer):
+    """One row in the shape of seed 002's crm_audit_log."""
+
+    id = serializers.IntegerField()
+    user_id = serializers.CharField()
+    actor_type = serializers.CharField(help_text="user, api_key, system, ai_assistant, ...")
+    actor_id = serializers.CharField()
+    action = serializers.CharField()
+    entity_type = serializers.CharField()
+    entity_id = serializers.CharField()
+    changes = serializers.JSONField()
+    request_id = serializers.CharField()
+    ip_address = serializers.IPAddressField(allow_null=True)
+    created_at = serializers.DateTimeField()
+    chain_seq = serializers.IntegerField(allow_null=True, help_text="Null until the row is sealed into the chain.")
+    hash = serializers.CharField(allow_null=True)
+
+
+class SeedAuditLogOutput(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["success"])
+    userId = serializers.CharField()  # seed 002's name
+    data = SeedAuditEntryOutput(many=True, help_text="Newest first.")
+
+
 class AuditEventListApi(generics.ListAPIView):
     """Audit events, newest first, cursor-paginated. Filters: object=<type:id>
     (contacts.contact:12), actor=<kind:id> (user:5), since=<ISO date or date-time>, action."""
@@ -59,7 +83,13 @@ class SeedAuditLogApi(APIView):
 
     required_scopes = {"GET": AUDIT_READ}
 
-    @extend_schema(responses={200: None}, summary="Get audit trail (seed 002)")
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("limit", int, description="How many rows, newest first (default 100; read as 1 to 1000).")
+        ],
+        responses=SeedAuditLogOutput,
+        summary="Get audit trail (seed 002)",
+    )
     def get(self, request, user_id: str):
         contact_model = BreakGlassGrant._meta.get_field("contact").related_model
         contact_id = contact_model.objects.filter(external_id=user_id).values_list("pk", flat=True).first()

@@ -8,6 +8,7 @@ from django.apps import apps
 from django.db import transaction
 from django.http import Http404, HttpResponse
 from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound, PermissionDenied
@@ -20,6 +21,7 @@ from compliance.subjects import subject_model
 from crm_platform.actor import Actor
 from crm_platform.api.errors import error_body
 from crm_platform.api.permissions import has_scope
+from crm_platform.api.schema import error_response
 from crm_platform.api.scopes import PHI_READ
 from crm_platform.idempotency import idempotent
 
@@ -58,6 +60,54 @@ class RestrictionOutput(serializers.ModelSerializer):
         fields = ["id", "active", "reason", "placed_at", "lifted_at"]
 
 
+class ConsentsOutput(serializers.Serializer):
+    contact = serializers.IntegerField()
+    restricted = serializers.BooleanField(help_text="Processing restricted (GDPR Art. 18).")
+    consents = ConsentOutput(many=True, help_text="The current decision per purpose, channel and third party.")
+    history = ConsentOutput(many=True, help_text=f"Every decision, newest first (at most {HISTORY_LIMIT}).")
+
+
+class RestrictionStateOutput(serializers.Serializer):
+    contact = serializers.IntegerField()
+    restricted = serializers.BooleanField()
+    restriction = RestrictionOutput(allow_null=True, help_text="The latest restriction, lifted or not; null if none.")
+
+
+class ExportBundleOutput(serializers.Serializer):
+    id = serializers.UUIDField()
+    contact = serializers.IntegerField(allow_null=True, help_text="Null once the contact is erased.")
+    status = serializers.ChoiceField(choices=ExportBundle.Status.choices)
+    requested_at = serializers.DateTimeField()
+    completed_at = serializers.DateTimeField(allow_null=True)
+    expires_at = serializers.DateTimeField(allow_null=True)
+    tables = serializers.DictField(child=serializers.IntegerField(), help_text="Rows exported per table.")
+    size = serializers.IntegerField(allow_null=True, help_text="Bytes of the zip.")
+    download_url = serializers.URLField(allow_null=True, help_text="A signed link, once ready.")
+
+
+class ErasureOutput(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["erased"])
+    contact = serializers.IntegerField()
+    contacts = serializers.ListField(
+        child=serializers.IntegerField(), help_text="Every contact row erased (merged-away ones too)."
+    )
+    erased_at = serializers.DateTimeField()
+    counts = serializers.DictField(child=serializers.IntegerField(), help_text="Rows deleted or anonymised per table.")
+    provider_deletion = serializers.ChoiceField(choices=["queued"])
+
+
+class SeedUserEraseOutput(serializers.Serializer):
+    class Meta:
+        ref_name = "SeedUserEraseOutput"
+
+    status = serializers.ChoiceField(choices=["success"])
+    userId = serializers.CharField()  # seed 002's name
+    result = ErasureOutput()
+
+
+LEGAL_HOLD = "The contact is under legal hold (`legal_hold`): nothing was erased."
+
+
 def _consents_body(contact) -> dict:
     history = Consent.objects.filter(contact=contact).order_by("-recorded_at", "-id")[:HISTORY_LIMIT]
     return {
@@ -89,11 +139,17 @@ class ConsentsApi(APIView):
     class ConsentsInput(serializers.Serializer):
         consents = ConsentDecisionInput(many=True, min_length=1, max_length=50)
 
-    @extend_schema(responses={200: OpenApiResponse(description="Current consents, restriction flag and history")})
+    @extend_schema(responses=ConsentsOutput)
     def get(self, request, pk: int):
         return Response(_consents_body(_contact(pk)))
 
-    @extend_schema(request=ConsentsInput, responses={200: OpenApiResponse(description="As GET, after the change")})
+    @extend_schema(
+        request=ConsentsInput,
+        responses={
+            200: OpenApiResponse(ConsentsOutput, description="As GET, after the change"),
+            409: error_response("Another change to this consent landed at the same time; try again."),
+        },
+    )
     def put(self, request, pk: int):
         """Record decisions (each a grant or a revocation with its proof); all or none. A
         decision equal to the current one adds no history row."""
@@ -124,11 +180,15 @@ class RestrictionApi(APIView):
             "restriction": RestrictionOutput(current).data if current else None,
         }
 
-    @extend_schema(responses={200: OpenApiResponse(description="Whether processing is restricted")})
+    @extend_schema(
+        responses={200: OpenApiResponse(RestrictionStateOutput, description="Whether processing is restricted")}
+    )
     def get(self, request, pk: int):
         return Response(self._body(_contact(pk)))
 
-    @extend_schema(request=RestrictInput, responses={200: OpenApiResponse(description="The restriction")})
+    @extend_schema(
+        request=RestrictInput, responses={200: OpenApiResponse(RestrictionStateOutput, description="The restriction")}
+    )
     def put(self, request, pk: int):
         contact = _contact(pk)
         data = self.RestrictInput(data=request.data)
@@ -138,7 +198,7 @@ class RestrictionApi(APIView):
         )
         return Response(self._body(contact))
 
-    @extend_schema(responses={200: OpenApiResponse(description="The lifted restriction")})
+    @extend_schema(responses={200: OpenApiResponse(RestrictionStateOutput, description="The lifted restriction")})
     def delete(self, request, pk: int):
         contact = _contact(pk)
         consent.restriction_lift(contact=contact, actor=Actor.from_request(request))
@@ -176,7 +236,7 @@ class ContactExportApi(APIView):
 
     required_scopes = {"POST": "gdpr:write"}
 
-    @extend_schema(request=None, responses={202: OpenApiResponse(description="The pending export")})
+    @extend_schema(request=None, responses={202: OpenApiResponse(ExportBundleOutput, description="The pending export")})
     @idempotent()
     def post(self, request, pk: int):
         _may_read_the_bundle(request)
@@ -187,7 +247,9 @@ class ContactExportApi(APIView):
 class ExportStatusApi(APIView):
     required_scopes = {"GET": "gdpr:write"}
 
-    @extend_schema(responses={200: OpenApiResponse(description="The export; download_url once ready")})
+    @extend_schema(
+        responses={200: OpenApiResponse(ExportBundleOutput, description="The export; download_url once ready")}
+    )
     def get(self, request, bundle_id):
         bundle = ExportBundle.objects.filter(pk=bundle_id).first()
         if bundle is None:
@@ -201,7 +263,14 @@ class ExportDownloadApi(APIView):
 
     required_scopes = {"GET": "gdpr:write"}
 
-    @extend_schema(responses={(200, "application/zip"): OpenApiResponse(description="The export zip")})
+    @extend_schema(
+        responses={
+            (200, "application/zip"): OpenApiResponse(OpenApiTypes.BINARY, description="The export zip"),
+            404: error_response("No such export (a forged token, or a purged bundle)."),
+            409: error_response("The export is still being built, or failed."),
+            410: error_response("The link or the export has expired; request a new export."),
+        }
+    )
     def get(self, request, token: str):
         _may_read_the_bundle(request)
         try:
@@ -232,7 +301,13 @@ class ContactEraseApi(APIView):
 
     required_scopes = {"POST": "gdpr:write"}
 
-    @extend_schema(request=None, responses={200: OpenApiResponse(description="The erasure's outcome")})
+    @extend_schema(
+        request=None,
+        responses={
+            200: OpenApiResponse(ErasureOutput, description="The erasure's outcome"),
+            409: error_response(f"{LEGAL_HOLD} Or a request with this Idempotency-Key is still running."),
+        },
+    )
     @idempotent()
     def post(self, request, pk: int):
         return Response(_erase(Actor.from_request(request), contact_id=pk))
@@ -243,7 +318,7 @@ class SeedUserEraseApi(APIView):
 
     required_scopes = {"DELETE": "gdpr:write"}
 
-    @extend_schema(responses={200: OpenApiResponse(description='{"status": "success", "userId", "result"}')})
+    @extend_schema(responses={200: SeedUserEraseOutput, 409: error_response(LEGAL_HOLD)})
     def delete(self, request, user_id: str):
         result = _erase(Actor.from_request(request), external_id=user_id)
         return Response({"status": "success", "userId": user_id, "result": result})

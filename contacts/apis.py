@@ -17,6 +17,7 @@ from contacts.models import Company, Contact, Note, Order, Subscription, Ticket
 from crm_platform.actor import Actor
 from crm_platform.api.pagination import TimelinePagination
 from crm_platform.api.phi import phi_context
+from crm_platform.api.schema import error_response
 from crm_platform.api.throttling import BulkRateThrottle, PrincipalRateThrottle
 from crm_platform.idempotency import idempotent
 
@@ -69,7 +70,10 @@ class ContactDetailApi(APIView):
         contact = get_object_or_404(selectors.contact_list(include_archived=True), pk=pk)
         return Response(s.ContactOutput(contact).data)
 
-    @extend_schema(request=s.ContactInput, responses=s.ContactOutput)
+    @extend_schema(
+        request=s.ContactInput,
+        responses={200: s.ContactOutput, 409: error_response("The email or app user id belongs to another contact.")},
+    )
     def patch(self, request, pk: int):
         contact = get_object_or_404(Contact, pk=pk)
         data = _input(s.ContactInput, request, partial=True)
@@ -133,7 +137,7 @@ class CompanyListApi(generics.ListAPIView):
     queryset = Company.objects.all()
     filterset_fields = ["domain"]
 
-    @extend_schema(request=s.CompanyInput, responses={201: s.CompanyOutput})
+    @extend_schema(request=s.CompanyInput, responses={200: s.CompanyOutput, 201: s.CompanyOutput})
     @idempotent()
     def post(self, request):
         data = _input(s.CompanyInput, request)
@@ -149,7 +153,10 @@ class CompanyDetailApi(APIView):
     def get(self, request, pk: int):
         return Response(s.CompanyOutput(get_object_or_404(Company, pk=pk)).data)
 
-    @extend_schema(request=s.CompanyInput, responses=s.CompanyOutput)
+    @extend_schema(
+        request=s.CompanyInput,
+        responses={200: s.CompanyOutput, 409: error_response("The domain belongs to another company.")},
+    )
     def patch(self, request, pk: int):
         company = get_object_or_404(Company, pk=pk)
         data = _input(s.CompanyInput, request, partial=True)
@@ -209,7 +216,7 @@ class OrderListApi(generics.ListAPIView):
     filterset_fields = ["contact", "status"]
     queryset = Order.objects.all()
 
-    @extend_schema(request=s.OrderInput, responses={201: s.OrderOutput})
+    @extend_schema(request=s.OrderInput, responses={200: s.OrderOutput, 201: s.OrderOutput})
     @idempotent()
     def post(self, request):
         data = _input(s.OrderInput, request)
@@ -224,7 +231,7 @@ class SubscriptionListApi(generics.ListAPIView):
     filterset_fields = ["contact", "status"]
     queryset = Subscription.objects.all()
 
-    @extend_schema(request=s.SubscriptionInput, responses={201: s.SubscriptionOutput})
+    @extend_schema(request=s.SubscriptionInput, responses={200: s.SubscriptionOutput, 201: s.SubscriptionOutput})
     @idempotent()
     def post(self, request):
         data = _input(s.SubscriptionInput, request)

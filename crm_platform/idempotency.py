@@ -28,6 +28,7 @@ import hmac
 import json
 import re
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -44,6 +45,30 @@ from crm_platform.models import ApiKey, IdempotencyRecord
 HEADER = "Idempotency-Key"
 REPLAYED = "Idempotent-Replayed"
 _VALID_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces
+
+
+@dataclass(frozen=True)
+class KeyUse:
+    """How a view method honours Idempotency-Key, for the published schema (crm_platform.api.schema):
+    whether a missing key is a 400, and whether a duplicate sent while the first still runs is a 409
+    (the inbox routes make it wait and replay instead)."""
+
+    required: bool
+    in_flight_conflict: bool = True
+
+
+def honours_key(*, required: bool, in_flight_conflict: bool):
+    """Marks a view method that honours Idempotency-Key itself (the event routes: the inbox)."""
+
+    def mark(method):
+        method.idempotency_key = KeyUse(required=required, in_flight_conflict=in_flight_conflict)
+        return method
+
+    return mark
+
+
+def key_use(method) -> KeyUse | None:
+    return getattr(method, "idempotency_key", None)
 
 
 def idempotent(*, required: bool = False, withheld: dict[str, Callable[[dict], Any]] | None = None):
@@ -89,6 +114,7 @@ def idempotent(*, required: bool = False, withheld: dict[str, Callable[[dict], A
                 raise
             return response
 
+        wrapper.idempotency_key = KeyUse(required=required)
         return wrapper
 
     return decorator

@@ -236,7 +236,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "crm_platform.api.pagination.CursorPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "crm_platform.api.schema.AutoSchema",  # errors, Idempotency-Key (its docstring)
     "EXCEPTION_HANDLER": "crm_platform.api.errors.exception_handler",
     "DEFAULT_RENDERER_CLASSES": [
         "rest_framework.renderers.JSONRenderer",
@@ -299,6 +299,14 @@ SPECTACULAR_SETTINGS = {
         "SubscriptionStatusEnum": "contacts.models.SubscriptionStatus",
         "LeadStatusEnum": "leads.models.LeadStatus",
         "LeadSourceEnum": "leads.models.LeadSource",
+        "ExportStatusEnum": "compliance.models_privacy.ExportBundle.Status",
+        # One-word answers of the compliance and event routes (their `status`).
+        "SuccessEnum": ["success"],
+        "AcceptedEnum": ["accepted"],
+        "QueuedEnum": ["queued"],
+        "ErasedEnum": ["erased"],
+        "EventStateEnum": ["queued", "applied", "failed"],
+        "EventBatchResultStatusEnum": ["accepted", "replayed", "rejected"],
     },
     "APPEND_COMPONENTS": {
         "securitySchemes": {

@@ -30,6 +30,7 @@ from rest_framework.views import APIView
 from crm_platform.actor import Actor
 from crm_platform.api.fastjson import FastJSONParser, FastJSONRenderer, fingerprint_bytes
 from crm_platform.api.permissions import has_scope
+from crm_platform.api.schema import error_response
 from crm_platform.api.scopes import EVENT_SOURCES
 from crm_platform.api.throttling import (
     PrincipalRateThrottle,
@@ -37,7 +38,15 @@ from crm_platform.api.throttling import (
     sliding_window_hits_members,
     sliding_window_refund,
 )
-from crm_platform.idempotency import HEADER, REPLAYED, key_refusal, key_reused, owner_of, request_fingerprint
+from crm_platform.idempotency import (
+    HEADER,
+    REPLAYED,
+    honours_key,
+    key_refusal,
+    key_reused,
+    owner_of,
+    request_fingerprint,
+)
 from integrations.inbound import (
     APP_SOURCE,
     OTHER_SOURCE_REFUSED,
@@ -90,6 +99,7 @@ APP_EVENT_TYPES: dict[tuple[str, str], str] = {
     ("ticket", "create"): "support_ticket_created",
 }
 _OCCURRED_AT_KEYS = ("occurredAt", "timestamp", "date")
+IDENTITY_CONFLICT = error_response("The event's email and app user id name two different people.")
 
 
 def _occurred_at(value):
@@ -204,6 +214,67 @@ class _AppUserLimits:
                 logger.warning("rate limiter unavailable (Redis); hits not taken back")
 
 
+class QueuedEventOutput(serializers.Serializer):
+    id = serializers.IntegerField(help_text="GET /api/v1/events/{id} tells how it ended.")
+    type = serializers.CharField()
+    status = serializers.ChoiceField(choices=["queued"])
+
+
+class EventQueuedOutput(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["accepted"])
+    event = QueuedEventOutput()
+
+
+class AppEventQueuedData(serializers.Serializer):
+    event = serializers.IntegerField(help_text="GET /api/v1/events/{event} tells how it ended.")
+    type = serializers.CharField()
+    state = serializers.ChoiceField(choices=["queued"])
+
+
+class AppEventQueuedResult(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["success"])
+    data = AppEventQueuedData()
+
+
+class AppEventQueuedOutput(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["accepted"])
+    idempotencyKey = serializers.CharField()  # seed 002's name
+    result = AppEventQueuedResult()
+
+
+class EventStateOutput(serializers.Serializer):
+    id = serializers.IntegerField()
+    type = serializers.CharField()
+    status = serializers.ChoiceField(choices=list(STATES.values()))
+    received_at = serializers.DateTimeField()
+    applied_at = serializers.DateTimeField(allow_null=True)
+    result = serializers.JSONField(allow_null=True, help_text="Applied: what it made (null while queued or failed).")
+    errors = serializers.DictField(
+        child=serializers.ListField(child=serializers.JSONField()),
+        allow_null=True,
+        help_text="Failed: field -> messages (null otherwise).",
+    )
+
+
+class EventBatchResultOutput(serializers.Serializer):
+    id = serializers.JSONField(help_text="The event's id as sent (a string, unless the event sent something else).")
+    status = serializers.ChoiceField(choices=["accepted", "replayed", "rejected"])
+    event = serializers.IntegerField(required=False, help_text="Accepted or replayed: the queued event.")
+    errors = serializers.DictField(
+        child=serializers.ListField(child=serializers.JSONField()),
+        required=False,
+        help_text="Rejected: field -> messages.",
+    )
+    retry_after = serializers.IntegerField(required=False, help_text="Rejected for its app user's limit: seconds.")
+
+
+class EventBatchOutput(serializers.Serializer):
+    results = EventBatchResultOutput(many=True, help_text="One per event, in order.")
+    accepted = serializers.IntegerField()
+    replayed = serializers.IntegerField()
+    rejected = serializers.IntegerField()
+
+
 def _body(accepted: Accepted, key: str) -> dict:
     """The 202 body, the same for the first request and every replay (rebuilt from the row)."""
     if accepted.route == InboundEvent.Route.APP_EVENT:
@@ -244,10 +315,15 @@ class EventApi(ReplaysPassThrottleMixin, APIView):
     @extend_schema(
         request=EventInput,
         responses={
-            202: OpenApiResponse(description="Queued"),
-            403: OpenApiResponse(description='A source other than "app" without the scope events:sources'),
+            202: OpenApiResponse(EventQueuedOutput, description="Queued"),
+            403: OpenApiResponse(
+                description='The caller lacks the scope events:write, or sends a source other than "app" without '
+                "the scope events:sources"
+            ),
+            409: IDENTITY_CONFLICT,
         },
     )
+    @honours_key(required=True, in_flight_conflict=False)
     def post(self, request):
         key = request.headers.get(HEADER)
         if refused := key_refusal(key, required=True):
@@ -269,7 +345,7 @@ class EventDetailApi(APIView):
 
     required_scopes = {"GET": "events:read"}
 
-    @extend_schema(responses={200: OpenApiResponse(description="The event's state")})
+    @extend_schema(responses={200: OpenApiResponse(EventStateOutput, description="The event's state")})
     def get(self, request, pk: int):
         row = get_object_or_404(InboundEvent.objects.filter(owner=owner_of(request)), pk=pk)
         result = row.result or {}
@@ -302,7 +378,9 @@ class EventBatchApi(APIView):
     class BatchInput(serializers.Serializer):
         events = serializers.ListField(child=serializers.DictField(), min_length=1, max_length=BATCH_MAX)
 
-    @extend_schema(request=BatchInput, responses={202: OpenApiResponse(description="One result per event")})
+    @extend_schema(
+        request=BatchInput, responses={202: OpenApiResponse(EventBatchOutput, description="One result per event")}
+    )
     def post(self, request):
         items = request.data.get("events") if isinstance(request.data, dict) else None
         if not (isinstance(items, list) and 0 < len(items) <= BATCH_MAX and all(isinstance(i, dict) for i in items)):
@@ -445,7 +523,11 @@ class AppEventApi(ReplaysPassThrottleMixin, APIView):
         externalId = serializers.CharField(max_length=128, required=False, allow_blank=True)
         payload = serializers.DictField(required=False, default=dict)
 
-    @extend_schema(request=AppEventInput, responses={202: OpenApiResponse(description="Queued")})
+    @extend_schema(
+        request=AppEventInput,
+        responses={202: OpenApiResponse(AppEventQueuedOutput, description="Queued"), 409: IDENTITY_CONFLICT},
+    )
+    @honours_key(required=True, in_flight_conflict=False)
     def post(self, request):
         key = request.headers.get(HEADER)
         if refused := key_refusal(key, required=True):

@@ -21,6 +21,7 @@ from contacts.models import Activity, Company, Contact
 from crm_platform.actor import Actor
 from crm_platform.api.pagination import TimelinePagination
 from crm_platform.api.phi import phi_context
+from crm_platform.api.schema import error_response
 from crm_platform.idempotency import idempotent
 from leads import selectors, services
 from leads import serializers as out
@@ -32,6 +33,9 @@ def _valid(serializer_class, data, *, partial: bool = False) -> dict:
     serializer = serializer_class(data=data, partial=partial)
     serializer.is_valid(raise_exception=True)
     return dict(serializer.validated_data)
+
+
+OPEN_LEAD_EXISTS = error_response("The person has another open lead (`open_lead_exists`).")
 
 
 def _staff_users():
@@ -112,7 +116,11 @@ class LeadDetailApi(APIView):
         lead = get_object_or_404(selectors.lead_list(), pk=pk)
         return Response(out.LeadOutput(lead, context=phi_context(request)).data)
 
-    @extend_schema(request=InputSerializer, responses=out.LeadOutput, summary="Change a lead's status or owner")
+    @extend_schema(
+        request=InputSerializer,
+        responses={200: out.LeadOutput, 409: OPEN_LEAD_EXISTS},
+        summary="Change a lead's status or owner",
+    )
     def patch(self, request, pk: int):
         lead = get_object_or_404(Lead, pk=pk)
         data = _valid(self.InputSerializer, request.data, partial=True)
@@ -329,7 +337,9 @@ class CrmLeadStatusApi(APIView):
         status = serializers.ChoiceField(choices=Lead.Status.choices)
         reason = serializers.CharField(max_length=200, required=False, allow_blank=True)
 
-    @extend_schema(request=InputSerializer, responses=out.LeadOutput, summary="Update lead status")
+    @extend_schema(
+        request=InputSerializer, responses={200: out.LeadOutput, 409: OPEN_LEAD_EXISTS}, summary="Update lead status"
+    )
     def put(self, request, email: str):
         lead = selectors.lead_latest_for_email(email=email)
         data = _valid(self.InputSerializer, request.data)

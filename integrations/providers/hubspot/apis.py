@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import io
 
-from drf_spectacular.utils import extend_schema
-from rest_framework import status
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers, status
 from rest_framework.exceptions import ParseError
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -20,6 +20,16 @@ def _error(code: str, message: str, http_status: int) -> Response:
     return Response({"error": {"code": code, "message": message, "fields": {}}}, status=http_status)
 
 
+class HubSpotWebhookOutput(serializers.Serializer):
+    """How many of the batch's events were erased, named no contact we know, were refused (legal
+    hold) or were not privacy deletions."""
+
+    erased = serializers.IntegerField()
+    unknown = serializers.IntegerField()
+    refused = serializers.IntegerField()
+    ignored = serializers.IntegerField()
+
+
 class HubSpotWebhookApi(APIView):
     """`POST /api/integrations/hubspot/webhooks`: a batch of HubSpot events (an array), signed."""
 
@@ -27,7 +37,15 @@ class HubSpotWebhookApi(APIView):
     permission_classes = [PublicRoute]
     throttle_classes = [AddressRateThrottle]
 
-    @extend_schema(request=None, responses={200: None, 400: None, 401: None})
+    @extend_schema(
+        request=None,
+        responses={
+            200: HubSpotWebhookOutput,
+            400: OpenApiResponse(description="The body is not a JSON array of event objects."),
+            401: OpenApiResponse(description="The X-HubSpot-Signature-v3 signature is missing, wrong or stale."),
+            413: OpenApiResponse(description="The request body is too large."),
+        },
+    )
     def post(self, request):
         body = request.body  # the raw bytes, as signed (read before anything parses them)
         try:
