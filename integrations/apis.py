@@ -292,6 +292,15 @@ class SeedWebhookStatsApi(APIView):
         return Response(body)
 
 
+class SeedWebhookStatsBareApi(SeedWebhookStatsApi):
+    """Seed 003's `/stats/:endpointId?` with the id left out and no slash: `/stats` (Express
+    matches it; CommonMiddleware would answer a 301 to `/stats/` instead)."""
+
+    @extend_schema(responses=io.SeedStatsOutput, operation_id="seed003_webhook_stats_all_bare")
+    def get(self, request, endpoint_id: int | None = None):
+        return super().get(request, None)
+
+
 class SeedWebhookStatsOneApi(SeedWebhookStatsApi):
     """Seed 003: one endpoint's statistics (its own operation in the schema)."""
 

@@ -153,6 +153,28 @@ def test_seed_registration_takes_its_own_secret_and_underscore_events(writer, re
     assert request.headers["webhook-signature"] == f"v1,{mac}"
 
 
+def test_seed_003_registration_example_verbatim_and_all_six_event_names(writer, receiver):
+    """The README's registerEndpoint example as written (its url aside: the fake receiver), then
+    the six underscore event names it lists; /stats without the slash (`:endpointId?` left out)."""
+    body = {"name": "External CRM", "url": receiver.url, "events": ["assessment_completed", "consultation_scheduled"]}
+    response = writer.post(f"{SEED}/endpoints", {**body, "secret": "webhook-secret"}, format="json")
+    assert response.status_code == 201, response.json()
+    assert set(response.json()) >= {"id", "name", "url", "events", "active", "secret"}
+    six = [
+        "assessment_completed",
+        "lead_captured",
+        "consultation_requested",
+        "consultation_scheduled",
+        "email_engagement",
+        "lead_status_updated",
+    ]
+    response = writer.post(f"{SEED}/endpoints", {"name": "All", "url": receiver.url, "events": six}, format="json")
+    assert response.status_code == 201, response.json()
+    assert len(set(response.json()["events"])) == 6 and all("." in e for e in response.json()["events"])
+    bare = writer.get(f"{SEED}/stats")
+    assert bare.status_code == 200 and bare.json() == writer.get(f"{SEED}/stats/").json()
+
+
 @pytest.mark.urls("integrations.tests.urls")
 def test_seed_registration_refuses_a_short_secret_and_unknown_events(writer, receiver):
     short = writer.post(f"{SEED}/endpoints", {"url": receiver.url, "secret": "abc"}, format="json")
