@@ -127,14 +127,12 @@ def test_the_test_route_sends_a_signed_test_event_and_reports_the_result(writer,
 SEED = "/api/integrations/webhooks"
 
 
-@pytest.mark.urls("integrations.tests.urls")
 def test_seed_routes_refuse_anonymous_callers(api_client):
     for method, url in (("post", f"{SEED}/endpoints"), ("get", f"{SEED}/stats/"), ("get", f"{SEED}/stats/1")):
         assert getattr(api_client, method)(url).status_code == 401
     assert api_client.post(f"{SEED}/test/1").status_code == 401
 
 
-@pytest.mark.urls("integrations.tests.urls")
 def test_seed_registration_takes_its_own_secret_and_underscore_events(writer, receiver, system_actor):
     body = {"name": "External CRM", "url": receiver.url, "events": ["assessment_completed", "lead_status_updated"]}
     response = writer.post(f"{SEED}/endpoints", {**body, "secret": "webhook-secret-of-theirs"}, format="json")
@@ -175,7 +173,6 @@ def test_seed_003_registration_example_verbatim_and_all_six_event_names(writer, 
     assert bare.status_code == 200 and bare.json() == writer.get(f"{SEED}/stats/").json()
 
 
-@pytest.mark.urls("integrations.tests.urls")
 def test_seed_registration_refuses_a_short_secret_and_unknown_events(writer, receiver):
     short = writer.post(f"{SEED}/endpoints", {"url": receiver.url, "secret": "abc"}, format="json")
     assert short.status_code == 400 and "secret" in short.json()["error"]["fields"]
@@ -183,7 +180,6 @@ def test_seed_registration_refuses_a_short_secret_and_unknown_events(writer, rec
     assert unknown.status_code == 400
 
 
-@pytest.mark.urls("integrations.tests.urls")
 def test_seed_stats_per_endpoint_and_overall(writer, receiver):
     first = writer.post(f"{SEED}/endpoints", {"url": receiver.url}, format="json").json()["id"]
     second = writer.post(f"{SEED}/endpoints", {"url": receiver.url}, format="json").json()["id"]

@@ -12,7 +12,7 @@ from contacts.services import activity_record
 from leads.models import Lead, LeadStatusChange
 from leads.services import deal_create, lead_capture, lead_set_status
 
-pytestmark = [pytest.mark.django_db, pytest.mark.urls("leads.tests.urls")]
+pytestmark = pytest.mark.django_db
 
 BASE = "/api/integrations/crm"
 
