@@ -1,6 +1,7 @@
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
 from django.contrib.postgres.forms import SimpleArrayField
@@ -10,7 +11,7 @@ from django.utils import timezone
 
 from crm_platform import services
 from crm_platform.actor import Actor
-from crm_platform.admin_tools import AuditedAdminMixin
+from crm_platform.admin_tools import AuditedAdminMixin, _audit
 from crm_platform.api.scopes import scope_choices
 from crm_platform.models import ApiKey, StaffProfile
 
@@ -148,3 +149,31 @@ class StaffUserAdmin(AuditedAdminMixin, UserAdmin):
     inlines = [StaffProfileInline]
     list_select_related = ["staff_profile"]
     list_display = ["username", "email", "first_name", "last_name", "is_staff", "is_active"]
+
+    # Only a superuser makes superusers or hands out single permissions: a staff user with
+    # change_user (the Administrator role) otherwise grants themselves every permission there is,
+    # past the least permissions each role is given (crm_platform/roles.py).
+    SUPERUSER_ONLY_FIELDS = ("is_superuser", "user_permissions")
+
+    def get_readonly_fields(self, request, obj=None):
+        readonly = list(super().get_readonly_fields(request, obj))
+        if not request.user.is_superuser:
+            readonly += [name for name in self.SUPERUSER_ONLY_FIELDS if name not in readonly]
+        return readonly
+
+    def has_change_permission(self, request, obj=None):
+        # A superuser's account (password, email, flags) is changed by superusers only.
+        if obj is not None and obj.is_superuser and not request.user.is_superuser:
+            return False
+        return super().has_change_permission(request, obj)
+
+    def user_change_password(self, request, id, form_url=""):
+        # Django's password page saves the form itself, past save_model: audited here (that it
+        # was set, by whom; never the password).
+        response = super().user_change_password(request, id, form_url)
+        if request.method == "POST" and response.status_code == 302:
+            user = self.get_object(request, unquote(id))
+            _audit(
+                request, user, "password_change", {"password": "(set)" if user.has_usable_password() else "(unusable)"}
+            )
+        return response

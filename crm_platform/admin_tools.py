@@ -200,7 +200,17 @@ class AuditedAdminMixin:
 
 
 def _audit_form(request, obj, form, verb: str) -> None:
-    changes = {name: (form.initial.get(name), form.cleaned_data.get(name)) for name in form.changed_data}
+    from django import forms
+
+    def value(name, data):
+        # A password typed into the form (a new staff user's, a reset) is a secret: the audit
+        # log, append-only and readable by audit:read, says that it was set, never what it is.
+        field = form.fields.get(name)
+        if field is not None and isinstance(field.widget, forms.PasswordInput):
+            return "(set)" if data.get(name) else None
+        return data.get(name)
+
+    changes = {name: (value(name, form.initial), value(name, form.cleaned_data)) for name in form.changed_data}
     _audit(request, obj, verb, changes)
 
 

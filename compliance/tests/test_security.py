@@ -4,6 +4,7 @@ import time
 
 import pytest
 from axes.models import AccessAttempt
+from django.contrib.auth.models import Group
 from django.contrib.sessions.models import Session
 from django.test import override_settings
 from django.utils import timezone
@@ -125,3 +126,14 @@ def test_the_admin_cleans_up_expired_login_attempts(admin_client):
     )
     assert response.status_code == 302
     assert list(AccessAttempt.objects.values_list("username", flat=True)) == ["new"]
+
+
+@override_settings(OTP_REQUIRED_FOR_STAFF=True)
+def test_a_staff_session_that_lost_its_otp_device_is_refused_by_the_api_as_by_the_admin(client, staff):
+    staff.groups.add(Group.objects.get(name="Sales"))
+    device = TOTPDevice.objects.create(user=staff, name="phone", confirmed=True)
+    assert _login(client, otp_device=device.persistent_id, otp_token=f"{totp(device.bin_key):06d}").status_code == 302
+    assert client.get("/api/v1/contacts").status_code == 200
+    device.delete()  # a lost or compromised phone: its device is removed, the session stays
+    assert client.get("/admin/").status_code == 302
+    assert client.get("/api/v1/contacts").status_code in (401, 403)

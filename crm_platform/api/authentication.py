@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.conf import settings
 from rest_framework import authentication, exceptions
 
 from crm_platform.actor import client_ip
@@ -63,5 +64,9 @@ class StaffSessionAuthentication(authentication.SessionAuthentication):
             return None
         user, auth = result
         if not user.is_staff:
+            return None
+        # As the admin site (compliance.security.StaffAdminSite): where staff need TOTP, only a
+        # session OTP-verified now (django_otp's middleware; a removed device unverifies it).
+        if settings.OTP_REQUIRED_FOR_STAFF and not getattr(user, "is_verified", lambda: False)():
             return None
         return user, auth
