@@ -60,6 +60,7 @@ def _audit_ready() -> None:
             [
                 "compliance.view_auditevent",
                 "compliance.view_breakglassgrant",
+                "compliance.change_breakglassgrant",  # revoke a grant (the admin's action); nothing else changes
                 "compliance.view_adminnotice",
                 "compliance.change_adminnotice",
             ],

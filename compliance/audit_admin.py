@@ -15,7 +15,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 
 from compliance.audit_selectors import phi_read_fields, phi_reads_for_contact
-from compliance.breakglass import MIN_REASON_LENGTH, break_glass_active, break_glass_request
+from compliance.breakglass import MIN_REASON_LENGTH, break_glass_active, break_glass_request, break_glass_revoke
 from compliance.models import AUDIT_COLUMNS, AdminNotice, AuditEvent, BreakGlassGrant
 from compliance.notices import admin_notice_resolve
 from compliance.services import audit_record
@@ -209,10 +209,19 @@ class BreakGlassGrantAdmin(ReadOnlyAdminMixin, PhiAdminMixin, admin.ModelAdmin):
     list_select_related = ["user"]
     readonly_fields = ["user", "contact", "reason", "granted_at", "expires_at", "revoked_at"]
     raw_id_fields = ["contact"]
+    actions = ["revoke"]
 
     @admin.display(boolean=True)
     def active(self, obj):
         return obj.revoked_at is None and obj.expires_at > timezone.now()
+
+    def has_revoke_permission(self, request):
+        return request.user.has_perm("compliance.change_breakglassgrant")
+
+    @admin.action(description="Revoke: end the selected grants now", permissions=["revoke"])
+    def revoke(self, request, queryset):
+        count = break_glass_revoke(grant_ids=queryset.values_list("pk", flat=True), actor=Actor.from_request(request))
+        self.message_user(request, f"{count} grant(s) revoked (expired or revoked ones are left as they are).")
 
 
 class AdminNoticeAdmin(admin.ModelAdmin):

@@ -123,3 +123,35 @@ def test_break_glass_notices_are_not_shown_to_other_staff(client, sales, patient
         _request(client, patient)
     assert AdminNotice.objects.filter(source="break_glass").exists()
     assert "Break-glass access: staff user" not in client.get("/admin/").content.decode()
+
+
+def test_a_compliance_officer_revokes_a_grant_and_its_access_ends_at_once(client, sales, officer, patient):
+    """A grant was granted at once and could only run out: an officer who finds one wrong had no
+    way to end it. The grants' page has "Revoke" for officers (audited); other staff get none."""
+    _request(client, patient)
+    grant = BreakGlassGrant.objects.get(user=sales, contact=patient)
+    contact_page = f"/admin/contacts/contact/{patient.pk}/change/"
+    assert "hba1c" in client.get(contact_page).content.decode()
+    changelist = "/admin/compliance/breakglassgrant/"
+    # The requester (view only, at most) cannot revoke: the action is not offered, and posting it does nothing.
+    sales.user_permissions.add(Permission.objects.get(codename="view_breakglassgrant"))
+    assert b'value="revoke"' not in client.get(changelist).content
+    client.post(changelist, {"action": "revoke", "_selected_action": [grant.pk]})
+    grant.refresh_from_db()
+    assert grant.revoked_at is None
+
+    client.force_login(officer)
+    assert b'value="revoke"' in client.get(changelist).content
+    response = client.post(changelist, {"action": "revoke", "_selected_action": [grant.pk]})
+    assert response.status_code == 302
+    grant.refresh_from_db()
+    assert grant.revoked_at is not None
+    revoked = AuditEvent.objects.get(action="break_glass.revoked")
+    assert revoked.actor_id == str(officer.pk) and revoked.subject_id == patient.pk
+
+    client.force_login(sales)
+    assert "hba1c" not in client.get(contact_page).content.decode()
+    # Revoking again changes nothing and writes no second row.
+    client.force_login(officer)
+    client.post(changelist, {"action": "revoke", "_selected_action": [grant.pk]})
+    assert AuditEvent.objects.filter(action="break_glass.revoked").count() == 1
