@@ -136,17 +136,14 @@ class EventRateThrottle(PrincipalRateThrottle):
         return windows
 
 
-class ReplaysPassThrottleMixin:
-    """A single event over its limits whose Idempotency-Key was used before is answered as
-    then (replay, or 422 for another body), not 429: a client retrying a request whose answer
-    it lost must get that answer (CONTRACTS.md). One lookup, only when throttled."""
+class InboxKeysMixin:
+    """The event routes keep their Idempotency-Keys in the inbox: a single event over its
+    limits whose key was used before is answered as then (replay, or 422 for another body), not
+    429, as on every route (crm_platform.api.throttling looks the key up here)."""
 
-    def throttled(self, request, wait):
-        key = request.headers.get(HEADER)
-        if key and key_refusal(key, required=True) is None:
-            if InboundEvent.objects.filter(owner=owner_of(request), key=key).exists():
-                return
-        super().throttled(request, wait)
+    @staticmethod
+    def idempotency_key_used(owner: str, key: str) -> bool:
+        return InboundEvent.objects.filter(owner=owner, key=key).exists()
 
 
 def _app_user_rate() -> str | None:
@@ -304,7 +301,7 @@ def _source_refusal(event: Event) -> ValidationError:
     return ValidationError({"source": [OTHER_SOURCE_REFUSED.format(source=event.source)]})
 
 
-class EventApi(ReplaysPassThrottleMixin, APIView):
+class EventApi(InboxKeysMixin, APIView):
     """One app event, queued. Idempotency-Key is required."""
 
     required_scopes = {"POST": "events:write"}
@@ -508,7 +505,7 @@ def _rejected(event_id, errors: dict) -> dict:
     return {"id": event_id, "status": "rejected", "errors": errors}
 
 
-class AppEventApi(ReplaysPassThrottleMixin, APIView):
+class AppEventApi(InboxKeysMixin, APIView):
     """Seed 002: POST /api/crm/webhooks/app-event with its own body, exactly."""
 
     required_scopes = {"POST": "events:write"}

@@ -229,7 +229,7 @@ class RedisRateThrottle(BaseThrottle):
             logger.warning("rate limiter unavailable (Redis); request allowed")
             return True
         self.wait_seconds = max(waits) if waits else None
-        if self.wait_seconds is not None and _key_used_before(request):
+        if self.wait_seconds is not None and _key_used_before(request, view):
             self.wait_seconds = None
         return self.wait_seconds is None
 
@@ -237,12 +237,13 @@ class RedisRateThrottle(BaseThrottle):
         return None if self.wait_seconds is None else math.ceil(self.wait_seconds)
 
 
-def _key_used_before(request) -> bool:
+def _key_used_before(request, view) -> bool:
     """Whether a POST carries an Idempotency-Key its client used before: it is answered as then
     (the replay, or the 409/422 the key's record decides), which costs nothing, so a client
     retrying a request whose answer it lost gets that answer rather than 429 (README,
-    Idempotency). One lookup, only when the request is over a limit. The event routes keep their
-    keys in the inbox and check it themselves (integrations.inbound_apis.ReplaysPassThrottleMixin)."""
+    Idempotency). One lookup, only when the request is over a limit, where the view keeps its
+    keys: `view.idempotency_key_used(owner, key)` (the event routes: the inbox), else the
+    Idempotency-Key records."""
     from crm_platform.idempotency import HEADER, key_refusal, owner_of  # it imports DRF, which imports us
 
     key = request.headers.get(HEADER)
@@ -250,7 +251,12 @@ def _key_used_before(request) -> bool:
         return False
     if not (request.user and request.user.is_authenticated):
         return False
-    return IdempotencyRecord.objects.filter(owner=owner_of(request), key=key).exists()
+    used = getattr(view, "idempotency_key_used", None) or _recorded
+    return used(owner_of(request), key)
+
+
+def _recorded(owner: str, key: str) -> bool:
+    return IdempotencyRecord.objects.filter(owner=owner, key=key).exists()
 
 
 class PrincipalRateThrottle(RedisRateThrottle):
