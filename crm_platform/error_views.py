@@ -11,25 +11,19 @@ from crm_platform.api.errors import error_response
 from crm_platform.middleware import _message_for, wants_html
 
 
-def bad_request(request, exception=None):
-    if wants_html(request):
-        return defaults.bad_request(request, exception)
-    return error_response(400, _message_for(400))
+def _json_outside_html(status: int, html_view):
+    """The handler for `status`: Django's own page under the admin's HTML prefixes, the JSON
+    error shape elsewhere."""
+
+    def handler(request, exception=None):
+        if wants_html(request):
+            return html_view(request) if status == 500 else html_view(request, exception)
+        return error_response(status, _message_for(status))
+
+    return handler
 
 
-def permission_denied(request, exception=None):
-    if wants_html(request):
-        return defaults.permission_denied(request, exception)
-    return error_response(403, _message_for(403))
-
-
-def page_not_found(request, exception=None):
-    if wants_html(request):
-        return defaults.page_not_found(request, exception)
-    return error_response(404, _message_for(404))
-
-
-def server_error(request):
-    if wants_html(request):
-        return defaults.server_error(request)
-    return error_response(500, _message_for(500))
+bad_request = _json_outside_html(400, defaults.bad_request)
+permission_denied = _json_outside_html(403, defaults.permission_denied)
+page_not_found = _json_outside_html(404, defaults.page_not_found)
+server_error = _json_outside_html(500, defaults.server_error)
