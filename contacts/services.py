@@ -231,7 +231,7 @@ def contact_find(*, email: str | None = None, external_id: str | None = None) ->
     ConflictError when the email and the external id name two different people."""
     by_email = Contact.objects.filter(email=email).first() if email else None
     by_external = Contact.objects.filter(external_id=external_id).first() if external_id else None
-    by_email, by_external = _survivor(by_email), _survivor(by_external)
+    by_email, by_external = contact_survivor(by_email), contact_survivor(by_external)
     if by_email and by_external and by_email.pk != by_external.pk:
         raise ConflictError(
             "The email and the app user id belong to two different contacts; merge them first.",
@@ -242,12 +242,9 @@ def contact_find(*, email: str | None = None, external_id: str | None = None) ->
 
 
 def contact_survivor(contact: Contact | None) -> Contact | None:
-    """The contact itself, or, for a merged-away one, the contact it was merged into (records
-    sent under a stale id, such as orders and deals, belong to the person's live record)."""
-    return _survivor(contact)
-
-
-def _survivor(contact: Contact | None) -> Contact | None:
+    """The contact itself, or, for a merged-away one, the contact it was merged into, along the
+    whole chain (records sent under a stale id, such as orders and deals, belong to the person's
+    live record)."""
     seen = set()
     while contact is not None and contact.merged_into_id and contact.pk not in seen:
         seen.add(contact.pk)
