@@ -162,7 +162,7 @@ def _error(status_code: int, code: str, message: str) -> Response:
 
 def owner_of(request) -> str:
     if isinstance(request.auth, ApiKey):
-        return f"key:{request.auth.pk}"
+        return request.auth.owner
     return f"user:{request.user.pk}"
 
 

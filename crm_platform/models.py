@@ -32,6 +32,13 @@ class ApiKey(models.Model):
     rotated_from = models.OneToOneField(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="rotated_to", editable=False
     )
+    lineage = models.BigIntegerField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="The first key of this key's rotation chain (empty: this key). The keys of one chain are one "
+        "client: they share Idempotency-Keys, inbound events and rate limits.",
+    )
 
     class Meta:
         verbose_name = "API key"
@@ -40,6 +47,12 @@ class ApiKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def owner(self) -> str:
+        """Whose Idempotency-Keys, inbound events and rate limits these are: the client, the
+        same across rotations (a request retried with the successor is still a retry)."""
+        return f"key:{self.lineage or self.pk}"
 
     def is_active_at(self, when) -> bool:
         if self.revoked_at is not None and self.revoked_at <= when:

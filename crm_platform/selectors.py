@@ -32,6 +32,7 @@ _CACHED_FIELDS = (
     "expires_at",
     "revoked_at",
     "last_used_at",
+    "lineage",
 )
 
 
@@ -56,7 +57,7 @@ def split_key(raw_key: str) -> str | None:
 
 
 def cache_key_for(hashed_key: str) -> str:
-    return f"apikey:v1:{hashed_key}"
+    return f"apikey:v2:{hashed_key}"
 
 
 def api_key_verify(*, raw_key: str, ip: str | None, now: datetime | None = None) -> ApiKey:

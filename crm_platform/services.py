@@ -78,6 +78,7 @@ def api_key_create(
                     expires_at=expires_at,
                     created_by=created_by,
                     rotated_from=rotated_from,
+                    lineage=(rotated_from.lineage or rotated_from.pk) if rotated_from else None,
                 )
             break
         except IntegrityError:  # prefix collision: draw again

@@ -71,7 +71,7 @@ def _app_events(*, actor, rng) -> str:
         .values_list("email", flat=True)[:LEAD_PEOPLE]
     )
     items = _events(emails=emails, rng=rng, now=timezone.now())
-    results = batch_queue(items, actor=actor, owner=f"key:{key.pk}")
+    results = batch_queue(items, actor=actor, owner=key.owner)
     queued = sum(result["status"] == "accepted" for result in results)
     counts = inbox_apply(budget_seconds=30)
     return (

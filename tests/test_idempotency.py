@@ -176,3 +176,30 @@ def test_a_replay_shows_medical_fields_only_to_a_key_that_still_has_phi_read(
         api_key_update(api_key=api_key, actor=system_actor, scopes=["contacts:write", "phi:read"])
     replayed = client.post("/api/v1/notes", body, format="json", HTTP_IDEMPOTENCY_KEY="note-1")
     assert replayed.headers["Idempotent-Replayed"] == "true" and replayed.json()["body"] == NOTE_BODY
+
+
+def test_a_retry_sent_with_the_rotated_key_is_still_a_retry(make_key, system_actor):
+    """A client rotates its key while a request is in doubt and retries it with the successor:
+    the key is scoped to the client (CONTRACTS.md), so that is a replay, not a second contact.
+    The chain goes on through a second rotation."""
+    from crm_platform.services import api_key_rotate
+
+    def client_for(raw):
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+        return client
+
+    old, old_raw = make_key(["contacts:write"])
+    first = post(client_for(old_raw), {"email": "a@example.com"}, key="in-doubt")
+    new, new_raw = api_key_rotate(api_key=old, actor=system_actor, overlap=timedelta(hours=1))
+    _, newest_raw = api_key_rotate(api_key=new, actor=system_actor, overlap=timedelta(hours=1))
+    for raw in (new_raw, newest_raw):
+        again = post(client_for(raw), {"email": "a@example.com"}, key="in-doubt")
+        assert again.status_code == 201 and again["Idempotent-Replayed"] == "true"
+        assert again.json() == first.json()
+        other = post(client_for(raw), {"email": "b@example.com"}, key="in-doubt")
+        assert other.status_code == 422
+    assert Contact.objects.count() == 1
+    # Another client's same key is its own.
+    _, stranger_raw = make_key(["contacts:write"])
+    assert post(client_for(stranger_raw), {"email": "c@example.com"}, key="in-doubt").status_code == 201

@@ -40,6 +40,24 @@ def test_each_key_has_its_own_budget(key_client):
         assert second.get("/t/echo").status_code == 200
 
 
+def test_a_rotated_key_shares_its_predecessors_budget(make_key, system_actor):
+    """During the overlap both keys work; they are one client, so one budget, not two."""
+    from datetime import timedelta
+
+    from rest_framework.test import APIClient
+
+    from crm_platform.services import api_key_rotate
+
+    old, old_raw = make_key()
+    _, new_raw = api_key_rotate(api_key=old, actor=system_actor, overlap=timedelta(hours=1))
+    clients = []
+    for raw in (old_raw, new_raw):
+        clients.append(APIClient())
+        clients[-1].credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    with rates(api_key="3/min"):
+        assert [c.get("/t/echo").status_code for c in clients * 2] == [200, 200, 200, 429]
+
+
 def test_staff_users_are_limited_per_user(admin_client):
     with rates(user="2/min"):
         assert [admin_client.get("/t/echo").status_code for _ in range(3)] == [200, 200, 429]

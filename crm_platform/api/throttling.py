@@ -265,7 +265,7 @@ class PrincipalRateThrottle(RedisRateThrottle):
     def identity(self, request):
         if isinstance(request.auth, ApiKey):
             self.rate_name = "api_key"
-            return str(request.auth.pk)
+            return request.auth.owner
         if request.user and request.user.is_authenticated:
             self.rate_name = "user"
             return str(request.user.pk)
@@ -288,7 +288,7 @@ class BulkRateThrottle(RedisRateThrottle):
 
     def identity(self, request):
         if isinstance(request.auth, ApiKey):
-            return f"key:{request.auth.pk}"
+            return request.auth.owner
         if request.user and request.user.is_authenticated:
             return f"user:{request.user.pk}"
         return None

@@ -106,6 +106,34 @@ def test_event_detail_shows_only_the_senders_own_events(app, key_client):
     assert key_client(["events:write"], name="no read").get(f"{EVENTS}/{event}").status_code == 403
 
 
+def test_the_rotated_key_replays_its_predecessors_events_and_reads_them(make_key, system_actor):
+    """Events sent with a key are the client's: after a rotation, a resent event (single or in a
+    batch) replays, and the successor reads the outcome."""
+    from datetime import timedelta
+
+    from rest_framework.test import APIClient
+
+    from crm_platform.services import api_key_rotate
+
+    ContactFactory(email=None, external_id="u-1")
+    old, old_raw = make_key(["events:write", "events:read"])
+    sender = APIClient()
+    sender.credentials(HTTP_AUTHORIZATION=f"Bearer {old_raw}")
+    body = {"type": "custom", "user": {"external_id": "u-1"}}
+    first = send(sender, EVENTS, body)
+    batch = [{"id": "b-1", **body}]
+    first_batch = sender.post(BATCH, {"events": batch}, format="json").json()
+    _, new_raw = api_key_rotate(api_key=old, actor=system_actor, overlap=timedelta(hours=1))
+    sender.credentials(HTTP_AUTHORIZATION=f"Bearer {new_raw}")
+    again = send(sender, EVENTS, body)
+    assert again.status_code == 202 and again["Idempotent-Replayed"] == "true" and again.json() == first.json()
+    resent = sender.post(BATCH, {"events": batch}, format="json").json()["results"][0]
+    assert resent["status"] == "replayed" and resent["event"] == first_batch["results"][0]["event"]
+    inbox_apply()
+    assert InboundEvent.objects.count() == 2 and Activity.objects.filter(type="custom").count() == 2
+    assert outcome(sender, first)["status"] == "applied"
+
+
 def test_an_event_from_the_future_is_400_within_a_clock_skew_it_is_taken(app):
     """A device clock far ahead would stamp the contact's fields in the future and make every
     later event stale for them: beyond EVENT_FUTURE_TOLERANCE_SECONDS (5 min) it is refused."""
