@@ -884,6 +884,7 @@ def activity_record(
 def note_create(*, contact: Contact, body: str, actor: Actor, author=None) -> Note:
     if not body or not body.strip():
         raise ValidationError({"body": ["A note needs text."]})
+    contact = contact_survivor(contact)  # as for orders: a note sent under a merged-away contact's id
     with transaction.atomic():
         row_held(Contact, contact.pk)
         note = Note.objects.create(contact=contact, body=body, author=author)
@@ -902,6 +903,7 @@ def ticket_create(
         raise ValidationError({"priority": [f"One of {', '.join(Ticket.Priority.values)}."]})
     if not subject or not subject.strip():
         raise ValidationError({"subject": ["A ticket needs a subject."]})
+    contact = contact_survivor(contact)  # as for orders: a ticket sent under a merged-away contact's id
     with transaction.atomic():
         row_held(Contact, contact.pk)
         ticket = Ticket.objects.create(

@@ -8,7 +8,7 @@ import pytest
 from django.utils import timezone
 
 from contacts.lifecycle import Stage
-from contacts.models import Contact, Order, Subscription
+from contacts.models import Contact, Note, Order, Subscription, Ticket
 from contacts.tasks import lifecycle_sweep
 from contacts.tests.factories import ContactFactory
 from leads.tasks import clv_recompute_all
@@ -85,6 +85,19 @@ def test_an_order_for_a_merged_away_contact_lands_on_the_survivor(client_with_me
     if response.status_code == 201:  # accepted: then it is the survivor's
         assert Order.objects.filter(contact=survivor).count() == 1
         assert survivor.clv > 0
+
+
+def test_notes_and_tickets_for_a_merged_away_contact_land_on_the_survivor(client_with_merge, key_client):
+    """The archived loser is hidden from every list: a note or ticket filed under its stale id
+    would be out of sight of the staff working the survivor."""
+    survivor, loser = ContactFactory(), ContactFactory()
+    client_with_merge(survivor, loser)
+    writer = key_client(["contacts:write", "tickets:write"])
+    note = writer.post("/api/v1/notes", {"contact": loser.pk, "body": "called back"}, format="json")
+    ticket = writer.post("/api/v1/tickets", {"contact": loser.pk, "subject": "refund"}, format="json")
+    assert note.status_code == ticket.status_code == 201, (note.content, ticket.content)
+    assert note.json()["contact"] == ticket.json()["contact"] == survivor.pk
+    assert not Note.objects.filter(contact=loser).exists() and not Ticket.objects.filter(contact=loser).exists()
 
 
 # ----------------------------------------------------------------------------- subscriptions
