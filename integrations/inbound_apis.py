@@ -32,12 +32,7 @@ from crm_platform.api.fastjson import FastJSONParser, FastJSONRenderer, fingerpr
 from crm_platform.api.permissions import has_scope
 from crm_platform.api.schema import error_response
 from crm_platform.api.scopes import EVENT_SOURCES
-from crm_platform.api.throttling import (
-    PrincipalRateThrottle,
-    parse_rate,
-    sliding_window_hits_members,
-    sliding_window_refund,
-)
+from crm_platform.api.throttling import PrincipalRateThrottle, sliding_window_hits_members, sliding_window_refund
 from crm_platform.idempotency import (
     HEADER,
     REPLAYED,
@@ -47,6 +42,7 @@ from crm_platform.idempotency import (
     owner_of,
     request_fingerprint,
 )
+from crm_platform.rates import parse_rate
 from integrations.inbound import (
     APP_SOURCE,
     OTHER_SOURCE_REFUSED,

@@ -94,7 +94,7 @@ def test_a_mistyped_limit_stops_the_process_at_start_not_each_request(name, valu
 @pytest.mark.integration
 def test_a_rate_period_is_read_by_its_first_letter_as_drf_reads_it():
     code = (
-        "from crm_platform.api.throttling import parse_rate; "
+        "from crm_platform.rates import parse_rate; "
         "from django.conf import settings; print(parse_rate(settings.REST_FRAMEWORK['DEFAULT_THROTTLE_RATES']['bulk']))"
     )
     result = manage("shell", "-c", code, API_THROTTLE_BULK_RATE="50/hours")

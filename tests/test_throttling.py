@@ -3,12 +3,12 @@ from django.conf import settings
 from django.test import override_settings
 
 from crm_platform.api.throttling import (
-    parse_rate,
     sliding_window_hit,
     sliding_window_hits,
     sliding_window_hits_members,
     sliding_window_refund,
 )
+from crm_platform.rates import parse_rate
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.urls")]
 
@@ -122,6 +122,10 @@ def test_parse_rate():
     assert parse_rate("100/min") == (100, 60)
     assert parse_rate("5/s") == (5, 1)
     assert parse_rate("100000/minute") == (100000, 60)
+    assert parse_rate(" 3 / Hours ") == (3, 3600)
+    for bad in ("100", "x/min", "10/week", "10/m1n", "²/min", "10/"):
+        with pytest.raises(ValueError):
+            parse_rate(bad)
 
 
 def test_a_retry_with_a_used_idempotency_key_is_answered_as_then_not_429(key_client):

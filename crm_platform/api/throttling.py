@@ -18,18 +18,10 @@ from rest_framework.throttling import BaseThrottle
 
 from crm_platform.actor import client_ip
 from crm_platform.models import ApiKey, IdempotencyRecord
+from crm_platform.rates import parse_rate
 from crm_platform.redis import get_redis
 
 logger = logging.getLogger(__name__)
-
-_PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_rate(rate: str) -> tuple[int, int]:
-    """'100/min' -> (100, 60). The period's first letter decides (second, minute, hour, day), as
-    DRF reads it; settings refuse any other shape at start (crm_platform.settings._check_rates)."""
-    count, _, period = rate.partition("/")
-    return int(count), _PERIODS[period.strip()[:1].lower()]
 
 
 def sliding_window_hit(key: str, limit: int, window: int, now: float | None = None) -> float | None:
