@@ -26,6 +26,14 @@ they change, so what the policy decides is what later writes may do to them:
 - health_profile: staff rank with outside CRMs (the CRM side); time decides between them, and
   the app never overwrites either.
 - identity, marketing: every source ranks the same; the newer write wins.
+
+Staleness is per group, as issue 5 words it ("older than the stored state for a field group"):
+one stamp stands for the whole group. So two events writing *different* fields of one group
+close together end differently by arrival order: an onboarding at t-1 applied before a login
+at t-2 makes the login stale (last_login_at stays as it was), the other order applies both.
+Per-field stamps would remove that at the price of a stamp per field (and a merge comparing
+them); the group rule is kept because it is the one specified and what staff are shown.
+
 "staff" is not a source an API client can name on an event (integrations.inbound accepts
 app, crm, marketing), so no event can claim a staff edit's rank; and only a key with the scope
 events:sources (an outside tool's connector) may name crm or marketing, so the app's own key

@@ -660,6 +660,12 @@ def contact_merge(*, survivor: Contact, loser: Contact, actor: Actor) -> Contact
             setattr(survivor, field, max(filter(None, (getattr(survivor, field), getattr(loser, field))), default=None))
         if _engagement_written_later(loser, survivor):
             survivor.churn_risk = loser.churn_risk
+            # The group now holds the loser's later writes (activity dates, churn risk): its stamp
+            # goes with them, or an event older than those writes would be applied over them.
+            survivor.group_timestamps = {
+                **survivor.group_timestamps,
+                "engagement": loser.group_timestamps["engagement"],
+            }
         # The loser gives up its identifiers before the survivor takes them (the unique indexes
         # check each statement); a merged-away row may hold none (contact_has_identity).
         loser.is_archived = True

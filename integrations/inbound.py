@@ -241,7 +241,7 @@ def on_lead_captured(event: Event, actor: Actor, contact: Contact | None) -> dic
         synced=(event.source, event.occurred_at),
         **{name: p[name] for name in ("first_name", "last_name") if p.get(name)},  # none given: kept
     )
-    return {"contact": lead.contact_id, "lead": lead.pk}
+    return {"contact": lead.contact_id, "lead": lead.pk, "stale": lead.stale_fields}
 
 
 def assessment_completed(event: Event, contact: dict[str, Any], activity_id: int) -> tuple[str, dict[str, Any]]:

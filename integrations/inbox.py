@@ -56,6 +56,7 @@ from crm_platform.actor import Actor, ActorKind
 from crm_platform.api.fastjson import django_dumps, dumps
 from crm_platform.errors import ConflictError
 from crm_platform.redis import get_redis
+from integrations import sync
 from integrations.inbound import (
     EVENT_TYPES,
     Event,
@@ -631,6 +632,7 @@ def _apply_batch_once(limit: int) -> dict[int, str] | None:
                     logger.exception("inbox row %s failed", row[0])
                     message = f"Internal error ({type(exc).__name__}); see the server log."
                     ends[row[0]] = (InboundEvent.Status.FAILED, {"errors": {"non_field_errors": [message]}})
+                    _failures_log([(row, type(exc).__name__)])  # its sync row went with the savepoint
         if _mark(ends) != len(ends):
             raise _Withdrawn
     return {row_id: status for row_id, (status, _) in ends.items()}
@@ -641,11 +643,15 @@ def _ingest(rows: list[tuple[int, str | None, list]]) -> dict[int, tuple[str, di
     one sender together. A row that no longer parses fails alone."""
     ends: dict[int, tuple[str, dict]] = {}
     parsed: list[tuple[int, Event, list]] = []
-    for row_id, payload, actor in rows:
+    unparsed = []
+    for row in rows:
+        row_id, payload, actor = row
         try:
             parsed.append((row_id, event_parse(_loads(payload)), actor))
         except ValidationError as exc:  # the type's schema changed since the event was accepted
             ends[row_id] = (InboundEvent.Status.FAILED, {"errors": outcome_errors(exc)})
+            unparsed.append((row, sync.error_summary(exc)))
+    _failures_log(unparsed)
     for _, group in groupby(parsed, key=lambda row: tuple(row[2][:2])):
         group = list(group)
         outcomes = events_ingest(events=[event for _, event, _ in group], actor=_sender([a for *_, a in group]))
@@ -655,6 +661,34 @@ def _ingest(rows: list[tuple[int, str | None, list]]) -> dict[int, tuple[str, di
             else:
                 ends[row_id] = (InboundEvent.Status.FAILED, {"errors": outcome_errors(outcome.error)})
     return ends
+
+
+def _failures_log(failures: list[tuple[tuple[int, str | None, list], str]]) -> None:
+    """Failed SyncEvents for rows that failed outside events_ingest, which logs the others: a
+    stored payload that no longer reads or parses, an internal error. The sync log records how
+    every inbound event ended; the digest is of the stored text, the error names no value."""
+    if not failures:
+        return
+    stored = dict(InboundEvent.objects.filter(pk__in=[row[0] for row, _ in failures]).values_list("pk", "type"))
+    logged = []
+    for (row_id, payload, _), error in failures:
+        try:
+            envelope = orjson.loads(payload) if payload is not None else None
+        except orjson.JSONDecodeError:
+            envelope = None
+        envelope = envelope if isinstance(envelope, dict) else {}
+        user = envelope.get("user") if isinstance(envelope.get("user"), dict) else {}
+        logged.append(
+            sync.inbound_row(
+                provider=str(envelope.get("source") or "app"),
+                event_type=stored.get(row_id, ""),
+                payload=payload,
+                status=sync.SyncEvent.Status.FAILED,
+                external_id=str(user.get("external_id") or ""),
+                error=error,
+            )
+        )
+    sync.sync_events_record_many(logged)
 
 
 def _loads(payload: str | None) -> Any:

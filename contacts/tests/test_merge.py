@@ -205,3 +205,33 @@ def test_merge_takes_the_churn_risk_last_written_under_the_conflict_policy(clien
 
 def _engagement_stamp(source, rank, at):
     return {"engagement": {"source": source, "rank": rank, "at": at.isoformat()}}
+
+
+def test_after_a_merge_an_older_login_does_not_take_last_login_back(client):
+    """The survivor took the later last login of the two, but kept its own (older) engagement
+    stamp: a login event older than the merged-away contact's last login, newer than the
+    survivor's, was applied and took last_login_at back in time. Found by a review."""
+    t0 = timezone.now().replace(microsecond=0) - dt.timedelta(hours=3)
+    survivor = ContactFactory(external_id="u-surv")
+    loser = ContactFactory(external_id="u-lost")
+
+    def login(user, minutes, key):
+        body = {
+            "type": "user_logged_in",
+            "user": {"external_id": user},
+            "occurred_at": (t0 + dt.timedelta(minutes=minutes)).isoformat(),
+        }
+        response = client.post("/api/v1/events", body, format="json", HTTP_IDEMPOTENCY_KEY=key)
+        assert response.status_code == 202, response.content
+        inbox_apply()
+        return client.get(f"/api/v1/events/{response.json()['event']['id']}").json()
+
+    login("u-surv", 10, "a")
+    login("u-lost", 60, "b")
+    merge(client, survivor, loser)
+    survivor.refresh_from_db()
+    assert survivor.last_login_at == t0 + dt.timedelta(minutes=60)
+    answer = login("u-surv", 30, "c")  # older than the person's last login: stale
+    survivor.refresh_from_db()
+    assert survivor.last_login_at == t0 + dt.timedelta(minutes=60)
+    assert answer["result"]["stale"] == ["last_login_at"]

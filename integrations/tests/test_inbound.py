@@ -293,6 +293,37 @@ def test_lead_captured_event_captures_a_lead(app):
     assert Lead.objects.get(contact__email="lead@example.com").source == "website_form"
 
 
+def test_a_stale_lead_captured_event_is_recorded_stale_and_lands_on_the_timeline_at_its_time(app):
+    """lead_capture dropped contact_sync's stale fields: a lead_captured event older than the
+    name it carried was not applied (right) but answered and logged "applied" with no stale
+    field, and its timeline entry was dated when it was applied, not when it happened. Found
+    by a review."""
+    now = timezone.now().replace(microsecond=0)
+    user = {"external_id": "u-1"}
+    renamed = {
+        "type": "profile_updated",
+        "user": user,
+        "occurred_at": now.isoformat(),
+        "properties": {"first_name": "New"},
+    }
+    send(app, EVENTS, renamed, key="a")
+    old = now - timezone.timedelta(days=1)
+    captured = {
+        "type": "lead_captured",
+        "user": user,
+        "occurred_at": old.isoformat(),
+        "properties": {"source": "website_form", "first_name": "Old"},
+    }
+    answer = outcome(app, send(app, EVENTS, captured, key="b"))
+    contact = Contact.objects.get(external_id="u-1")
+    assert contact.first_name == "New"
+    assert answer["result"]["stale"] == ["first_name"]
+    event = SyncEvent.objects.get(direction="inbound", event_type="lead_captured")
+    assert (event.status, event.last_error) == ("skipped_stale", "stale: first_name")
+    entry = Activity.objects.get(contact=contact, type="lead_captured")
+    assert entry.occurred_at == old and entry.properties["_stale_fields"] == ["first_name"]
+
+
 def test_batch_reports_each_event_and_replays_by_id(app):
     ContactFactory(email=None, external_id="u-1")
     events = [

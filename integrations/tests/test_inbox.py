@@ -127,6 +127,29 @@ def test_a_stored_payload_that_no_longer_reads_fails_alone(key_client, caplog):
 
 
 @pytest.mark.django_db
+def test_rows_that_fail_outside_the_ingest_are_still_in_the_sync_log(key_client):
+    """The sync log records how every inbound event ended. A row failing before events_ingest
+    (its stored payload no longer reads) or inside it with an internal error (rolled back to
+    its savepoint, sync row and all) was failed in the inbox and absent from the log. Found by
+    a review."""
+    from integrations.models import SyncEvent
+
+    app = key_client(["events:write", "events:read"])
+    ContactFactory(email=None, external_id="u-1")
+    ids = [
+        post(app, {"type": "custom", "user": {"external_id": "u-1"}}, f"k{n}").json()["event"]["id"] for n in range(3)
+    ]
+    InboundEvent.objects.filter(pk=ids[0]).update(payload=None)  # unreadable
+    InboundEvent.objects.filter(pk=ids[1]).update(actor=["robot", "1", "", None])  # an internal error
+    assert inbox_apply() == {"applied": 1, "failed": 2, "batches": 1}
+    logged = SyncEvent.objects.filter(direction="inbound").order_by("id")
+    assert sorted(logged.values_list("status", flat=True)) == ["applied", "failed", "failed"]
+    failed = logged.filter(status="failed")
+    assert set(failed.values_list("last_error", flat=True)) == {"ValidationError: non_field_errors", "ValueError"}
+    assert all(row.event_type == "custom" and row.payload_digest for row in failed)
+
+
+@pytest.mark.django_db
 def test_retention_purges_applied_and_failed_rows_and_keeps_queued_ones(key_client, settings):
     app = key_client(["events:write"])
     ContactFactory(email=None, external_id="u-1")

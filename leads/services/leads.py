@@ -74,11 +74,13 @@ def lead_capture(
         existing = contact_find(email=normalize_email(email), external_id=normalize_external_id(external_id))
         if existing is None or not existing.source:
             contact_fields.setdefault("source", source)
+        stale: list[str] = []
+        occurred_at = None
         if synced is None:
             contact, _ = contact_upsert(actor=actor, email=email, external_id=external_id, **contact_fields)
         else:
             sync_source, occurred_at = synced
-            contact, _, _ = contact_sync(
+            contact, _, stale_fields = contact_sync(
                 actor=actor,
                 sync_source=sync_source,
                 occurred_at=occurred_at,
@@ -86,6 +88,7 @@ def lead_capture(
                 external_id=external_id,
                 **contact_fields,
             )
+            stale = sorted(stale_fields)
 
         lead = Lead.objects.select_for_update().filter(contact=contact, status__in=Lead.OPEN_STATUSES).first()
         created = lead is None
@@ -109,18 +112,23 @@ def lead_capture(
                 _refresh_open_lead(lead, contact=contact, assessment=assessment, persona=persona, owner=owner, utm=utm)
             )
         audit_record(actor=actor, action="lead.capture", obj=lead, changes=changes)
+        properties = {"lead_id": lead.pk, "source": source, "reused": not created}
+        if stale:  # as every inbound event's entry: the fields the conflict policy kept out
+            properties["_stale_fields"] = stale
         activity_record(
             contact=contact,
             type="lead_captured",
             actor=actor,
+            occurred_at=occurred_at,  # a synced capture is dated when it happened at its source
             source=source,
-            properties={"lead_id": lead.pk, "source": source, "reused": not created},
+            properties=properties,
         )
         contact.refresh_from_db()  # the lifecycle rule may have moved them on
         lead.contact = contact
         outbox_publish(
             topic="lead.captured", obj=lead, payload={**lead_payload(lead), "reused": not created}, actor=actor
         )
+    lead.stale_fields = stale  # not a column: the synced fields the conflict policy kept out
     return lead
 
 
