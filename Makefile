@@ -15,7 +15,7 @@ WEB_CONCURRENCY := $(call dotenv,WEB_CONCURRENCY,2)
 WORKER_CONCURRENCY := $(call dotenv,WORKER_CONCURRENCY,2)
 MANAGE := $(BIN)/python manage.py
 
-.PHONY: help install services stop migrate run test lint format bench clean
+.PHONY: help install services stop migrate port-free run test lint format bench clean
 
 help:
 	@echo "make run     install, start PostgreSQL/Redis, migrate, load demo data, serve web + worker + beat"
@@ -46,14 +46,21 @@ stop:
 migrate: install services .env
 	$(MANAGE) migrate --noinput
 
-run: migrate
+# Before anything starts: a second `make run` beside a running one used to migrate, seed and
+# start a second beat (every periodic job sent twice) until its web process failed to bind.
+port-free:
+	@python3 -c 'import socket; s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("127.0.0.1", $(PORT)))' 2>/dev/null \
+		|| { echo "Port $(PORT) is in use (another make run?): stop it, or make run PORT=<another>." >&2; exit 1; }
+
+run: port-free migrate
 	$(MANAGE) setup_periodic_tasks
 	$(MANAGE) collectstatic --noinput --verbosity 0
 	$(MANAGE) seed_demo
 	@echo
 	@echo "================================================================"
 	@echo "  Admin:    http://127.0.0.1:$(PORT)/admin/"
-	@$(MANAGE) ensure_admin | sed 's/^/  /'
+	@# pipefail: a refused ADMIN_PASSWORD (or any failure) stops here instead of serving without a login.
+	@set -o pipefail; $(MANAGE) ensure_admin | sed 's/^/  /'
 	@echo "  API docs: http://127.0.0.1:$(PORT)/api/docs/"
 	@echo "  Health:   http://127.0.0.1:$(PORT)/healthz   http://127.0.0.1:$(PORT)/readyz"
 	@echo "  Ctrl-C stops web, worker and beat (make stop stops PostgreSQL and Redis)."

@@ -64,6 +64,9 @@ def api_key_create(
     api_key_validate(scopes=scopes, allowed_ips=allowed_ips)
     if not name.strip():
         raise ValidationError({"name": ["A key needs a name."]})
+    max_name = ApiKey._meta.get_field("name").max_length
+    if len(name.strip()) > max_name:
+        raise ValidationError({"name": [f"A key's name has at most {max_name} characters."]})
     for _ in range(5):
         prefix, raw = _new_secret()
         try:

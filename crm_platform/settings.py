@@ -28,8 +28,15 @@ if DEBUG:
     SECRET_KEY = env("DJANGO_SECRET_KEY", default="dev-only-insecure-secret-key-change-me-0123456789")
     ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
 else:
+    from django.core.exceptions import ImproperlyConfigured
+
     SECRET_KEY = env("DJANGO_SECRET_KEY")
-    ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS")
+    ALLOWED_HOSTS = [host.strip() for host in env.list("DJANGO_ALLOWED_HOSTS") if host.strip()]
+    # Set but empty (`DJANGO_SECRET_KEY=` left in a .env) is as good as unset: Django would start
+    # and then fail every signed request (empty key) or refuse every host (empty list).
+    for _name, _value in (("DJANGO_SECRET_KEY", SECRET_KEY.strip()), ("DJANGO_ALLOWED_HOSTS", ALLOWED_HOSTS)):
+        if not _value:
+            raise ImproperlyConfigured(f"Set the {_name} environment variable (it is empty; production needs it).")
 
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -54,12 +61,33 @@ if DEBUG:
 else:
     from django.core.exceptions import ImproperlyConfigured
 
-    for _name, _value in (("FIELD_ENCRYPTION_KEYS", FIELD_ENCRYPTION_KEYS), ("FIELD_HMAC_KEY", FIELD_HMAC_KEY)):
+    for _name, _value in (("FIELD_ENCRYPTION_KEYS", FIELD_ENCRYPTION_KEYS), ("FIELD_HMAC_KEY", FIELD_HMAC_KEY.strip())):
         if not _value:
             raise ImproperlyConfigured(
                 f"Set the {_name} environment variable (production mode has no default). Generate one with: "
                 'python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"'
             )
+
+
+def _check_fernet_keys(keys: list[str]) -> None:
+    """Every FIELD_ENCRYPTION_KEYS entry must be a Fernet key: checked here, so a mistyped key stops
+    the process at start instead of failing the first write of a medical field. Names the
+    position, never the value."""
+    from cryptography.fernet import Fernet
+    from django.core.exceptions import ImproperlyConfigured
+
+    for position, key in enumerate(keys, start=1):
+        try:
+            Fernet(key)
+        except (ValueError, TypeError):
+            raise ImproperlyConfigured(
+                f"FIELD_ENCRYPTION_KEYS entry #{position} is not a Fernet key (32 url-safe base64-encoded bytes; "
+                'generate with: python -c "from cryptography.fernet import Fernet; '
+                'print(Fernet.generate_key().decode())").'
+            ) from None
+
+
+_check_fernet_keys(FIELD_ENCRYPTION_KEYS)
 
 INSTALLED_APPS = [
     # django.contrib.admin, with our admin site: TOTP for staff in production (compliance/security.py).

@@ -582,12 +582,15 @@ def outcome_errors(exc: ValidationError | ConflictError) -> dict[str, list[str]]
     return exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
 
 
-def timeline_pseudonymise(*, actor: Actor, batch_size: int = 1000) -> int:
+def timeline_pseudonymise(
+    *, actor: Actor, batch_size: int = 1000, progress: Callable[[int], None] | None = None
+) -> int:
     """Rewrite the timeline entries written before their type declared `other_people` (a
     referral's friend's email kept as sent): each such property becomes its keyed hash, as
     event_parse now does at the door. Returns the entries rewritten; idempotent (a rewritten
     entry no longer matches). Batches of `batch_size`, each in its own transaction with its
-    audit row (counts only); found through activity_type_window (the type)."""
+    audit row (counts only); found through activity_type_window (the type). `progress` is
+    called with the running total after each batch."""
     done = 0
     for name, event_type in EVENT_TYPES.items():
         if not event_type.other_people:
@@ -612,4 +615,6 @@ def timeline_pseudonymise(*, actor: Actor, batch_size: int = 1000) -> int:
                     changes={"type": name, "rows": len(rows)},
                 )
             done += len(rows)
+            if progress is not None:
+                progress(done)
     return done

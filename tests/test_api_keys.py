@@ -195,6 +195,28 @@ def test_create_api_key_command_refuses_bad_ip():
         call_command("create_api_key", "--name", "x", "--scopes", "contacts:read", "--allowed-ips", "not-an-ip")
 
 
+@pytest.mark.parametrize("days", ["0", "-3", "99999999999"])
+def test_create_api_key_command_refuses_an_expiry_it_cannot_honour(days):
+    """0 made a key that never expires, -3 one that had already expired (exit 0, key printed),
+    a huge number an OverflowError traceback."""
+    with pytest.raises(CommandError, match="--expires-days must be between 1 and"):
+        call_command("create_api_key", "--name", "x", "--scopes", "contacts:read", "--expires-days", days)
+    assert not ApiKey.objects.exists()
+
+
+def test_create_api_key_command_keeps_an_expiry_of_one_day(capsys):
+    call_command("create_api_key", "--name", "day", "--scopes", "contacts:read", "--expires-days", "1")
+    key = ApiKey.objects.get(name="day")
+    assert timedelta(hours=23) < key.expires_at - timezone.now() <= timedelta(days=1)
+
+
+def test_create_api_key_command_refuses_a_name_too_long_without_a_traceback():
+    """A 150-character name was a DataError traceback from PostgreSQL."""
+    with pytest.raises(CommandError, match="name: A key's name has at most 100 characters"):
+        call_command("create_api_key", "--name", "n" * 150, "--scopes", "contacts:read")
+    assert not ApiKey.objects.exists()
+
+
 def test_a_stale_writer_cannot_put_a_revoked_key_back_in_the_cache(api_client, make_key, system_actor):
     """A request that loaded the row before the revocation tries to cache it afterwards."""
     from crm_platform.selectors import _remember, api_key_forget

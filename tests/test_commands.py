@@ -1,7 +1,7 @@
 import pytest
 from django.contrib import admin
 from django.contrib.auth import get_user_model
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
 from contacts.models import Company, Note, Ticket
 from crm_platform.demo import TEAM
@@ -108,6 +108,15 @@ def test_ensure_admin_prints_a_login_that_works(client, monkeypatch, capsys):
     assert "admin / correct-horse-battery-staple" in capsys.readouterr().out
     assert client.login(username="admin", password="correct-horse-battery-staple")
     assert client.get("/admin/").status_code == 200
+
+
+@pytest.mark.parametrize("weak", ["admin", "password1234", "12345678901234"])
+def test_ensure_admin_refuses_a_password_the_admin_itself_would_refuse(monkeypatch, weak):
+    """ADMIN_PASSWORD=admin made a superuser admin/admin: the password validators were skipped."""
+    monkeypatch.setenv("ADMIN_PASSWORD", weak)
+    with pytest.raises(CommandError, match="ADMIN_PASSWORD is refused"):
+        call_command("ensure_admin")
+    assert not get_user_model().objects.filter(username="admin").exists()
 
 
 def test_ensure_admin_generates_and_keeps_a_password(client, monkeypatch, capsys, settings, tmp_path):

@@ -100,3 +100,33 @@ def test_a_rate_period_is_read_by_its_first_letter_as_drf_reads_it():
     result = manage("shell", "-c", code, API_THROTTLE_BULK_RATE="50/hours")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "(50, 3600)"
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("empty", ["DJANGO_SECRET_KEY", "DJANGO_ALLOWED_HOSTS"])
+def test_production_mode_refuses_to_start_with_an_empty_secret_or_host_list(empty):
+    """`DJANGO_SECRET_KEY=` left empty in a .env started the process (check clean), then every
+    admin page was a 500 ("SECRET_KEY must not be empty"); an empty host list refused every request."""
+    env = {"DJANGO_DEBUG": "false", "DJANGO_SECRET_KEY": "s" * 60, "DJANGO_ALLOWED_HOSTS": "crm.example.com"}
+    env.update(FIELD_KEYS)
+    env[empty] = " "
+    result = manage("check", **env)
+    assert result.returncode != 0, result.stdout
+    assert empty in result.stderr
+
+
+@pytest.mark.integration
+def test_production_mode_refuses_to_start_with_a_malformed_encryption_key():
+    """A mistyped FIELD_ENCRYPTION_KEYS passed `check --deploy`; the first medical field written failed."""
+    second = "not-a-fernet-key-but-a-secret-0123"
+    result = manage(
+        "check",
+        DJANGO_DEBUG="false",
+        DJANGO_SECRET_KEY="s" * 60,
+        DJANGO_ALLOWED_HOSTS="crm.example.com",
+        FIELD_ENCRYPTION_KEYS=FIELD_KEYS["FIELD_ENCRYPTION_KEYS"] + "," + second,
+        FIELD_HMAC_KEY=FIELD_KEYS["FIELD_HMAC_KEY"],
+    )
+    assert result.returncode != 0, result.stdout
+    assert "FIELD_ENCRYPTION_KEYS entry #2 is not a Fernet key" in result.stderr
+    assert second not in result.stdout + result.stderr

@@ -101,3 +101,9 @@ def test_bad_arguments_are_refused():
         _rotate("--model", "contacts.contact")
     with pytest.raises(CommandError, match="at least 1"):
         _rotate("--batch-size", "0")
+
+
+def test_a_resume_position_that_is_no_primary_key_is_refused_without_a_traceback():
+    """`--after abc` reached PostgreSQL's bigint cast: a DataError traceback."""
+    with pytest.raises(CommandError, match=r"--after 'abc' is not a primary key of contacts\.note"):
+        _rotate("--dry-run", "--model", "contacts.note", "--after", "abc")

@@ -169,3 +169,21 @@ def test_timeline_pseudonymise_rewrites_referrals_written_before(system_actor):
     assert Activity.objects.get(pk=other.pk).properties == {"referred_email": FRIEND}  # not a declared name there
     call_command("timeline_pseudonymise", stdout=out)
     assert out.getvalue().endswith("done: 0 timeline entries rewritten.\n")
+
+
+def test_timeline_pseudonymise_reports_progress_after_each_batch(system_actor):
+    """A run over a big timeline printed nothing until it ended."""
+    from django.core.management import call_command
+
+    from contacts import services as contacts
+
+    contact = ContactFactory()
+    for _ in range(2):
+        contacts.activity_record(
+            contact=contact, type="referral_made", actor=system_actor, properties={"referred_email": FRIEND}
+        )
+    out = io.StringIO()
+    call_command("timeline_pseudonymise", "--batch-size", "1", stdout=out)
+    lines = out.getvalue().splitlines()
+    assert [line.split(" (")[0] for line in lines[:2]] == ["1 rewritten so far", "2 rewritten so far"]
+    assert lines[2] == "done: 2 timeline entries rewritten."

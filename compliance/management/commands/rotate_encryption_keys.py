@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 
 from django.apps import apps
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection, transaction
 
@@ -48,6 +49,12 @@ class Command(BaseCommand):
             targets = [(m, f) for m, f in targets if m._meta.label_lower == model.lower()]
             if not targets:
                 raise CommandError(f"{model} is not a model with encrypted fields.")
+            if after is not None:
+                pk = targets[0][0]._meta.pk
+                try:  # as the SQL casts it; a value that cannot be one was a DataError traceback
+                    after = pk.get_db_prep_value(pk.to_python(after), connection)
+                except (ValidationError, ValueError, TypeError):
+                    raise CommandError(f"--after {after!r} is not a primary key of {model}.") from None
         total_stale = total_failed = 0
         for model_class, fields in targets:
             stale, failed = self._model(model_class, fields, batch_size=batch_size, dry_run=dry_run, after=after)

@@ -8,6 +8,8 @@ from crm_platform.actor import Actor
 from crm_platform.api.scopes import SCOPES
 from crm_platform.services import api_key_create
 
+MAX_EXPIRES_DAYS = 36_500  # a hundred years; beyond it the date overflows
+
 
 class Command(BaseCommand):
     help = "Create an API key and print it once (only its hash is stored)."
@@ -19,12 +21,20 @@ class Command(BaseCommand):
             required=True,
             help="Comma-separated, e.g. contacts:read,events:write. Known: " + ", ".join(SCOPES),
         )
-        parser.add_argument("--expires-days", type=int, default=None, help="Days until the key stops (default: never).")
+        parser.add_argument(
+            "--expires-days",
+            type=int,
+            default=None,
+            help=f"Days until the key stops, 1 to {MAX_EXPIRES_DAYS} (default: never).",
+        )
         parser.add_argument("--allowed-ips", default="", help="Comma-separated addresses or CIDR networks.")
         parser.add_argument("--description", default="")
 
     def handle(self, *args, name, scopes, expires_days, allowed_ips, description, **options):
-        expires_at = timezone.now() + timedelta(days=expires_days) if expires_days else None
+        if expires_days is not None and not 1 <= expires_days <= MAX_EXPIRES_DAYS:
+            # 0 used to mean "never" and a negative number made a key that had already expired.
+            raise CommandError(f"--expires-days must be between 1 and {MAX_EXPIRES_DAYS}; leave it out for no expiry.")
+        expires_at = timezone.now() + timedelta(days=expires_days) if expires_days is not None else None
         try:
             key, raw = api_key_create(
                 name=name,

@@ -5,7 +5,9 @@ from pathlib import Path
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from django.core.management.base import BaseCommand
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from compliance.services import audit_record
@@ -28,6 +30,10 @@ class Command(BaseCommand):
         User = get_user_model()
         with transaction.atomic():
             user, created = User.objects.get_or_create(username=username, defaults={"email": email})
+            try:  # the policy staff passwords meet in the admin (AUTH_PASSWORD_VALIDATORS)
+                validate_password(password, user)
+            except ValidationError as exc:
+                raise CommandError(f"ADMIN_PASSWORD is refused: {' '.join(exc.messages)}") from None
             user.is_staff = user.is_superuser = user.is_active = True
             user.set_password(password)
             user.save()

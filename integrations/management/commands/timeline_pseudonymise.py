@@ -5,6 +5,8 @@ again: it prints how many entries it rewrote, 0 once nothing is left."""
 
 from __future__ import annotations
 
+import time
+
 from django.core.management.base import BaseCommand, CommandError
 
 from crm_platform.actor import Actor
@@ -20,5 +22,13 @@ class Command(BaseCommand):
     def handle(self, *args, batch_size, **options):
         if batch_size < 1:
             raise CommandError("--batch-size must be at least 1.")
-        done = timeline_pseudonymise(actor=Actor.system("timeline_pseudonymise"), batch_size=batch_size)
+        started = time.monotonic()
+
+        def progress(done: int) -> None:  # a long run is not silent until it ends
+            elapsed = time.monotonic() - started
+            self.stdout.write(f"{done:,} rewritten so far ({done / elapsed if elapsed else 0:,.0f}/s)")
+
+        done = timeline_pseudonymise(
+            actor=Actor.system("timeline_pseudonymise"), batch_size=batch_size, progress=progress
+        )
         self.stdout.write(f"done: {done:,} timeline entr{'y' if done == 1 else 'ies'} rewritten.")
