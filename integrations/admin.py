@@ -56,6 +56,20 @@ class _ReplayPermission:
         return request.user.has_perm("crm_platform.change_outboxmessage")
 
 
+def _warn_overtaken(model_admin, request, ids) -> None:
+    """Replayed rows that a later message for the same object already reached arrive after it:
+    staff hear of it (the per-object order holds among undelivered rows, not against ones
+    already delivered)."""
+    if overtaken := relay.outbox_overtaken(ids=ids):
+        model_admin.message_user(
+            request,
+            f"{overtaken} of them are older than a message already delivered for the same object to the same "
+            'place and will arrive after it. For an endpoint that comes back, "Enable and replay failed '
+            "deliveries, in order\" keeps the order; receivers may also order by the payload's timestamp.",
+            messages.WARNING,
+        )
+
+
 # ----------------------------------------------------------------------------- outbox
 
 
@@ -104,8 +118,10 @@ class OutboxMessageAdmin(
 
     @admin.action(description="Replay: send again now", permissions=["replay"])
     def replay(self, request, queryset):
-        count = relay.outbox_replay(ids=queryset.values_list("pk", flat=True), actor=Actor.from_request(request))
+        ids = list(queryset.values_list("pk", flat=True))
+        count = relay.outbox_replay(ids=ids, actor=Actor.from_request(request))
         self.message_user(request, f"{count} row(s) will be sent again.", messages.SUCCESS)
+        _warn_overtaken(self, request, ids)
 
     @admin.action(description="Purge delivered rows past the retention", permissions=["replay"])
     def purge_delivered(self, request, queryset):
@@ -142,6 +158,13 @@ class WebhookEndpointForm(forms.ModelForm):
         help_text="None checked: every event type.",
     )
     phi_fields = SimpleArrayField(forms.CharField(max_length=60), required=False, help_text="Comma-separated.")
+    # As the API has it: 0 is no rate (the relay reads it as "no limit", not "hold everything").
+    rate_limit_per_minute = forms.IntegerField(
+        min_value=1,
+        max_value=2_147_483_647,
+        required=False,
+        help_text="At most this many deliveries a minute; empty: no limit.",
+    )
 
     class Meta:
         model = WebhookEndpoint
@@ -179,7 +202,7 @@ class WebhookEndpointAdmin(_ReplayPermission, admin.ModelAdmin):
     search_fields = ("url", "description")
     list_select_related = ("owner",)
     readonly_fields = ("owner", "failing_since", "disabled_at", "disabled_reason", "needs_attention", "created_at")
-    actions = ("enable", "disable", "send_test", "rotate_secret", "replay_failed")
+    actions = ("enable", "enable_and_replay", "disable", "send_test", "rotate_secret", "replay_failed")
 
     def get_readonly_fields(self, request, obj=None):
         """Where medical fields go (whether, which, and the address and event types of an
@@ -268,6 +291,19 @@ class WebhookEndpointAdmin(_ReplayPermission, admin.ModelAdmin):
             enabled += 1
         self.message_user(request, f"{enabled} endpoint(s) enabled.")
 
+    @admin.action(description="Enable and replay failed deliveries, in order", permissions=["change", "replay"])
+    def enable_and_replay(self, request, queryset):
+        actor = Actor.from_request(request)
+        may_send_phi = request.user.has_perm(PHI_PERMISSION)
+        for endpoint in queryset:
+            count = services.webhook_endpoint_recover(endpoint=endpoint, actor=actor, phi_allowed=may_send_phi)
+            if count is None:
+                self.message_user(
+                    request, f"{endpoint}: receives medical fields; staff who may see them enable it.", messages.ERROR
+                )
+                continue
+            self.message_user(request, f"{endpoint}: enabled; {count} message(s) go out again before any new one.")
+
     @admin.action(description="Disable", permissions=["change"])
     def disable(self, request, queryset):
         actor = Actor.from_request(request)
@@ -313,12 +349,10 @@ class WebhookEndpointAdmin(_ReplayPermission, admin.ModelAdmin):
 
     @admin.action(description="Replay failed and dead deliveries", permissions=["replay"])
     def replay_failed(self, request, queryset):
-        destinations = [f"webhook:{pk}" for pk in queryset.values_list("pk", flat=True)]
-        ids = OutboxMessage.objects.filter(
-            destination__in=destinations, status__in=[OutboxMessage.Status.FAILED, OutboxMessage.Status.DEAD]
-        ).values_list("pk", flat=True)
+        ids = [pk for endpoint in queryset for pk in services.webhook_endpoint_failed_ids(endpoint)]
         count = relay.outbox_replay(ids=ids, actor=Actor.from_request(request))
         self.message_user(request, f"{count} message(s) will be sent again.")
+        _warn_overtaken(self, request, ids)
 
 
 class _EndpointChangeList(ChangeList):
@@ -359,9 +393,10 @@ class WebhookDeliveryAdmin(_ReplayPermission, ReadOnlyAdminMixin, FastChangeList
 
     @admin.action(description="Replay these messages", permissions=["replay"])
     def replay(self, request, queryset):
-        ids = queryset.exclude(message_id__isnull=True).values_list("message_id", flat=True)
-        count = relay.outbox_replay(ids=set(ids), actor=Actor.from_request(request))
+        ids = set(queryset.exclude(message_id__isnull=True).values_list("message_id", flat=True))
+        count = relay.outbox_replay(ids=ids, actor=Actor.from_request(request))
         self.message_user(request, f"{count} message(s) will be sent again.")
+        _warn_overtaken(self, request, ids)
 
 
 # ----------------------------------------------------------------------------- sync events

@@ -25,6 +25,7 @@ from typing import NamedTuple
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from crm_platform.actor import Actor
@@ -330,6 +331,20 @@ def outbox_replay(*, ids, actor: Actor) -> int:
             rows=[(pk, {}) for pk in reset_ids],
         )
     return count
+
+
+def outbox_overtaken(*, ids) -> int:
+    """How many of these delivery rows have a later row for the same object already delivered
+    to the same destination: sent again, they arrive after it (the receiver hears an older
+    state last). The admin warns of them when it replays."""
+    later = OutboxMessage.objects.filter(
+        destination=OuterRef("destination"),
+        object_type=OuterRef("object_type"),
+        object_id=OuterRef("object_id"),
+        pk__gt=OuterRef("pk"),
+        status=OutboxMessage.Status.DELIVERED,
+    )
+    return OutboxMessage.objects.filter(pk__in=list(ids)).exclude(destination="").filter(Exists(later)).count()
 
 
 def retention_days() -> int:

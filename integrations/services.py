@@ -18,7 +18,7 @@ from compliance.models import AdminNotice
 from compliance.services import audit_record
 from crm_platform.actor import Actor
 from crm_platform.locking import locked_row
-from crm_platform.models import ApiKey
+from crm_platform.models import ApiKey, OutboxMessage
 from integrations.events import TEST_EVENT, normalize_event_type
 from integrations.models import WebhookDelivery, WebhookEndpoint
 from integrations.webhooks import (
@@ -202,6 +202,32 @@ def webhook_endpoint_enable(*, endpoint: WebhookEndpoint, actor: Actor, phi_allo
             source="webhooks", title=disabled_notice_title(endpoint), resolved_at__isnull=True
         ).update(resolved_at=timezone.now())
     return True
+
+
+def webhook_endpoint_recover(*, endpoint: WebhookEndpoint, actor: Actor, phi_allowed: bool = True) -> int | None:
+    """Enable the endpoint and, in the same transaction, queue its failed and dead messages
+    again; how many, or None when it stayed off (webhook_endpoint_enable). They keep their
+    places (ids), and nothing is routed to the endpoint before this commits, so a message for the
+    same object routed later waits behind them: the receiver hears the older state first.
+    Enabling, then replaying, let such a message go out in between."""
+    from integrations.relay import outbox_replay
+
+    with transaction.atomic():
+        if not webhook_endpoint_enable(endpoint=endpoint, actor=actor, phi_allowed=phi_allowed):
+            return None
+        return outbox_replay(ids=webhook_endpoint_failed_ids(endpoint), actor=actor)
+
+
+def webhook_endpoint_failed_ids(endpoint: WebhookEndpoint) -> list[int]:
+    """The endpoint's outbox rows that failed or died, in id order."""
+    return list(
+        OutboxMessage.objects.filter(
+            destination=f"webhook:{endpoint.pk}",
+            status__in=[OutboxMessage.Status.FAILED, OutboxMessage.Status.DEAD],
+        )
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
 
 
 def webhook_endpoint_test(*, endpoint: WebhookEndpoint, actor: Actor) -> WebhookDelivery:

@@ -12,7 +12,9 @@ import hmac
 import ipaddress
 import json
 import logging
+import math
 import os
+import re
 import secrets
 import socket
 import threading
@@ -29,11 +31,13 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 from django.utils.module_loading import import_string
+from redis.exceptions import RedisError
 
 from compliance.crypto import hmac_digest
-from compliance.guard import guard_payload
+from compliance.guard import guard_payload, phi_field_names
 from crm_platform.actor import Actor
 from crm_platform.api.fastjson import json_leaves
+from crm_platform.api.throttling import sliding_window_hits_members
 from crm_platform.models import OutboxMessage
 from crm_platform.outbox import outbox_open
 from integrations.destinations import (
@@ -215,6 +219,38 @@ def _refused(message: str, code: str) -> ValidationError:
     return ValidationError({"url": [ValidationError(message, code=code)]})
 
 
+def _ascii_host(hostname: str) -> str:
+    """The host name as it goes on the wire (DNS, the Host header, TLS SNI): an internationalised
+    name in its IDNA (punycode) form, as the system resolver looks it up. Raises ValidationError
+    (code "scheme") for a name that has none."""
+    if hostname.isascii():
+        return hostname
+    try:
+        return hostname.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise _refused("The host name is not a valid internationalised domain name.", "scheme") from None
+
+
+# IPv6 prefixes that carry an IPv4 address in their last 32 bits and reach it through a
+# translator (NAT64: RFC 6052, RFC 8215) or, for the deprecated IPv4-compatible form, the stack.
+# Python counts them global whatever they embed, so 64:ff9b::a9fe:a9fe reached 169.254.169.254
+# through a NAT64 gateway: the embedded address must be global too.
+_EMBEDDING_IPV4 = tuple(ipaddress.ip_network(net) for net in ("64:ff9b::/96", "64:ff9b:1::/48", "::/96"))
+
+
+def _is_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Whether we may call `address` in production: global and not multicast, and so is any
+    IPv4 address it carries (IPv4-mapped, 6to4, Teredo, NAT64, IPv4-compatible)."""
+    if not address.is_global or address.is_multicast:
+        return False
+    if address.version == 6:
+        embedded = [address.ipv4_mapped, address.sixtofour, *(address.teredo or ())]
+        if any(address in net for net in _EMBEDDING_IPV4):
+            embedded.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+        return all(_is_public(ipv4) for ipv4 in embedded if ipv4 is not None)
+    return True
+
+
 def url_resolve(url: str) -> PinnedTarget:
     """Resolve the URL's host once, check every address (unless private targets are allowed)
     and pin the first: the connection then goes to exactly the address we checked, so DNS
@@ -223,9 +259,10 @@ def url_resolve(url: str) -> PinnedTarget:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise _refused("Enter an http(s) URL with a host.", "scheme")
+    hostname = _ascii_host(parts.hostname)
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
-        addresses = _lookup(parts.hostname, port)
+        addresses = _lookup(hostname, port)
     except LookupTimedOutError:
         raise _refused("The host name lookup timed out; try again later.", "lookup_timeout") from None
     except (OSError, UnicodeError, ValueError):
@@ -234,17 +271,18 @@ def url_resolve(url: str) -> PinnedTarget:
         raise _refused("The host does not resolve.", "unresolvable")
     if not allow_private_targets():
         for value in addresses:
-            address = ipaddress.ip_address(value)
-            if not address.is_global or address.is_multicast:
+            if not _is_public(ipaddress.ip_address(value)):
                 raise _refused("The host resolves to a private or reserved address.", "private")
     address, *alternates = addresses[:MAX_ADDRESSES]
     userinfo, _, hostport = parts.netloc.rpartition("@")
+    if not hostport.isascii():  # an internationalised name: the Host header carries its IDNA form
+        hostport = hostname + (f":{parts.port}" if parts.port is not None else "")
     netloc = f"{userinfo}@{_literal(address)}:{port}" if userinfo else f"{_literal(address)}:{port}"
     path = urlunsplit(("", "", parts.path or "/", parts.query, ""))
     return PinnedTarget(
         url=urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, "")),
         host=hostport,
-        server_name=parts.hostname,
+        server_name=hostname,
         address=address,
         scheme=parts.scheme,
         port=port,
@@ -293,6 +331,7 @@ def url_check(url: str) -> None:
         port_ok = False
     if not port_ok:
         raise ValidationError({"url": ["The port must be a number from 1 to 65535."]})
+    _ascii_host(parts.hostname)  # a name with no IDNA form could never be sent to
     if allow_private_targets():
         return
     url_resolve(url)
@@ -556,7 +595,9 @@ def webhook_send(
                 response.close()
             response.release_conn()
         delivery.status_code = response.status
-        delivery.response_excerpt = excerpt_redacted(excerpt.decode("utf-8", "replace"), body)[:EXCERPT_CHARS]
+        delivery.response_excerpt = excerpt_redacted(
+            excerpt.decode("utf-8", "replace"), body, medical=endpoint.may_receive_phi
+        )[:EXCERPT_CHARS]
         delivery.succeeded = 200 <= response.status < 300
         retry_after = response.headers.get("retry-after", "")
         if not delivery.succeeded:
@@ -601,28 +642,61 @@ def _seconds(retry_after: str) -> int | None:
 REDACTED = "[redacted]"
 
 
-def excerpt_redacted(excerpt: str, body: str) -> str:
+def excerpt_redacted(excerpt: str, body: str, *, medical: bool = True) -> str:
     """The receiver's answer less every text value we sent it. Receivers often quote the body
     back ("invalid payload: {...}"): kept as is, the delivery log (30 days, plain text, shown
     to whoever reads deliveries, not covered by erasure) would hold the person's email, name
     and, for an endpoint allowed them, medical fields. A value cut off by the excerpt's end is
-    caught by its prefix."""
+    caught by its prefix. `medical`: whether the body may carry medical fields (the guard
+    lets them go only to an endpoint flagged for them), whose numbers and keys go too."""
     try:
         data = json.loads(body).get("data")
     except (ValueError, AttributeError):
         return excerpt
     values: set[str] = set()
-    for value in json_leaves(data):
+    parts = _medical_parts(data) if medical else []
+    for value in (*json_leaves(data), *parts):
         if isinstance(value, str) and len(value) >= 2:
             # As we sent it (JSON-escaped, ASCII) and as a receiver may write it back (UTF-8).
             values.update({value, json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]})
     for value in sorted(values, key=len, reverse=True):
         excerpt = excerpt.replace(value, REDACTED)
+    # A medical field's numbers (scores, measurements) are medical values too: each where it
+    # stands alone (not inside a longer number or word), whatever its length.
+    numbers = {json.dumps(v) for v in parts if isinstance(v, int | float) and not isinstance(v, bool)}
+    for number in sorted(numbers, key=len, reverse=True):
+        excerpt = re.sub(rf"(?<![\w.]){re.escape(number)}(?![\w.])", REDACTED, excerpt)
+    values |= {number for number in numbers if len(number) >= 2}
     for value in values:
         for cut in range(len(value) - 1, 2, -1):
             if excerpt.endswith(value[:cut]):
                 return excerpt[:-cut] + REDACTED
     return excerpt
+
+
+def _medical_parts(data: Any) -> list[Any]:
+    """Every key and leaf inside the medical fields of `data`, at any depth (an endpoint allowed
+    them received them): a medical field's keys can say as much as its values ("diabetes")."""
+    medical = phi_field_names()
+    found: list[Any] = []
+    stack, inside = [data], []
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            for key, sub in value.items():
+                (inside if key in medical else stack).append(sub)
+        elif isinstance(value, list):
+            stack.extend(value)
+    while inside:
+        value = inside.pop()
+        if isinstance(value, dict):
+            found.extend(value.keys())
+            inside.extend(value.values())
+        elif isinstance(value, list):
+            inside.extend(value)
+        else:
+            found.append(value)
+    return found
 
 
 # What webhook_send logs when nothing answered: the relay then leaves the endpoint's other
@@ -655,8 +729,8 @@ def endpoint_disable(*, endpoint: WebhookEndpoint, reason: str, actor: Actor, by
         admin_notice_post(
             source="webhooks",
             title=disabled_notice_title(endpoint),
-            body=f"{reason[:200]}. Registered by {owner}. Fix the receiver, then enable the endpoint "
-            "and replay its failed messages.",
+            body=f"{reason[:200]}. Registered by {owner}. Fix the receiver, then use the endpoint's action "
+            '"Enable and replay failed deliveries, in order": its failed messages go out before any new one.',
             permission="integrations.change_webhookendpoint",
         )
 
@@ -687,6 +761,10 @@ def _note_success(endpoint: WebhookEndpoint) -> None:
 # ----------------------------------------------------------------------------- the destination
 
 
+# The Redis group of the endpoints' rate-limit windows (one member per endpoint).
+RATE_GROUP = "webhook_rate"
+
+
 class _Batch:
     """What one relay batch shares: its endpoints (one query), each URL's pinned target
     (resolved and checked once per batch), deliveries counted against rate limits, and the
@@ -702,6 +780,28 @@ class _Batch:
         if self.endpoints is None:
             return WebhookEndpoint.objects.filter(pk=pk).first()
         return self.endpoints.get(pk)
+
+    def rate_wait(self, endpoint: WebhookEndpoint) -> int | None:
+        """None when one more delivery to `endpoint` fits its rate limit now (it is then
+        counted), else the seconds until one does. The count is one sliding window per endpoint
+        in Redis, shared by every worker: counted from the delivery log, which a batch writes
+        when it commits, two batches under way at once each saw none of the other's sends.
+        Redis away: the log's last minute as this batch sees it, plus what it sent."""
+        limit = endpoint.rate_limit_per_minute
+        try:
+            short = sliding_window_hits_members(RATE_GROUP, {str(endpoint.pk): 1}, limit, 60, time.time())
+        except RedisError:
+            logger.warning("webhook rate limits counted from the delivery log (Redis unavailable)")
+        else:
+            return max(1, math.ceil(short[str(endpoint.pk)][1])) if short else None
+        if endpoint.pk not in self.sent:
+            self.sent[endpoint.pk] = WebhookDelivery.objects.filter(
+                endpoint=endpoint, at__gte=timezone.now() - timedelta(minutes=1), message_id__isnull=False
+            ).count()
+        if self.sent[endpoint.pk] >= limit:
+            return 10
+        self.sent[endpoint.pk] += 1
+        return None
 
     def target(self, url: str) -> PinnedTarget:
         if url not in self.targets:
@@ -752,14 +852,8 @@ class WebhookDestination(BaseDestination):
             raise PermanentDeliveryError("endpoint deleted")
         if not endpoint.enabled:
             raise PermanentDeliveryError(f"endpoint disabled: {endpoint.disabled_reason}")
-        if endpoint.rate_limit_per_minute:
-            if endpoint.pk not in batch.sent:
-                batch.sent[endpoint.pk] = WebhookDelivery.objects.filter(
-                    endpoint=endpoint, at__gte=timezone.now() - timedelta(minutes=1), message_id__isnull=False
-                ).count()
-            if batch.sent[endpoint.pk] >= endpoint.rate_limit_per_minute:
-                raise DeferDelivery(10)
-            batch.sent[endpoint.pk] += 1
+        if endpoint.rate_limit_per_minute and (wait := batch.rate_wait(endpoint)) is not None:
+            raise DeferDelivery(wait)
         try:
             target = batch.target(endpoint.url)
         except ValidationError as exc:

@@ -1,6 +1,7 @@
 import pytest
 from django.urls import reverse
 
+from compliance.models import AdminNotice
 from crm_platform.models import OutboxMessage
 from integrations import relay
 from integrations.models import WebhookDelivery, WebhookEndpoint
@@ -177,6 +178,68 @@ def test_replay_from_the_delivery_log(admin_client, make_endpoint, publish, rece
     relay.outbox_relay(budget_seconds=10)
     assert OutboxMessage.objects.get(pk=delivery.message_id).status == OutboxMessage.Status.DELIVERED
     assert len(receiver.requests) == 2
+
+
+def _disabled_by_a_410_with_a_dead_message(make_endpoint, publish, receiver):
+    endpoint, _ = make_endpoint()
+    receiver.respond(410)
+    publish(object_id=1, payload={"id": 1, "first_name": "Older"})
+    relay.outbox_relay(budget_seconds=10)  # 410: endpoint disabled, its row dead
+    endpoint.refresh_from_db()
+    assert not endpoint.enabled
+    return endpoint
+
+
+def _heard(receiver) -> list[str]:
+    import json
+
+    return [json.loads(r.body)["data"]["first_name"] for r in receiver.requests]
+
+
+def test_enable_and_replay_sends_the_failed_messages_before_any_new_one(admin_client, make_endpoint, publish, receiver):
+    """The recovery the admin notice prescribes. Enabling, then replaying, let a change made in
+    between go out first and the replayed older state last: a receiver applying updates as they
+    come was left with stale data (found by a review). Enabled and queued in one transaction,
+    the old messages keep their places and a newer one for the same object waits behind them."""
+    endpoint = _disabled_by_a_410_with_a_dead_message(make_endpoint, publish, receiver)
+    response = _action(admin_client, "integrations_webhookendpoint", "enable_and_replay", [endpoint.pk])
+    assert b"1 message(s) go out again before any new one" in response.content
+    publish(object_id=1, payload={"id": 1, "first_name": "Newer"})
+    relay.outbox_relay(budget_seconds=10)
+    relay.outbox_relay(budget_seconds=10)
+    assert _heard(receiver) == ["Older", "Older", "Newer"]  # the 410, then in order
+    notice = AdminNotice.objects.get(source="webhooks")
+    assert "Enable and replay failed deliveries" in notice.body and notice.resolved_at is not None
+
+
+def test_replaying_after_a_later_message_went_out_warns_that_it_arrives_after_it(
+    admin_client, make_endpoint, publish, receiver
+):
+    endpoint = _disabled_by_a_410_with_a_dead_message(make_endpoint, publish, receiver)
+    _action(admin_client, "integrations_webhookendpoint", "enable", [endpoint.pk])
+    publish(object_id=1, payload={"id": 1, "first_name": "Newer"})
+    relay.outbox_relay(budget_seconds=10)
+    response = _action(admin_client, "integrations_webhookendpoint", "replay_failed", [endpoint.pk])
+    assert b"1 of them are older than a message already delivered for the same object" in response.content
+    relay.outbox_relay(budget_seconds=10)
+    assert _heard(receiver) == ["Older", "Newer", "Older"]
+
+
+def test_a_rate_limit_of_zero_is_refused_in_the_admin_as_in_the_api(admin_client, make_endpoint, publish, receiver):
+    """The API refuses 0; the admin stored it, and the relay reads 0 as "no limit": staff who set
+    0 to hold an endpoint's deliveries got every one of them sent at once."""
+    response = admin_client.post(
+        reverse("admin:integrations_webhookendpoint_add"), {"url": receiver.url, "rate_limit_per_minute": "0"}
+    )
+    assert response.status_code == 200 and b"greater than or equal to 1" in response.content
+    assert not WebhookEndpoint.objects.exists()
+    endpoint, _ = make_endpoint(rate_limit_per_minute=5)
+    change = admin_client.post(
+        reverse("admin:integrations_webhookendpoint_change", args=[endpoint.pk]),
+        {"url": endpoint.url, "rate_limit_per_minute": "0", "phi_fields": ""},
+    )
+    assert change.status_code == 200 and b"greater than or equal to 1" in change.content
+    assert WebhookEndpoint.objects.get(pk=endpoint.pk).rate_limit_per_minute == 5
 
 
 def test_purge_action_deletes_old_delivered_rows(admin_client, publish, settings):

@@ -62,3 +62,24 @@ def test_a_completed_assessment_reaches_its_subscribers_with_medical_fields_only
     }
     assert "persona" not in rich["data"]
     assert WebhookEndpoint.objects.get(pk=allowed.pk).phi_fields == ["assessment"]
+
+
+def test_a_receiver_echoing_an_assessment_leaves_no_score_in_the_delivery_log(app, make_endpoint, receiver):
+    """Receivers quote the body back ("invalid payload: {...}"), and the delivery log keeps the
+    first 500 characters: readable by API clients with webhooks:read and staff with the delivery
+    log's view permission, neither of whom may see medical fields, and untouched by erasure. Text
+    values we sent were redacted, numbers were not: the assessment's scores stayed there, beside
+    the contact's id."""
+    allowed, _ = make_endpoint(event_types=["assessment.completed"], may_receive_phi=True, phi_fields=["assessment"])
+    receiver.default, receiver.echo = 400, True
+    properties = {"assessmentType": "phq9", "readinessScore": 87.25, "score": -918273.5, "answers": {"q1": 3}}
+    event = {"id": "a-2", "type": "assessment_completed", "user": {"email": "bo@example.com"}, "properties": properties}
+    assert app.post(BATCH, {"events": [event]}, format="json").json()["accepted"] == 1
+    assert inbox_apply()["applied"] == 1
+    relay.outbox_relay(budget_seconds=10)
+    [request] = receiver.requests
+    assert b"918273.5" in request.body and b"87.25" in request.body  # the endpoint was allowed them
+    excerpt = allowed.deliveries.get().response_excerpt
+    assert excerpt.startswith("invalid payload: ")
+    for value in ("918273.5", "87.25", '"q1":3', "phq9"):
+        assert value not in excerpt, (value, excerpt)

@@ -15,6 +15,11 @@ pytestmark = pytest.mark.django_db
 LIST = "/api/v1/webhook-endpoints"
 
 
+@pytest.fixture
+def writer_key_client(key_client):
+    return key_client(["webhooks:write", "webhooks:read"])
+
+
 def _url(receiver, host="hooks.partner.test"):
     return f"http://{host}:{receiver.port}/hook"
 
@@ -145,3 +150,59 @@ def test_a_target_keeps_its_other_checked_addresses_in_order(settings):
     )
     with pytest.raises(ValueError):
         target.at("10.0.0.1")
+
+
+@pytest.mark.parametrize("host", ["bücher.partner.test", "δοκιμή.partner.test", "日本.partner.test"])
+def test_an_internationalised_host_name_goes_out_in_its_idna_form(writer_key_client, receiver, publish, host):
+    """An IDN URL was accepted (201), then its test send answered 500 (the name went into the
+    Host header as it is: UnicodeEncodeError) and every relay attempt failed as an "internal
+    error" until the row died; a name latin-1 could encode went out as raw bytes a virtual host
+    never matches. The name is looked up, sent and named to TLS in its punycode form."""
+    writer = writer_key_client
+    ascii_host = host.encode("idna").decode()
+    with FakeDns({ascii_host: ["127.0.0.1"]}):
+        response = writer.post(LIST, {"url": _url(receiver, host)}, format="json")
+        assert response.status_code == 201, response.json()
+        created = response.json()
+        test = writer.post(f"{LIST}/{created['id']}/test")
+        assert test.status_code == 200, test.content
+        assert test.json()["succeeded"] is True
+        publish()
+        relay.outbox_relay(budget_seconds=10)
+    assert [r.headers["host"] for r in receiver.requests] == [f"{ascii_host}:{receiver.port}"] * 2
+    for request in receiver.requests:
+        verified(created["secret"], request)
+    assert OutboxMessage.objects.exclude(destination="").get().status == OutboxMessage.Status.DELIVERED
+
+
+def test_a_host_name_with_no_idna_form_is_refused_with_400(writer_key_client):
+    """60 "ü" make a valid label (URL validators count characters) whose punycode form is longer
+    than DNS allows: it could never be looked up or sent, so it is refused at the door."""
+    response = writer_key_client.post(LIST, {"url": f"http://{'ü' * 60}.partner.test/h"}, format="json")
+    assert response.status_code == 400, response.content
+    assert "internationalised" in response.json()["error"]["fields"]["url"][0]
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "64:ff9b::7f00:1",  # NAT64 (RFC 6052) of 127.0.0.1
+        "64:ff9b::a9fe:a9fe",  # NAT64 of 169.254.169.254, the cloud metadata service
+        "64:ff9b:1::a00:7",  # local-use NAT64 (RFC 8215) of 10.0.0.7
+        "2002:a00:7::1",  # 6to4 of 10.0.0.7
+        "::a00:7",  # IPv4-compatible 10.0.0.7
+    ],
+)
+def test_an_ipv6_address_carrying_a_private_ipv4_is_refused_in_production_mode(
+    writer_key_client, settings, receiver, address
+):
+    """Python counts these prefixes global whatever IPv4 address they carry; behind a NAT64
+    gateway (DNS64 networks, IPv6-only cloud subnets) 64:ff9b::a9fe:a9fe reaches the metadata
+    service. The address inside must be global too."""
+    settings.WEBHOOK_ALLOW_PRIVATE_TARGETS = False
+    with FakeDns({"hooks.partner.test": [address], "public.partner.test": ["64:ff9b::5db8:d822"]}):
+        response = writer_key_client.post(LIST, {"url": _url(receiver)}, format="json")
+        public = url_resolve(_url(receiver, "public.partner.test"))  # NAT64 of 93.184.216.34: fine
+    assert response.status_code == 400, response.json()
+    assert "private" in response.json()["error"]["fields"]["url"][0]
+    assert public.address == "64:ff9b::5db8:d822"

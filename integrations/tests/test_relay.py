@@ -334,6 +334,23 @@ def test_an_endpoint_over_its_rate_limit_is_deferred_without_spending_an_attempt
     assert waiting.next_attempt_at > timezone.now()
 
 
+@pytest.mark.parametrize("redis_up", [True, False], ids=["shared window in Redis", "Redis away: the delivery log"])
+def test_an_endpoints_rate_limit_holds_across_batches(make_endpoint, publish, receiver, settings, redis_up):
+    """The window is Redis's, shared by every worker and batch; without Redis the relay still
+    holds the limit from the delivery log."""
+    if not redis_up:
+        settings.REDIS_URL = "redis://127.0.0.1:1/0"
+    make_endpoint(rate_limit_per_minute=2)
+    for n in range(5):
+        publish(object_id=n + 1)
+    relay.outbox_relay(budget_seconds=10)
+    OutboxMessage.objects.filter(status=OutboxMessage.Status.PENDING).update(next_attempt_at=timezone.now())
+    relay.outbox_relay(budget_seconds=10)  # a second batch within the minute
+    assert len(receiver.requests) == 2
+    waiting = OutboxMessage.objects.filter(destination__startswith="webhook:", status=OutboxMessage.Status.PENDING)
+    assert waiting.count() == 3 and all(row.next_attempt_at > timezone.now() for row in waiting)
+
+
 def test_a_private_target_is_refused_at_delivery_time_when_not_allowed(make_endpoint, publish, receiver, settings):
     make_endpoint()
     settings.WEBHOOK_ALLOW_PRIVATE_TARGETS = False
