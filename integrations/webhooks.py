@@ -863,6 +863,14 @@ class WebhookDestination(BaseDestination):
                 if "lookup_timeout" in codes:  # as a target that does not answer: its other rows wait
                     raise TargetUnreachableError("host name lookup timed out") from None
                 raise TransientDeliveryError("host does not resolve") from None  # DNS may come back
+            # Its host now resolves to an address we may not call: every row for it would die
+            # the same way, silently. Switched off with a notice, as for a 410.
+            endpoint_disable(
+                endpoint=endpoint,
+                reason="Its host resolves to a private or reserved address (SSRF guard)",
+                actor=Actor.system("webhooks"),
+                by_system=True,
+            )
             raise PermanentDeliveryError("target address refused") from None
         payload = outbox_open(message.payload)
         event_type = event_type_for(message.topic, payload) or message.topic

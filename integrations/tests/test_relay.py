@@ -359,6 +359,10 @@ def test_a_private_target_is_refused_at_delivery_time_when_not_allowed(make_endp
     row = OutboxMessage.objects.exclude(destination="").get()
     assert (row.status, row.last_error) == (OutboxMessage.Status.DEAD, "target address refused")
     assert receiver.requests == []
+    # Not silent: every later row would die alike, so the endpoint is off and staff are told.
+    endpoint = WebhookEndpoint.objects.get()
+    assert not endpoint.enabled and endpoint.needs_attention and "private" in endpoint.disabled_reason
+    assert AdminNotice.objects.filter(source="webhooks", resolved_at__isnull=True).count() == 1
 
 
 # ----------------------------------------------------------------------------- replay, purge, kick
