@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 EVENT_TYPES: tuple[str, ...] = (
@@ -48,15 +49,26 @@ SEED_EVENT_ALIASES: dict[str, str] = {
 }
 
 
-def event_type_for(topic: str, payload: dict[str, Any]) -> str | None:
-    """The event type a message is published as, or None when the topic is internal.
-    A stage change into a won or lost stage is published as deal.won / deal.lost."""
+def event_types_for(topic: str, payload: dict[str, Any]) -> tuple[str, ...]:
+    """The event types a message may be published as, the most specific first; () when the
+    topic is internal. A stage change into a won or lost stage is deal.won / deal.lost, and
+    still a deal.stage_changed to an endpoint that asked for that alone (else a subscriber to
+    every stage change would miss the last one)."""
     if topic == "deal.stage_changed":
         if payload.get("won"):
-            return "deal.won"
+            return ("deal.won", "deal.stage_changed")
         if payload.get("lost"):
-            return "deal.lost"
-    return TOPIC_EVENT_TYPES.get(topic)
+            return ("deal.lost", "deal.stage_changed")
+    found = TOPIC_EVENT_TYPES.get(topic)
+    return (found,) if found else ()
+
+
+def event_type_for(topic: str, payload: dict[str, Any], wanted: Iterable[str] = ()) -> str | None:
+    """The event type a message is published as to an endpoint wanting `wanted` (empty: every
+    type): the most specific of event_types_for it wants; None when it wants none of them."""
+    names = event_types_for(topic, payload)
+    wanted = set(wanted)
+    return next((name for name in names if not wanted or name in wanted), None)
 
 
 def normalize_event_type(name: str) -> str | None:

@@ -49,7 +49,7 @@ from integrations.destinations import (
     TransientDeliveryError,
     task_stopping,
 )
-from integrations.events import event_type_for
+from integrations.events import event_type_for, event_types_for
 from integrations.models import WebhookDelivery, WebhookEndpoint
 
 logger = logging.getLogger(__name__)
@@ -831,9 +831,10 @@ class WebhookDestination(BaseDestination):
         endpoints = list(WebhookEndpoint.objects.filter(enabled=True).values_list("pk", "event_types"))
         routed: dict[int, list[str]] = {}
         for message in messages:
-            event_type = event_type_for(message.topic, message.payload)
-            if event_type is not None:
-                routed[message.pk] = [f"webhook:{pk}" for pk, types in endpoints if not types or event_type in types]
+            if event_types_for(message.topic, message.payload):
+                routed[message.pk] = [
+                    f"webhook:{pk}" for pk, types in endpoints if event_type_for(message.topic, message.payload, types)
+                ]
         return routed
 
     def batch_begin(self, messages: Sequence[OutboxMessage]) -> None:
@@ -873,7 +874,7 @@ class WebhookDestination(BaseDestination):
             )
             raise PermanentDeliveryError("target address refused") from None
         payload = outbox_open(message.payload)
-        event_type = event_type_for(message.topic, payload) or message.topic
+        event_type = event_type_for(message.topic, payload, endpoint.event_types) or message.topic
         phi_allowed = endpoint.phi_fields if endpoint.may_receive_phi else ()
         body = webhook_body(
             event_type=event_type,

@@ -119,6 +119,27 @@ def test_topics_map_onto_public_event_types(make_endpoint, publish, receiver):
     ]
 
 
+def test_a_won_or_lost_move_reaches_a_subscriber_of_stage_changes_once_under_the_type_it_asked_for(
+    make_endpoint, publish, receiver
+):
+    """A move into a won stage went out only as deal.won: an endpoint that asked for
+    deal.stage_changed alone never heard of the deal's last move (found by a review)."""
+    from urllib.parse import urlsplit
+
+    _, every_secret = make_endpoint(url=receiver.url + "/every")
+    _, moves_secret = make_endpoint(url=receiver.url + "/moves", event_types=["deal.stage_changed"])
+    _, both_secret = make_endpoint(url=receiver.url + "/both", event_types=["deal.stage_changed", "deal.lost"])
+    make_endpoint(url=receiver.url + "/orders", event_types=["order.placed"])
+    publish("deal.stage_changed", 3, {"id": 3, "lost": True})
+    relay.outbox_relay(budget_seconds=10)
+    secrets = {"every": every_secret, "moves": moves_secret, "both": both_secret}
+    heard = {}
+    for request in receiver.requests:
+        name = urlsplit(request.path).path.rsplit("/", 1)[-1]
+        heard[name] = verified(secrets[name], request)["type"]
+    assert heard == {"every": "deal.lost", "moves": "deal.stage_changed", "both": "deal.lost"}
+
+
 def test_a_retry_is_signed_afresh_with_a_new_timestamp_and_the_same_id(make_endpoint, publish, receiver, monkeypatch):
     import integrations.webhooks as webhooks
 
