@@ -175,6 +175,8 @@ def contact_erase(*, contact_id: int, actor: Actor) -> tuple[Erasure, bool]:
             suppression_add(actor=actor, email=email)
         for phone in phones:
             suppression_add(actor=actor, phone=phone)
+        for external_id in external_ids:  # the app's next event naming them by id would make them again
+            suppression_add(actor=actor, external_id=external_id)
         erased_at = timezone.now()
         outbox_publish(
             topic="contact.deleted",

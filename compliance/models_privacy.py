@@ -107,14 +107,16 @@ class ProcessingRestriction(models.Model):
 
 
 class Suppression(models.Model):
-    """An email or phone that must not come back (erased, or asked not to be contacted): only
-    its keyed hash (compliance.crypto.hmac_digest of the normalised value) is stored."""
+    """An email, phone or app user id that must not come back (erased, or asked not to be
+    contacted): only its keyed hash (compliance.crypto.hmac_digest of the normalised value) is
+    stored."""
 
     class Kind(models.TextChoices):
         EMAIL = "email"
         PHONE = "phone"
+        EXTERNAL_ID = "external_id", "app user id"
 
-    kind = models.CharField(max_length=5, choices=Kind.choices)
+    kind = models.CharField(max_length=12, choices=Kind.choices)
     digest = models.CharField(max_length=64, help_text="HMAC-SHA256 of the normalised value.")
     reason = models.CharField(max_length=30, default="erasure")
     created_at = models.DateTimeField(default=timezone.now)

@@ -1,6 +1,8 @@
-"""The suppression list: emails and phones that must not come back, stored as keyed hashes.
+"""The suppression list: emails, phones and app user ids that must not come back, stored as
+keyed hashes.
 
-Erasure adds the person's email and phone; imports, bulk upserts, contact creation and
+Erasure adds the person's email, phone and app user id (else the app's next event naming them
+by id alone would make them again); imports, bulk upserts, contact creation and
 provider syncs refuse a suppressed value (`suppression_check`, `suppressed_values`); messaging
 never reaches one (`compliance.consent.can_process`). The person signing up again in the app
 (`account_created`) lifts it (`suppression_lift`), audited.
@@ -30,6 +32,8 @@ def _normalise(kind: str, value: str) -> str:
     value = str(value).strip()
     if kind == Suppression.Kind.EMAIL:
         return value.lower()
+    if kind == Suppression.Kind.EXTERNAL_ID:
+        return value
     return "".join(ch for ch in value if ch == "+" or ch.isdigit())
 
 
@@ -37,15 +41,22 @@ def digest(kind: str, value: str) -> str:
     return hmac_digest(f"{kind}:{_normalise(kind, value)}")
 
 
-def _pairs(emails: Iterable[str | None] = (), phones: Iterable[str | None] = ()) -> list[tuple[str, str, str]]:
-    pairs = [(Suppression.Kind.EMAIL, v, digest(Suppression.Kind.EMAIL, v)) for v in emails if v]
-    pairs += [(Suppression.Kind.PHONE, v, digest(Suppression.Kind.PHONE, v)) for v in phones if v]
-    return pairs
+def _pairs(
+    emails: Iterable[str | None] = (), phones: Iterable[str | None] = (), external_ids: Iterable[str | None] = ()
+) -> list[tuple[str, str, str]]:
+    kinds = (
+        (Suppression.Kind.EMAIL, emails),
+        (Suppression.Kind.PHONE, phones),
+        (Suppression.Kind.EXTERNAL_ID, external_ids),
+    )
+    return [(kind, v, digest(kind, v)) for kind, values in kinds for v in values if v]
 
 
-def suppressed_values(*, emails: Iterable[str | None] = (), phones: Iterable[str | None] = ()) -> set[str]:
-    """The given emails and phones that are suppressed (one query, whatever the count)."""
-    pairs = _pairs(emails, phones)
+def suppressed_values(
+    *, emails: Iterable[str | None] = (), phones: Iterable[str | None] = (), external_ids: Iterable[str | None] = ()
+) -> set[str]:
+    """The given emails, phones and app user ids that are suppressed (one query, whatever the count)."""
+    pairs = _pairs(emails, phones, external_ids)
     if not pairs:
         return set()
     # = ANY(array): one parameter; Django's __in builds a placeholder and a prepared value per
@@ -60,25 +71,33 @@ def suppressed_values(*, emails: Iterable[str | None] = (), phones: Iterable[str
     return {value for kind, value, d in pairs if (kind, d) in found}
 
 
-def suppression_check(*, email: str | None = None, phone: str | None = None) -> None:
-    """Raise ValidationError naming the field when the email or phone is suppressed."""
-    hits = suppressed_values(emails=[email], phones=[phone])
-    errors = {}
-    if email and email in hits:
-        errors["email"] = [REFUSED.format(kind="email address")]
-    if phone and phone in hits:
-        errors["phone"] = [REFUSED.format(kind="phone number")]
+# How a refusal names each kind (the field it was given as).
+KIND_NAMES = {"email": "email address", "phone": "phone number", "external_id": "app user id"}
+
+
+def suppression_check(*, email: str | None = None, phone: str | None = None, external_id: str | None = None) -> None:
+    """Raise ValidationError naming the field when the email, phone or app user id is suppressed."""
+    given = {"email": email, "phone": phone, "external_id": external_id}
+    hits = suppressed_values(emails=[email], phones=[phone], external_ids=[external_id])
+    errors = {
+        field: [REFUSED.format(kind=KIND_NAMES[field])] for field, value in given.items() if value and value in hits
+    }
     if errors:
         raise ValidationError(errors)
 
 
 def suppression_add(
-    *, actor: Actor, email: str | None = None, phone: str | None = None, reason: str = "erasure"
+    *,
+    actor: Actor,
+    email: str | None = None,
+    phone: str | None = None,
+    external_id: str | None = None,
+    reason: str = "erasure",
 ) -> int:
-    """Suppress an email and/or phone (idempotent: one active entry per value). Returns how
-    many entries were added. Runs in the caller's transaction."""
+    """Suppress an email, phone and/or app user id (idempotent: one active entry per value).
+    Returns how many entries were added. Runs in the caller's transaction."""
     added = 0
-    for kind, _, value_digest in _pairs([email], [phone]):
+    for kind, _, value_digest in _pairs([email], [phone], [external_id]):
         if Suppression.objects.filter(kind=kind, digest=value_digest, lifted_at__isnull=True).exists():
             continue
         try:
@@ -91,12 +110,19 @@ def suppression_add(
     return added
 
 
-def suppression_lift(*, actor: Actor, reason: str, email: str | None = None, phone: str | None = None) -> int:
-    """Lift the suppression of an email and/or phone (the person signed up again). Returns how
-    many entries were lifted; the entries stay, marked lifted, as history."""
+def suppression_lift(
+    *,
+    actor: Actor,
+    reason: str,
+    email: str | None = None,
+    phone: str | None = None,
+    external_id: str | None = None,
+) -> int:
+    """Lift the suppression of an email, phone and/or app user id (the person signed up again).
+    Returns how many entries were lifted; the entries stay, marked lifted, as history."""
     lifted = 0
     with transaction.atomic():
-        for kind, _, value_digest in _pairs([email], [phone]):
+        for kind, _, value_digest in _pairs([email], [phone], [external_id]):
             entries = list(
                 Suppression.objects.select_for_update().filter(kind=kind, digest=value_digest, lifted_at__isnull=True)
             )

@@ -207,15 +207,18 @@ def _check_foreign_keys(prepared: dict, results: list[dict]) -> None:
 
 
 def _refuse_suppressed(prepared: dict, results: list[dict]) -> None:
-    """Rows whose email or phone is on compliance's suppression list (an erased person's) are
-    errors: one query for the whole batch."""
+    """Rows whose email, phone or app user id is on compliance's suppression list (an erased
+    person's) are errors: one query for the whole batch."""
     hits = suppressed_values(
-        emails=[email for email, _, _ in prepared.values()], phones=[f.get("phone") for *_, f in prepared.values()]
+        emails=[email for email, _, _ in prepared.values()],
+        phones=[f.get("phone") for *_, f in prepared.values()],
+        external_ids=[external_id for _, external_id, _ in prepared.values()],
     )
     if not hits:
         return
-    for index, (email, _, fields) in list(prepared.items()):
-        bad = {name: value for name, value in (("email", email), ("phone", fields.get("phone"))) if value in hits}
+    for index, (email, external_id, fields) in list(prepared.items()):
+        named = (("email", email), ("phone", fields.get("phone")), ("external_id", external_id))
+        bad = {name: value for name, value in named if value and value in hits}
         if bad:
             results[index].update(status="error", errors={name: [SUPPRESSED] for name in bad})
             del prepared[index]

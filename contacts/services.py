@@ -299,8 +299,8 @@ def _contact_create(
     if lifecycle_stage not in lifecycle.Stage.values:
         raise ValidationError({"lifecycle_stage": [f"Not a lifecycle stage: {lifecycle_stage!r}."]})
     cleaned = _clean_fields(fields)
-    # An erased person's email or phone does not come back (compliance's suppression list).
-    suppression_check(email=email, phone=cleaned.get("phone"))
+    # An erased person's email, phone or app user id does not come back (compliance's suppression list).
+    suppression_check(email=email, phone=cleaned.get("phone"), external_id=external_id)
     with transaction.atomic():
         existing = contact_find(email=email, external_id=external_id)
         if existing is not None:
@@ -387,7 +387,11 @@ def _contact_update(
             if value and Contact.objects.filter(**{field: value}).exclude(pk=locked.pk).exists():
                 other = Contact.objects.filter(**{field: value}).first()
                 raise _taken(other, email=cleaned.get("email"), external_id=cleaned.get("external_id"))
-        new = {f: cleaned[f] for f in ("email", "phone") if cleaned.get(f) and cleaned[f] != getattr(locked, f)}
+        new = {
+            f: cleaned[f]
+            for f in ("email", "phone", "external_id")
+            if cleaned.get(f) and cleaned[f] != getattr(locked, f)
+        }
         if new:
             suppression_check(**new)
         changes = _apply(locked, cleaned)

@@ -552,6 +552,7 @@ def _ingest_one(event: Event, actor: Actor) -> dict[str, Any]:
             reason=event.type,
             email=event.user.get("email"),
             phone=event.properties.get("phone"),
+            external_id=event.user.get("external_id"),
         )
     contact = contacts.contact_find(email=event.user.get("email"), external_id=event.user.get("external_id"))
     if contact is None and not event_type.creates_user:

@@ -8,6 +8,7 @@ the first time and queues nothing."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import logging
 import math
@@ -27,6 +28,7 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from compliance.crypto import hmac_digest
 from crm_platform.actor import Actor
 from crm_platform.api.fastjson import FastJSONParser, FastJSONRenderer, fingerprint_bytes
 from crm_platform.api.permissions import has_scope
@@ -152,16 +154,23 @@ def _app_user(external_id, email) -> str | None:
     if isinstance(external_id, int) and not isinstance(external_id, bool):
         external_id = str(external_id)
     if isinstance(external_id, str) and external_id.strip():
-        return f"x:{external_id.strip()}"
+        return _window_member(f"x:{external_id.strip()}")
     if isinstance(email, str) and email.strip():
-        return f"e:{email.strip().lower()}"
+        return _window_member(f"e:{email.strip().lower()}")
     return None
 
 
 def _event_app_user(event: Event) -> str:
     """_app_user of a parsed event, whose identifiers are already as contacts stores them."""
     external_id = event.user.get("external_id")
-    return "x:" + external_id if external_id else "e:" + event.user["email"]
+    return _window_member("x:" + external_id if external_id else "e:" + event.user["email"])
+
+
+@functools.lru_cache(maxsize=4096)  # a batch names each user several times (count, allowances, settle)
+def _window_member(user: str) -> str:
+    """The app user's member in the Redis window: a keyed hash, never the app user id or email
+    itself (Redis is outside erasure's reach; an erased person's ids must not linger there)."""
+    return hmac_digest(user)[:32]
 
 
 def _app_user_window(owner: str) -> str:

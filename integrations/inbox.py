@@ -49,7 +49,9 @@ from django.utils import timezone
 from kombu.exceptions import KombuError
 from redis.exceptions import RedisError
 
-from compliance.suppression import REFUSED, suppressed_values
+from compliance.models_privacy import Suppression
+from compliance.suppression import KIND_NAMES, REFUSED, suppressed_values
+from compliance.suppression import digest as suppression_digest
 from contacts import services as contacts
 from contacts.models import Contact
 from crm_platform.actor import Actor, ActorKind
@@ -78,7 +80,6 @@ _LOCK = 0x1B0C5E  # pg_try_advisory_lock key: one applier at a time
 _TABLE = InboundEvent._meta.db_table
 UNREADABLE = "The stored event could not be read (none, or a number beyond the range of a double)."
 _CONTACTS = Contact._meta.db_table
-_KINDS = {"email": "email address", "phone": "phone number"}
 # Both INSERTs of the inbox (many rows; one row with the user check) fill these columns.
 _INSERT_INTO = (
     f"INSERT INTO {_TABLE} (owner, key, request_hash, route, type, user_external_id, user_email, "
@@ -211,7 +212,7 @@ def _needs_check(event: Event) -> bool:
 
 def _may_be_suppressed(event: Event) -> bool:
     kind = EVENT_TYPES[event.type]
-    return kind.creates_user and not kind.lifts_suppression and bool(event.user.get("email") or _phone(event))
+    return kind.creates_user and not kind.lifts_suppression
 
 
 def _conflict(event: Event) -> ConflictError | None:
@@ -225,16 +226,25 @@ def _conflict(event: Event) -> ConflictError | None:
 
 
 def _suppressed(indices: list[int], events: list[Event]) -> dict[int, ValidationError]:
-    """Of these events (new people), the ones whose email or phone is on the suppression list."""
+    """Of these events (new people), the ones whose email, phone or app user id is on the
+    suppression list."""
     if not indices:
         return {}
     people = [events[i] for i in indices]
-    hits = suppressed_values(emails=[e.user.get("email") for e in people], phones=[_phone(e) for e in people])
+    hits = suppressed_values(
+        emails=[e.user.get("email") for e in people],
+        phones=[_phone(e) for e in people],
+        external_ids=[e.user.get("external_id") for e in people],
+    )
     refused = {}
     for index, event in zip(indices, people, strict=True):
-        fields = {"email": event.user.get("email"), "phone": _phone(event)}
+        fields = {
+            "email": event.user.get("email"),
+            "phone": _phone(event),
+            "external_id": event.user.get("external_id"),
+        }
         errors = {
-            name: [REFUSED.format(kind=_KINDS[name])] for name, value in fields.items() if value and value in hits
+            name: [REFUSED.format(kind=KIND_NAMES[name])] for name, value in fields.items() if value and value in hits
         }
         if errors:
             refused[index] = ValidationError(errors)
@@ -318,16 +328,16 @@ def inbox_accept_one(*, owner: str, route: str, actor: Actor, entry: Entry) -> A
     raised (ValidationError or ConflictError, recorded as a failed SyncEvent). A refused event
     looks its key up first, so an answered event replays even if it would be refused today.
 
-    One statement in the common cases: an event with nothing to check (a sign-up-capable type
-    naming one identifier, no email or phone to find on the suppression list) is inserted; an
-    event that needs a known user, or may be a suppressed newcomer, named by one identifier is
-    inserted by an INSERT carrying the check (the user is a contact, or their sign-up is
-    queued): a known user is all either needs. Otherwise the long way."""
+    One statement in the common cases: an event named by one identifier is inserted by an
+    INSERT carrying the check: the user is a contact, or their sign-up is queued, or (a
+    sign-up-capable type with no phone) the identifier is not on the suppression list. A sign-up
+    (account_created, which lifts suppression) has nothing to check. Otherwise the long way.
+    """
     event = entry.event
     ref = next(iter(event.user.items())) if len(event.user) == 1 else None
     looked_up = False  # whether the key is known to be free (looked up since the INSERT skipped it)
     if ref is not None and _needs_check(event):
-        written = _insert_if_known(owner, route, actor, entry, ref)
+        written = _insert_if_known(owner, route, actor, entry, ref, newcomer_may_be=_newcomer_kind(event, ref))
         if written is not None:
             transaction.on_commit(inbox_kick, robust=True)
             return Accepted(written, event.type, route)
@@ -346,17 +356,36 @@ def inbox_accept_one(*, owner: str, route: str, actor: Actor, entry: Entry) -> A
     return accepted
 
 
-def _insert_if_known(owner: str, route: str, actor: Actor, entry: Entry, ref: tuple[str, str]) -> int | None:
-    """INSERT the row when its one identifier names a contact or a queued sign-up; its id, or
-    None (unknown user, or the key is taken)."""
+def _newcomer_kind(event: Event, ref: tuple[str, str]) -> str | None:
+    """For a sign-up-capable event named by one identifier and no phone: the suppression kind a
+    newcomer's identifier is checked under in the same INSERT (_insert_if_known). None: a
+    newcomer takes the long way (a type that needs a known user, or a phone to check too)."""
+    if not _may_be_suppressed(event) or _phone(event):
+        return None
+    return Suppression.Kind.EMAIL if ref[0] == "email" else Suppression.Kind.EXTERNAL_ID
+
+
+def _insert_if_known(
+    owner: str, route: str, actor: Actor, entry: Entry, ref: tuple[str, str], newcomer_may_be: str | None = None
+) -> int | None:
+    """INSERT the row when its one identifier names a contact or a queued sign-up or, for
+    `newcomer_may_be` (a suppression kind), a newcomer whose identifier is not suppressed; its
+    id, or None (unknown or suppressed user, or the key is taken)."""
     column = "email" if ref[0] == "email" else "external_id"
     key, fingerprint, *rest, stored = _row(entry)
+    newcomer, newcomer_params = "", []
+    if newcomer_may_be is not None:
+        newcomer = (
+            f"OR NOT EXISTS (SELECT 1 FROM {Suppression._meta.db_table} "  # noqa: S608 - our names
+            "WHERE kind = %s AND digest = %s AND lifted_at IS NULL) "
+        )
+        newcomer_params = [newcomer_may_be, suppression_digest(newcomer_may_be, ref[1])]
     with _prepared_cursor() as cursor:
         cursor.execute(
             _INSERT_INTO + "SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb, 'pending', %s "  # noqa: S608 - our names
             f"WHERE EXISTS (SELECT 1 FROM {_CONTACTS} WHERE {column} = %s) "
             f"OR EXISTS (SELECT 1 {_queued_sign_ups(column, '%s')}) "
-            "ON CONFLICT (owner, key) DO NOTHING RETURNING id",
+            f"{newcomer}ON CONFLICT (owner, key) DO NOTHING RETURNING id",
             [
                 owner,
                 key,
@@ -368,6 +397,7 @@ def _insert_if_known(owner: str, route: str, actor: Actor, entry: Entry, ref: tu
                 timezone.now(),
                 ref[1],
                 ref[1],
+                *newcomer_params,
             ],
         )
         row = cursor.fetchone()

@@ -193,8 +193,8 @@ def test_erase_removes_every_row_about_the_person_in_every_app(gdpr, person, dja
     deal = person["deal"]
     deal.refresh_from_db()
     assert deal.contact_id is None and deal.name == "" and deal.amount == Decimal("500")
-    # Hashes only, for both emails and the phone.
-    assert Suppression.objects.filter(lifted_at__isnull=True).count() == 3
+    # Hashes only, for both emails, the phone and the app user id.
+    assert Suppression.objects.filter(lifted_at__isnull=True).count() == 4
     # The audit trail is intact and holds the erasure.
     assert AuditEvent.objects.filter(action="contact.erase", object_id=str(contact.pk)).exists()
     assert AuditEvent.objects.filter(action="contact.create", object_id=str(contact.pk)).exists()

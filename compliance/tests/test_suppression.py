@@ -28,8 +28,8 @@ def erased(key_client):
 
 def test_only_hashes_are_stored(erased):
     stored = list(Suppression.objects.values_list("kind", "digest"))
-    assert sorted(kind for kind, _ in stored) == ["email", "phone"]
-    assert all(len(d) == 64 and EMAIL not in d and PHONE not in d for _, d in stored)
+    assert sorted(kind for kind, _ in stored) == ["email", "external_id", "phone"]
+    assert all(len(d) == 64 and EMAIL not in d and PHONE not in d and "app-9" not in d for _, d in stored)
 
 
 def test_api_create_refuses_a_suppressed_email(erased, key_client):
@@ -83,16 +83,16 @@ def test_account_created_lifts_the_suppression_audited(erased, key_client):
     events = key_client(["events:write"])
     response = events.post(
         "/api/v1/events",
-        {"type": "account_created", "user": {"email": EMAIL, "external_id": "app-10"}, "properties": {"phone": PHONE}},
+        {"type": "account_created", "user": {"email": EMAIL, "external_id": "app-9"}, "properties": {"phone": PHONE}},
         format="json",
         HTTP_IDEMPOTENCY_KEY="signup-again",
     )
     assert response.status_code == 202, response.content
     inbox_apply()
-    assert Contact.objects.filter(email=EMAIL, phone=PHONE).exists()
+    assert Contact.objects.filter(email=EMAIL, phone=PHONE, external_id="app-9").exists()
     assert not Suppression.objects.filter(lifted_at__isnull=True).exists()
-    assert Suppression.objects.filter(lifted_reason="account_created").count() == 2
-    assert AuditEvent.objects.filter(action="suppression.lift").count() == 2
+    assert Suppression.objects.filter(lifted_reason="account_created").count() == 3
+    assert AuditEvent.objects.filter(action="suppression.lift").count() == 3
 
 
 def test_suppression_add_is_idempotent_and_check_names_the_field(system_actor):

@@ -313,9 +313,8 @@ def test_the_hot_paths_take_a_bounded_number_of_queries(app):
 
     ContactFactory(email="known@example.com", external_id="u-known")
     single(app, {"type": "custom", "user": {"external_id": "u-0"}}, "warm")
-    # The request is one INSERT (the API key is cached): it carries the user check when the
-    # type needs a known user, or may be a suppressed newcomer (an email) who is known after
-    # all; a sign-up-capable type naming a new user by id has nothing to check.
+    # The request is one INSERT (the API key is cached) carrying the user check: a known user,
+    # or, for a sign-up-capable type, a newcomer whose identifier is not suppressed.
     cases = [
         ("food_logged", {"external_id": "u-1"}, False),
         ("page_viewed", {"email": "known@example.com"}, True),
