@@ -11,6 +11,7 @@ import csv
 import datetime as dt
 import io
 import json
+import logging
 import zipfile
 from typing import Any
 
@@ -38,6 +39,8 @@ from crm_platform.idempotency import contact_subject
 from crm_platform.locking import locked_row
 from crm_platform.models import IdempotencyRecord, OutboxMessage
 from crm_platform.outbox import outbox_publish
+
+logger = logging.getLogger(__name__)
 
 ERASED = "[erased]"
 _EXPORT_SALT = "compliance.export-bundle"
@@ -323,6 +326,46 @@ def export_request(*, contact, actor: Actor) -> ExportBundle:
         audit_record(actor=actor, action="export.request", obj=bundle, changes={"contact": contact.pk})
         transaction.on_commit(lambda: tasks.export_build.delay(str(bundle.pk)), robust=True)
     return bundle
+
+
+# A pending bundle older than this has lost its build job (the broker was down when it was
+# requested, a Redis restart without persistence dropped the queue, a worker died with it):
+# export_sweep queues it again. Longer than export_build's hard time limit (900 s); a build in
+# progress holds its bundle's row lock, which the sweep skips.
+EXPORT_REQUEUE_AFTER = dt.timedelta(minutes=20)
+# Still pending this long after the request: its build keeps failing. Failed, so the caller
+# sees it and asks again, and the retention purge removes it a day later.
+EXPORT_GIVE_UP_AFTER = dt.timedelta(days=1)
+EXPORT_GAVE_UP = "The export could not be built; request a new one."
+
+
+def export_sweep(*, actor: Actor) -> dict[str, int]:
+    """Queue the build again of pending bundles whose job was lost; fail those pending for a
+    day. Safe to run twice at once (SKIP LOCKED; export_build leaves a built bundle alone)."""
+    from compliance import tasks
+
+    now = timezone.now()
+    with transaction.atomic():
+        stale = list(
+            ExportBundle.objects.select_for_update(skip_locked=True)
+            .filter(status=ExportBundle.Status.PENDING, requested_at__lt=now - EXPORT_REQUEUE_AFTER)
+            .order_by("requested_at")
+            .values_list("pk", "requested_at")
+        )
+        given_up = [pk for pk, requested_at in stale if requested_at < now - EXPORT_GIVE_UP_AFTER]
+        requeue = [str(pk) for pk, requested_at in stale if requested_at >= now - EXPORT_GIVE_UP_AFTER]
+        if given_up:
+            ExportBundle.objects.filter(pk__in=given_up).update(
+                status=ExportBundle.Status.FAILED, error=EXPORT_GAVE_UP, completed_at=now
+            )
+            for bundle in ExportBundle.objects.filter(pk__in=given_up):
+                audit_record(actor=actor, action="export.fail", obj=bundle, changes={"error": EXPORT_GAVE_UP})
+            logger.warning("%d export bundle(s) still pending after a day were failed", len(given_up))
+        for bundle_id in requeue:
+            transaction.on_commit(lambda bundle_id=bundle_id: tasks.export_build.delay(bundle_id), robust=True)
+    if requeue:
+        logger.warning("%d export bundle(s) had lost their build job; queued again", len(requeue))
+    return {"requeued": len(requeue), "failed": len(given_up)}
 
 
 def export_collect(*, contact_ids: list[int]) -> dict[str, list[dict[str, Any]]]:

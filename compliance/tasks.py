@@ -64,6 +64,15 @@ def export_build(bundle_id: str) -> str:
     return bundle.status if bundle is not None else "missing"
 
 
+@shared_task(acks_late=True, time_limit=120, soft_time_limit=110)
+def export_sweep() -> dict:
+    """Queue again the builds of export bundles whose job was lost; fail those pending a day."""
+    from compliance.gdpr import export_sweep as sweep
+    from crm_platform.actor import Actor
+
+    return sweep(actor=Actor.system("compliance.export_sweep"))
+
+
 @shared_task(acks_late=True, time_limit=3600, soft_time_limit=3540, ignore_result=False)
 def retention_purge() -> dict:
     """Purge every registered kind of row past its retention (settings.RETENTION_DAYS)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 
 from django import forms
 from django.conf import settings
@@ -20,6 +21,8 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
+from kombu.exceptions import KombuError
+from redis.exceptions import RedisError
 
 from compliance.services import audit_record
 from contacts import bulk, selectors, services, tasks
@@ -44,6 +47,8 @@ from crm_platform.csv_export import csv_response
 from crm_platform.errors import ConflictError
 
 User = get_user_model()
+
+logger = logging.getLogger(__name__)
 
 CSV_COLUMNS = [
     "email",
@@ -412,10 +417,22 @@ class ContactAdmin(FastChangeListMixin, admin.ModelAdmin):
             self.message_user(request, f"{done}: {changed} contact(s) changed.", messages.SUCCESS)
             return
         jobs = range(0, len(ids), bulk.BATCH)
-        for start in jobs:
-            tasks.contacts_bulk_change.apply_async(
-                (action, ids[start : start + bulk.BATCH], value, actor.to_task()), queue="bulk"
+        queued = 0
+        try:
+            for start in jobs:
+                tasks.contacts_bulk_change.apply_async(
+                    (action, ids[start : start + bulk.BATCH], value, actor.to_task()), queue="bulk"
+                )
+                queued += 1
+        except (KombuError, RedisError, OSError) as exc:  # the broker is down: say so, not a 500
+            logger.warning("bulk %s: %d of %d job(s) queued (%s)", action, queued, len(jobs), type(exc).__name__)
+            self.message_user(
+                request,
+                f"The background jobs could not be queued ({queued} of {len(jobs)} job(s) were): try again "
+                "shortly. Running the action again is safe (a contact already changed is left alone).",
+                messages.ERROR,
             )
+            return
         self.message_user(
             request,
             f"{done} for {len(ids):,} contacts in the background ({len(jobs)} jobs); each change is in the audit log.",

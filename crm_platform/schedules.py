@@ -65,6 +65,14 @@ SCHEDULE["compliance.retention_purge"] = {
     "description": "Purge rows past their retention (settings.RETENTION_DAYS): delivered outbox rows, webhook "
     "deliveries, sync events, Idempotency-Key records, expired export bundles, old activities when configured.",
 }
+SCHEDULE["compliance.export_sweep"] = {
+    "task": "compliance.tasks.export_sweep",
+    "every": 300,
+    "queue": "default",
+    "expires": 300,
+    "description": "Queue again GDPR export builds whose job was lost (broker down, Redis restarted); "
+    "fail exports still pending a day after their request.",
+}
 # Compliance: the audit hash chain (compliance/README.md).
 SCHEDULE["compliance.audit_seal"] = {
     "task": "compliance.tasks.audit_seal_now",

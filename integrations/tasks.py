@@ -28,7 +28,9 @@ def _stop_relaying(**kwargs) -> None:
 RELAY_BUDGET_SECONDS = 50
 
 
-@shared_task(acks_late=True, time_limit=120, soft_time_limit=110, ignore_result=False)
+# No result kept (CELERY_TASK_IGNORE_RESULT): a run is kicked by every commit that writes
+# outbox rows, and each kept result was a key in Redis for an hour (CELERY_RESULT_EXPIRES).
+@shared_task(acks_late=True, time_limit=120, soft_time_limit=110)
 def outbox_relay() -> dict:
     """Route and deliver what is due (kicked after each commit that wrote outbox rows, and
     swept by beat). Concurrent runs share the work through SKIP LOCKED."""

@@ -186,14 +186,16 @@ def django_env(**overrides: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def celery_worker(*, broker_url: str, result_backend: str | None = None, **env: str):
+def celery_worker(*, broker_url: str, result_backend: str | None = None, queues: str | None = None, **env: str):
     """A real Celery worker (solo pool) on a queue of its own, against the test database and the
-    given broker; yields the queue's name. Extra keyword arguments go to its environment."""
+    given broker; yields the queue's name. `queues` (comma-separated) makes it consume those
+    instead, as `make run`'s worker does: only on a broker of the test's own (OwnRedis). Extra
+    keyword arguments go to its environment."""
     import uuid
 
     from django.conf import settings
 
-    queue = f"test-{uuid.uuid4().hex[:8]}"
+    queue = queues or f"test-{uuid.uuid4().hex[:8]}"
     db = settings.DATABASES["default"]
     child_env = django_env(
         DATABASE_URL=f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",

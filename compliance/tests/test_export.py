@@ -18,6 +18,7 @@ from compliance.models import AuditEvent, ExportBundle
 from compliance.tasks import export_build, retention_purge
 from contacts import services as contacts
 from contacts.tests.factories import ContactFactory
+from integrations.tests.test_worker import own_broker  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.django_db
 
@@ -162,3 +163,58 @@ def test_an_export_of_a_contact_erased_while_it_is_requested_is_a_404_and_leaves
     assert answer.status_code == 404, answer.content
     assert answer.json()["error"]["code"] == "not_found"
     assert not ExportBundle.objects.exists()
+
+
+def _procfile_queues() -> str:
+    """The queues `make run`'s worker consumes (its Procfile line)."""
+    from tests.support import ROOT
+
+    line = next(line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith("worker:"))
+    return line.split("--queues", 1)[1].split()[0]
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_an_export_requested_while_the_broker_is_down_is_built_by_beats_jobs_once_it_is_back(
+    gdpr,
+    person,
+    own_broker,  # noqa: F811
+):
+    """The build job is queued after commit, best effort: with the broker down (or its queue lost
+    in a Redis restart) the bundle was left pending for ever, never built and never purged. A
+    beat job now sends it again; one round of the schedule, run by a worker on `make run`'s
+    queues, builds it."""
+    from crm_platform.celery import app as celery_app
+    from crm_platform.schedules import SCHEDULE
+    from tests.support import celery_worker, wait_until
+
+    own_broker.stop()
+    response = gdpr.post(f"/api/v1/contacts/{person.pk}/export")
+    assert response.status_code == 202, response.content
+    bundle_id = response.json()["id"]
+    own_broker.start()
+    assert ExportBundle.objects.get(pk=bundle_id).status == ExportBundle.Status.PENDING
+    ExportBundle.objects.filter(pk=bundle_id).update(requested_at=timezone.now() - dt.timedelta(hours=1))
+
+    with celery_worker(broker_url=own_broker.url, queues=_procfile_queues()):
+        for spec in SCHEDULE.values():  # what beat sends, each job once
+            celery_app.send_task(spec["task"], queue=spec["queue"], expires=max(spec["expires"], 120))
+        wait_until(lambda: ExportBundle.objects.get(pk=bundle_id).status == ExportBundle.Status.READY, timeout=120)
+    assert gdpr.get(f"/api/v1/exports/{bundle_id}").json()["download_url"]
+
+
+def test_an_export_whose_build_never_ends_is_failed_after_a_day_for_a_new_request(
+    gdpr, person, django_capture_on_commit_callbacks
+):
+    """A bundle still pending a day after its request (its build keeps failing or being killed)
+    is marked failed, so the caller sees it and asks again, and the retention purge removes it."""
+    from compliance.tasks import export_sweep
+
+    with django_capture_on_commit_callbacks():
+        bundle_id = gdpr.post(f"/api/v1/contacts/{person.pk}/export").json()["id"]
+    ExportBundle.objects.filter(pk=bundle_id).update(requested_at=timezone.now() - dt.timedelta(days=2))
+    with django_capture_on_commit_callbacks(execute=False) as queued:
+        assert export_sweep() == {"requeued": 0, "failed": 1}
+    assert queued == []
+    status = gdpr.get(f"/api/v1/exports/{bundle_id}").json()
+    assert status["status"] == "failed" and status["download_url"] is None

@@ -14,6 +14,7 @@ from contacts.tests.admin_forms import change_form_data
 from contacts.tests.factories import ContactFactory
 from crm_platform.celery import app as celery_app
 from crm_platform.models import OutboxMessage
+from integrations.tests.test_worker import own_broker  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.django_db
 LIST = "/admin/contacts/contact/"
@@ -368,3 +369,21 @@ def test_order_sorts_offered_are_the_indexed_ones(admin_client):
     columns = list(response.context["cl"].list_display)
     ignored = admin_client.get("/admin/contacts/order/", {"o": str(columns.index("amount"))})
     assert list(ignored.context["cl"].queryset.query.order_by) == ["-pk"]
+
+
+def test_bulk_actions_past_the_inline_limit_with_the_broker_down_say_so_instead_of_a_500(
+    admin_client,
+    admin_user,
+    settings,
+    own_broker,  # noqa: F811
+):
+    """The jobs cannot be queued: staff are told so (how many went, and to run it again: a
+    contact already changed is left alone), instead of a server error."""
+    settings.ADMIN_BULK_INLINE_LIMIT = 2
+    contacts = ContactFactory.create_batch(3)
+    own_broker.stop()
+    response = _action(admin_client, "assign_owner", contacts, owner=admin_user.pk, apply="1")
+    assert response.status_code == 302
+    page = admin_client.get(response["Location"]).content.decode()
+    assert "could not be queued" in page and "0 of 1 job(s)" in page and "in the background" not in page
+    assert not Contact.objects.filter(owner=admin_user).exists()

@@ -89,3 +89,18 @@ def test_writes_succeed_with_the_broker_down_and_the_sweep_drains_them_once_it_i
         outbox_relay.apply_async(queue=queue, expires=30)
         wait_until(lambda: _delivered(3), timeout=60)
     assert sorted(verified(secret, r)["data"]["id"] for r in receiver.requests) == [0, 1, 2]
+
+
+def test_relay_runs_leave_no_result_behind_in_redis(transactional_db, make_endpoint, receiver, own_broker):
+    """Every commit that writes outbox rows kicks a relay run, and beat sweeps every 5 s: each
+    run's return value was kept in Redis (the broker's own server) for an hour, a key per
+    write, so Redis grew with the write rate. Nobody reads them."""
+    import redis
+
+    make_endpoint()
+    broker = redis.Redis.from_url(own_broker.url)
+    with celery_worker(broker_url=own_broker.url, queues="sync", WEBHOOK_ALLOW_PRIVATE_TARGETS="true"):
+        _publish(n_objects=5, per_object=1)  # five commits: five kicks on the sync queue
+        wait_until(lambda: _delivered(5), timeout=60)
+        wait_until(lambda: broker.llen("sync") == 0 and broker.hlen("unacked") == 0, timeout=60)
+    assert broker.keys("celery-task-meta-*") == []
