@@ -30,6 +30,7 @@ MEDICAL_FIELD_NAMES = frozenset(
         "blood_pressure",
         "bmi",
         "conditions",
+        "consultation",
         "diagnosis",
         "diagnoses",
         "health_profile",

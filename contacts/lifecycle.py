@@ -58,6 +58,11 @@ ALLOWED[Stage.CHURNED] = frozenset({Stage.WON_BACK})
 ALLOWED[Stage.WON_BACK] = frozenset(
     {Stage.ACTIVE_CUSTOMER, Stage.SUBSCRIBER, Stage.ADVOCATE, Stage.AT_RISK, Stage.CHURNED}
 )
+# Advocate is the customer who recommends (seed 004: "VIP Customer", the advocacy funnel
+# Subscriber -> Advocate): a referral or review from someone who never bought leaves them where
+# they are.
+for _stage in (Stage.VISITOR, Stage.LEAD, Stage.PROSPECT):
+    ALLOWED[_stage] -= {Stage.ADVOCATE}
 # Leads and prospects that never bought can go cold too.
 ALLOWED[Stage.LEAD] |= {Stage.CHURNED}
 ALLOWED[Stage.PROSPECT] |= {Stage.CHURNED}

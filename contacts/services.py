@@ -1010,9 +1010,13 @@ def order_record(
         if status == Order.Status.PAID:
             Contact.objects.filter(pk=contact.pk, is_paid=False).update(is_paid=True)
             contact.refresh_from_db(fields=["lifecycle_stage", "is_paid"])
-            contact = lifecycle_apply_event(contact=contact, event_type="order_placed", actor=actor)
+            # Moves dated when the order was paid (an event sent later), as the timeline's are.
+            moved_at = order.paid_at
+            contact = lifecycle_apply_event(
+                contact=contact, event_type="order_placed", actor=actor, occurred_at=moved_at
+            )
             if Order.objects.filter(contact=contact, status=Order.Status.PAID).count() >= 2:
-                lifecycle_apply_event(contact=contact, event_type="recurring_order", actor=actor)
+                lifecycle_apply_event(contact=contact, event_type="recurring_order", actor=actor, occurred_at=moved_at)
     return order, True
 
 
@@ -1076,6 +1080,14 @@ def subscription_start(
                     raise ConflictError(
                         f"Subscription {external_id} belongs to another contact.", code="subscription_conflict"
                     )
+                if existing.plan == PLAN_NOT_YET_KNOWN:  # its cancellation came first: filled in, still cancelled
+                    existing.plan = str(plan).strip()[:100]
+                    existing.amount, existing.currency = Decimal(str(amount)), currency.upper()
+                    existing.started_at = min(started_at, existing.cancelled_at or started_at)
+                    existing.save(update_fields=["plan", "amount", "currency", "started_at"])
+                    audit_record(
+                        actor=actor, action="subscription.start", obj=existing, changes={"plan": existing.plan}
+                    )
                 return existing, False
         try:
             with transaction.atomic():
@@ -1098,8 +1110,36 @@ def subscription_start(
             actor=actor,
         )
         contact.refresh_from_db(fields=["lifecycle_stage"])
-        lifecycle_apply_event(contact=contact, event_type="subscription_started", actor=actor)
+        lifecycle_apply_event(contact=contact, event_type="subscription_started", actor=actor, occurred_at=started_at)
     return subscription, True
+
+
+# The plan of a subscription whose cancellation arrived before its start (events out of order).
+PLAN_NOT_YET_KNOWN = "(not yet known)"
+
+
+def subscription_cancel_unknown(
+    *, contact: Contact, external_id: str, actor: Actor, at: dt.datetime | None = None, plan: str | None = None
+) -> Subscription:
+    """A cancellation for a subscription the CRM has not heard start (events out of order):
+    recorded as a cancelled subscription, so the start arriving later (subscription_start, on
+    the same external id) fills in its plan and leaves it cancelled instead of active."""
+    at = at or timezone.now()
+    contact = contact_survivor(contact)
+    with transaction.atomic():
+        row_held(Contact, contact.pk)
+        subscription = Subscription.objects.filter(external_id=external_id).first()
+        if subscription is None:
+            subscription = Subscription.objects.create(
+                contact=contact,
+                plan=str(plan).strip()[:100] if plan and str(plan).strip() else PLAN_NOT_YET_KNOWN,
+                status=Subscription.Status.ACTIVE,
+                started_at=at,
+                external_id=external_id,
+            )
+        elif subscription.contact_id != contact.pk:
+            raise ConflictError(f"Subscription {external_id} belongs to another contact.", code="subscription_conflict")
+        return subscription_cancel(subscription=subscription, actor=actor, at=at)
 
 
 def subscription_cancel(*, subscription: Subscription, actor: Actor, at: dt.datetime | None = None) -> Subscription:

@@ -34,7 +34,7 @@ from compliance.services import audit_record
 from compliance.suppression import digest as identifier_digest
 from compliance.suppression import suppression_lift
 from contacts import services as contacts
-from contacts.models import Activity, Contact, Subscription
+from contacts.models import Activity, Contact, Order, Subscription
 from crm_platform.actor import Actor
 from crm_platform.errors import ConflictError
 from integrations import sync
@@ -88,6 +88,10 @@ class EventType:
     # Properties naming someone other than the event's user (name, "email" or "phone"): kept
     # only as a keyed hash (`_pseudonymised`), never as sent.
     other_people: tuple[tuple[str, str], ...] = ()
+    # Timeline path: whether the user did it. A reminder the platform schedules (seed 004's
+    # "refill reminder due", "subscription renewal approaching") lands on the timeline but
+    # neither marks the contact active nor wins a churned one back ("any_activity").
+    user_acted: bool = True
 
 
 # ----------------------------------------------------------------------------- schemas
@@ -183,12 +187,21 @@ def logged_in(event: Event) -> dict:
     return {"last_login_at": event.occurred_at}
 
 
+ORDER_DIFFERS = "This order was recorded with another amount or currency; it is not applied again."
+
+
 def on_order_placed(event: Event, actor: Actor, contact: Contact | None) -> dict:
     p = event.properties
+    currency = p.get("currency", "USD")
+    known = Order.objects.filter(external_id=p["order_id"]).values_list("amount", "currency").first()
+    if known is not None and known != (p["amount"], currency.upper()):
+        # The same order id with another amount (a correction, or the sender's bug) is not the
+        # order we have: failed, for the sender and staff to see, not "applied" unchanged.
+        raise ValidationError({"properties.order_id": [ORDER_DIFFERS]})
     order, created = contacts.order_record(
         contact=contact,
         amount=p["amount"],
-        currency=p.get("currency", "USD"),
+        currency=currency,
         items=p.get("items", []),
         external_id=p["order_id"],
         paid_at=event.occurred_at,
@@ -212,10 +225,17 @@ def on_subscription_started(event: Event, actor: Actor, contact: Contact | None)
 
 
 def on_subscription_cancelled(event: Event, actor: Actor, contact: Contact | None) -> dict:
-    subscription = Subscription.objects.filter(external_id=event.properties["subscription_id"], contact=contact).first()
-    if subscription is None:
-        raise ValidationError({"properties.subscription_id": ["No such subscription for this user."]})
-    contacts.subscription_cancel(subscription=subscription, at=event.occurred_at, actor=actor)
+    # Unknown yet (its start not arrived: events out of order) it is recorded cancelled, and
+    # the start fills it in later without making it active.
+    if Subscription.objects.filter(external_id=event.properties["subscription_id"]).exclude(contact=contact).exists():
+        raise ValidationError({"properties.subscription_id": ["This subscription is another user's."]})
+    subscription = contacts.subscription_cancel_unknown(
+        contact=contact,
+        external_id=event.properties["subscription_id"],
+        plan=event.properties.get("plan"),
+        at=event.occurred_at,
+        actor=actor,
+    )
     return {"contact": contact.pk, "subscription": subscription.pk}
 
 
@@ -262,9 +282,26 @@ def assessment_completed(event: Event, contact: dict[str, Any], activity_id: int
     }
 
 
+def consultation_requested(event: Event, contact: dict[str, Any], activity_id: int) -> tuple[str, dict[str, Any]]:
+    """consultation.requested for webhooks (issue 5; seed 004's "consultation submitted"
+    trigger). Who asked, and when, travel as plain fields; the consultation itself (specialty,
+    reason, preferred time: medical) only under `consultation`, a medical field the PHI guard
+    drops unless an endpoint is allowed it."""
+    return "consultation.requested", {
+        "id": activity_id,
+        "contact": contact["id"],
+        "email": contact["email"],
+        "external_id": contact["external_id"],
+        "occurred_at": event.occurred_at.isoformat(),
+        "consultation": dict(event.properties),
+    }
+
+
 def on_account_created(event: Event, actor: Actor, contact: Contact | None) -> dict:
     fields = {k: event.properties[k] for k in _PROFILE_FIELDS if k in event.properties}
-    contact, stale = _sync(event, actor, source="app", **fields)
+    if not contact.source:  # where the person came from (a lead capture before the sign-up) stays
+        fields["source"] = "app"
+    contact, stale = _sync(event, actor, **fields)
     return _timeline(event, actor, contact, stale)
 
 
@@ -324,15 +361,17 @@ EVENT_TYPES: dict[str, EventType] = {
     "subscription_started": EventType(Serialized(SubscriptionStartedSchema), on_subscription_started),
     "subscription_cancelled": EventType(Serialized(SubscriptionSchema), on_subscription_cancelled),
     "consultation_submitted": EventType(
-        Properties(consultation_id=identifier(), specialty=text(100), reason=text(2000), preferred_at=moment())
+        Properties(consultation_id=identifier(), specialty=text(100), reason=text(2000), preferred_at=moment()),
+        announces=consultation_requested,
     ),
     "treatment_plan_updated": EventType(Properties(plan_id=identifier(), plan=text(200), status=text(40))),
     "prescription_approved": EventType(Properties(approved_at=moment(), **_PRESCRIPTION)),
-    "refill_due": EventType(Properties(due_date=date(), **_PRESCRIPTION)),
+    "refill_due": EventType(Properties(due_date=date(), **_PRESCRIPTION), user_acted=False),
     "renewal_approaching": EventType(
         Properties(
             subscription_id=identifier(), plan=text(100), renews_at=date(), amount=number(0, 1e9), currency=text(3)
-        )
+        ),
+        user_acted=False,
     ),
     "support_ticket_created": EventType(Serialized(TicketSchema), on_ticket),
     "referral_made": EventType(
@@ -528,6 +567,7 @@ def _timeline_segment(events: list[Event], indices: list[int], actor: Actor) -> 
         contact_fields=_contact_fields,
         creates_user=lambda e: EVENT_TYPES[e.type].creates_user,
         announcement=_announcement,
+        user_acted=lambda e: EVENT_TYPES[e.type].user_acted,
     )
     outcomes = batch.run()
     return [outcomes[n] for n in range(len(indices))]

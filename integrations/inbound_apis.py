@@ -97,6 +97,15 @@ APP_EVENT_TYPES: dict[tuple[str, str], str] = {
     ("ticket", "create"): "support_ticket_created",
 }
 _OCCURRED_AT_KEYS = ("occurredAt", "timestamp", "date")
+# The property naming the app's object, for types that have one: seed 002's `externalId` fills
+# it when the payload does not (order/create with externalId "ord_1" is order ord_1).
+_OBJECT_ID_PROPERTIES = {
+    "order_placed": "order_id",
+    "subscription_started": "subscription_id",
+    "subscription_cancelled": "subscription_id",
+    "consultation_submitted": "consultation_id",
+    "goal_progress": "goal_id",
+}
 IDENTITY_CONFLICT = error_response("The event's email and app user id name two different people.")
 
 
@@ -545,6 +554,8 @@ class AppEventApi(InboxKeysMixin, APIView):
         properties = {**payload, "entity_type": pair[0], "operation": pair[1]}
         if values.get("externalId"):
             properties["external_id"] = values["externalId"]
+            if (name := _OBJECT_ID_PROPERTIES.get(APP_EVENT_TYPES[pair])) and payload.get(name) in (None, ""):
+                properties[name] = values["externalId"]
         user = {"external_id": values["userId"]}
         if pair == ("user", "create") and isinstance(payload.get("email"), str) and payload["email"]:
             user["email"] = payload["email"]  # the new user's address, checked as any event's

@@ -123,11 +123,16 @@ class TimelineBatch:
         contact_fields: Callable,
         creates_user: Callable,
         announcement: Callable | None = None,
+        user_acted: Callable | None = None,
     ):
         self.events = events
         self.actor = actor
         self.contact_fields = contact_fields  # event -> fields (None: timeline only)
         self.creates_user = creates_user  # event -> bool
+        # event -> whether the user did it (default: yes). A reminder the platform schedules
+        # (a refill due) is not: it neither marks the contact active nor, through the
+        # "any_activity" rule, wins back a churned one.
+        self.user_acted = user_acted or (lambda event: True)
         # (event, contact {"id", "email", "external_id"}, activity id) -> (outbox topic, payload),
         # or None: what other systems hear of the event (one outbox INSERT per topic).
         self.announcement = announcement
@@ -292,14 +297,17 @@ class TimelineBatch:
             person.stamped = person.stamped or stamps != person.stamps
             person.stamps = stamps
             stale = sorted(stale_values)
-        if person.last_active is None or person.last_active < event.occurred_at:
+        acted = self.user_acted(event)
+        if acted and (person.last_active is None or person.last_active < event.occurred_at):
             person.last_active = event.occurred_at
         properties = dict(event.properties)
         if stale:
             properties["_stale_fields"] = stale
         row = _Row(index, person, event.type, event.occurred_at, event.source[:50], properties, stale)
         for event_type, to_stage in rules:  # lifecycle_apply_event's order (rules by event type)
-            if event_type in (event.type, "any_activity") and lifecycle.is_allowed(person.stage, to_stage):
+            if (event_type == event.type or (acted and event_type == "any_activity")) and lifecycle.is_allowed(
+                person.stage, to_stage
+            ):
                 row.moves.append(to_stage)
                 person.values["lifecycle_stage"] = to_stage
         return row
@@ -492,6 +500,8 @@ def _changes(person: _Person) -> dict[str, tuple[Any, Any]]:
 
 
 def _stale_touch(person: _Person) -> bool:
+    if person.last_active is None:  # only events the user did not do (reminders): nothing to touch
+        return False
     stored = person.values["last_active_at"]
     return stored is None or stored < person.last_active - TOUCH_EVERY
 

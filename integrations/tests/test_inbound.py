@@ -1,7 +1,7 @@
 import pytest
 from django.utils import timezone
 
-from contacts.models import Activity, Contact, Order, Ticket
+from contacts.models import Activity, Contact, Order, Subscription, Ticket
 from contacts.tests.factories import ContactFactory
 from integrations.models import InboundEvent, SyncEvent
 from integrations.tasks import inbox_apply
@@ -85,6 +85,7 @@ def test_an_event_that_fails_when_applied_is_failed_with_its_errors_and_can_be_a
     from integrations.inbox import inbox_retry
 
     ContactFactory(email=None, external_id="u-1")
+    Subscription.objects.create(contact=ContactFactory(), plan="Core", external_id="s-1")  # another user's
     body = {"type": "subscription_cancelled", "user": {"external_id": "u-1"}, "properties": {"subscription_id": "s-1"}}
     response = send(app, EVENTS, body)
     state = outcome(app, response)
@@ -94,7 +95,7 @@ def test_an_event_that_fails_when_applied_is_failed_with_its_errors_and_can_be_a
     assert SyncEvent.objects.filter(direction="inbound", status="failed", event_type="subscription_cancelled").exists()
     assert inbox_retry(ids=[row.pk], actor=system_actor) == 1
     assert outcome(app, response)["status"] == "queued"
-    assert inbox_apply()["failed"] == 1  # still no such subscription: failed again, nothing written
+    assert inbox_apply()["failed"] == 1  # still another user's subscription: failed again, nothing written
 
 
 def test_event_detail_shows_only_the_senders_own_events(app, key_client):

@@ -183,6 +183,7 @@ def test_a_batch_may_name_users_whose_sign_ups_an_earlier_request_queued(app):
 
 
 def test_types_with_real_effects_run_in_a_batch_beside_the_timeline(app):
+    Subscription.objects.create(contact=ContactFactory(), plan="Core", external_id="nope")  # another user's
     ContactFactory(email=None, external_id="u-1", lifecycle_stage="patient")
     events = [
         {"id": "a", "type": "account_created", "user": {"external_id": "u-9", "email": "nine@example.com"}},

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from compliance.models import AuditEvent
 from compliance.tasks import retention_purge
-from contacts.models import Activity, Contact
+from contacts.models import Activity, Contact, Subscription
 from contacts.tests.factories import ContactFactory
 from integrations.inbox import KICK_FLAG
 from integrations.models import InboundEvent
@@ -171,6 +171,7 @@ def test_the_admin_lists_filters_hides_payloads_from_non_phi_staff_and_applies_a
 ):
     app = key_client(["events:write"])
     ContactFactory(email=None, external_id="u-1")
+    Subscription.objects.create(contact=ContactFactory(), plan="Core", external_id="s-404")  # another user's
     post(
         app,
         {"type": "subscription_cancelled", "user": {"external_id": "u-1"}, "properties": {"subscription_id": "s-404"}},
@@ -298,6 +299,7 @@ def test_an_applied_row_keeps_no_names_and_a_failed_one_keeps_them_for_a_retry(k
     app = key_client(["events:write"])
     ContactFactory(email="one@example.com", external_id="u-1")
     post(app, {"type": "custom", "user": {"external_id": "u-1", "email": "one@example.com"}}, "fine")
+    Subscription.objects.create(contact=ContactFactory(), plan="Core", external_id="s")  # another user's
     cancel = {"type": "subscription_cancelled", "user": {"external_id": "u-1"}, "properties": {"subscription_id": "s"}}
     post(app, cancel, "refused-later")
     inbox_apply()
