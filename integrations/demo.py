@@ -134,8 +134,8 @@ def _events(*, emails: list[str], rng, now: dt.datetime) -> list[dict]:
                 plan="Foundation monthly",
                 amount="79.00",
             )
-            # A subscription the CRM never heard of: the applier fails this one.
-            add("subscription_cancelled", user, start - 50, subscription_id="demo-sub-0999")
+            # The same order id again with another amount: the applier fails this one.
+            add("order_placed", user, start - 44, order_id="demo-order-1001", amount="99.00", currency="USD")
         if n == 1:
             add(
                 "assessment_completed",

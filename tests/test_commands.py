@@ -81,9 +81,7 @@ def test_seed_demo_applies_its_app_events_without_a_worker(as_in_development):
     inbox = InboundEvent.objects.filter(owner=f"key:{key.pk}")
     assert inbox.filter(status=InboundEvent.Status.APPLIED).count() >= 40
     assert not inbox.filter(status=InboundEvent.Status.PENDING).exists()
-    assert list(inbox.filter(status=InboundEvent.Status.FAILED).values_list("type", flat=True)) == [
-        "subscription_cancelled"
-    ]
+    assert list(inbox.filter(status=InboundEvent.Status.FAILED).values_list("type", flat=True)) == ["order_placed"]
     assert (
         SyncEvent.objects.filter(direction="inbound", status="applied").count()
         == inbox.filter(status=InboundEvent.Status.APPLIED).count()

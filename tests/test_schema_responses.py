@@ -20,6 +20,7 @@ from jsonschema import Draft202012Validator, FormatChecker
 
 from compliance.gdpr import legal_hold_place
 from compliance.tasks import export_build
+from contacts.models import Subscription
 from contacts.tests.factories import ContactFactory
 from crm_platform.api.errors import error_body
 from crm_platform.idempotency import key_use
@@ -255,6 +256,7 @@ def test_event_routes_answer_as_documented(schema, key_client):
     replay = app.post("/api/v1/events", sign_up, format="json", HTTP_IDEMPOTENCY_KEY="e-1")
     assert replay["Idempotent-Replayed"] == "true"
     conforms(schema, "POST", "/api/v1/events", replay)
+    Subscription.objects.create(contact=ContactFactory(), plan="Core", external_id="x")  # another user's
     doomed = {"type": "subscription_cancelled", "user": {"external_id": "u-2"}, "properties": {"subscription_id": "x"}}
     failing = conforms(
         schema, "POST", "/api/v1/events", app.post("/api/v1/events", doomed, format="json", HTTP_IDEMPOTENCY_KEY="e-2")
