@@ -1,5 +1,6 @@
 import pytest
 from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
 
 from crm_platform.models import OutboxMessage
 from integrations import services
@@ -63,3 +64,16 @@ def publish(db):
 def verified(secret: str, request) -> dict:
     """What an independent Standard Webhooks implementation makes of a received request."""
     return Webhook(secret).verify(request.body, request.headers)
+
+
+def verified_by_secret(requests, *secrets: str) -> dict[str, dict]:
+    """Several endpoints on one receiver: each request verified under the secret that signed
+    it, as {secret: body} (one request per endpoint)."""
+    found = {}
+    for request in requests:
+        for secret in secrets:
+            try:
+                found[secret] = verified(secret, request)
+            except WebhookVerificationError:  # signed with another endpoint's secret
+                continue
+    return found
