@@ -56,11 +56,13 @@ class _ReplayPermission:
         return request.user.has_perm("crm_platform.change_outboxmessage")
 
 
-def _warn_overtaken(model_admin, request, ids) -> None:
+def _warn_overtaken(model_admin, request, ids=(), *, overtaken: int | None = None) -> None:
     """Replayed rows that a later message for the same object already reached arrive after it:
     staff hear of it (the per-object order holds among undelivered rows, not against ones
-    already delivered)."""
-    if overtaken := relay.outbox_overtaken(ids=ids):
+    already delivered). `overtaken`: the count, when the caller has it."""
+    if overtaken is None:
+        overtaken = relay.outbox_overtaken(ids=ids)
+    if overtaken:
         model_admin.message_user(
             request,
             f"{overtaken} of them are older than a message already delivered for the same object to the same "
@@ -471,6 +473,7 @@ class SyncEventAdmin(_ReplayPermission, ReadOnlyAdminMixin, FastChangeListMixin,
         counts = sync.sync_events_retry(ids=queryset.values_list("pk", flat=True), actor=Actor.from_request(request))
         if counts["replayed"]:
             self.message_user(request, f"{counts['replayed']} outbox row(s) will be sent again.", messages.SUCCESS)
+            _warn_overtaken(self, request, overtaken=counts["overtaken"])
         if counts["missing"]:
             self.message_user(
                 request,

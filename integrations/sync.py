@@ -249,8 +249,9 @@ def sync_events_retry(*, ids: Iterable[int], actor: Actor) -> dict[str, int]:
         the payload, so they are counted, not changed: a failed event is applied again from the
     inbox's admin ("Inbound events"), which keeps a failed event's payload until retention.
         Returns {"replayed": outbox rows reset, "inbound": inbound events left as they were,
-        "missing": outbound events whose outbox row was already purged}."""
-    from integrations.relay import outbox_replay
+        "missing": outbound events whose outbox row was already purged, "overtaken": replayed rows
+        a later message for the same object already reached (relay.outbox_overtaken)}."""
+    from integrations.relay import outbox_overtaken, outbox_replay
 
     events = list(SyncEvent.objects.filter(pk__in=list(ids)).values_list("direction", "outbox_message_id"))
     outbox_ids = {pk for direction, pk in events if direction == OUTBOUND and pk is not None}
@@ -258,6 +259,7 @@ def sync_events_retry(*, ids: Iterable[int], actor: Actor) -> dict[str, int]:
     replayed = outbox_replay(ids=sorted(existing), actor=actor) if existing else 0
     return {
         "replayed": replayed,
+        "overtaken": outbox_overtaken(ids=existing) if existing else 0,
         "inbound": sum(direction == INBOUND for direction, _ in events),
         "missing": len(outbox_ids - existing),
     }

@@ -242,6 +242,21 @@ def test_retry_replays_an_outbound_delivery(admin_client, make_endpoint, publish
     assert len(receiver.requests) == 2
 
 
+def test_retry_of_a_delivery_a_later_message_overtook_warns_of_it(admin_client, make_endpoint, publish, receiver):
+    from integrations.models import WebhookEndpoint
+
+    make_endpoint()
+    receiver.respond(410)
+    publish(object_id=1, payload={"id": 1, "first_name": "Older"})
+    relay.outbox_relay(budget_seconds=10)
+    WebhookEndpoint.objects.update(enabled=True)
+    publish(object_id=1, payload={"id": 1, "first_name": "Newer"})
+    relay.outbox_relay(budget_seconds=10)  # delivered: the older one, replayed, arrives after it
+    event = SyncEvent.objects.get(direction="outbound", status="dead")
+    response = _retry(admin_client, [event.pk])
+    assert b"1 of them are older than a message already delivered for the same object" in response.content
+
+
 def test_retry_of_an_inbound_event_explains_and_changes_nothing(admin_client, app):
     send(app, {"type": "food_logged", "user": {"external_id": "ghost"}}, "k-ghost")
     event = _inbound(external_id="ghost").get()
