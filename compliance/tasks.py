@@ -13,13 +13,13 @@ from compliance.notices import admin_notice_post
 logger = logging.getLogger(__name__)
 
 
-@shared_task(acks_late=True, time_limit=600, ignore_result=False)
+@shared_task(acks_late=True, time_limit=600, soft_time_limit=570, ignore_result=False)
 def audit_seal_now() -> int:
     """Seal the audit rows written since the last run (every few seconds, and on demand)."""
     return audit_seal()
 
 
-@shared_task(acks_late=True, time_limit=3600, ignore_result=False)
+@shared_task(acks_late=True, time_limit=3600, soft_time_limit=3540, ignore_result=False)
 def audit_seal_and_verify() -> dict:
     """Nightly: seal, then walk the whole chain. A break is logged as an error and posted as an
     admin notice for compliance officers (and administrators)."""
@@ -45,7 +45,7 @@ def audit_seal_and_verify() -> dict:
     return {"sealed": sealed, "checked": result.checked, "broken": message}
 
 
-@shared_task(acks_late=True, time_limit=3600, ignore_result=False)
+@shared_task(acks_late=True, time_limit=3600, soft_time_limit=3540, ignore_result=False)
 def audit_retention_purge() -> int:
     """Delete sealed audit rows past AUDIT_RETENTION_DAYS from the oldest end of the chain."""
     return audit_purge()

@@ -427,7 +427,11 @@ CELERY_TASK_QUEUES = [
 CELERY_TASK_DEFAULT_EXCHANGE = "default"
 CELERY_TASK_DEFAULT_ROUTING_KEY = "default"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+# Redis hands a message not yet acknowledged (acks_late) to another worker after this long: it
+# must outlast the longest task (an hour) even when its message waited behind another in the
+# worker, or a long nightly job would start a second time. The cost: the messages of a worker
+# killed outright come back after two hours (the sweeps and beat cover the urgent work).
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 7200}
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False

@@ -5,7 +5,7 @@ from django.contrib.sessions.models import Session
 from django.utils import timezone
 
 
-@shared_task(acks_late=True, time_limit=600, ignore_result=False)
+@shared_task(acks_late=True, time_limit=600, soft_time_limit=570, ignore_result=False)
 def clear_expired_sessions() -> int:
     """Delete staff sessions past their expiry; returns how many went."""
     deleted, _ = Session.objects.filter(expire_date__lt=timezone.now()).delete()

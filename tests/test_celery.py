@@ -22,6 +22,23 @@ def test_celery_is_configured_for_safe_delivery():
     assert conf.worker_prefetch_multiplier == 1
 
 
+def test_every_task_keeps_a_soft_limit_under_its_own_hard_one_and_the_broker_outwaits_them():
+    """A task given its own hard limit but no soft one got the project's default soft limit
+    (270 s): the nightly audit seal and verify, allowed an hour, would have been stopped after
+    four and a half minutes once the chain grew. And Redis redelivers a message not acknowledged
+    within its visibility timeout (3600 s, the longest hard limit): a long job could start twice."""
+    conf = celery_app.conf
+    celery_app.loader.import_default_modules()
+    ours = [task for name, task in celery_app.tasks.items() if not name.startswith("celery.")]
+    assert len(ours) > 10
+    for task in ours:
+        assert not task.time_limit or task.soft_time_limit, f"{task.name}: a hard limit of its own, no soft one"
+        soft, hard = task.soft_time_limit or conf.task_soft_time_limit, task.time_limit or conf.task_time_limit
+        assert soft < hard, task.name
+    longest = max(task.time_limit or conf.task_time_limit for task in ours)
+    assert conf.broker_transport_options["visibility_timeout"] >= 2 * longest
+
+
 @pytest.fixture
 def worker(transactional_db):
     """A real Celery worker on a queue of this test's own, against the test database and Redis."""
