@@ -113,14 +113,25 @@ ADMIN_CSP = "; ".join(
 )
 
 
+# The API's own HTML pages that load what the policy would block (Swagger UI and ReDoc set up
+# their pages with inline script); everything else under /api/ that answers HTML is DRF's
+# browsable API, which staff use with their session and which needs only our own files.
+_API_PAGES_WITHOUT_CSP = ("/api/docs/", "/api/redoc/")
+
+
 class AdminContentSecurityPolicyMiddleware:
-    """Content-Security-Policy on /admin/ pages."""
+    """Content-Security-Policy on /admin/ pages and on the browsable API's pages (staff browse
+    the API with their admin session: an injected script there could act as them)."""
 
     def __init__(self, get_response):
         self.get_response = get_response
 
     def __call__(self, request):
         response = self.get_response(request)
-        if request.path.startswith("/admin/"):
+        if request.path.startswith("/admin/") or (
+            request.path.startswith("/api/")
+            and request.path not in _API_PAGES_WITHOUT_CSP
+            and response.get("Content-Type", "").startswith("text/html")
+        ):
             response.setdefault("Content-Security-Policy", ADMIN_CSP)
         return response

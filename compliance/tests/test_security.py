@@ -116,6 +116,16 @@ def test_admin_pages_carry_a_content_security_policy_of_our_own_assets(client, s
     assert "Content-Security-Policy" not in client.get("/healthz")
 
 
+def test_the_browsable_api_carries_the_policy_too_and_json_answers_need_none(admin_client):
+    """Staff browse the API with their admin session: its HTML pages had no policy at all."""
+    page = admin_client.get("/api/v1/contacts", HTTP_ACCEPT="text/html")
+    assert page.status_code == 200 and page["Content-Type"].startswith("text/html")
+    assert page["Content-Security-Policy"] == ADMIN_CSP
+    assert b"<script>" not in page.content  # its scripts are our static files (a JSON data block aside)
+    data = admin_client.get("/api/v1/contacts", HTTP_ACCEPT="application/json")
+    assert data.status_code == 200 and "Content-Security-Policy" not in data
+
+
 def test_the_admin_cleans_up_expired_login_attempts(admin_client):
     fields = {"user_agent": "curl", "ip_address": "10.0.0.1", "http_accept": "*/*", "path_info": "/admin/login/"}
     expired = AccessAttempt.objects.create(username="old", failures_since_start=5, **fields)
