@@ -1118,12 +1118,14 @@ def subscription_start(
 PLAN_NOT_YET_KNOWN = "(not yet known)"
 
 
-def subscription_cancel_unknown(
+def subscription_cancel_by_external_id(
     *, contact: Contact, external_id: str, actor: Actor, at: dt.datetime | None = None, plan: str | None = None
 ) -> Subscription:
-    """A cancellation for a subscription the CRM has not heard start (events out of order):
-    recorded as a cancelled subscription, so the start arriving later (subscription_start, on
-    the same external id) fills in its plan and leaves it cancelled instead of active."""
+    """Cancel the contact's subscription with this external id. One the CRM has not heard start
+    (events out of order) is recorded as a cancelled subscription, so the start arriving later
+    (subscription_start, on the same external id) fills in its plan and leaves it cancelled
+    instead of active. ConflictError (code "subscription_conflict") when the id is another
+    contact's."""
     at = at or timezone.now()
     contact = contact_survivor(contact)
     with transaction.atomic():

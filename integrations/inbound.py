@@ -34,7 +34,7 @@ from compliance.services import audit_record
 from compliance.suppression import digest as identifier_digest
 from compliance.suppression import suppression_lift
 from contacts import services as contacts
-from contacts.models import Activity, Contact, Order, Subscription
+from contacts.models import Activity, Contact, Order
 from crm_platform.actor import Actor
 from crm_platform.errors import ConflictError
 from integrations import sync
@@ -227,15 +227,18 @@ def on_subscription_started(event: Event, actor: Actor, contact: Contact | None)
 def on_subscription_cancelled(event: Event, actor: Actor, contact: Contact | None) -> dict:
     # Unknown yet (its start not arrived: events out of order) it is recorded cancelled, and
     # the start fills it in later without making it active.
-    if Subscription.objects.filter(external_id=event.properties["subscription_id"]).exclude(contact=contact).exists():
-        raise ValidationError({"properties.subscription_id": ["This subscription is another user's."]})
-    subscription = contacts.subscription_cancel_unknown(
-        contact=contact,
-        external_id=event.properties["subscription_id"],
-        plan=event.properties.get("plan"),
-        at=event.occurred_at,
-        actor=actor,
-    )
+    try:
+        subscription = contacts.subscription_cancel_by_external_id(
+            contact=contact,
+            external_id=event.properties["subscription_id"],
+            plan=event.properties.get("plan"),
+            at=event.occurred_at,
+            actor=actor,
+        )
+    except ConflictError as exc:
+        if exc.code != "subscription_conflict":
+            raise
+        raise ValidationError({"properties.subscription_id": ["This subscription is another user's."]}) from None
     return {"contact": contact.pk, "subscription": subscription.pk}
 
 
