@@ -9,8 +9,10 @@ analytics before tracking. Compliance/README.md shows the calls.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections import defaultdict
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.apps import apps
 from django.core.exceptions import ValidationError
@@ -24,6 +26,7 @@ from compliance.subjects import subject_model
 from compliance.suppression import suppressed_values
 from crm_platform.actor import Actor
 from crm_platform.errors import ConflictError
+from crm_platform.outbox import outbox_publish
 
 Purpose = Consent.Purpose
 Channel = Consent.Channel
@@ -231,7 +234,11 @@ def restriction_set(*, contact, reason: str, actor: Actor) -> tuple[ProcessingRe
 
 
 def restriction_lift(*, contact, actor: Actor) -> ProcessingRestriction | None:
-    """Lift the contact's active restriction; returns it, or None when there was none."""
+    """Lift the contact's active restriction; returns it, or None when there was none.
+
+    The outbox relay withheld every message about the contact produced while restricted
+    (integrations.relay), so the destinations may hold an old copy: the contact's current state
+    goes out once, as `contact.updated` naming every field changed."""
     with transaction.atomic():
         restriction = (
             ProcessingRestriction.objects.select_for_update().filter(contact=contact, lifted_at__isnull=True).first()
@@ -243,11 +250,38 @@ def restriction_lift(*, contact, actor: Actor) -> ProcessingRestriction | None:
         restriction.lifted_by_id = str(actor.id)[:64]
         restriction.save(update_fields=["lifted_at", "lifted_by_kind", "lifted_by_id"])
         audit_record(actor=actor, action="restriction.lift", obj=restriction, changes={"contact": contact.pk})
+        payload = subject_model().payload
+        if payload is not None:
+            state = payload(contact)
+            # What changed while restricted is not known here: a receiver that applies only the
+            # named fields must take them all.
+            changed = sorted(name for name in state if name != "id")
+            outbox_publish(topic="contact.updated", obj=contact, payload={**state, "changed": changed}, actor=actor)
     return restriction
 
 
 def is_restricted(contact_id: int) -> bool:
     return ProcessingRestriction.objects.filter(contact_id=contact_id, lifted_at__isnull=True).exists()
+
+
+def restricted_when(moments: Mapping[Hashable, tuple[int, datetime]]) -> set[Hashable]:
+    """Of these (contact id, moment) pairs, by key, the ones whose contact is restricted now or
+    was at that moment (a restriction lifted since). One query, whatever the count: the outbox
+    relay asks it for each batch of messages (key: the message, moment: when it was produced)."""
+    if not moments:
+        return set()
+    oldest = min(at for _, at in moments.values())
+    spans: dict[int, list[tuple[datetime, datetime | None]]] = defaultdict(list)
+    for contact_id, placed_at, lifted_at in ProcessingRestriction.objects.filter(
+        Q(lifted_at__isnull=True) | Q(lifted_at__gt=oldest),
+        contact_id__in={contact_id for contact_id, _ in moments.values()},
+    ).values_list("contact_id", "placed_at", "lifted_at"):
+        spans[contact_id].append((placed_at, lifted_at))
+    return {
+        key
+        for key, (contact_id, at) in moments.items()
+        if any(lifted is None or placed <= at < lifted for placed, lifted in spans.get(contact_id, ()))
+    }
 
 
 # ----------------------------------------------------------------------------- can_process

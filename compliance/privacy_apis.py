@@ -165,7 +165,8 @@ class ConsentsApi(APIView):
 
 
 class RestrictionApi(APIView):
-    """GDPR Art. 18: PUT restricts processing (marketing, provider sync, AI) until DELETE lifts it."""
+    """GDPR Art. 18: PUT restricts processing (marketing, provider sync, outbound webhooks, AI)
+    until DELETE lifts it; lifting sends the contact's current state to the webhooks once."""
 
     required_scopes = {"GET": "contacts:read", "PUT": "gdpr:write", "DELETE": "gdpr:write"}
 

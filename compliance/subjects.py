@@ -51,6 +51,9 @@ class SubjectModel:
     # refs(*, contact_ids) -> [{"provider", "object_type", "external_id"}]: the person's ids at
     # providers, sent (encrypted) with contact.deleted so each provider can find its copy.
     refs: Callable[..., list[dict[str, str]]] | None = None
+    # payload(contact) -> dict: what destinations hear of the person (the `contact.updated`
+    # payload), sent when a restriction of processing is lifted (compliance.consent).
+    payload: Callable[[Any], dict[str, Any]] | None = None
 
 
 _data: dict[str, SubjectData] = {}
@@ -65,10 +68,11 @@ def register_subject_model(
     external_id: str = "external_id",
     merged_into: str | None = None,
     refs: Callable[..., list[dict[str, str]]] | None = None,
+    payload: Callable[[Any], dict[str, Any]] | None = None,
 ) -> None:
     """Declare the model whose rows are the people (one per installation: contacts.Contact)
     and the fields that identify them (hashed into the suppression list on erasure)."""
-    _subject[:] = [SubjectModel(model_label.lower(), email, phone, external_id, merged_into, refs)]
+    _subject[:] = [SubjectModel(model_label.lower(), email, phone, external_id, merged_into, refs, payload)]
 
 
 def register_subject_data(

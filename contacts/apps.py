@@ -70,6 +70,7 @@ class ContactsConfig(AppConfig):
         from compliance.retention import register_retention
         from compliance.subjects import register_subject_data, register_subject_model
         from contacts import privacy
+        from contacts.services import contact_payload
 
         register_subject_model(
             "contacts.Contact",
@@ -78,6 +79,7 @@ class ContactsConfig(AppConfig):
             external_id="external_id",
             merged_into="merged_into",
             refs=privacy.provider_refs,
+            payload=contact_payload,
         )
         # An object's provider ids (ExternalRef, a generic relation no CASCADE reaches) go in
         # the same step as the object, so the order of these registrations does not matter.

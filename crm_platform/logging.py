@@ -1,4 +1,4 @@
-"""Request id carried into every log line.
+"""Request id carried into every log line, and request paths logged without their secrets.
 
 The request id lives in a context variable set by RequestIdMiddleware (and by Celery task
 prerun from the task's headers), so log lines carry it without threading it through every
@@ -8,11 +8,45 @@ call. Services still receive the Actor explicitly; this is only for logging.
 import contextvars
 import logging
 
+from django.http import HttpRequest
+
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+
+# URL parameters that are secrets: a signed GDPR export link's token is the bundle's key for
+# as long as the link lives (with the caller's own credentials), so it never reaches a log.
+SECRET_URL_PARAMETERS = frozenset({"token"})
+
+
+def loggable_path(request: HttpRequest) -> str:
+    """The request's path (never its query string) with each secret URL parameter of the route
+    it matched replaced by the parameter's name: /api/v1/exports/download/<token>."""
+    path = request.path
+    match = getattr(request, "resolver_match", None)
+    if match is None:
+        return path
+    for name in SECRET_URL_PARAMETERS & match.kwargs.keys():
+        secret = str(match.kwargs[name])
+        path = "/".join(f"<{name}>" if part == secret else part for part in path.split("/"))
+    return path
 
 
 class RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not getattr(record, "request_id", None):
             record.request_id = request_id_var.get()
+        return True
+
+
+class RequestPathFilter(logging.Filter):
+    """Django's own lines about a request (django.request on a 5xx, django.security) name its
+    path in the message and carry the request, which the JSON formatter writes out with its
+    query string: both become loggable_path."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        request = getattr(record, "request", None)
+        if isinstance(request, HttpRequest):
+            path = loggable_path(request)
+            if isinstance(record.args, tuple):
+                record.args = tuple(path if arg == request.path else arg for arg in record.args)
+            record.request = f"{request.method} {path}"
         return True

@@ -9,7 +9,7 @@ from django.http import Http404, HttpResponseBadRequest
 
 from crm_platform.actor import new_request_id
 from crm_platform.api.errors import STATUS_CODES, error_response
-from crm_platform.logging import request_id_var
+from crm_platform.logging import loggable_path, request_id_var
 
 logger = logging.getLogger("crm_platform.request")
 
@@ -21,7 +21,8 @@ _HTML_PREFIXES = ("/admin/", "/api/docs/", "/api/redoc/")
 class RequestIdMiddleware:
     """Take X-Request-ID from the client (when well formed) or make one; put it on the
     request, on every log line of the request, and on the response. Logs one access line
-    per request: method, path (never the query string or body), status and duration."""
+    per request: method, path (never the query string or body; secret URL parameters by their
+    name, crm_platform.logging.loggable_path), status and duration."""
 
     def __init__(self, get_response):
         self.get_response = get_response
@@ -35,15 +36,16 @@ class RequestIdMiddleware:
             response = self.get_response(request)
             response["X-Request-ID"] = request.request_id
             duration_ms = round((time.perf_counter() - started) * 1000, 1)
+            path = loggable_path(request)
             logger.info(
                 "%s %s %s %sms",  # the text line says it all too (LOG_JSON=false shows no extras)
                 request.method,
-                request.path,
+                path,
                 response.status_code,
                 duration_ms,
                 extra={
                     "method": request.method,
-                    "path": request.path,
+                    "path": path,
                     "status": response.status_code,
                     "duration_ms": duration_ms,
                 },
@@ -120,7 +122,7 @@ class JsonErrorMiddleware:
             return error_response(413, "The request body is too large.")
         if isinstance(exception, (BadRequest, SuspiciousOperation)):
             return error_response(400, "Bad request.")
-        logger.exception("unhandled error on %s %s", request.method, request.path)
+        logger.exception("unhandled error on %s %s", request.method, loggable_path(request))
         return error_response(500, "Something went wrong on our side; the request id identifies it.")
 
 

@@ -442,7 +442,10 @@ LOG_JSON = env.bool("LOG_JSON", default=not DEBUG)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"request_id": {"()": "crm_platform.logging.RequestIdFilter"}},
+    "filters": {
+        "request_id": {"()": "crm_platform.logging.RequestIdFilter"},
+        "request_path": {"()": "crm_platform.logging.RequestPathFilter"},
+    },
     "formatters": {
         "json": {
             "()": "pythonjsonlogger.json.JsonFormatter",
@@ -455,7 +458,7 @@ LOGGING = {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": "json" if LOG_JSON else "text",
-            "filters": ["request_id"],
+            "filters": ["request_id", "request_path"],
         }
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},

@@ -100,13 +100,22 @@ class IntegrationsConfig(AppConfig):
             "integrations.InboundEvent", {"user_email": PII, "user_external_id": PII, "payload": PHI}
         )
         register_personal_fields("integrations.SyncEvent", {"external_id": PII})
-        # GDPR erasure: the sync log's rows about the person go (integrations/privacy.py).
+        # GDPR erasure and export (Art. 15): the sync log's rows about the person (metadata, never
+        # a payload) and the inbox's rows naming them (integrations/privacy.py).
         from compliance.subjects import register_subject_data
-        from integrations.privacy import erase_inbound_events, erase_sync_events
+        from integrations import privacy
 
-        register_subject_data("integrations.SyncEvent", contact_path="object_id", erase=erase_sync_events, export=False)
         register_subject_data(
-            "integrations.InboundEvent", contact_path="result__contact", erase=erase_inbound_events, export=False
+            "integrations.SyncEvent",
+            contact_path="object_id",
+            erase=privacy.erase_sync_events,
+            export=privacy.export_sync_events,
+        )
+        register_subject_data(
+            "integrations.InboundEvent",
+            contact_path="result__contact",
+            erase=privacy.erase_inbound_events,
+            export=privacy.export_inbound_events,
         )
         set_staff_permission("webhooks:read", "integrations.view_webhookendpoint")
         set_staff_permission("webhooks:write", "integrations.change_webhookendpoint")

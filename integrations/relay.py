@@ -28,6 +28,8 @@ from django.db import connection, transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
+from compliance.consent import restricted_when
+from compliance.subjects import subject_model
 from crm_platform.actor import Actor
 from crm_platform.models import OutboxMessage
 from integrations import sync
@@ -48,6 +50,35 @@ logger = logging.getLogger(__name__)
 OPEN = (OutboxMessage.Status.PENDING, OutboxMessage.Status.FAILED)
 ROUTER_LOCK_KEY = 5_318_008_001  # pg advisory lock: one router at a time
 UNKNOWN_DESTINATION_WAIT = 300
+# GDPR Art. 18: a message about a contact whose processing is restricted (now, or when the
+# message was produced) goes to no destination. Routing gives it no delivery row; a delivery
+# row routed before the restriction goes dead untried. Lifting the restriction sends the
+# contact's current state (compliance.consent.restriction_lift). The erasure's notice still
+# goes: the destinations must delete their copy (Art. 17 and 19).
+WITHHELD = "not sent: the contact's processing is restricted (GDPR Art. 18)"
+SENT_WHEN_RESTRICTED = frozenset({"contact.deleted"})
+
+
+def _contact_of(message: OutboxMessage) -> int | None:
+    """The contact a message is about: its object, or the `contact` its payload names (leads,
+    deals, orders, subscriptions, tickets, announced activities)."""
+    if message.object_type == subject_model().model_label:
+        found = message.object_id
+    else:
+        found = message.payload.get("contact") if isinstance(message.payload, dict) else None
+    try:
+        return int(found) if found is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _withheld(messages) -> set[int]:
+    """The ids of these messages to send nowhere (WITHHELD). One query."""
+    moments = {}
+    for message in messages:
+        if message.topic not in SENT_WHEN_RESTRICTED and (contact_id := _contact_of(message)) is not None:
+            moments[message.pk] = (contact_id, message.created_at)
+    return restricted_when(moments)
 
 
 def outbox_route_batch(*, limit: int = 1000) -> int:
@@ -64,9 +95,11 @@ def outbox_route_batch(*, limit: int = 1000) -> int:
         )
         if not parents:
             return 0
+        withheld = _withheld(parents)
         wanted: dict[int, list[str]] = defaultdict(list)
+        sendable = [parent for parent in parents if parent.pk not in withheld]
         for destination in destinations():
-            for pk, values in destination.targets(parents).items():
+            for pk, values in destination.targets(sendable).items():
                 wanted[pk].extend(values)
         now = timezone.now()
         pairs = [(parent.pk, value) for parent in parents for value in wanted.get(parent.pk, ())]
@@ -83,9 +116,13 @@ def outbox_route_batch(*, limit: int = 1000) -> int:
                     f"AS u(parent_id, destination, n) JOIN {table} p ON p.id = u.parent_id ORDER BY u.n",
                     [now, [pk for pk, _ in pairs], [value for _, value in pairs]],
                 )
-        OutboxMessage.objects.filter(pk__in=[p.pk for p in parents]).update(
+        OutboxMessage.objects.filter(pk__in=[p.pk for p in sendable]).update(
             status=OutboxMessage.Status.ROUTED, delivered_at=now
         )
+        if withheld:  # routed nowhere, and saying why (the admin shows last_error)
+            OutboxMessage.objects.filter(pk__in=withheld).update(
+                status=OutboxMessage.Status.ROUTED, delivered_at=now, last_error=WITHHELD
+            )
     return len(parents)
 
 
@@ -105,7 +142,7 @@ _CLAIM_SQL = (
 
 
 class BatchCounts(NamedTuple):
-    attempted: int  # handed to their adapter (delivered, failed, or deferred by it)
+    attempted: int  # handed to their adapter (delivered, failed, or deferred by it), or withheld (WITHHELD)
     postponed: int  # held back, untried, behind a target that did not answer
 
 
@@ -143,6 +180,12 @@ def outbox_deliver_batch(
         rows = list(OutboxMessage.objects.raw(sql, [timezone.now(), limit]))
         if not rows:
             return BatchCounts(0, 0)
+        withheld = _withheld(rows)
+        for row in rows:  # routed before the restriction: not tried, not retried
+            if row.pk in withheld:
+                row.status, row.last_error = OutboxMessage.Status.DEAD, WITHHELD
+        attempted: list[OutboxMessage] = [row for row in rows if row.pk in withheld]
+        rows = [row for row in rows if row.pk not in withheld]
         by_adapter: dict = defaultdict(list)
         for row in rows:
             by_adapter[destination_for(row.destination)].append(row)
@@ -150,7 +193,6 @@ def outbox_deliver_batch(
         for adapter in adapters:
             if hasattr(adapter, "batch_begin"):
                 adapter.batch_begin(by_adapter[adapter])
-        attempted: list[OutboxMessage] = []
         postponed: list[OutboxMessage] = []
         for row in rows:
             if deadline is not None and time.monotonic() >= deadline:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import logging
 import zipfile
 from decimal import Decimal
 
@@ -73,6 +74,56 @@ def test_export_builds_an_encrypted_bundle_of_every_table(gdpr, person, django_c
     assert "export.me@example.com" not in json.dumps(list(AuditEvent.objects.values("changes")))
 
 
+def _download(gdpr, bundle_id) -> dict:
+    url = gdpr.get(f"/api/v1/exports/{bundle_id}").json()["download_url"]
+    return json.loads(zipfile.ZipFile(io.BytesIO(gdpr.get(url).content)).read("export.json"))
+
+
+def test_export_holds_the_events_the_app_sent_about_the_person_and_their_sync_log(
+    gdpr, key_client, django_capture_on_commit_callbacks
+):
+    """Art. 15: the inbox rows naming the person (a queued event's payload, medical properties
+    included, as everywhere in the export; a failed one's) and the sync log's rows about them
+    (metadata: never a payload, nor the digest kept of it) are theirs. Neither was exported."""
+    from integrations.tasks import inbox_apply
+
+    person = ContactFactory(email="inbox.me@example.com", external_id="u-77")
+    ContactFactory(email="someone.else@example.com", external_id="u-88")
+    app = key_client(["events:write"], name="mobile app")
+
+    def send(key, body, apply=True):
+        assert app.post("/api/v1/events", body, format="json", HTTP_IDEMPOTENCY_KEY=key).status_code == 202
+        if apply:
+            inbox_apply()
+
+    order = {"type": "order_placed", "user": {"external_id": "u-77"}, "properties": {"order_id": "o-1", "amount": "30"}}
+    send("o1", order)
+    send("o2", {**order, "properties": {"order_id": "o-1", "amount": "300"}})  # another amount: fails
+    send("x1", {"type": "custom", "user": {"external_id": "u-88"}})
+    send("x2", {"type": "custom", "user": {"email": "someone.else@example.com"}}, apply=False)
+    plan = {"plan_id": "tp-1", "plan": "Semaglutide 0.25 mg weekly", "status": "active"}
+    send("t1", {"type": "treatment_plan_updated", "user": {"email": "inbox.me@example.com"}, "properties": plan}, False)
+
+    tables = _download(gdpr, _export(gdpr, person, django_capture_on_commit_callbacks))["tables"]
+
+    inbox = tables["integrations.inboundevent"]
+    assert [(row["type"], row["status"]) for row in inbox] == [
+        ("order_placed", "failed"),
+        ("treatment_plan_updated", "pending"),
+    ]
+    assert inbox[0]["user_external_id"] == "u-77" and Decimal(inbox[0]["payload"]["properties"]["amount"]) == 300
+    assert inbox[1]["user_email"] == "inbox.me@example.com" and inbox[1]["payload"]["properties"] == plan
+    assert not {"owner", "key", "request_hash", "actor"} & set(inbox[0])
+    sync_log = tables["integrations.syncevent"]
+    assert [(row["event_type"], row["status"]) for row in sync_log] == [
+        ("order_placed", "applied"),
+        ("order_placed", "failed"),
+    ]
+    assert [(row["object_id"], row["external_id"]) for row in sync_log] == [(str(person.pk), "u-77"), ("", "u-77")]
+    assert not {"payload_digest", "outbox_message_id"} & set(sync_log[0])
+    assert "u-88" not in json.dumps(tables) and "someone.else" not in json.dumps(tables)
+
+
 def test_a_forged_or_expired_link_is_refused(gdpr, person, django_capture_on_commit_callbacks, settings):
     bundle_id = _export(gdpr, person, django_capture_on_commit_callbacks)
     assert gdpr.get("/api/v1/exports/download/not-a-token").status_code == 404
@@ -91,6 +142,59 @@ def test_the_link_alone_is_not_enough(gdpr, key_client, person, django_capture_o
     from rest_framework.test import APIClient
 
     assert APIClient().get(url).status_code in (401, 403)
+
+
+def _logged(caplog, capfd) -> str:
+    """Everything logged: the console handler's lines (as production writes them) and every
+    record's attributes (the JSON formatter writes the extras out too)."""
+    return capfd.readouterr().err + caplog.text + " ".join(str(r.__dict__) for r in caplog.records)
+
+
+def test_the_download_links_token_is_not_logged_nor_audited(
+    gdpr, admin_client, person, django_capture_on_commit_callbacks, caplog, capfd
+):
+    """The signed link's token opens the bundle (for a caller with the scopes) until it expires:
+    the access line logged it with the path. It now names the parameter instead."""
+    bundle_id = _export(gdpr, person, django_capture_on_commit_callbacks)
+    url = gdpr.get(f"/api/v1/exports/{bundle_id}").json()["download_url"]
+    token = url.rsplit("/", 1)[1]
+    capfd.readouterr()
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert gdpr.get(url).status_code == 200
+        assert gdpr.get(f"{url}x").status_code == 404  # a forged token is not logged either
+        assert admin_client.get(f"/admin/compliance/exportbundle/download/{token}/").status_code == 200
+    access = [r.getMessage() for r in caplog.records if r.name == "crm_platform.request"]
+    assert [line.rsplit(" ", 1)[0] for line in access] == [
+        "GET /api/v1/exports/download/<token> 200",
+        "GET /api/v1/exports/download/<token> 404",
+        "GET /admin/compliance/exportbundle/download/<token>/ 200",
+    ]
+    assert token not in _logged(caplog, capfd)
+    assert token not in json.dumps(list(AuditEvent.objects.values()), default=str)
+
+
+def test_a_download_that_fails_on_our_side_logs_no_token(
+    gdpr, person, django_capture_on_commit_callbacks, caplog, capfd
+):
+    """A 500 is logged three times: our access line, our error line, and Django's own
+    (django.request), whose record carries the request (the JSON formatter writes it out, query
+    string included). None of them holds the token."""
+    from pythonjsonlogger.json import JsonFormatter
+
+    bundle_id = _export(gdpr, person, django_capture_on_commit_callbacks)
+    url = gdpr.get(f"/api/v1/exports/{bundle_id}").json()["download_url"]
+    token = url.rsplit("/", 1)[1]
+    ExportBundle.objects.filter(pk=bundle_id).update(ciphertext=b"not a fernet token")  # undecryptable
+    gdpr.raise_request_exception = False
+    capfd.readouterr()
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert gdpr.get(f"{url}?token={token}").status_code == 500
+    django_line = next(r for r in caplog.records if r.name == "django.request")
+    assert django_line.getMessage() == "Internal Server Error: /api/v1/exports/download/<token>"
+    assert token not in JsonFormatter("%(message)s").format(django_line)
+    assert token not in _logged(caplog, capfd)
 
 
 def test_export_refusals(key_client, gdpr, person):

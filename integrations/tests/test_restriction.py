@@ -1,0 +1,105 @@
+"""GDPR Art. 18: while a contact's processing is restricted, nothing about them leaves through
+the outbox (webhooks today, every destination tomorrow), except the erasure's contact.deleted;
+lifting the restriction sends their current state once. Through the HTTP routes (restriction,
+contact edits, app events) and the relay task, to the loopback webhook receiver."""
+
+import datetime as dt
+import json
+
+import pytest
+from django.utils import timezone
+
+from contacts.tests.factories import ContactFactory
+from crm_platform.models import OutboxMessage
+from integrations.relay import WITHHELD
+from integrations.tasks import inbox_apply, outbox_relay
+from integrations.tests.conftest import verified
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def staff(key_client):
+    return key_client(["contacts:write", "gdpr:write", "events:write"], name="back office")
+
+
+def _restrict(staff, contact):
+    response = staff.put(f"/api/v1/contacts/{contact.pk}/restriction", {"reason": "accuracy contested"}, format="json")
+    assert response.status_code == 200 and response.json()["restricted"] is True, response.content
+
+
+def _lift(staff, contact):
+    response = staff.delete(f"/api/v1/contacts/{contact.pk}/restriction")
+    assert response.status_code == 200 and response.json()["restricted"] is False, response.content
+
+
+def _received(receiver, secret) -> list[tuple[str, dict]]:
+    bodies = [verified(secret, request) for request in receiver.requests]
+    return [(body["type"], body["data"]) for body in bodies]
+
+
+def test_a_restricted_contacts_changes_are_withheld_and_lifting_sends_their_current_state(
+    make_endpoint, receiver, staff
+):
+    _, secret = make_endpoint()
+    person = ContactFactory(email="paused@example.com", external_id="u-1", first_name="Ann")
+    other = ContactFactory(email="other@example.com", first_name="Bo")
+    _restrict(staff, person)
+
+    assert staff.patch(f"/api/v1/contacts/{person.pk}", {"first_name": "Anna"}, format="json").status_code == 200
+    order = {"type": "order_placed", "user": {"external_id": "u-1"}, "properties": {"order_id": "o-1", "amount": "30"}}
+    assert staff.post("/api/v1/events", order, format="json", HTTP_IDEMPOTENCY_KEY="o-1").status_code == 202
+    inbox_apply()  # the order is applied (the CRM keeps processing it): order.created names the person
+    assert staff.patch(f"/api/v1/contacts/{other.pk}", {"first_name": "Bob"}, format="json").status_code == 200
+    outbox_relay()
+
+    assert [(kind, data["id"]) for kind, data in _received(receiver, secret)] == [("contact.updated", other.pk)]
+    withheld = OutboxMessage.objects.filter(parent__isnull=True, last_error=WITHHELD)
+    assert {"contact.updated", "contact.lifecycle_changed", "order.created"} <= set(
+        withheld.values_list("topic", flat=True)
+    )
+    assert not OutboxMessage.objects.filter(parent__in=withheld).exists()
+    assert set(withheld.values_list("status", flat=True)) == {"routed"}
+
+    receiver.requests.clear()
+    _lift(staff, person)
+    outbox_relay()
+    [(kind, data)] = _received(receiver, secret)
+    assert kind == "contact.updated" and data["id"] == person.pk and data["first_name"] == "Anna"
+    assert {"first_name", "email", "lifecycle_stage"} <= set(data["changed"])  # whatever they missed
+    outbox_relay()
+    assert len(receiver.requests) == 1  # what was withheld stays withheld
+
+
+def test_a_delivery_queued_before_the_restriction_is_not_retried_after_it(make_endpoint, receiver, staff):
+    """A change routed just before the restriction, its endpoint failing: its retries (for up to
+    a day and more) must not carry the person's data out once they asked us to stop."""
+    make_endpoint()
+    person = ContactFactory(email="paused@example.com", first_name="Ann")
+    receiver.default = 503
+    assert staff.patch(f"/api/v1/contacts/{person.pk}", {"first_name": "Anna"}, format="json").status_code == 200
+    outbox_relay()
+    assert len(receiver.requests) == 1
+    _restrict(staff, person)
+    receiver.default = 200
+    OutboxMessage.objects.filter(status="failed").update(next_attempt_at=timezone.now() - dt.timedelta(seconds=1))
+    outbox_relay()
+
+    assert len(receiver.requests) == 1
+    row = OutboxMessage.objects.get(parent__isnull=False)
+    assert (row.status, row.last_error, row.attempts) == ("dead", WITHHELD, 1)
+    from integrations.models import SyncEvent
+
+    assert SyncEvent.objects.get(outbox_message=row).status == "dead"
+
+
+def test_an_erasure_still_reaches_the_endpoints_of_a_restricted_contact(make_endpoint, receiver, staff):
+    """contact.deleted is the one message a restriction never holds back: the providers holding a
+    copy must delete it (Art. 17/19)."""
+    _, secret = make_endpoint()
+    person = ContactFactory(email="gone@example.com")
+    _restrict(staff, person)
+    assert staff.post(f"/api/v1/contacts/{person.pk}/erase", HTTP_IDEMPOTENCY_KEY="erase-1").status_code == 200
+    outbox_relay()
+    assert [kind for kind, _ in _received(receiver, secret)] == ["contact.deleted"]
+    assert "gone@example.com" not in json.dumps([r.body.decode() for r in receiver.requests])
