@@ -12,19 +12,21 @@ from django.http import HttpRequest
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
-# URL parameters that are secrets: a signed GDPR export link's token is the bundle's key for
-# as long as the link lives (with the caller's own credentials), so it never reaches a log.
-SECRET_URL_PARAMETERS = frozenset({"token"})
+# URL parameters never written to a log: a signed GDPR export link's token is the bundle's key
+# for as long as the link lives (with the caller's own credentials); the seed routes' emails
+# (/api/integrations/crm/leads/<email>) and app user ids (/api/crm/users/<user_id>) name a
+# person, and a log line is out of erasure's reach.
+HIDDEN_URL_PARAMETERS = frozenset({"token", "email", "user_id"})
 
 
 def loggable_path(request: HttpRequest) -> str:
-    """The request's path (never its query string) with each secret URL parameter of the route
+    """The request's path (never its query string) with each hidden URL parameter of the route
     it matched replaced by the parameter's name: /api/v1/exports/download/<token>."""
     path = request.path
     match = getattr(request, "resolver_match", None)
     if match is None:
         return path
-    for name in SECRET_URL_PARAMETERS & match.kwargs.keys():
+    for name in HIDDEN_URL_PARAMETERS & match.kwargs.keys():
         secret = str(match.kwargs[name])
         path = "/".join(f"<{name}>" if part == secret else part for part in path.split("/"))
     return path

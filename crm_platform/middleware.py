@@ -21,7 +21,7 @@ _HTML_PREFIXES = ("/admin/", "/api/docs/", "/api/redoc/")
 class RequestIdMiddleware:
     """Take X-Request-ID from the client (when well formed) or make one; put it on the
     request, on every log line of the request, and on the response. Logs one access line
-    per request: method, path (never the query string or body; secret URL parameters by their
+    per request: method, path (never the query string or body; hidden URL parameters by their
     name, crm_platform.logging.loggable_path), status and duration."""
 
     def __init__(self, get_response):

@@ -67,3 +67,24 @@ def test_access_log_has_request_id_and_no_secrets_or_bodies(key_client, make_key
     text = caplog.text + " ".join(str(r.__dict__) for r in caplog.records)
     for secret in (raw, "secret-query", "hunter2-body"):
         assert secret not in text
+
+
+@pytest.mark.django_db
+def test_access_log_names_no_person_in_a_path(key_client, caplog):
+    """Seed 003's lead routes carry an email in the path and seed 002's user routes an app user
+    id; a log line is out of erasure's reach, so the line names the parameter instead."""
+    client = key_client(["contacts:read", "gdpr:write", "audit:read"])
+    with caplog.at_level(logging.INFO):
+        client.get("/api/integrations/crm/leads/ann.hidden@example.com")
+        client.get("/api/integrations/crm/leads/ann.hidden@example.com/activities")
+        client.get("/api/crm/audit-log/app-user-hidden-7")
+        client.delete("/api/crm/users/app-user-hidden-7")
+    access = [r.getMessage().rsplit(" ", 2)[0] for r in caplog.records if r.name == "crm_platform.request"]
+    assert access == [
+        "GET /api/integrations/crm/leads/<email>",
+        "GET /api/integrations/crm/leads/<email>/activities",
+        "GET /api/crm/audit-log/<user_id>",
+        "DELETE /api/crm/users/<user_id>",
+    ]
+    text = caplog.text + " ".join(str(r.__dict__) for r in caplog.records)
+    assert "ann.hidden" not in text and "app-user-hidden-7" not in text
