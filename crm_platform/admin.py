@@ -3,9 +3,11 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.contrib.auth import get_user_model
-from django.contrib.auth.admin import UserAdmin
+from django.contrib.auth.admin import GroupAdmin, UserAdmin
+from django.contrib.auth.models import Group, Permission
 from django.contrib.postgres.forms import SimpleArrayField
 from django.core.exceptions import ValidationError
+from django.db.models import Q
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
@@ -140,8 +142,86 @@ class StaffProfileInline(admin.StackedInline):
     verbose_name = verbose_name_plural = "CRM profile (manager, coverage, capacity)"
 
 
+# Nobody but a superuser grants what they do not hold themselves, nor takes over (password,
+# email, roles) an account that holds more than they do: a staff user with change_user (the
+# Administrator role) could otherwise put themselves in any group a superuser had filled, or
+# set the password of anyone who holds more, and so hold every permission there is.
+
+
+def _labels(permissions) -> set[str]:
+    return {f"{app}.{codename}" for app, codename in permissions.values_list("content_type__app_label", "codename")}
+
+
+def _lacking(editor, permissions) -> str:
+    """The labels of `permissions` (a Permission queryset) that `editor` does not hold, as a
+    list to show (the first few); empty when they hold them all."""
+    missing = sorted(_labels(permissions) - editor.get_all_permissions())
+    more = len(missing) - 5
+    return ", ".join(missing[:5]) + (f" and {more} more" if more > 0 else "")
+
+
+def _not_yours(editor, account) -> str | None:
+    """Why `editor` may not change `account` (None: they may): a superuser's account is for
+    superusers; another, for those who hold every permission it does. Its permissions are read
+    from its groups and its own, not get_all_permissions(), which says none while it is inactive
+    (reactivating it would hand them over)."""
+    if editor.is_superuser:
+        return None
+    if account.is_superuser:
+        return "Only a superuser can change a superuser's account."
+    missing = _lacking(editor, Permission.objects.filter(Q(group__user=account) | Q(user=account)).distinct())
+    if missing:
+        return f"Only a superuser can change this account: it holds permissions you do not ({missing})."
+    return None
+
+
+def _for_editor(form, checks, editor):
+    """`form` with the clean_* methods of `checks` for a non-superuser `editor`."""
+    if editor.is_superuser:
+        return form
+    return type(form.__name__, (checks, form), {"editor": editor})
+
+
+class _GrantableGroupsOnly:
+    """A group added to an account must hold only permissions the editor holds; the groups it
+    already has stay (taking one away is not granting)."""
+
+    editor = None
+
+    def clean_groups(self):
+        groups = self.cleaned_data["groups"]
+        current = set(self.instance.groups.values_list("pk", flat=True)) if self.instance.pk else set()
+        refused = []
+        for group in groups:
+            missing = "" if group.pk in current else _lacking(self.editor, group.permissions.all())
+            if missing:
+                refused.append(f"“{group.name}” (you lack {missing})")
+        if refused:
+            raise ValidationError(
+                "You can grant only groups whose permissions you hold yourself; a superuser can grant "
+                + "; ".join(refused)
+                + "."
+            )
+        return groups
+
+
+class _GrantablePermissionsOnly:
+    """A permission added to a group must be one the editor holds."""
+
+    editor = None
+
+    def clean_permissions(self):
+        permissions = self.cleaned_data["permissions"]
+        current = self.instance.permissions.values_list("pk", flat=True) if self.instance.pk else []
+        missing = _lacking(self.editor, permissions.exclude(pk__in=list(current)))
+        if missing:
+            raise ValidationError(f"You can grant only permissions you hold yourself; a superuser can grant {missing}.")
+        return permissions
+
+
 User = get_user_model()
 admin.site.unregister(User)
+admin.site.unregister(Group)
 
 
 @admin.register(User)
@@ -150,9 +230,8 @@ class StaffUserAdmin(AuditedAdminMixin, UserAdmin):
     list_select_related = ["staff_profile"]
     list_display = ["username", "email", "first_name", "last_name", "is_staff", "is_active"]
 
-    # Only a superuser makes superusers or hands out single permissions: a staff user with
-    # change_user (the Administrator role) otherwise grants themselves every permission there is,
-    # past the least permissions each role is given (crm_platform/roles.py).
+    # Only a superuser makes superusers or hands out single permissions (a non-superuser grants
+    # roles, within what they hold: _GrantableGroupsOnly).
     SUPERUSER_ONLY_FIELDS = ("is_superuser", "user_permissions")
 
     def get_readonly_fields(self, request, obj=None):
@@ -161,11 +240,28 @@ class StaffUserAdmin(AuditedAdminMixin, UserAdmin):
             readonly += [name for name in self.SUPERUSER_ONLY_FIELDS if name not in readonly]
         return readonly
 
+    def get_form(self, request, obj=None, **kwargs):
+        return _for_editor(super().get_form(request, obj, **kwargs), _GrantableGroupsOnly, request.user)
+
     def has_change_permission(self, request, obj=None):
-        # A superuser's account (password, email, flags) is changed by superusers only.
-        if obj is not None and obj.is_superuser and not request.user.is_superuser:
+        # The password page asks this too: a refusal there is a 403.
+        if obj is not None and _not_yours(request.user, obj):
             return False
         return super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        # Asked for each account "Delete selected" would delete, too.
+        if obj is not None and _not_yours(request.user, obj):
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        # The page shows such an account read-only to someone who may change users: say why.
+        if obj is not None and super().has_change_permission(request, obj):
+            reason = _not_yours(request.user, obj)
+            if reason:
+                self.message_user(request, reason, messages.WARNING)
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
     def user_change_password(self, request, id, form_url=""):
         # Django's password page saves the form itself, past save_model: audited here (that it
@@ -177,3 +273,9 @@ class StaffUserAdmin(AuditedAdminMixin, UserAdmin):
                 request, user, "password_change", {"password": "(set)" if user.has_usable_password() else "(unusable)"}
             )
         return response
+
+
+@admin.register(Group)
+class StaffGroupAdmin(GroupAdmin):
+    def get_form(self, request, obj=None, **kwargs):
+        return _for_editor(super().get_form(request, obj, **kwargs), _GrantablePermissionsOnly, request.user)

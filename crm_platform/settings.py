@@ -159,7 +159,33 @@ TEMPLATES = [
 DATABASES = {"default": env.db("DATABASE_URL")}
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
-DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env.int("DB_CONNECT_TIMEOUT", default=3)
+# libpq connection options. A value DATABASE_URL's query string gives (?connect_timeout=10,
+# ?options=-c ...) wins over these; the other OPTIONS (sslmode, pool, ...) are kept.
+_db_options = DATABASES["default"].setdefault("OPTIONS", {})
+_db_options.setdefault("connect_timeout", env.int("DB_CONNECT_TIMEOUT", default=3))
+# TCP keepalives: a connection whose peer vanished (a host gone, a network cut, a NAT that
+# forgot it) is found dead after idle + interval x count seconds (the OS default is two hours),
+# instead of a worker hanging on it.
+if env.bool("DB_KEEPALIVES", default=True):
+    _db_options.setdefault("keepalives", 1)
+    _db_options.setdefault("keepalives_idle", env.int("DB_KEEPALIVES_IDLE", default=30))
+    _db_options.setdefault("keepalives_interval", env.int("DB_KEEPALIVES_INTERVAL", default=10))
+    _db_options.setdefault("keepalives_count", env.int("DB_KEEPALIVES_COUNT", default=3))
+# The server ends a session that sits idle inside a transaction this long (seconds): a worker
+# that hung or lost its host mid-transaction otherwise holds its row locks (an outbox claim,
+# FOR UPDATE SKIP LOCKED) for good. The longest legitimate wait between two statements of one
+# of our transactions: a relay batch sending webhooks (no statement between sends) for up to its
+# 50 s budget plus one send's timeouts, in a task killed at 120 s. No statement_timeout: long
+# set-based jobs (purges, recomputes, generate_data's COPY) are legitimate.
+# 0: not sent (the server's or the role's setting applies; PgBouncer refuses `options`).
+DB_IDLE_IN_TRANSACTION_TIMEOUT = env.int("DB_IDLE_IN_TRANSACTION_TIMEOUT", default=120)
+if DB_IDLE_IN_TRANSACTION_TIMEOUT < 0:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured("DB_IDLE_IN_TRANSACTION_TIMEOUT is in seconds, 0 or more (0: not set).")
+if DB_IDLE_IN_TRANSACTION_TIMEOUT and "idle_in_transaction_session_timeout" not in _db_options.get("options", ""):
+    _idle = f"-c idle_in_transaction_session_timeout={DB_IDLE_IN_TRANSACTION_TIMEOUT}s"
+    _db_options["options"] = f"{_db_options.get('options', '')} {_idle}".strip()
 # Server-side prepared statements for the few hot statements the event inbox sends through its
 # server-binding cursor (integrations.inbox._prepared_cursor), prepared at first use on each
 # connection. Django's own queries are never prepared (psycopg's preparing stays off on the

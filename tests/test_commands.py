@@ -3,6 +3,7 @@ from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 
+from compliance.models import AuditEvent
 from contacts.models import Company, Note, Ticket
 from crm_platform.demo import TEAM
 from crm_platform.models import ApiKey
@@ -126,6 +127,56 @@ def test_ensure_admin_generates_and_keeps_a_password(client, monkeypatch, capsys
     assert capsys.readouterr().out.strip().rsplit(" ", 1)[1] == first
     assert (tmp_path / ".data" / "admin_password").stat().st_mode & 0o777 == 0o600
     assert client.login(username="admin", password=first)
+
+
+def test_ensure_admin_leaves_a_password_changed_in_the_admin_alone(client, monkeypatch, capsys):
+    """Every `make run` set the admin's password back to ADMIN_PASSWORD: one changed in the admin
+    was silently undone, and the old one printed as the login."""
+    monkeypatch.setenv("ADMIN_PASSWORD", "correct-horse-battery-staple")
+    call_command("ensure_admin")
+    admin = get_user_model().objects.get(username="admin")
+    admin.set_password("changed-in-the-admin-0815")
+    admin.save()
+    capsys.readouterr()
+    call_command("ensure_admin")
+    out = capsys.readouterr().out
+    assert "correct-horse-battery-staple" not in out
+    assert out.strip() == (
+        "Admin login: admin (password unchanged, as last set for it; "
+        "`manage.py ensure_admin --reset-password` sets it to ADMIN_PASSWORD)"
+    )
+    assert client.login(username="admin", password="changed-in-the-admin-0815")
+    assert not AuditEvent.objects.filter(action="staff.password_reset").exists()
+
+
+def test_ensure_admin_prints_the_unchanged_password_while_it_still_logs_in(monkeypatch, capsys):
+    monkeypatch.setenv("ADMIN_PASSWORD", "correct-horse-battery-staple")
+    call_command("ensure_admin")
+    call_command("ensure_admin")
+    assert capsys.readouterr().out.splitlines()[-1] == "Admin login: admin / correct-horse-battery-staple"
+    assert AuditEvent.objects.filter(action__startswith="staff.").count() == 1  # the creation only
+
+
+def test_ensure_admin_reset_password_sets_admin_password_again(client, monkeypatch, capsys):
+    monkeypatch.setenv("ADMIN_PASSWORD", "correct-horse-battery-staple")
+    call_command("ensure_admin")
+    admin = get_user_model().objects.get(username="admin")
+    admin.set_password("changed-in-the-admin-0815")
+    admin.save()
+    call_command("ensure_admin", "--reset-password")
+    assert capsys.readouterr().out.splitlines()[-1] == "Admin login: admin / correct-horse-battery-staple"
+    assert client.login(username="admin", password="correct-horse-battery-staple")
+    event = AuditEvent.objects.get(action="staff.password_reset")
+    assert "correct-horse-battery-staple" not in str(event.changes)
+
+
+def test_ensure_admin_reset_password_still_refuses_a_weak_password(monkeypatch):
+    monkeypatch.setenv("ADMIN_PASSWORD", "correct-horse-battery-staple")
+    call_command("ensure_admin")
+    monkeypatch.setenv("ADMIN_PASSWORD", "password1234")
+    with pytest.raises(CommandError, match="ADMIN_PASSWORD is refused"):
+        call_command("ensure_admin", "--reset-password")
+    assert get_user_model().objects.get(username="admin").check_password("correct-horse-battery-staple")
 
 
 def test_generate_data_adds_filler_keys_with_progress(capsys):

@@ -4,7 +4,7 @@ import subprocess
 
 import pytest
 
-from tests.support import PYTHON_BIN, ROOT, django_env
+from tests.support import PYTHON_BIN, ROOT, django_env, other_connection
 
 # Production mode has no default for the field-encryption keys either (compliance/crypto.py).
 FIELD_KEYS = {
@@ -83,6 +83,7 @@ def test_db_prepared_statements_is_read_from_the_environment(value, expected):
         ("API_THROTTLE_KEY_RATE", "100/fortnight", "api_key"),
         ("API_THROTTLE_APP_USER_RATE", "lots", "app_user"),
         ("IDEMPOTENCY_TTL_DAYS", "0", "IDEMPOTENCY_TTL_DAYS"),
+        ("DB_IDLE_IN_TRANSACTION_TIMEOUT", "-1", "DB_IDLE_IN_TRANSACTION_TIMEOUT"),
     ],
 )
 def test_a_mistyped_limit_stops_the_process_at_start_not_each_request(name, value, named):
@@ -130,3 +131,104 @@ def test_production_mode_refuses_to_start_with_a_malformed_encryption_key():
     assert result.returncode != 0, result.stdout
     assert "FIELD_ENCRYPTION_KEYS entry #2 is not a Fernet key" in result.stderr
     assert second not in result.stdout + result.stderr
+
+
+# --------------------------------------------------------------------------- database connections
+# A worker that hung or lost its host inside a transaction held its row locks (an outbox claim)
+# for good, and a connection whose server vanished hung its worker for the OS's two hours.
+
+
+def _test_database_url(query: str = "") -> str:
+    """DATABASE_URL for a child process: the test database, as this process reaches it."""
+    from urllib.parse import quote
+
+    from django.db import connection
+
+    db = connection.settings_dict
+    auth = f"{quote(db['USER'], safe='')}:{quote(db['PASSWORD'], safe='')}"
+    return f"postgres://{auth}@{db['HOST']}:{db['PORT']}/{db['NAME']}{query}"
+
+
+@pytest.mark.django_db
+def test_django_connections_have_tcp_keepalives_and_an_idle_in_transaction_timeout(settings):
+    """A half-open connection is found dead within 30 + 3 x 10 s (the OS default is two hours)."""
+    from django.db import connection
+
+    connection.ensure_connection()
+    parameters = connection.connection.info.get_parameters()
+    keepalives = ("keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count")
+    assert [parameters.get(name) for name in keepalives] == ["1", "30", "10", "3"]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT setting::int FROM pg_settings WHERE name = 'idle_in_transaction_session_timeout'")
+        assert cursor.fetchone()[0] == settings.DB_IDLE_IN_TRANSACTION_TIMEOUT * 1000 == 120_000
+        cursor.execute("SHOW idle_in_transaction_session_timeout")
+        assert cursor.fetchone()[0] == "2min"
+
+
+# Run by a child process against the test database: a transaction left idle past the timeout.
+IDLE_IN_TRANSACTION = """
+import time
+from django.db import DatabaseError, connection, transaction
+with connection.cursor() as cursor:
+    cursor.execute("SHOW idle_in_transaction_session_timeout")
+    print("timeout", cursor.fetchone()[0])
+try:
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        time.sleep(2.5)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    print("survived")
+except DatabaseError as exc:
+    print("ended:", exc)
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.django_db
+def test_a_session_left_idle_in_a_transaction_is_ended_by_the_server():
+    result = manage(
+        "shell", "-c", IDLE_IN_TRANSACTION, DATABASE_URL=_test_database_url(), DB_IDLE_IN_TRANSACTION_TIMEOUT="1"
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[-2] == "timeout 1s"
+    assert lines[-1].startswith("ended:") and "idle-in-transaction timeout" in lines[-1], lines[-1]
+
+
+SHOW_CONNECTION = """
+from django.db import connection
+connection.ensure_connection()
+with connection.cursor() as cursor:
+    cursor.execute("SELECT current_setting('search_path'), current_setting('idle_in_transaction_session_timeout')")
+    print(*cursor.fetchone(), connection.connection.info.get_parameters().get("connect_timeout"), sep="|")
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.django_db
+def test_database_url_options_are_kept_beside_ours():
+    """env.db() turns DATABASE_URL's query string into OPTIONS: its own `options` and
+    connect_timeout stay, and the idle timeout is added to them."""
+    query = "?options=-c%20search_path%3Dpublic,extra&connect_timeout=9"
+    result = manage(
+        "shell", "-c", SHOW_CONNECTION, DATABASE_URL=_test_database_url(query), DB_IDLE_IN_TRANSACTION_TIMEOUT="45"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "public,extra|45s|9"
+
+
+@pytest.mark.integration
+@pytest.mark.django_db
+def test_an_idle_in_transaction_timeout_of_zero_leaves_the_servers_own():
+    """Behind PgBouncer, which refuses the `options` startup parameter, the role's setting is used."""
+    with other_connection() as plain:  # a session without our options
+        search_path, server_own = plain.execute(
+            "SELECT current_setting('search_path'), current_setting('idle_in_transaction_session_timeout')"
+        ).fetchone()
+    result = manage(
+        "shell", "-c", SHOW_CONNECTION, DATABASE_URL=_test_database_url(), DB_IDLE_IN_TRANSACTION_TIMEOUT="0"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == f"{search_path}|{server_own}|3"

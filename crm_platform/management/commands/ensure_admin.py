@@ -17,38 +17,66 @@ from crm_platform.roles import ADMINISTRATOR
 
 class Command(BaseCommand):
     help = (
-        "Create (or reset) the superuser `admin` and print its login. The password is ADMIN_PASSWORD, "
-        "else the one generated on the first run and kept in .data/admin_password."
+        "Create the superuser `admin` and print its login. A new admin's password is ADMIN_PASSWORD, else the "
+        "one generated on the first run and kept in .data/admin_password. An existing admin keeps its password "
+        "(one changed in the admin stays) unless --reset-password is given."
     )
 
     def add_arguments(self, parser):
         parser.add_argument("--username", default="admin")
         parser.add_argument("--email", default="admin@example.com")
+        parser.add_argument(
+            "--reset-password",
+            action="store_true",
+            help="Set an existing admin's password to ADMIN_PASSWORD (or .data/admin_password) again.",
+        )
 
-    def handle(self, *args, username, email, **options):
-        password = os.environ.get("ADMIN_PASSWORD") or self._stored_password()
+    def handle(self, *args, username, email, reset_password, **options):
         User = get_user_model()
         with transaction.atomic():
-            user, created = User.objects.get_or_create(username=username, defaults={"email": email})
-            try:  # the policy staff passwords meet in the admin (AUTH_PASSWORD_VALIDATORS)
-                validate_password(password, user)
-            except ValidationError as exc:
-                raise CommandError(f"ADMIN_PASSWORD is refused: {' '.join(exc.messages)}") from None
-            user.is_staff = user.is_superuser = user.is_active = True
-            user.set_password(password)
+            user = User.objects.select_for_update().filter(username=username).first()
+            created = user is None
+            if created:
+                user = User(username=username, email=email)
+            flags = {"is_staff": True, "is_superuser": True, "is_active": True}
+            changed = {name: True for name, value in flags.items() if getattr(user, name) != value}
+            for name, value in flags.items():
+                setattr(user, name, value)
+            password = None
+            if created or reset_password:
+                password = os.environ.get("ADMIN_PASSWORD") or self._stored_password()
+                try:  # the policy staff passwords meet in the admin (AUTH_PASSWORD_VALIDATORS)
+                    validate_password(password, user)
+                except ValidationError as exc:
+                    raise CommandError(f"ADMIN_PASSWORD is refused: {' '.join(exc.messages)}") from None
+                user.set_password(password)
+                changed["password"] = "(set)"  # noqa: S105 - that it was set, never what
             user.save()
-            user.groups.add(Group.objects.get(name=ADMINISTRATOR))
-            audit_record(
-                actor=Actor.system("manage.py ensure_admin"),
-                action="staff.create" if created else "staff.password_reset",
-                obj=user,
-            )
+            administrator = Group.objects.get(name=ADMINISTRATOR)
+            if not user.groups.filter(pk=administrator.pk).exists():
+                user.groups.add(administrator)
+                changed["groups"] = ADMINISTRATOR
+            if created or changed:
+                action = "staff.create" if created else "staff.password_reset" if password else "staff.update"
+                audit_record(actor=Actor.system("manage.py ensure_admin"), action=action, obj=user, changes=changed)
+        if password is None:
+            # `make run` prints this: name the password only while it is still the one that logs in.
+            password = os.environ.get("ADMIN_PASSWORD") or self._stored_password(create=False)
+            if not password or not user.check_password(password):
+                source = "ADMIN_PASSWORD" if os.environ.get("ADMIN_PASSWORD") else ".data/admin_password"
+                self.stdout.write(
+                    f"Admin login: {username} (password unchanged, as last set for it; "
+                    f"`manage.py ensure_admin --reset-password` sets it to {source})"
+                )
+                return
         self.stdout.write(f"Admin login: {username} / {password}")
 
-    def _stored_password(self) -> str:
+    def _stored_password(self, *, create: bool = True) -> str | None:
         path = Path(settings.BASE_DIR) / ".data" / "admin_password"
         if path.exists():
             return path.read_text().strip()
+        if not create:
+            return None
         path.parent.mkdir(parents=True, exist_ok=True)
         password = secrets.token_urlsafe(12)
         path.write_text(password + "\n")
