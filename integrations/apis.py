@@ -213,7 +213,8 @@ class WebhookEndpointDeliveriesApi(generics.ListAPIView):
 
 
 class WebhookEndpointStatsApi(APIView):
-    """An endpoint's delivery statistics over the last 7 days."""
+    """An endpoint's delivery statistics over the last 7 days: real deliveries (test sends are
+    only counted, apart)."""
 
     scope_resource = "webhooks"
 
@@ -247,6 +248,7 @@ def _seed_stats(endpoint_id: int | None, stats: dict) -> dict:
         "failedDeliveries": stats["failed"],
         "successRate": stats["success_rate"],
         "p95LatencyMs": stats["p95_latency_ms"],
+        "testDeliveries": stats["test_sends"],
     }
 
 
@@ -286,7 +288,7 @@ class SeedWebhookStatsApi(APIView):
         endpoints = _endpoints(request)
         body = _seed_stats(None, selectors.webhook_stats(endpoints=endpoints))
         body["endpoints"] = [
-            _seed_stats(e.pk, selectors.stats_shape(e.stat_total, e.stat_succeeded, e.stat_p95_ms))
+            _seed_stats(e.pk, selectors.stats_shape(e.stat_total, e.stat_succeeded, e.stat_p95_ms, e.stat_test_sends))
             for e in selectors.webhook_endpoints_with_stats(endpoints.order_by("id")[:200])
         ]
         return Response(body)

@@ -7,6 +7,7 @@ the first time and queues nothing."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import hashlib
@@ -64,7 +65,7 @@ from integrations.inbox import (
     inbox_refusals,
 )
 from integrations.models import InboundEvent
-from integrations.properties import unix_seconds_text
+from integrations.properties import epoch_moment, unix_seconds_text
 
 logger = logging.getLogger(__name__)
 
@@ -109,23 +110,57 @@ _OBJECT_ID_PROPERTIES = {
 IDENTITY_CONFLICT = error_response("The event's email and app user id name two different people.")
 
 
-def _occurred_at(value):
-    """The seed's payloads carry ISO datetimes, plain dates or unix seconds (a number, or its
-    nine or ten digits as a string: 2001 to 2286; other digit strings, such as a compact date
-    "20261127", are left to event_parse, which reads that one as ISO 8601)."""
+TIME_REFUSED = (
+    "A moment: an ISO 8601 date-time or date, unix seconds (a number, or nine or ten digits) or "
+    "epoch milliseconds (a number from 1e11 on), after 1970 and before the year 10000."
+)
+
+
+def _occurred_at(payload: dict) -> tuple[str | None, str | None]:
+    """(the payload key the event's time comes from, the value for the envelope's
+    `occurred_at`), or (None, None) when the payload gives none.
+
+    The first of `occurredAt`, `timestamp`, `date` present and neither null nor "" counts. The
+    seed's payloads carry ISO datetimes, plain dates, unix seconds (a number, or its nine or ten
+    digits as a string: 2001 to 2286; other digit strings, such as a compact date "20261127",
+    are left to event_parse, which reads that one as ISO 8601) and, from JavaScript apps, epoch
+    milliseconds (Date.now()): a number from 1e11 on is milliseconds, below it seconds
+    (properties.epoch_moment). ValidationError naming `payload.<key>` for a boolean or a number
+    that names no moment (not finite, not positive, past the year 9999); event_parse judges the
+    rest and its `occurred_at` errors are renamed after the key too (`_time_errors_named`)."""
+    key = next((k for k in _OCCURRED_AT_KEYS if payload.get(k) not in (None, "")), None)
+    if key is None:
+        return None, None
+    value = payload[key]
     if isinstance(value, str) and unix_seconds_text(value):
         value = int(value)
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        try:
-            return dt.datetime.fromtimestamp(value, tz=dt.UTC).isoformat()
-        except (ValueError, OverflowError, OSError):
-            return str(value)  # out of range: event_parse words the 400
+    if isinstance(value, bool):
+        raise ValidationError({f"payload.{key}": [TIME_REFUSED]})
+    if isinstance(value, int | float):
+        moment = epoch_moment(value)
+        if moment is None:
+            raise ValidationError({f"payload.{key}": [TIME_REFUSED]})
+        return key, moment.isoformat()
     if isinstance(value, str) and len(value) == 10:
         try:
-            return dt.datetime.combine(dt.date.fromisoformat(value), dt.time(), tzinfo=dt.UTC).isoformat()
+            return key, dt.datetime.combine(dt.date.fromisoformat(value), dt.time(), tzinfo=dt.UTC).isoformat()
         except ValueError:
-            return value
-    return value
+            return key, value
+    return key, value
+
+
+@contextlib.contextmanager
+def _time_errors_named(key: str | None):
+    """The envelope's `occurred_at` came from `payload.<key>`: its errors name that field, the
+    one the sender wrote."""
+    try:
+        yield
+    except ValidationError as error:
+        if key is None or not hasattr(error, "error_dict") or "occurred_at" not in error.error_dict:
+            raise
+        fields = error.message_dict
+        fields[f"payload.{key}"] = fields.pop("occurred_at")
+        raise ValidationError(fields) from None
 
 
 class EventRateThrottle(PrincipalRateThrottle):
@@ -550,7 +585,7 @@ class AppEventApi(InboxKeysMixin, APIView):
         if pair not in APP_EVENT_TYPES:
             raise ValidationError({"entityType": [f"No event for {pair[0]}/{pair[1]}."]})
         payload = dict(values["payload"])
-        occurred_at = _occurred_at(next((payload[k] for k in _OCCURRED_AT_KEYS if payload.get(k)), None))
+        time_key, occurred_at = _occurred_at(payload)
         properties = {**payload, "entity_type": pair[0], "operation": pair[1]}
         if values.get("externalId"):
             properties["external_id"] = values["externalId"]
@@ -565,4 +600,6 @@ class AppEventApi(InboxKeysMixin, APIView):
             "properties": properties,
             **({"occurred_at": occurred_at} if occurred_at else {}),
         }
-        return _queue_one(request, route=InboundEvent.Route.APP_EVENT, event=event_parse(envelope), key=key)
+        with _time_errors_named(time_key):
+            event = event_parse(envelope)
+        return _queue_one(request, route=InboundEvent.Route.APP_EVENT, event=event, key=key)

@@ -146,10 +146,10 @@ def identifier() -> Check:
 
 
 def date() -> Check:
-    """A day (2025-12-28), a moment (ISO 8601), or unix seconds (a number, or its nine or ten
-    digits as a string): what seed 002's payloads carry, and what the app-event route reads
-    as the event's time."""
-    message = "A date (YYYY-MM-DD), an ISO 8601 date-time or unix seconds."
+    """A day (2025-12-28), a moment (ISO 8601), unix seconds (a number, or its nine or ten
+    digits as a string) or, from 1e11 on, epoch milliseconds (a number: JavaScript's Date.now()):
+    what seed 002's payloads carry, and what the app-event route reads as the event's time."""
+    message = "A date (YYYY-MM-DD), an ISO 8601 date-time, unix seconds or epoch milliseconds."
 
     def check(value):
         if isinstance(value, str):
@@ -157,6 +157,8 @@ def date() -> Check:
                 return None
             return None if _day_or_moment(value) else message
         if isinstance(value, int | float) and not isinstance(value, bool):
+            if value >= EPOCH_MILLISECONDS_FROM:
+                return None if epoch_moment(value) is not None else message
             return None if math.isfinite(value) and 0 <= value < 2**33 else message
         return message
 
@@ -202,6 +204,27 @@ def structured() -> Check:
 def listing(max_length: int) -> Check:
     message = f"A list of at most {max_length} items."
     return lambda value: None if isinstance(value, list) and len(value) <= max_length else message
+
+
+# An epoch number from 1e11 on is milliseconds, below it seconds. Apps send either (JavaScript's
+# Date.now() gives milliseconds, most other clocks seconds) and say not which; the magnitude
+# tells: 1e11 seconds is the year 5138, 1e11 milliseconds March 1973, so neither reading of
+# the other side is ever an app event's time.
+EPOCH_MILLISECONDS_FROM = 10**11
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def epoch_moment(value: int | float) -> dt.datetime | None:
+    """The moment (UTC) an epoch number names: milliseconds from EPOCH_MILLISECONDS_FROM on,
+    else seconds. None unless it is finite, positive (nothing an app records happened at or
+    before 1970; 0 is a clock never set) and before the year 10000."""
+    if not math.isfinite(value) or value <= 0:
+        return None
+    unit = "milliseconds" if value >= EPOCH_MILLISECONDS_FROM else "seconds"
+    try:
+        return _EPOCH + dt.timedelta(**{unit: value})
+    except OverflowError:
+        return None
 
 
 def unix_seconds_text(value: str) -> bool:

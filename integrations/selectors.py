@@ -48,33 +48,44 @@ def _since(window: timedelta | None):
     return timezone.now() - (window or STATS_WINDOW)
 
 
+# Statistics describe what an endpoint's owner lives with: deliveries of real messages (an
+# outbox row). A test send (POST .../test, the admin's action, message_id empty) is a probe
+# someone fires at will, often at a receiver being set up or known to be down, so it would skew
+# the success rate and the p95; it is counted apart.
 def webhook_endpoints_with_stats(queryset: QuerySet[WebhookEndpoint], *, window: timedelta | None = None):
     """Annotate endpoints with `stat_total`, `stat_succeeded`, `stat_failed` and `stat_p95_ms`
-    over the window (default 7 days), in the same query as the endpoints themselves."""
+    over the real deliveries in the window (default 7 days), and `stat_test_sends`, in the same
+    query as the endpoints themselves."""
     recent = Q(deliveries__at__gte=_since(window))
+    real = recent & Q(deliveries__message_id__isnull=False)
     return queryset.annotate(
-        stat_total=Count("deliveries", filter=recent),
-        stat_succeeded=Count("deliveries", filter=recent & Q(deliveries__succeeded=True)),
-        stat_failed=Count("deliveries", filter=recent & Q(deliveries__succeeded=False)),
-        stat_p95_ms=Percentile("deliveries__latency_ms", 0.95, filter=recent),
+        stat_total=Count("deliveries", filter=real),
+        stat_succeeded=Count("deliveries", filter=real & Q(deliveries__succeeded=True)),
+        stat_failed=Count("deliveries", filter=real & Q(deliveries__succeeded=False)),
+        stat_p95_ms=Percentile("deliveries__latency_ms", 0.95, filter=real),
+        stat_test_sends=Count("deliveries", filter=recent & Q(deliveries__message_id__isnull=True)),
     )
 
 
 def webhook_stats(*, endpoints: QuerySet[WebhookEndpoint], window: timedelta | None = None) -> dict:
-    """Totals over several endpoints: counts, success rate (0..1, None without deliveries), p95 latency."""
+    """Totals over several endpoints' real deliveries: counts, success rate (0..1, None without
+    deliveries), p95 latency; and how many test sends there were."""
+    real = Q(message_id__isnull=False)
     row = WebhookDelivery.objects.filter(endpoint__in=endpoints, at__gte=_since(window)).aggregate(
-        total=Count("id"),
-        succeeded=Count("id", filter=Q(succeeded=True)),
-        p95=Percentile("latency_ms", 0.95),
+        total=Count("id", filter=real),
+        succeeded=Count("id", filter=real & Q(succeeded=True)),
+        p95=Percentile("latency_ms", 0.95, filter=real),
+        test_sends=Count("id", filter=~real),
     )
-    return stats_shape(row["total"], row["succeeded"], row["p95"])
+    return stats_shape(row["total"], row["succeeded"], row["p95"], row["test_sends"])
 
 
-def stats_shape(total: int, succeeded: int, p95) -> dict:
+def stats_shape(total: int, succeeded: int, p95, test_sends: int) -> dict:
     return {
         "total": total,
         "succeeded": succeeded,
         "failed": total - succeeded,
         "success_rate": round(succeeded / total, 4) if total else None,
         "p95_latency_ms": round(p95, 1) if p95 is not None else None,
+        "test_sends": test_sends,
     }

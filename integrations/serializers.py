@@ -90,12 +90,17 @@ class WebhookDeliveryOutput(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+REAL = "Deliveries of real messages over the last 7 days; test sends are not among them."
+TESTS = "Test sends (POST .../test) over the last 7 days, counted apart from everything else."
+
+
 class WebhookStatsOutput(serializers.Serializer):
-    total = serializers.IntegerField()
+    total = serializers.IntegerField(help_text=REAL)
     succeeded = serializers.IntegerField()
     failed = serializers.IntegerField()
-    success_rate = serializers.FloatField(allow_null=True, help_text="0..1 over the last 7 days.")
+    success_rate = serializers.FloatField(allow_null=True, help_text="0..1; null without deliveries.")
     p95_latency_ms = serializers.FloatField(allow_null=True)
+    test_sends = serializers.IntegerField(help_text=TESTS)
 
 
 # Seed 003 shapes (its webhookSystem: registerEndpoint({name, url, events, secret})).
@@ -119,11 +124,12 @@ class SeedEndpointOutput(serializers.Serializer):
 
 class SeedStatsOutput(serializers.Serializer):
     endpointId = serializers.IntegerField(allow_null=True)
-    totalDeliveries = serializers.IntegerField()
+    totalDeliveries = serializers.IntegerField(help_text=REAL)
     successfulDeliveries = serializers.IntegerField()
     failedDeliveries = serializers.IntegerField()
     successRate = serializers.FloatField(allow_null=True)
     p95LatencyMs = serializers.FloatField(allow_null=True)
+    testDeliveries = serializers.IntegerField(help_text=TESTS)
 
 
 class SeedTestOutput(serializers.Serializer):

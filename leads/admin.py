@@ -438,7 +438,7 @@ class StageInline(admin.TabularInline):
 
 @admin.register(Pipeline)
 class PipelineAdmin(AuditedAdmin):
-    list_display = ["name", "is_default"]
+    list_display = ["name", "is_default", "currency"]
     inlines = [StageInline]
 
 

@@ -73,10 +73,14 @@ def _pipeline_panel(request):
         return bar_chart([])
     stats = pipeline_stats(pipeline=pipeline)
     rate = f"{stats['win_rate']:.0%}" if stats["win_rate"] is not None else "—"
+    # One figure per currency: amounts in two currencies do not add up.
+    weighted = " · ".join(
+        f"{part['weighted_amount']:,.2f} {part['currency']}" for part in stats["totals"]["by_currency"]
+    )
     return format_html(
         "{}<p>Weighted open amount: {} · win rate: {}</p>",
         bar_chart([(row["name"], row["count"]) for row in stats["stages"]]),
-        f"{stats['totals']['weighted_amount']:,.2f}",
+        weighted or "—",
         rate,
     )
 

@@ -9,7 +9,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.contrib.postgres.indexes import OpClass
 from django.core.exceptions import ValidationError
-from django.core.validators import MaxValueValidator, MinValueValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Lower
@@ -109,6 +109,13 @@ class LeadStatusChange(models.Model):
 class Pipeline(models.Model):
     name = models.CharField(max_length=100, unique=True)
     is_default = models.BooleanField(default=False)
+    currency = models.CharField(
+        max_length=3,
+        default="USD",  # a deal's own default
+        validators=[RegexValidator(r"\A[A-Z]{3}\Z", "A three-letter ISO 4217 code, in capitals.")],
+        help_text="The currency of the stats' headline amounts: deals in other currencies are "
+        "reported beside them, per currency, never added in.",
+    )
 
     class Meta:
         ordering = ["-is_default", "name"]
@@ -236,15 +243,19 @@ class DealStageChange(models.Model):
 
 
 class StageRollup(models.Model):
-    """Running totals per (pipeline, stage) that make unfiltered pipeline stats O(stages).
+    """Running totals per (pipeline, stage, currency) that make unfiltered pipeline stats
+    O(stages x currencies).
 
     Maintained by statement-level PostgreSQL triggers on leads_deal and leads_dealstagechange
-    (migration 0003), so every write path counts, services, bulk loads, COPY and cascades alike,
-    and never by hand. `leads.selectors.pipeline_rollup_check` compares it with a full scan;
+    (migrations 0003 and 0006), so every write path counts, services, bulk loads, COPY and
+    cascades alike, and never by hand. Deals are counted and summed under their own currency
+    (amounts in two currencies are never added); the moves out of a stage, which have none, under
+    currency "". `leads.selectors.pipeline_rollup_drift` compares it with a full scan;
     `pipeline_rollup_rebuild` recomputes it (a nightly job checks and repairs)."""
 
     pipeline_id = models.BigIntegerField()
     stage_id = models.BigIntegerField()
+    currency = models.CharField(max_length=3, blank=True, default="")
     deals = models.BigIntegerField(default=0)
     amount = models.DecimalField(max_digits=20, decimal_places=2, default=Decimal("0"))
     # Moves out of this stage, and the days spent in it before (AVG = days_sum / days_count).
@@ -253,10 +264,10 @@ class StageRollup(models.Model):
     days_count = models.BigIntegerField(default=0)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["pipeline_id", "stage_id"], name="stage_rollup_key")]
+        constraints = [models.UniqueConstraint(fields=["pipeline_id", "stage_id", "currency"], name="stage_rollup_key")]
 
     def __str__(self) -> str:
-        return f"pipeline {self.pipeline_id} stage {self.stage_id}: {self.deals} deals"
+        return f"pipeline {self.pipeline_id} stage {self.stage_id} {self.currency or '(moves)'}: {self.deals} deals"
 
 
 class StageAutomation(models.Model):

@@ -122,8 +122,13 @@ def pipeline_stats(
     since: dt.datetime | None = None,
     until: dt.datetime | None = None,
 ) -> dict[str, Any]:
-    """Per stage: deals, amount, weighted amount (amount * the stage's probability) and the
+    """Per stage: deals, amounts, weighted amounts (amount * the stage's probability) and the
     average days deals spent in it before moving on; overall: win rate = won / (won + lost).
+
+    Amounts in different currencies are never added: `amount` and `weighted_amount` (per stage
+    and in the totals) count only the deals in `currency`, the pipeline's own; `by_currency`
+    lists {currency, count, amount, weighted_amount} for every currency present, that one
+    included, in code order. Counts and the win rate take every deal.
 
     `owner` narrows to one owner's deals; `since`/`until` to deals created in [since, until)
     and stage moves made in that range. Unfiltered, the figures come from `StageRollup` (two
@@ -133,13 +138,28 @@ def pipeline_stats(
         totals, avg_days = _pipeline_scan(pipeline, stages, owner=owner, since=since, until=until)
     else:
         totals, avg_days = _pipeline_rollup(pipeline)
+    currency = pipeline.currency
     rows = []
-    won = lost = 0
-    summary = {"count": 0, "amount": Decimal("0"), "weighted_amount": Decimal("0"), "open_count": 0}
+    won = lost = open_count = 0
+    overall: dict[str, dict[str, Any]] = {}
     for stage in stages:
-        count = totals.get(stage.pk, {}).get("count", 0)
-        amount = totals.get(stage.pk, {}).get("amount") or Decimal("0")
-        weighted = (amount * stage.probability).quantize(Decimal("0.01"))
+        by_currency = [
+            {
+                "currency": code,
+                "count": figures["count"],
+                "amount": figures["amount"],
+                "weighted_amount": (figures["amount"] * stage.probability).quantize(Decimal("0.01")),
+            }
+            for code, figures in sorted(totals.get(stage.pk, {}).items())
+        ]
+        for part in by_currency:
+            summed = overall.setdefault(
+                part["currency"], {"count": 0, "amount": Decimal("0"), "weighted_amount": Decimal("0")}
+            )
+            for name in ("count", "amount", "weighted_amount"):
+                summed[name] += part[name]
+        count = sum(part["count"] for part in by_currency)
+        mine = next((part for part in by_currency if part["currency"] == currency), None)
         days = avg_days.get(stage.pk)
         rows.append(
             {
@@ -150,21 +170,27 @@ def pipeline_stats(
                 "is_won": stage.is_won,
                 "is_lost": stage.is_lost,
                 "count": count,
-                "amount": amount,
-                "weighted_amount": weighted,
+                "amount": mine["amount"] if mine else Decimal("0"),
+                "weighted_amount": mine["weighted_amount"] if mine else Decimal("0.00"),
+                "by_currency": by_currency,
                 "avg_days_in_stage": round(days, 2) if days is not None else None,
             }
         )
         won += count if stage.is_won else 0
         lost += count if stage.is_lost else 0
-        summary["count"] += count
-        summary["amount"] += amount
-        summary["weighted_amount"] += weighted
-        summary["open_count"] += 0 if stage.is_closed else count
+        open_count += 0 if stage.is_closed else count
+    mine = overall.get(currency, {})
     return {
         "pipeline": {"id": pipeline.pk, "name": pipeline.name},
+        "currency": currency,
         "stages": rows,
-        "totals": summary,
+        "totals": {
+            "count": sum(part["count"] for part in overall.values()),
+            "amount": mine.get("amount", Decimal("0")),
+            "weighted_amount": mine.get("weighted_amount", Decimal("0")),
+            "open_count": open_count,
+            "by_currency": [{"currency": code, **figures} for code, figures in sorted(overall.items())],
+        },
         "won": won,
         "lost": lost,
         "win_rate": round(won / (won + lost), 4) if won + lost else None,
@@ -172,8 +198,8 @@ def pipeline_stats(
 
 
 def _pipeline_scan(pipeline: Pipeline, stages: list[Stage], *, owner, since, until) -> tuple[dict, dict]:
-    """Per stage totals {stage_id: {"count", "amount"}} and average days {stage_id: days}, from
-    the deals and their history themselves."""
+    """Per stage and currency totals {stage_id: {currency: {"count", "amount"}}} and average
+    days {stage_id: days}, from the deals and their history themselves."""
     deals = Deal.objects.filter(pipeline=pipeline)
     moves = DealStageChange.objects.filter(from_stage_id__in=[s.pk for s in stages])
     if owner:
@@ -185,26 +211,27 @@ def _pipeline_scan(pipeline: Pipeline, stages: list[Stage], *, owner, since, unt
     if until:
         deals = deals.filter(created_at__lt=until)
         moves = moves.filter(at__lt=until)
-    totals = {
-        row["stage_id"]: row
-        for row in deals.order_by().values("stage_id").annotate(count=Count("id"), amount=Sum("amount"))
-    }
+    totals: dict[int, dict[str, dict]] = defaultdict(dict)
+    for row in deals.order_by().values("stage_id", "currency").annotate(count=Count("id"), amount=Sum("amount")):
+        totals[row["stage_id"]][row["currency"]] = {"count": row["count"], "amount": row["amount"]}
     avg_days = {
         row["from_stage_id"]: row["days"]
         for row in moves.order_by().values("from_stage_id").annotate(days=Avg("days_in_previous_stage"))
     }
-    return totals, avg_days
+    return dict(totals), avg_days
 
 
 def _pipeline_rollup(pipeline: Pipeline) -> tuple[dict, dict]:
-    """The same two dicts as `_pipeline_scan`, read from the trigger-maintained rollup."""
-    totals, avg_days = {}, {}
+    """The same two dicts as `_pipeline_scan`, read from the trigger-maintained rollup (whose
+    moves sit under currency "", and deals under their own)."""
+    totals: dict[int, dict[str, dict]] = defaultdict(dict)
+    avg_days = {}
     for row in StageRollup.objects.filter(pipeline_id=pipeline.pk):
         if row.deals:
-            totals[row.stage_id] = {"count": row.deals, "amount": row.amount}
+            totals[row.stage_id][row.currency] = {"count": row.deals, "amount": row.amount}
         if row.days_count:
             avg_days[row.stage_id] = float(row.days_sum) / row.days_count
-    return totals, avg_days
+    return dict(totals), avg_days
 
 
 def pipeline_rollup_drift() -> list[dict[str, Any]]:
@@ -217,30 +244,32 @@ def pipeline_rollup_drift() -> list[dict[str, Any]]:
 
 
 _ROLLUP_SCAN = """
-    SELECT p, s, sum(c) AS deals, sum(a) AS amount, sum(m) AS moves_out, sum(d) AS days_sum,
+    SELECT p, s, cur, sum(c) AS deals, sum(a) AS amount, sum(m) AS moves_out, sum(d) AS days_sum,
            sum(dc) AS days_count
     FROM (
-        SELECT pipeline_id, stage_id, 1, amount, 0, 0, 0 FROM leads_deal
+        SELECT pipeline_id, stage_id, currency, 1, amount, 0, 0, 0 FROM leads_deal
         UNION ALL
-        SELECT st.pipeline_id, c.from_stage_id, 0, 0, 1, coalesce(c.days_in_previous_stage::numeric, 0),
-               (c.days_in_previous_stage IS NOT NULL)::int
+        SELECT st.pipeline_id, c.from_stage_id, ''::varchar, 0, 0, 1,
+               coalesce(c.days_in_previous_stage::numeric, 0), (c.days_in_previous_stage IS NOT NULL)::int
         FROM leads_dealstagechange c JOIN leads_stage st ON st.id = c.from_stage_id
-    ) AS rows (p, s, c, a, m, d, dc)
-    GROUP BY p, s
+    ) AS rows (p, s, cur, c, a, m, d, dc)
+    GROUP BY p, s, cur
 """
 # Built from constants only.
 _ROLLUP_DIFF = f"""
     SELECT coalesce(r.pipeline_id, x.p) AS pipeline_id, coalesce(r.stage_id, x.s) AS stage_id,
+           coalesce(r.currency, x.cur) AS currency,
            r.deals AS rollup_deals, x.deals AS scanned_deals, r.amount AS rollup_amount,
            x.amount AS scanned_amount, r.moves_out AS rollup_moves, x.moves_out AS scanned_moves
-    FROM leads_stagerollup r FULL JOIN ({_ROLLUP_SCAN}) x ON x.p = r.pipeline_id AND x.s = r.stage_id
+    FROM leads_stagerollup r
+    FULL JOIN ({_ROLLUP_SCAN}) x ON x.p = r.pipeline_id AND x.s = r.stage_id AND x.cur = r.currency
     WHERE (coalesce(r.deals, 0), coalesce(r.amount, 0), coalesce(r.moves_out, 0), coalesce(r.days_count, 0))
           IS DISTINCT FROM (coalesce(x.deals, 0), coalesce(x.amount, 0), coalesce(x.moves_out, 0),
                             coalesce(x.days_count, 0))
        OR abs(coalesce(r.days_sum, 0) - coalesce(x.days_sum, 0)) > 0.001
 """  # noqa: S608
 ROLLUP_REBUILD = f"""
-    INSERT INTO leads_stagerollup (pipeline_id, stage_id, deals, amount, moves_out, days_sum, days_count)
+    INSERT INTO leads_stagerollup (pipeline_id, stage_id, currency, deals, amount, moves_out, days_sum, days_count)
     SELECT * FROM ({_ROLLUP_SCAN}) AS scan
 """  # noqa: S608
 

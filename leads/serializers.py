@@ -57,7 +57,7 @@ class PipelineOutput(serializers.ModelSerializer):
 
     class Meta:
         model = Pipeline
-        fields = ["id", "name", "is_default", "stages"]
+        fields = ["id", "name", "is_default", "currency", "stages"]
         read_only_fields = fields
 
 
@@ -97,6 +97,17 @@ class CrmActivityOutput(PhiFieldsMixin, serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class CurrencyAmountsOutput(serializers.Serializer):
+    currency = serializers.CharField(help_text="ISO 4217 code.")
+    count = serializers.IntegerField()
+    amount = serializers.DecimalField(max_digits=16, decimal_places=2)
+    weighted_amount = serializers.DecimalField(max_digits=16, decimal_places=2)
+
+
+HEADLINE = "Deals in the stats' `currency` only; the others are in `by_currency`, never added in."
+BY_CURRENCY = "One entry per currency with deals here (the stats' own included), in code order."
+
+
 class StageStatsOutput(serializers.Serializer):
     id = serializers.IntegerField()
     key = serializers.CharField()
@@ -104,9 +115,10 @@ class StageStatsOutput(serializers.Serializer):
     probability = serializers.DecimalField(max_digits=3, decimal_places=2)
     is_won = serializers.BooleanField()
     is_lost = serializers.BooleanField()
-    count = serializers.IntegerField()
-    amount = serializers.DecimalField(max_digits=16, decimal_places=2)
-    weighted_amount = serializers.DecimalField(max_digits=16, decimal_places=2)
+    count = serializers.IntegerField(help_text="Deals in this stage, every currency.")
+    amount = serializers.DecimalField(max_digits=16, decimal_places=2, help_text=HEADLINE)
+    weighted_amount = serializers.DecimalField(max_digits=16, decimal_places=2, help_text=HEADLINE)
+    by_currency = CurrencyAmountsOutput(many=True, help_text=BY_CURRENCY)
     avg_days_in_stage = serializers.FloatField(allow_null=True, help_text="Average days deals spent here.")
 
 
@@ -116,14 +128,16 @@ class PipelineRefOutput(serializers.Serializer):
 
 
 class PipelineTotalsOutput(serializers.Serializer):
-    count = serializers.IntegerField()
-    amount = serializers.DecimalField(max_digits=16, decimal_places=2)
-    weighted_amount = serializers.DecimalField(max_digits=16, decimal_places=2)
+    count = serializers.IntegerField(help_text="Every currency.")
+    amount = serializers.DecimalField(max_digits=16, decimal_places=2, help_text=HEADLINE)
+    weighted_amount = serializers.DecimalField(max_digits=16, decimal_places=2, help_text=HEADLINE)
     open_count = serializers.IntegerField()
+    by_currency = CurrencyAmountsOutput(many=True, help_text=BY_CURRENCY)
 
 
 class PipelineStatsOutput(serializers.Serializer):
     pipeline = PipelineRefOutput()
+    currency = serializers.CharField(help_text="The pipeline's currency: that of every `amount` and `weighted_amount`.")
     stages = StageStatsOutput(many=True)
     totals = PipelineTotalsOutput()
     won = serializers.IntegerField()

@@ -1,4 +1,9 @@
+import base64
+from urllib.parse import urlencode
+
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from compliance.services import audit_record
 
@@ -29,10 +34,16 @@ def test_filters_come_from_django_filter(key_client, system_actor):
     assert [row["action"] for row in rows] == ["wanted"]
 
 
-def test_bad_cursor_is_404_json(key_client):
-    response = key_client().get("/t/audit", {"cursor": "garbage"})
-    assert response.status_code == 404
-    assert response.json()["error"]["code"] == "not_found"
+def _refused_cursor(response) -> None:
+    """A cursor that is not one of ours is bad input (400 naming `cursor`), not a missing list."""
+    assert response.status_code == 400, response.content[:300]
+    error = response.json()["error"]
+    assert error["code"] == "validation_error" and list(error["fields"]) == ["cursor"], error
+
+
+def test_bad_cursor_is_400_naming_the_cursor(key_client):
+    _refused_cursor(key_client().get("/t/audit", {"cursor": "garbage"}))
+    _refused_cursor(key_client().get("/api/v1/contacts", {"cursor": "garbage"}))
 
 
 def _audit_rows(system_actor, count):
@@ -55,14 +66,11 @@ def test_previous_links_walk_back_over_the_pages_next_links_walked(key_client, s
     assert client.get(page["next"]).json()["results"] == pages[1]["results"]
 
 
-def test_a_cursor_from_another_ordering_is_404(key_client, system_actor):
+def test_a_cursor_from_another_ordering_is_400(key_client, system_actor):
     """A timeline cursor carries two values; a list ordered by id alone takes one."""
-    import base64
-
     _audit_rows(system_actor, 1)
     cursor = base64.b64encode(b"p=2024-01-01+00%3A00%3A00%2B00%3A00&p=5").decode()
-    response = key_client().get("/t/audit", {"cursor": cursor})
-    assert response.status_code == 404
+    _refused_cursor(key_client().get("/t/audit", {"cursor": cursor}))
 
 
 @pytest.mark.parametrize("offset", [16 * 60, -(23 * 60 + 59)])
@@ -96,8 +104,6 @@ def test_a_timeline_cursor_is_read_in_utc(key_client):
     """A timeline cursor whose occurred_at carries a +20:00 offset (tampered: ours carry UTC)
     reached PostgreSQL as it was: a 500. Read in UTC, it is a position like any other; a moment
     before the year 1 in UTC is no cursor of ours."""
-    import base64
-
     from contacts.tests.factories import ContactFactory
 
     contact = ContactFactory()
@@ -106,5 +112,82 @@ def test_a_timeline_cursor_is_read_in_utc(key_client):
     tampered = base64.b64encode(b"p=2024-01-01+00%3A00%3A00%2B20%3A00&p=5").decode()
     assert client.get(url, {"cursor": tampered}).status_code == 200
     before_year_one = base64.b64encode(b"p=0001-01-01+00%3A00%3A00%2B05%3A00&p=5").decode()
-    response = client.get(url, {"cursor": before_year_one})
-    assert response.status_code == 404 and response.json()["error"]["message"] == "Invalid cursor"
+    _refused_cursor(client.get(url, {"cursor": before_year_one}))
+
+
+def _cursor(tokens: list[tuple[str, str]]) -> str:
+    return base64.b64encode(urlencode(tokens).encode()).decode()
+
+
+@pytest.mark.parametrize(
+    ("url", "cursor"),
+    [
+        ("/api/v1/contacts", "garbage"),  # not base64
+        ("/api/v1/contacts", "é"),  # not ASCII
+        ("/api/v1/contacts", base64.b64encode(b"\xff\xfe").decode()),  # base64 of no text
+        ("/api/v1/contacts", base64.b64encode(b'{"p": [5]}').decode()),  # JSON (DRF's own cursors are not either)
+        ("/api/v1/contacts", _cursor([("r", "yes")])),  # the direction is not 0 or 1
+        ("/api/v1/contacts", _cursor([("p", "5"), ("p", "4")])),  # two positions for one field
+        ("/api/v1/contacts", _cursor([("p", "five")])),  # not an id
+        ("/api/v1/contacts", _cursor([("p", "")])),
+        ("{timeline}", _cursor([("p", "5")])),  # one position for two fields
+        ("{timeline}", _cursor([("p", "2024-02-30T00:00:00+00:00"), ("p", "5")])),  # no such date
+        ("{timeline}", _cursor([("p", "yesterday"), ("p", "5")])),
+        ("{timeline}", _cursor([("p", "9999-12-31T23:00:00-05:00"), ("p", "5")])),  # past the year 9999 in UTC
+        ("{timeline}", _cursor([("p", "2024-01-01T00:00:00+00:00"), ("p", "5.5")])),
+    ],
+)
+def test_every_kind_of_bad_cursor_is_400(key_client, url, cursor):
+    from contacts.tests.factories import ContactFactory
+
+    url = url.format(timeline=f"/api/v1/contacts/{ContactFactory().pk}/timeline")
+    _refused_cursor(key_client(["contacts:read"]).get(url, {"cursor": cursor}))
+
+
+_values = st.one_of(
+    st.text(max_size=30),
+    st.integers(min_value=-(2**80), max_value=2**80).map(str),
+    st.datetimes().map(lambda d: d.isoformat()),
+    st.builds(
+        lambda d, minutes: (
+            f"{d.isoformat()}{'+' if minutes >= 0 else '-'}{abs(minutes) // 60:02}:{abs(minutes) % 60:02}"
+        ),
+        st.datetimes(),
+        st.integers(min_value=-(24 * 60 - 1), max_value=24 * 60 - 1),
+    ),
+    st.dates().map(str),
+    st.sampled_from(["NaN", "inf", "-0", "1e3", "0x10", "\x00", "2024-02-30", "24:00"]),
+)
+_tokens = st.lists(
+    st.one_of(
+        st.tuples(st.sampled_from(["p", "p", "p", "r", "x"]), _values),
+        st.tuples(st.just("r"), st.sampled_from(["0", "1", "-1", "2", "", "01"])),
+    ),
+    max_size=4,
+)
+_cursors = st.one_of(
+    _tokens.map(_cursor),
+    st.binary(max_size=40).map(lambda raw: base64.b64encode(raw).decode()),
+    st.text(max_size=40),
+)
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(cursor=_cursors)
+def test_a_cursor_is_a_page_or_a_400_naming_it_never_404_or_500(key_client, cursor):
+    """Whatever a client sends as the cursor (tampered, truncated, from another list, or any
+    text), the list answers a page or a 400 naming `cursor`: never a 404 (the list exists) nor a
+    500 (a value the database refuses)."""
+    from contacts.tests.factories import ContactFactory
+
+    client = key_client(["contacts:read"])
+    contact = ContactFactory()
+    for url in ("/api/v1/contacts", f"/api/v1/contacts/{contact.pk}/timeline"):
+        response = client.get(url, {"cursor": cursor})
+        if response.status_code != 200:
+            _refused_cursor(response)

@@ -8,7 +8,7 @@ from django.db.models import F, Q
 from django.db.models.fields.tuple_lookups import Tuple, TupleGreaterThan, TupleLessThan
 from django.utils import timezone
 from rest_framework import pagination
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import ValidationError
 from rest_framework.utils.urls import remove_query_param, replace_query_param
 
 
@@ -27,6 +27,7 @@ class CursorPagination(pagination.CursorPagination):
     ordering = "-id"  # a column name, so rows read with .values() paginate too
     page_size_query_param = "limit"
     max_page_size = 200
+    invalid_cursor_message = "Not a cursor of this list: pass back a `next` or `previous` link as it was given."
 
     def paginate_queryset(self, queryset, request, view=None):
         self.request = request
@@ -86,13 +87,21 @@ class CursorPagination(pagination.CursorPagination):
         return ordering
 
     def decode_cursor(self, request):
-        """(reverse, position or None); NotFound when the cursor is not one of ours."""
+        """(reverse, position or None). A cursor that is not one of ours (not base64 of our
+        tokens, a direction other than 0 or 1, a position for another ordering, a value its
+        field does not read) is bad input: ValidationError naming `cursor` (400), not DRF's
+        NotFound (404: the list is there), and never a value that reaches the database."""
         encoded = request.query_params.get(self.cursor_query_param)
         if encoded is None:
             return None
         try:
-            tokens = parse.parse_qs(b64decode(encoded.encode("ascii")).decode("ascii"), keep_blank_values=True)
-            reverse = bool(int(tokens.get("r", ["0"])[0]))
+            text = b64decode(encoded.encode("ascii"), validate=True).decode("ascii")
+            tokens: dict[str, list[str]] = {}
+            for name, value in parse.parse_qsl(text, keep_blank_values=True, strict_parsing=True):
+                tokens.setdefault(name, []).append(value)
+            if not tokens.keys() <= {"r", "p"} or tokens.get("r", ["0"]) not in (["0"], ["1"]):
+                raise ValueError("not our tokens")
+            reverse = tokens.get("r") == ["1"]
             values = tokens.get("p")
             if values is None:
                 return reverse, None
@@ -102,7 +111,7 @@ class CursorPagination(pagination.CursorPagination):
                 _in_utc(field.to_python(value)) for field, value in zip(self.fields, values, strict=True)
             )
         except (TypeError, ValueError, OverflowError, DjangoValidationError):
-            raise NotFound(self.invalid_cursor_message) from None
+            raise ValidationError({self.cursor_query_param: [self.invalid_cursor_message]}) from None
 
     def encode_cursor(self, cursor):
         reverse, position = cursor

@@ -2,8 +2,8 @@
 
 - Every error answers one shape (crm_platform.api.errors.error_body): the component `Error`,
   declared on each operation for the statuses it can return, judged from the view: 401 and 403
-  for a route that needs a caller, 400 where it takes input (a body, query parameters, a header,
-  a text path parameter), 404 for a path id or a page cursor, 413 and 415 for a body, 409 and 422
+  for a route that needs a caller, 400 where it takes input (a body, query parameters such as a
+  page cursor, a header, a text path parameter), 404 for a path id, 413 and 415 for a body, 409 and 422
   where it honours Idempotency-Key, 429 where it is throttled (with Retry-After). A view may
   declare more itself (`@extend_schema(responses={409: ...})`); a 4xx it declares without a body
   gets the Error body.
@@ -56,11 +56,12 @@ ERROR_SCHEMA = {
 }
 
 ERROR_DESCRIPTIONS = {
-    400: "The input is not valid: the body, a query parameter or a header (`validation_error` names the fields; "
-    "an Idempotency-Key that is malformed, or missing where the route needs one).",
+    400: "The input is not valid: the body, a query parameter (a page `cursor` that is not one this list gave) or "
+    "a header (`validation_error` names the fields; an Idempotency-Key that is malformed, or missing where the "
+    "route needs one).",
     401: "No credentials, or not valid ones (an unknown, revoked or expired API key).",
     403: "The caller lacks the scope (or, for staff, the permission) this route needs.",
-    404: "Not found: no such object at this path (or a page cursor that is not valid).",
+    404: "Not found: no such object at this path.",
     409: "Conflict: a request with this Idempotency-Key is still running, or the change collides with another.",
     410: "Gone.",
     413: "The request body is too large.",
@@ -155,7 +156,7 @@ class AutoSchema(SpectacularAutoSchema):
         text_path = any(p["schema"].get("type") == "string" and "format" not in p["schema"] for p in located["path"])
         if body or located["query"] or located["header"] or text_path:
             statuses.add(400)
-        if located["path"] or any(p["name"] == "cursor" for p in located["query"]):
+        if located["path"]:
             statuses.add(404)
         if self.method in WRITES and (body or use is not None):
             statuses.add(413)  # the body is read: parsed, or fingerprinted under its key

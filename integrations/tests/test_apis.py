@@ -118,7 +118,39 @@ def test_the_test_route_sends_a_signed_test_event_and_reports_the_result(writer,
     assert body["type"] == "webhook.test" and body["data"]["endpoint_id"] == created["id"]
     assert writer.get(f"{LIST}/{created['id']}/deliveries").json()["results"][0]["status_code"] == 503
     stats = writer.get(f"{LIST}/{created['id']}/stats").json()
-    assert (stats["total"], stats["failed"], stats["success_rate"]) == (1, 1, 0.0)
+    assert (stats["total"], stats["success_rate"], stats["test_sends"]) == (0, None, 1)  # not a delivery
+
+
+def _real_and_test_sends(writer, receiver, publish, url: str) -> tuple[int, WebhookDelivery]:
+    """An endpoint created at `url` with one real delivery (an outbox message, relayed: 200)
+    and three test sends (503, 503, and a 200 after 0.3 s): its id and the real delivery."""
+    from integrations import relay
+
+    pk = writer.post(url, {"url": receiver.url}, format="json").json()["id"]
+    publish("contact.updated", 1)
+    relay.outbox_relay(budget_seconds=10)
+    receiver.timeout_seconds = 0.3
+    receiver.respond(503, 503, "timeout")
+    for _ in range(3):
+        assert writer.post(f"{SEED}/test/{pk}").status_code == 200
+    assert WebhookDelivery.objects.filter(endpoint_id=pk).count() == 4
+    return pk, WebhookDelivery.objects.get(endpoint_id=pk, message_id__isnull=False)
+
+
+def test_stats_describe_real_deliveries_and_count_test_sends_apart(writer, receiver, publish):
+    """Test sends (POST .../test) counted in the success rate and p95 latency: two failed tests
+    made an endpoint whose every delivery succeeded read 50%, and a slow one set its p95."""
+    pk, real = _real_and_test_sends(writer, receiver, publish, LIST)
+    assert real.succeeded
+    stats = writer.get(f"{LIST}/{pk}/stats").json()
+    assert stats == {
+        "total": 1,
+        "succeeded": 1,
+        "failed": 0,
+        "success_rate": 1.0,
+        "p95_latency_ms": float(real.latency_ms),
+        "test_sends": 3,
+    }
 
 
 # ----------------------------------------------------------------------------- seed 003
@@ -180,12 +212,17 @@ def test_seed_registration_refuses_a_short_secret_and_unknown_events(writer, rec
     assert unknown.status_code == 400
 
 
-def test_seed_stats_per_endpoint_and_overall(writer, receiver):
-    first = writer.post(f"{SEED}/endpoints", {"url": receiver.url}, format="json").json()["id"]
-    second = writer.post(f"{SEED}/endpoints", {"url": receiver.url}, format="json").json()["id"]
-    receiver.respond(200, 500, 200)
-    for pk in (first, first, second):
-        writer.post(f"{SEED}/test/{pk}")
+def test_seed_stats_per_endpoint_and_overall(writer, receiver, publish):
+    from integrations import relay
+    from tests.fakes.webhook_receiver import WebhookReceiver
+
+    with WebhookReceiver() as other:
+        first = writer.post(f"{SEED}/endpoints", {"url": receiver.url}, format="json").json()["id"]
+        second = writer.post(f"{SEED}/endpoints", {"url": other.url}, format="json").json()["id"]
+        receiver.respond(200, 500)
+        publish("contact.updated", 1)
+        publish("contact.updated", 2)
+        relay.outbox_relay(budget_seconds=10)
     one = writer.get(f"{SEED}/stats/{first}").json()
     assert (one["endpointId"], one["totalDeliveries"], one["successfulDeliveries"], one["successRate"]) == (
         first,
@@ -195,9 +232,29 @@ def test_seed_stats_per_endpoint_and_overall(writer, receiver):
     )
     assert one["p95LatencyMs"] is not None
     everything = writer.get(f"{SEED}/stats/").json()
-    assert (everything["totalDeliveries"], everything["failedDeliveries"]) == (3, 1)
+    assert (everything["totalDeliveries"], everything["failedDeliveries"]) == (4, 1)
     assert [e["endpointId"] for e in everything["endpoints"]] == [first, second]
-    assert WebhookDelivery.objects.count() == 3
+    assert WebhookDelivery.objects.count() == 4
+
+
+def test_seed_stats_leave_test_sends_out_of_the_rate_and_the_latency(writer, receiver, publish):
+    pk, real = _real_and_test_sends(writer, receiver, publish, f"{SEED}/endpoints")
+    expected = {
+        "endpointId": pk,
+        "totalDeliveries": 1,
+        "successfulDeliveries": 1,
+        "failedDeliveries": 0,
+        "successRate": 1.0,
+        "p95LatencyMs": float(real.latency_ms),
+        "testDeliveries": 3,
+    }
+    assert writer.get(f"{SEED}/stats/{pk}").json() == expected
+    everything = writer.get(f"{SEED}/stats").json()
+    assert everything["endpoints"] == [expected]
+    assert {name: value for name, value in everything.items() if name != "endpoints"} == {
+        **expected,
+        "endpointId": None,
+    }
 
 
 def test_only_a_caller_who_may_read_medical_fields_may_send_them_to_an_endpoint(writer, key_client, receiver):

@@ -499,7 +499,65 @@ def test_seed_002_timestamps_out_of_range_are_400(app):
     body = {"entityType": "food_log", "operation": "create", "userId": "u-1", "payload": {"timestamp": 1e20}}
     ContactFactory(email=None, external_id="u-1")
     response = send(app, APP_EVENT, body, key="huge")
-    assert response.status_code == 400 and "occurred_at" in response.json()["error"]["fields"]
+    assert response.status_code == 400 and "payload.timestamp" in response.json()["error"]["fields"]
+
+
+def test_seed_002_a_number_from_1e11_is_epoch_milliseconds_and_below_it_seconds(app):
+    """A JavaScript app sends Date.now(), milliseconds: 1732700000000 was read as seconds (the
+    year 56876), a 400. As seconds, 1e11 is the year 5138; as milliseconds, March 1973."""
+    ContactFactory(email=None, external_id="u-1")
+    stamps = {
+        "ms": (1732700000000, "2024-11-27T09:33:20+00:00"),
+        "ms-float": (1732700000123.0, "2024-11-27T09:33:20.123+00:00"),
+        "ms-in-date": (1732700000000, "2024-11-27T09:33:20+00:00"),  # under `date`, the same rule
+        "s": (1732700000, "2024-11-27T09:33:20+00:00"),
+        "s-float": (1732700000.5, "2024-11-27T09:33:20.500+00:00"),
+        "ms-first": (10**11, "1973-03-03T09:46:40+00:00"),
+        "s-last": (10**11 - 10**9, None),  # seconds: the year 5107, ahead of our clock
+    }
+    for key, (stamp, moment) in stamps.items():
+        name = "date" if key == "ms-in-date" else "timestamp"
+        body = {"entityType": "food_log", "operation": "create", "userId": "u-1", "payload": {name: stamp}}
+        response = send(app, APP_EVENT, body, key=key)
+        if moment is None:
+            assert response.status_code == 400, response.content
+            assert list(response.json()["error"]["fields"]) == ["payload.timestamp"]
+            continue
+        assert response.status_code == 202, (key, response.content)
+        assert outcome(app, response)["status"] == "applied", key
+        assert Activity.objects.filter(type="food_logged", occurred_at=moment).exists(), key
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("timestamp", True),
+        ("timestamp", False),
+        ("timestamp", 0),
+        ("timestamp", -1732700000000),
+        ("timestamp", 253402300800000),  # milliseconds: the year 10000
+        ("occurredAt", 1e300),
+        ("date", -0.5),
+        ("timestamp", [1732700000000]),
+        ("timestamp", "1732700000000"),  # digits as text: nine or ten, seconds, only
+    ],
+)
+def test_seed_002_a_timestamp_that_is_no_moment_is_400_naming_it(app, name, value):
+    ContactFactory(email=None, external_id="u-1")
+    body = {"entityType": "activity", "operation": "create", "userId": "u-1", "payload": {name: value}}
+    response = send(app, APP_EVENT, body, key="bad-time", apply=False)
+    assert response.status_code == 400, response.content
+    assert list(response.json()["error"]["fields"]) == [f"payload.{name}"], response.json()
+    assert not InboundEvent.objects.exists()
+
+
+def test_seed_002_a_number_past_a_double_is_400(app):
+    """orjson refuses 1e400 (Python would read infinity): the parser's 400, before the route."""
+    ContactFactory(email=None, external_id="u-1")
+    raw = '{"entityType": "activity", "operation": "create", "userId": "u-1", "payload": {"timestamp": 1e400}}'
+    response = app.post(APP_EVENT, raw, content_type="application/json", HTTP_IDEMPOTENCY_KEY="inf")
+    assert response.status_code == 400 and response.json()["error"]["code"] == "parse_error"
+    assert not InboundEvent.objects.exists()
 
 
 def test_only_a_key_with_events_sources_may_send_as_an_outside_crm(app, key_client):

@@ -222,6 +222,31 @@ def test_board_shows_stages_and_deals(admin_client, deal):
     assert 'id="stage-appointment"' in html and "Ada - Premium" in html and 'id="stage-closedwon"' in html
 
 
+def test_board_and_dashboard_show_each_currency_apart(admin_client, system_actor, deal):
+    """The board's summary and columns, and the dashboard's weighted amount, added 149 USD and
+    250 EUR into one number ("399.00")."""
+    deal_create(actor=system_actor, name="Euro deal", amount=250, currency="EUR")
+    html = admin_client.get(f"{DEALS}board/").content.decode()
+    summary = re.search(r'<p id="pipeline-summary">(.*?)</p>', html, re.S).group(1)
+    assert "2 deal(s): 250.00 EUR in all, 50.00 EUR weighted; 149.00 USD in all, 29.80 USD weighted" in summary
+    column = html[html.index('id="stage-appointment"') :]
+    assert "2 deal(s) · 250.00 EUR, weighted 50.00 · 149.00 USD, weighted 29.80" in column
+    assert "399.00" not in html
+    dashboard = admin_client.get("/admin/dashboard/").content.decode()
+    assert "Weighted open amount: 50.00 EUR · 29.80 USD" in dashboard
+
+
+def test_a_pipelines_currency_is_a_capitalised_iso_code(admin_client, pipeline):
+    form = {"name": pipeline.name, "is_default": "on", "stages-TOTAL_FORMS": "0", "stages-INITIAL_FORMS": "0"}
+    url = f"/admin/leads/pipeline/{pipeline.pk}/change/"
+    refused = admin_client.post(url, {**form, "currency": "eur"})
+    assert refused.status_code == 200 and "A three-letter ISO 4217 code, in capitals." in refused.content.decode()
+    assert admin_client.post(url, {**form, "currency": "EUR"}).status_code == 302
+    pipeline.refresh_from_db()
+    assert pipeline.currency == "EUR"
+    assert AuditEvent.objects.filter(action="pipeline.update", object_id=str(pipeline.pk)).exists()
+
+
 def test_medical_fields_only_for_groups_that_need_them(client, django_user_model, lead, deal):
     marketing = staff_in(django_user_model, "Marketing", "mk")
     client.force_login(marketing)

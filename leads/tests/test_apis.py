@@ -379,3 +379,39 @@ def test_lead_list_created_since_with_an_offset_postgresql_refuses_is_read_in_ut
     else:
         assert response.status_code == 200, response.content
         assert [row["id"] for row in response.json()["results"]] == [lead.pk]
+
+
+def test_pipeline_stats_never_add_amounts_in_two_currencies(key_client, system_actor, stages, make_staff, pipeline):
+    """A stage holding 100 USD and 250 EUR answered `"amount": "350.00"`, on the rollup and on
+    the scan alike. The headline amounts count the pipeline's currency only; every currency
+    has its own figures beside them."""
+    rep = make_staff("rep")
+    deal_create(actor=system_actor, name="usd", amount=100, owner=rep)
+    deal_create(actor=system_actor, name="eur", amount=250, currency="EUR", owner=rep)
+    deal_create(actor=system_actor, name="won", amount=40, currency="eur", stage=stages["closedwon"], owner=rep)
+    client = key_client(["deals:read"])
+    url = f"/api/v1/pipelines/{pipeline.pk}/stats"
+    for params in ({}, {"owner": rep.pk}):  # the rollup; a scan
+        data = client.get(url, params).json()
+        assert data["currency"] == "USD", params
+        rows = {row["key"]: row for row in data["stages"]}
+        first, won = rows["appointment"], rows["closedwon"]
+        assert (first["count"], first["amount"], first["weighted_amount"]) == (2, "100.00", "20.00"), params
+        assert first["by_currency"] == [
+            {"currency": "EUR", "count": 1, "amount": "250.00", "weighted_amount": "50.00"},
+            {"currency": "USD", "count": 1, "amount": "100.00", "weighted_amount": "20.00"},
+        ]
+        assert (won["count"], won["amount"], won["weighted_amount"]) == (1, "0.00", "0.00")
+        assert won["by_currency"] == [{"currency": "EUR", "count": 1, "amount": "40.00", "weighted_amount": "40.00"}]
+        assert rows["proposal"]["by_currency"] == []
+        totals = data["totals"]
+        assert (totals["count"], totals["amount"], totals["weighted_amount"]) == (3, "100.00", "20.00")
+        assert totals["by_currency"] == [
+            {"currency": "EUR", "count": 2, "amount": "290.00", "weighted_amount": "90.00"},
+            {"currency": "USD", "count": 1, "amount": "100.00", "weighted_amount": "20.00"},
+        ]
+        assert data["win_rate"] == 1.0
+    Pipeline.objects.filter(pk=pipeline.pk).update(currency="EUR")
+    data = client.get(url).json()
+    assert (data["currency"], data["totals"]["amount"], data["totals"]["weighted_amount"]) == ("EUR", "290.00", "90.00")
+    assert client.get("/api/v1/pipelines").json()["results"][0]["currency"] == "EUR"

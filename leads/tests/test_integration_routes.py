@@ -116,6 +116,19 @@ def test_pipeline_stats(key_client, lead, system_actor, stages):
     assert key_client(["leads:read"]).get(f"{BASE}/pipeline/stats").status_code == 403
 
 
+def test_pipeline_stats_report_each_currency_apart(key_client, lead, system_actor, stages):
+    """Seed 003's stats summed 200 USD and 70 EUR into `"amount": "270.00"`."""
+    deal_create(actor=system_actor, name="won", amount=200, stage=stages["closedwon"])
+    deal_create(actor=system_actor, name="won in euros", amount=70, currency="EUR", stage=stages["closedwon"])
+    deals = key_client(["deals:read"]).get(f"{BASE}/pipeline/stats").json()["deals"]
+    assert deals["currency"] == "USD" and deals["won"] == 2
+    assert (deals["totals"]["count"], deals["totals"]["amount"]) == (2, "200.00")
+    assert [(part["currency"], part["count"], part["amount"]) for part in deals["totals"]["by_currency"]] == [
+        ("EUR", 1, "70.00"),
+        ("USD", 1, "200.00"),
+    ]
+
+
 def test_no_key_is_401(api_client):
     assert api_client.get(f"{BASE}/leads/seed@example.com").status_code == 401
 

@@ -68,11 +68,15 @@ def test_pipeline_stats_per_stage_and_win_rate(dataset, pipeline, django_assert_
     assert rows["appointment"]["avg_days_in_stage"] == pytest.approx(4.0, abs=0.01)
     assert rows["proposal"]["avg_days_in_stage"] is None
     assert (stats["won"], stats["lost"], stats["win_rate"]) == (3, 1, 0.75)
+    assert stats["currency"] == "USD"
     assert stats["totals"] == {
         "count": 7,
         "amount": Decimal("2050"),
         "weighted_amount": Decimal("830.00"),
         "open_count": 3,
+        "by_currency": [
+            {"currency": "USD", "count": 7, "amount": Decimal("2050"), "weighted_amount": Decimal("830.00")}
+        ],
     }
 
 
@@ -215,12 +219,15 @@ def test_the_rollup_agrees_with_a_full_scan_after_every_kind_of_write(dataset, p
     )
     Deal.objects.filter(name="bulk 0").update(stage=stages["negotiation"], amount=Decimal("9"))
     Deal.objects.filter(name="bulk 1").update(name="renamed")  # no stage or amount change
+    Deal.objects.filter(name="bulk 2").update(currency="EUR")  # a currency change alone
+    deal_update(deal=Deal.objects.get(name="bulk 3"), actor=system_actor, currency="gbp", amount=Decimal("7"))
     deal_move_stage(deal=Deal.objects.get(name="renamed"), stage=stages["closedwon"], actor=system_actor)
 
     assert pipeline_rollup_drift() == []
     fast, scanned = pipeline_stats(pipeline=pipeline), _scanned(pipeline)
     assert fast["stages"] == scanned["stages"] and fast["totals"] == scanned["totals"]
     assert by_key(fast)["proposal"]["count"] == 4  # the original and 3 of the bulk 5
+    assert [part["currency"] for part in by_key(fast)["proposal"]["by_currency"]] == ["EUR", "GBP", "USD"]
     assert by_key(fast)["closedwon"]["count"] == 3
 
 
