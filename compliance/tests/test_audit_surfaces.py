@@ -205,7 +205,7 @@ def test_admin_audit_log_date_filter_reads_a_btree_of_times(client, officer, lon
     today's rows to show 50)."""
     from tests.support import index_names, index_plans
 
-    params = {"occurred_at__gte": "2026-01-01", "occurred_at__lt": "2999-01-01"}
+    params = {"occurred_at__gte": "2026-01-01 00:00:00+00:00", "occurred_at__lt": "2999-01-01 00:00:00+00:00"}
     [count] = [sql for sql in _audit_list_queries(client, params) if sql.startswith("SELECT COUNT(*)")]
     [plan] = index_plans([count])
     assert "audit_occurred_idx" in index_names(plan), plan

@@ -338,7 +338,13 @@ def test_contact_sort_not_offered_is_ignored(admin_client):
 
 
 @pytest.mark.parametrize(
-    "params", [{}, {"o": "0"}, {"o": "-0"}, {"occurred_at__gte": "2026-01-01", "occurred_at__lt": "2027-01-01"}]
+    "params",
+    [
+        {},
+        {"o": "0"},
+        {"o": "-0"},
+        {"occurred_at__gte": "2026-01-01 00:00:00+00:00", "occurred_at__lt": "2027-01-01 00:00:00+00:00"},
+    ],
 )
 def test_activity_timeline_reads_through_an_index(admin_client, system_actor, many_contacts, params):
     from contacts.services import activity_record
