@@ -27,7 +27,7 @@ from django.db.models import CharField, Q
 from django.db.models.functions import Cast
 from django.utils import timezone
 
-from compliance.crypto import decrypt, decrypt_bytes, encrypt, hmac_digest
+from compliance.crypto import DecryptionError, decrypt, decrypt_bytes, encrypt, hmac_digest
 from compliance.models_privacy import Erasure, ExportBundle, LegalHold
 from compliance.registry import personal_fields
 from compliance.services import audit_record
@@ -450,9 +450,15 @@ class ExportLinkError(Exception):
         self.message, self.status = message, status
 
 
+# A ready bundle no configured key opens (its key left FIELD_ENCRYPTION_KEYS, or the ciphertext
+# is damaged): no download ever will. Failed, so the retention purge removes it.
+EXPORT_UNREADABLE = "This export can no longer be read; request a new one."
+
+
 def export_open(*, token: str, actor: Actor) -> tuple[ExportBundle, bytes]:
     """The decrypted zip of the bundle a download token names. ExportLinkError: 404 for a
-    forged token or a purged bundle, 410 for an expired link, 409 while it is still building."""
+    forged token or a purged bundle, 410 for an expired link or a bundle no key opens any more
+    (marked failed, logged once), 409 while it is still building."""
     try:
         bundle_id = signing.TimestampSigner(salt=_EXPORT_SALT).unsign(token, max_age=export_ttl())
     except signing.SignatureExpired:
@@ -462,12 +468,35 @@ def export_open(*, token: str, actor: Actor) -> tuple[ExportBundle, bytes]:
     bundle = ExportBundle.objects.filter(pk=bundle_id).first()
     if bundle is None:
         raise ExportLinkError("No such export (expired bundles are purged).", status=404)
+    if bundle.error == EXPORT_UNREADABLE:  # found unreadable by an earlier download: gone, as then
+        raise ExportLinkError(EXPORT_UNREADABLE, status=410)
     if bundle.status != ExportBundle.Status.READY or bundle.ciphertext is None:
         raise ExportLinkError(f"The export is {bundle.status}.", status=409)
     if bundle.expires_at and bundle.expires_at <= timezone.now():
         raise ExportLinkError("This export has expired; request a new one.", status=410)
-    data = decrypt_bytes(bytes(bundle.ciphertext))
+    try:
+        data = decrypt_bytes(bytes(bundle.ciphertext))
+    except DecryptionError:
+        _export_unreadable(bundle, actor=actor)
+        raise ExportLinkError(EXPORT_UNREADABLE, status=410) from None
     with transaction.atomic():
         ExportBundle.objects.filter(pk=bundle.pk).update(downloads=models.F("downloads") + 1)
         audit_record(actor=actor, action="export.download", obj=bundle, changes={"bytes": len(data)})
     return bundle, data
+
+
+def _export_unreadable(bundle: ExportBundle, *, actor: Actor) -> None:
+    """Mark a ready bundle that no key opens failed, audited and logged (its id, never the
+    link's token) by the one download that finds it so."""
+    with transaction.atomic():
+        failed = ExportBundle.objects.filter(pk=bundle.pk, status=ExportBundle.Status.READY).update(
+            status=ExportBundle.Status.FAILED, error=EXPORT_UNREADABLE
+        )
+        if failed:
+            audit_record(actor=actor, action="export.unreadable", obj=bundle)
+    if failed:
+        logger.warning(
+            "Export bundle %s can no longer be decrypted (its key left FIELD_ENCRYPTION_KEYS, or it is damaged); "
+            "marked failed.",
+            bundle.pk,
+        )

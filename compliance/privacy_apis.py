@@ -269,7 +269,9 @@ class ExportDownloadApi(APIView):
             (200, "application/zip"): OpenApiResponse(OpenApiTypes.BINARY, description="The export zip"),
             404: error_response("No such export (a forged token, or a purged bundle)."),
             409: error_response("The export is still being built, or failed."),
-            410: error_response("The link or the export has expired; request a new export."),
+            410: error_response(
+                "The link or the export has expired, or it can no longer be read; request a new export."
+            ),
         }
     )
     def get(self, request, token: str):

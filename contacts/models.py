@@ -230,12 +230,24 @@ class Ticket(models.Model):
     )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
+    # The app's id for the ticket (support_ticket_created's `ticket_id`): the same ticket sent
+    # again is the one we have. Unique per contact, not overall: the app's id space is its own
+    # (maybe per user), and another person's ticket id must not refuse this person's ticket.
+    # NULL, not "": none given (staff's tickets, an app sending no id).
+    external_id = models.CharField(max_length=128, null=True, blank=True, editable=False)  # noqa: DJ001
 
     class Meta:
         ordering = ["-id"]
         indexes = [
             models.Index(fields=["contact", "-id"], name="ticket_contact_idx"),
             models.Index(fields=["status", "sla_due_at"], name="ticket_status_sla_idx"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["contact", "external_id"],
+                condition=Q(external_id__isnull=False),
+                name="ticket_contact_external_id_uniq",
+            )
         ]
 
     def __str__(self) -> str:

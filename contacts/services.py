@@ -642,6 +642,10 @@ def contact_merge(*, survivor: Contact, loser: Contact, actor: Actor) -> Contact
         if loser.merged_into_id or survivor.merged_into_id:
             raise ValidationError({"loser": ["One of these contacts was already merged."]})
         moved = {}
+        # A ticket the app sent under each of the person's two records (one ticket id, unique
+        # per contact): the loser's copy moves without the id, the survivor's keeps it.
+        survivors_ids = Ticket.objects.filter(contact_id=survivor.pk, external_id__isnull=False).values("external_id")
+        Ticket.objects.filter(contact_id=loser.pk, external_id__in=survivors_ids).update(external_id=None)
         for model in (Activity, Note, Ticket, Order, Subscription, LifecycleTransition):
             moved[model._meta.model_name] = model.objects.filter(contact_id=loser.pk).update(contact_id=survivor.pk)
         contact_type = ContentType.objects.get_for_model(Contact)
@@ -906,9 +910,18 @@ TICKET_SLA_HOURS = {"urgent": 4, "high": 24, "normal": 72, "low": 168}
 
 
 def ticket_create(
-    *, contact: Contact, subject: str, actor: Actor, body: str = "", priority: str = "normal", owner=None
+    *,
+    contact: Contact,
+    subject: str,
+    actor: Actor,
+    body: str = "",
+    priority: str = "normal",
+    owner=None,
+    external_id: str | None = None,
 ) -> Ticket:
-    """Open a ticket; its SLA due time follows from its priority."""
+    """Open a ticket; its SLA due time follows from its priority. Idempotent on the contact's
+    `external_id` (the app's id for it): the contact's ticket with that id, as it is, when
+    there is one."""
     if priority not in Ticket.Priority.values:
         raise ValidationError({"priority": [f"One of {', '.join(Ticket.Priority.values)}."]})
     if not subject or not subject.strip():
@@ -916,14 +929,25 @@ def ticket_create(
     contact = contact_survivor(contact)  # as for orders: a ticket sent under a merged-away contact's id
     with transaction.atomic():
         row_held(Contact, contact.pk)
-        ticket = Ticket.objects.create(
-            contact=contact,
-            subject=subject.strip()[:200],
-            body=body,
-            priority=priority,
-            owner=owner,
-            sla_due_at=timezone.now() + dt.timedelta(hours=TICKET_SLA_HOURS[priority]),
-        )
+        if external_id:
+            existing = Ticket.objects.filter(contact=contact, external_id=external_id).first()
+            if existing is not None:
+                return existing
+        try:
+            with transaction.atomic():
+                ticket = Ticket.objects.create(
+                    contact=contact,
+                    subject=subject.strip()[:200],
+                    body=body,
+                    priority=priority,
+                    owner=owner,
+                    sla_due_at=timezone.now() + dt.timedelta(hours=TICKET_SLA_HOURS[priority]),
+                    external_id=external_id or None,
+                )
+        except IntegrityError:  # the same ticket, opened by a concurrent request
+            if not external_id:
+                raise
+            return Ticket.objects.get(contact=contact, external_id=external_id)
         audit_record(actor=actor, action="ticket.create", obj=ticket, changes={"priority": priority})
         outbox_publish(
             topic="ticket.created",
@@ -1080,11 +1104,12 @@ def subscription_start(
                     raise ConflictError(
                         f"Subscription {external_id} belongs to another contact.", code="subscription_conflict"
                     )
-                if existing.plan == PLAN_NOT_YET_KNOWN:  # its cancellation came first: filled in, still cancelled
+                if subscription_awaits_start(existing):  # its cancellation came first: filled in, still cancelled
                     existing.plan = str(plan).strip()[:100]
                     existing.amount, existing.currency = Decimal(str(amount)), currency.upper()
                     existing.started_at = min(started_at, existing.cancelled_at or started_at)
-                    existing.save(update_fields=["plan", "amount", "currency", "started_at"])
+                    existing.renews_at = renews_at  # as any started one has: its start is now heard
+                    existing.save(update_fields=["plan", "amount", "currency", "started_at", "renews_at"])
                     audit_record(
                         actor=actor, action="subscription.start", obj=existing, changes={"plan": existing.plan}
                     )
@@ -1116,6 +1141,14 @@ def subscription_start(
 
 # The plan of a subscription whose cancellation arrived before its start (events out of order).
 PLAN_NOT_YET_KNOWN = "(not yet known)"
+
+
+def subscription_awaits_start(subscription: Subscription) -> bool:
+    """Whether the subscription was recorded by its cancellation, its start not heard yet (events
+    out of order), so the start fills in its plan, amount and start. Only such a row has no
+    renews_at: subscription_start always sets one (the plan alone does not tell: the
+    cancellation may have named it)."""
+    return subscription.status == Subscription.Status.CANCELLED and subscription.renews_at is None
 
 
 def subscription_cancel_by_external_id(

@@ -128,6 +128,7 @@ class SubscriptionStartedSchema(SubscriptionSchema):
 
 
 class TicketSchema(serializers.Serializer):
+    ticket_id = serializers.CharField(max_length=128, required=False)  # the app's id: sent twice, one ticket
     subject = serializers.CharField(max_length=200)
     body = serializers.CharField(max_length=20000, required=False, allow_blank=True)
     priority = serializers.ChoiceField(choices=["low", "normal", "high", "urgent"], required=False)
@@ -210,17 +211,33 @@ def on_order_placed(event: Event, actor: Actor, contact: Contact | None) -> dict
     return {"contact": contact.pk, "order": order.pk, "created": created}
 
 
+def _listed(names: list[str]) -> str:
+    """ "plan", "plan and amount", "plan, amount and currency"."""
+    return " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
+
+
+SUBSCRIPTION_DIFFERS = "This subscription was recorded with another {fields}; it is not applied again."
+
+
 def on_subscription_started(event: Event, actor: Actor, contact: Contact | None) -> dict:
     p = event.properties
+    plan, amount, currency = p["plan"], p.get("amount", Decimal("0")), p.get("currency", "USD")
     subscription, created = contacts.subscription_start(
         contact=contact,
-        plan=p["plan"],
-        amount=p.get("amount", Decimal("0")),
-        currency=p.get("currency", "USD"),
+        plan=plan,
+        amount=amount,
+        currency=currency,
         started_at=event.occurred_at,
         external_id=p["subscription_id"],
         actor=actor,
     )
+    # As for orders: the same subscription id started again with another plan, amount or
+    # currency is not the subscription we have. Compared with what the service returns (under
+    # its lock; one recorded by its cancellation first has just been filled in from this event).
+    sent = {"plan": plan.strip()[:100], "amount": amount, "currency": currency.upper()}
+    differs = [name for name, value in sent.items() if getattr(subscription, name) != value]
+    if differs:
+        raise ValidationError({"properties.subscription_id": [SUBSCRIPTION_DIFFERS.format(fields=_listed(differs))]})
     return {"contact": contact.pk, "subscription": subscription.pk, "created": created}
 
 
@@ -242,11 +259,27 @@ def on_subscription_cancelled(event: Event, actor: Actor, contact: Contact | Non
     return {"contact": contact.pk, "subscription": subscription.pk}
 
 
+TICKET_DIFFERS = "This ticket was recorded with another {fields}; it is not applied again."
+
+
 def on_ticket(event: Event, actor: Actor, contact: Contact | None) -> dict:
     p = event.properties
+    subject, body = p["subject"], p.get("body", "")
     ticket = contacts.ticket_create(
-        contact=contact, subject=p["subject"], body=p.get("body", ""), priority=p.get("priority", "normal"), actor=actor
+        contact=contact,
+        subject=subject,
+        body=body,
+        priority=p.get("priority", "normal"),
+        external_id=p.get("ticket_id"),
+        actor=actor,
     )
+    # As for orders: the contact's ticket id again with another subject or body is not the
+    # ticket we have. The priority is not compared: staff triage changes it after the fact.
+    differs = [
+        name for name, value in (("subject", subject.strip()[:200]), ("body", body)) if getattr(ticket, name) != value
+    ]
+    if differs:
+        raise ValidationError({"properties.ticket_id": [TICKET_DIFFERS.format(fields=_listed(differs))]})
     return {"contact": contact.pk, "ticket": ticket.pk}
 
 

@@ -65,7 +65,7 @@ from integrations.inbox import (
     inbox_refusals,
 )
 from integrations.models import InboundEvent
-from integrations.properties import epoch_moment, unix_seconds_text
+from integrations.properties import epoch_moment, epoch_text
 
 logger = logging.getLogger(__name__)
 
@@ -106,13 +106,14 @@ _OBJECT_ID_PROPERTIES = {
     "subscription_cancelled": "subscription_id",
     "consultation_submitted": "consultation_id",
     "goal_progress": "goal_id",
+    "support_ticket_created": "ticket_id",
 }
 IDENTITY_CONFLICT = error_response("The event's email and app user id name two different people.")
 
 
 TIME_REFUSED = (
-    "A moment: an ISO 8601 date-time or date, unix seconds (a number, or nine or ten digits) or "
-    "epoch milliseconds (a number from 1e11 on), after 1970 and before the year 10000."
+    "A moment: an ISO 8601 date-time or date, unix seconds or epoch milliseconds (from 1e11 on), "
+    "as a number or its digits, after 1970 and before the year 10000."
 )
 
 
@@ -121,19 +122,20 @@ def _occurred_at(payload: dict) -> tuple[str | None, str | None]:
     `occurred_at`), or (None, None) when the payload gives none.
 
     The first of `occurredAt`, `timestamp`, `date` present and neither null nor "" counts. The
-    seed's payloads carry ISO datetimes, plain dates, unix seconds (a number, or its nine or ten
-    digits as a string: 2001 to 2286; other digit strings, such as a compact date "20261127",
-    are left to event_parse, which reads that one as ISO 8601) and, from JavaScript apps, epoch
-    milliseconds (Date.now()): a number from 1e11 on is milliseconds, below it seconds
-    (properties.epoch_moment). ValidationError naming `payload.<key>` for a boolean or a number
-    that names no moment (not finite, not positive, past the year 9999); event_parse judges the
-    rest and its `occurred_at` errors are renamed after the key too (`_time_errors_named`)."""
+    seed's payloads carry ISO datetimes, plain dates, unix seconds and, from JavaScript apps,
+    epoch milliseconds (Date.now()): a number from 1e11 on is milliseconds, below it seconds
+    (properties.epoch_moment). A string of nine to thirteen digits is read as the number it
+    spells (properties.epoch_text: "1703808000", "1732700000000"); other digit strings, such as
+    a compact date "20261127", are left to event_parse, which reads that one as ISO 8601.
+    ValidationError naming `payload.<key>` for a boolean or a number that names no moment (not
+    finite, not positive, past the year 9999); event_parse judges the rest and its
+    `occurred_at` errors are renamed after the key too (`_time_errors_named`)."""
     key = next((k for k in _OCCURRED_AT_KEYS if payload.get(k) not in (None, "")), None)
     if key is None:
         return None, None
     value = payload[key]
-    if isinstance(value, str) and unix_seconds_text(value):
-        value = int(value)
+    if isinstance(value, str) and (number := epoch_text(value)) is not None:
+        value = number
     if isinstance(value, bool):
         raise ValidationError({f"payload.{key}": [TIME_REFUSED]})
     if isinstance(value, int | float):

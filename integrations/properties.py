@@ -146,16 +146,18 @@ def identifier() -> Check:
 
 
 def date() -> Check:
-    """A day (2025-12-28), a moment (ISO 8601), unix seconds (a number, or its nine or ten
-    digits as a string) or, from 1e11 on, epoch milliseconds (a number: JavaScript's Date.now()):
-    what seed 002's payloads carry, and what the app-event route reads as the event's time."""
+    """A day (2025-12-28), a moment (ISO 8601), unix seconds or, from 1e11 on, epoch
+    milliseconds (JavaScript's Date.now()), each a number or its digits as a string
+    (`epoch_text`): what seed 002's payloads carry, and what the app-event route reads as the
+    event's time."""
     message = "A date (YYYY-MM-DD), an ISO 8601 date-time, unix seconds or epoch milliseconds."
 
     def check(value):
         if isinstance(value, str):
-            if unix_seconds_text(value):
-                return None
-            return None if _day_or_moment(value) else message
+            number = epoch_text(value)
+            if number is None:
+                return None if _day_or_moment(value) else message
+            value = number  # judged as the number it spells
         if isinstance(value, int | float) and not isinstance(value, bool):
             if value >= EPOCH_MILLISECONDS_FROM:
                 return None if epoch_moment(value) is not None else message
@@ -227,10 +229,16 @@ def epoch_moment(value: int | float) -> dt.datetime | None:
         return None
 
 
-def unix_seconds_text(value: str) -> bool:
-    """Whether a string is unix seconds as seed 002 sends them: nine or ten ASCII digits (2001
-    to 2286; a compact date such as "20261127" has eight)."""
-    return value.isascii() and value.isdigit() and len(value) in (9, 10)
+def epoch_text(value: str) -> int | None:
+    """The epoch number a string of nine to thirteen ASCII digits spells, or None. Apps send
+    their clocks as text too (JavaScript's String(Date.now()): "1732700000000"), and the string
+    means what the number would (epoch_moment: seconds below 1e11, then milliseconds): unix
+    seconds of 2001 to 2286 have nine or ten digits, epoch milliseconds of 1973 to 2286 twelve
+    or thirteen (eleven are seconds past 2286, refused as the number is). Fewer digits are not
+    an app's clock: a compact date such as "20261127" (ISO 8601) has eight."""
+    if 9 <= len(value) <= 13 and value.isascii() and value.isdigit():
+        return int(value)
+    return None
 
 
 def _day_or_moment(value: str) -> dt.date | dt.datetime | None:

@@ -175,7 +175,7 @@ def test_the_download_links_token_is_not_logged_nor_audited(
 
 
 def test_a_download_that_fails_on_our_side_logs_no_token(
-    gdpr, person, django_capture_on_commit_callbacks, caplog, capfd
+    gdpr, person, django_capture_on_commit_callbacks, caplog, capfd, settings
 ):
     """A 500 is logged three times: our access line, our error line, and Django's own
     (django.request), whose record carries the request (the JSON formatter writes it out, query
@@ -185,7 +185,7 @@ def test_a_download_that_fails_on_our_side_logs_no_token(
     bundle_id = _export(gdpr, person, django_capture_on_commit_callbacks)
     url = gdpr.get(f"/api/v1/exports/{bundle_id}").json()["download_url"]
     token = url.rsplit("/", 1)[1]
-    ExportBundle.objects.filter(pk=bundle_id).update(ciphertext=b"not a fernet token")  # undecryptable
+    settings.FIELD_ENCRYPTION_KEYS = ["not a fernet key"]  # a deploy's bad setting: nothing decrypts
     gdpr.raise_request_exception = False
     capfd.readouterr()
     caplog.clear()
@@ -195,6 +195,66 @@ def test_a_download_that_fails_on_our_side_logs_no_token(
     assert django_line.getMessage() == "Internal Server Error: /api/v1/exports/download/<token>"
     assert token not in JsonFormatter("%(message)s").format(django_line)
     assert token not in _logged(caplog, capfd)
+
+
+def _gdpr_warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "compliance.gdpr" and r.levelno == logging.WARNING]
+
+
+def test_an_export_whose_key_was_removed_is_410_marked_failed_and_logged_once_without_the_token(
+    gdpr, person, django_capture_on_commit_callbacks, settings, caplog, capfd
+):
+    """The bundle's key left FIELD_ENCRYPTION_KEYS (rotated out): the download was an unhandled
+    DecryptionError, a 500. It is now a 410 asking for a new export, the bundle is failed (the
+    purge removes it; its status says so), and the warning is logged once, with the bundle's id
+    and not the link's token."""
+    from cryptography.fernet import Fernet
+
+    bundle_id = _export(gdpr, person, django_capture_on_commit_callbacks)
+    url = gdpr.get(f"/api/v1/exports/{bundle_id}").json()["download_url"]
+    token = url.rsplit("/", 1)[1]
+    settings.FIELD_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]  # the bundle's key is gone
+    capfd.readouterr()
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        for _ in range(2):  # the second download is answered the same, and logs nothing more
+            response = gdpr.get(url)
+            assert response.status_code == 410, response.content
+            assert response.json()["error"] == {
+                "code": "gone",
+                "message": "This export can no longer be read; request a new one.",
+                "fields": {},
+            }
+    assert _gdpr_warnings(caplog) == [
+        f"Export bundle {bundle_id} can no longer be decrypted (its key left FIELD_ENCRYPTION_KEYS, or it is "
+        "damaged); marked failed."
+    ]
+    assert token not in _logged(caplog, capfd)
+    bundle = ExportBundle.objects.get(pk=bundle_id)
+    assert (bundle.status, bundle.downloads) == ("failed", 0)
+    status = gdpr.get(f"/api/v1/exports/{bundle_id}").json()
+    assert status["status"] == "failed" and status["download_url"] is None
+    actions = list(AuditEvent.objects.filter(object_id=bundle_id).values_list("action", flat=True))
+    assert "export.download" not in actions and actions.count("export.unreadable") == 1
+
+
+def test_a_damaged_export_is_410_in_the_admin_and_marked_failed(admin_client, person, caplog):
+    admin_client.post("/admin/contacts/contact/", {"action": "gdpr_export", "_selected_action": [person.pk]})
+    bundle = ExportBundle.objects.get(contact=person)
+    export_build.apply(args=[str(bundle.pk)])
+    page = admin_client.get("/admin/compliance/exportbundle/").content.decode()
+    link = page.split('href="/admin/compliance/exportbundle/download/')[1].split('"')[0]
+    ExportBundle.objects.filter(pk=bundle.pk).update(ciphertext=b"not a fernet token")  # damaged at rest
+    with caplog.at_level(logging.INFO):
+        response = admin_client.get(f"/admin/compliance/exportbundle/download/{link}")
+    assert response.status_code == 410
+    assert response.content.decode() == "This export can no longer be read; request a new one."
+    assert len(_gdpr_warnings(caplog)) == 1
+    assert ExportBundle.objects.get(pk=bundle.pk).status == "failed"
+    assert (
+        'href="/admin/compliance/exportbundle/download/'
+        not in admin_client.get("/admin/compliance/exportbundle/").content.decode()
+    )
 
 
 def test_export_refusals(key_client, gdpr, person):

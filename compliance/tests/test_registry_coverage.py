@@ -93,6 +93,8 @@ NOT_PERSONAL = {
     "deleted with the object on erasure (contacts/privacy.py: erase_with_refs, erase_external_refs)",
     "contacts.order.external_id": "the app's order id (an opaque number), not about the person",
     "contacts.subscription.external_id": "the app's subscription id (an opaque number)",
+    "contacts.ticket.external_id": "the app's ticket id (an opaque number); the ticket's text is "
+    "registered (subject, body)",
     # Machine payloads and records whose personal content is handled elsewhere.
     "crm_platform.outboxmessage.payload": "its medical fields are sealed in one Fernet token "
     "(crm_platform.outbox.outbox_seal); passes compliance.guard.guard_payload per destination before "

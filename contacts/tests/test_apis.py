@@ -145,6 +145,22 @@ def test_merge_endpoint(writer):
     assert again.status_code == 400
 
 
+def test_merging_two_records_that_each_hold_the_same_app_ticket_keeps_both_tickets(writer, system_actor):
+    """The app's ticket id is unique per contact: the same ticket sent under each of a person's
+    two records is on both. The merge moves the loser's copy without the id (the survivor's
+    keeps it) instead of failing on the unique index."""
+    from contacts.models import Ticket
+
+    survivor, loser = ContactFactory(), ContactFactory()
+    kept = services.ticket_create(contact=survivor, subject="Help", external_id="t-1", actor=system_actor)
+    copy = services.ticket_create(contact=loser, subject="Help", external_id="t-1", actor=system_actor)
+    other = services.ticket_create(contact=loser, subject="Other", external_id="t-2", actor=system_actor)
+    response = writer.post(f"/api/v1/contacts/{survivor.pk}/merge", {"loser": loser.pk}, format="json")
+    assert response.status_code == 200, response.content
+    tickets = Ticket.objects.filter(contact=survivor).values_list("pk", "external_id")
+    assert set(tickets) == {(kept.pk, "t-1"), (copy.pk, None), (other.pk, "t-2")}
+
+
 def test_lifecycle_endpoint_refuses_a_disallowed_move(writer):
     contact = ContactFactory()
     ok = writer.post(f"/api/v1/contacts/{contact.pk}/lifecycle", {"stage": "lead", "reason": "form"}, format="json")

@@ -528,6 +528,27 @@ def test_seed_002_a_number_from_1e11_is_epoch_milliseconds_and_below_it_seconds(
         assert Activity.objects.filter(type="food_logged", occurred_at=moment).exists(), key
 
 
+@pytest.mark.parametrize("name", ["occurredAt", "timestamp", "date"])
+def test_seed_002_digits_as_text_are_read_as_the_number_they_spell(app, name):
+    """A JavaScript app stringifies its clock: String(Date.now()) is "1732700000000", which was
+    a 400 though the number 1732700000000 is read as epoch milliseconds. Nine to thirteen
+    digits now mean what their number would, under each of the three keys (and as a food log's
+    `date`, which its schema checks); a compact date's eight digits are still a date."""
+    ContactFactory(email=None, external_id="u-1")
+    stamps = {
+        "1732700000000": "2024-11-27T09:33:20+00:00",  # milliseconds
+        "100000000000": "1973-03-03T09:46:40+00:00",  # the first milliseconds, twelve digits
+        "1732700000": "2024-11-27T09:33:20+00:00",  # seconds
+        "20250314": "2025-03-14T00:00:00+00:00",  # ISO 8601 basic: a date, not 1970
+    }
+    for n, (stamp, moment) in enumerate(stamps.items()):
+        body = {"entityType": "food_log", "operation": "create", "userId": "u-1", "payload": {name: stamp}}
+        response = send(app, APP_EVENT, body, key=f"{name}-{n}")
+        assert response.status_code == 202, (stamp, response.content)
+        assert outcome(app, response)["status"] == "applied", stamp
+        assert Activity.objects.filter(type="food_logged", occurred_at=moment).exists(), stamp
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [
@@ -539,7 +560,8 @@ def test_seed_002_a_number_from_1e11_is_epoch_milliseconds_and_below_it_seconds(
         ("occurredAt", 1e300),
         ("date", -0.5),
         ("timestamp", [1732700000000]),
-        ("timestamp", "1732700000000"),  # digits as text: nine or ten, seconds, only
+        ("timestamp", "17327000000000"),  # fourteen digits: no clock of ours, and no ISO 8601
+        ("date", "10000000000"),  # eleven digits: seconds, the year 2286, ahead of our clock
     ],
 )
 def test_seed_002_a_timestamp_that_is_no_moment_is_400_naming_it(app, name, value):

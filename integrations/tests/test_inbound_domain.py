@@ -4,11 +4,12 @@ it, seed 002's pairs, and events that arrive out of order or twice. Every test g
 HTTP routes and the inbox applier."""
 
 import datetime as dt
+from decimal import Decimal
 
 import pytest
 from django.utils import timezone
 
-from contacts.models import Activity, Contact, LifecycleTransition, Order, Subscription
+from contacts.models import Activity, Contact, LifecycleTransition, Order, Subscription, Ticket
 from contacts.tests.factories import ContactFactory
 from crm_platform.models import OutboxMessage
 from integrations import relay
@@ -18,6 +19,7 @@ from integrations.tests.conftest import verified_by_secret
 
 pytestmark = pytest.mark.django_db
 EVENTS = "/api/v1/events"
+BATCH = "/api/v1/events/batch"
 APP_EVENT = "/api/crm/webhooks/app-event"
 
 
@@ -209,6 +211,133 @@ def test_a_cancellation_that_arrives_before_its_start_leaves_the_subscription_ca
     assert (subscription.status, subscription.plan) == ("cancelled", "monthly")
     assert subscription.started_at == t0 and subscription.cancelled_at == t0 + dt.timedelta(hours=1)
     assert Contact.objects.get(external_id="u-1").lifecycle_stage == "active_customer"  # never a Subscriber
+
+
+def test_a_subscription_started_again_with_another_plan_fails_visibly_instead_of_being_applied_unchanged(app):
+    """As for orders: the same subscription id started again with another plan (or amount, or
+    currency) is not the subscription we have. It answered "applied" while the CRM kept the
+    first plan; it now fails naming what differs. The same start again is applied, nothing new."""
+    ContactFactory(email=None, external_id="u-1")
+    first = {
+        "type": "subscription_started",
+        "user": {"external_id": "u-1"},
+        "properties": {"subscription_id": "s-1", "plan": "monthly", "amount": "30", "currency": "usd"},
+    }
+    send(app, EVENTS, first, key="s1")
+    assert state("s1").status == "applied", state("s1").result
+    other_plan = {**first, "properties": {**first["properties"], "plan": "annual"}}
+    send(app, EVENTS, other_plan, key="s2")
+    row = state("s2")
+    assert row.status == "failed", row.result
+    assert row.result["errors"]["properties.subscription_id"] == [
+        "This subscription was recorded with another plan; it is not applied again."
+    ]
+    other_price = {**first, "properties": {"subscription_id": "s-1", "plan": "monthly", "amount": "300"}}
+    send(app, EVENTS, other_price, key="s3")
+    assert "another amount; " in state("s3").result["errors"]["properties.subscription_id"][0]
+    subscription = Subscription.objects.get(external_id="s-1")
+    assert (subscription.plan, subscription.amount, subscription.currency) == ("monthly", 30, "USD")
+    same = {**first, "properties": {**first["properties"], "amount": "30.00", "currency": "USD"}}
+    send(app, EVENTS, same, key="s4")  # the same start under another key: applied, nothing new
+    assert state("s4").status == "applied", state("s4").result
+    assert Subscription.objects.count() == 1
+
+
+def test_a_cancellation_naming_its_plan_before_its_start_is_filled_in_by_the_start(app):
+    """Out of order, the cancellation naming the plan: the start arriving later is the same
+    subscription, not another one. It fills in the amount, currency and start (they were left
+    at 0 USD and the cancellation's time) and is applied; after that, a start with another
+    amount fails as for any started subscription."""
+    ContactFactory(email=None, external_id="u-1")
+    t0 = timezone.now() - dt.timedelta(hours=2)
+    cancel = {
+        "type": "subscription_cancelled",
+        "occurred_at": (t0 + dt.timedelta(hours=1)).isoformat(),
+        "user": {"external_id": "u-1"},
+        "properties": {"subscription_id": "s-1", "plan": "monthly"},
+    }
+    start = {
+        "type": "subscription_started",
+        "occurred_at": t0.isoformat(),
+        "user": {"external_id": "u-1"},
+        "properties": {"subscription_id": "s-1", "plan": "monthly", "amount": "49.50", "currency": "EUR"},
+    }
+    send(app, EVENTS, cancel, key="cancel")
+    send(app, EVENTS, start, key="start")
+    assert state("start").status == "applied", state("start").result
+    subscription = Subscription.objects.get(external_id="s-1")
+    assert (subscription.status, subscription.plan, subscription.amount, subscription.currency) == (
+        "cancelled",
+        "monthly",
+        Decimal("49.50"),
+        "EUR",
+    )
+    assert subscription.started_at == t0 and subscription.cancelled_at == t0 + dt.timedelta(hours=1)
+    again = {**start, "properties": {**start["properties"], "amount": "60"}}
+    send(app, EVENTS, again, key="again")
+    assert state("again").status == "failed", state("again").result
+    assert Subscription.objects.get(external_id="s-1").amount == Decimal("49.50")
+
+
+def test_a_support_ticket_sent_twice_under_its_ticket_id_is_one_ticket(app):
+    """support_ticket_created had no dedupe id: the same ticket sent under two Idempotency-Keys
+    (or batch event ids) opened two tickets. With the app's `ticket_id` the second is applied
+    and names the first's ticket; another subject or body under that id fails, as a resent
+    order with another amount does; another person's ticket with the same id is theirs."""
+    ContactFactory(email=None, external_id="u-1")
+    ContactFactory(email=None, external_id="u-2")
+    ticket = {
+        "type": "support_ticket_created",
+        "user": {"external_id": "u-1"},
+        "properties": {"ticket_id": "t-1", "subject": "Refund", "body": "Charged twice", "priority": "high"},
+    }
+    send(app, EVENTS, ticket, key="t1")
+    response = app.post(BATCH, {"events": [{"id": "t1-again", **ticket}]}, format="json")
+    assert response.json()["accepted"] == 1, response.content
+    inbox_apply()
+    first, again = state("t1"), state("event:t1-again")
+    assert first.status == again.status == "applied", again.result
+    assert again.result["ticket"] == first.result["ticket"] and Ticket.objects.count() == 1
+    assert Ticket.objects.get().external_id == "t-1"
+
+    changed = {**ticket, "properties": {**ticket["properties"], "body": "Charged three times"}}
+    send(app, EVENTS, changed, key="t1-changed")
+    assert state("t1-changed").status == "failed"
+    assert state("t1-changed").result["errors"]["properties.ticket_id"] == [
+        "This ticket was recorded with another body; it is not applied again."
+    ]
+    assert Ticket.objects.get().body == "Charged twice"
+
+    theirs = {**ticket, "user": {"external_id": "u-2"}}
+    send(app, EVENTS, theirs, key="t1-u2")
+    assert state("t1-u2").status == "applied" and Ticket.objects.filter(external_id="t-1").count() == 2
+
+
+def test_a_support_ticket_without_a_ticket_id_is_a_new_ticket_each_time(app):
+    """Without the app's id nothing tells a resend from a second ticket: as before, each is one."""
+    ContactFactory(email=None, external_id="u-1")
+    ticket = {"type": "support_ticket_created", "user": {"external_id": "u-1"}, "properties": {"subject": "Help"}}
+    send(app, EVENTS, ticket, key="a")
+    send(app, EVENTS, ticket, key="b")
+    assert state("a").status == state("b").status == "applied"
+    assert Ticket.objects.count() == 2 and not Ticket.objects.filter(external_id__isnull=False).exists()
+
+
+def test_seed_002_ticket_create_names_its_ticket_by_external_id(app):
+    """Seed 002's ticket/create names the app's ticket by `externalId`, as its order and
+    subscription pairs do: the same ticket sent again under another key is the same ticket."""
+    ContactFactory(email=None, external_id="user_123")
+    body = {
+        "entityType": "ticket",
+        "operation": "create",
+        "userId": "user_123",
+        "externalId": "tkt_1",
+        "payload": {"subject": "Cannot log in"},
+    }
+    send(app, APP_EVENT, body, key="ticket:tkt_1:create")
+    send(app, APP_EVENT, body, key="ticket:tkt_1:create:retry")
+    assert all(row.status == "applied" for row in InboundEvent.objects.all())
+    assert list(Ticket.objects.values_list("external_id", "subject")) == [("tkt_1", "Cannot log in")]
 
 
 @pytest.mark.parametrize("kind", ["referral_made", "review_left"])
