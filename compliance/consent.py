@@ -240,6 +240,12 @@ def restriction_lift(*, contact, actor: Actor) -> ProcessingRestriction | None:
     (integrations.relay), so the destinations may hold an old copy: the contact's current state
     goes out once, as `contact.updated` naming every field changed."""
     with transaction.atomic():
+        # The contact's row first (a merge, too, locks contacts before their restrictions): a
+        # change still being written commits before its state is read below, else its message,
+        # produced while restricted, is withheld and the catch-up misses it.
+        contact = type(contact)._base_manager.select_for_update().filter(pk=contact.pk).first()
+        if contact is None:
+            return None
         restriction = (
             ProcessingRestriction.objects.select_for_update().filter(contact=contact, lifted_at__isnull=True).first()
         )

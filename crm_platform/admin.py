@@ -276,6 +276,6 @@ class StaffUserAdmin(AuditedAdminMixin, UserAdmin):
 
 
 @admin.register(Group)
-class StaffGroupAdmin(GroupAdmin):
+class StaffGroupAdmin(AuditedAdminMixin, GroupAdmin):
     def get_form(self, request, obj=None, **kwargs):
         return _for_editor(super().get_form(request, obj, **kwargs), _GrantablePermissionsOnly, request.user)

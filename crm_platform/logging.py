@@ -39,6 +39,10 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+def _escaped(text: str) -> str:
+    return text.encode("unicode_escape").decode("ascii")
+
+
 class RequestPathFilter(logging.Filter):
     """Django's own lines about a request (django.request on a 5xx, django.security) name its
     path in the message and carry the request, which the JSON formatter writes out with its
@@ -49,6 +53,9 @@ class RequestPathFilter(logging.Filter):
         if isinstance(request, HttpRequest):
             path = loggable_path(request)
             if isinstance(record.args, tuple):
-                record.args = tuple(path if arg == request.path else arg for arg in record.args)
+                # Django's log_response passes the path unicode-escaped (a path with a non-ASCII
+                # character, such as an IDN email's, is then no longer request.path).
+                forms = {request.path: path, _escaped(request.path): _escaped(path)}
+                record.args = tuple(forms.get(arg, arg) if isinstance(arg, str) else arg for arg in record.args)
             record.request = f"{request.method} {path}"
         return True

@@ -157,6 +157,47 @@ def test_ensure_admin_prints_the_unchanged_password_while_it_still_logs_in(monke
     assert AuditEvent.objects.filter(action__startswith="staff.").count() == 1  # the creation only
 
 
+@pytest.mark.parametrize("account", ["added by an Administrator", "deactivated by a superuser"])
+def test_ensure_admin_keeps_only_an_active_superusers_password(client, monkeypatch, capsys, account):
+    """An account named `admin` that is no active superuser was made one with the password it
+    had: an Administrator (add_user, not a superuser) who added `admin` with a password of
+    their choosing held every permission after the next `make run`; an admin account a
+    superuser deactivated (its password leaked) came back with that password."""
+    from django.contrib.auth.models import Group
+
+    monkeypatch.setenv("ADMIN_PASSWORD", "correct-horse-battery-staple")
+    User = get_user_model()
+    chosen = "chosen-by-someone-4711"
+    if account == "added by an Administrator":
+        boss = User.objects.create_user(username="boss", password="a-long-test-password", is_staff=True)
+        boss.groups.add(Group.objects.get(name="Administrator"))
+        client.force_login(boss)
+        added = client.post(
+            "/admin/auth/user/add/",
+            {
+                "username": "admin",
+                "usable_password": "true",
+                "password1": chosen,
+                "password2": chosen,
+                "staff_profile-TOTAL_FORMS": "0",
+                "staff_profile-INITIAL_FORMS": "0",
+            },
+        )
+        assert added.status_code == 302, added.content[:2000]
+        client.logout()
+    else:
+        call_command("ensure_admin")
+        User.objects.filter(username="admin").update(is_active=False)
+        admin = User.objects.get(username="admin")
+        admin.set_password(chosen)
+        admin.save()
+    capsys.readouterr()
+    call_command("ensure_admin")
+    assert capsys.readouterr().out.strip() == "Admin login: admin / correct-horse-battery-staple"
+    assert not client.login(username="admin", password=chosen)
+    assert client.login(username="admin", password="correct-horse-battery-staple")
+
+
 def test_ensure_admin_reset_password_sets_admin_password_again(client, monkeypatch, capsys):
     monkeypatch.setenv("ADMIN_PASSWORD", "correct-horse-battery-staple")
     call_command("ensure_admin")

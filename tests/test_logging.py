@@ -88,3 +88,25 @@ def test_access_log_names_no_person_in_a_path(key_client, caplog):
     ]
     text = caplog.text + " ".join(str(r.__dict__) for r in caplog.records)
     assert "ann.hidden" not in text and "app-user-hidden-7" not in text
+
+
+@pytest.mark.django_db
+def test_djangos_error_line_names_no_person_in_a_path_with_a_non_ascii_character(key_client, system_actor, caplog):
+    """django.request writes a 5xx's path unicode-escaped: an IDN email (b\\xfccher.de) was no
+    longer the request's path, so the filter left it in the line. (A 500 here: a lead whose
+    persona no key decrypts.)"""
+    from django.db import connection
+
+    from leads.services import lead_capture
+
+    lead = lead_capture(actor=system_actor, source="assessment", email="ann.hidden@bücher.de", persona="Explorer")
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE leads_lead SET persona = 'not a fernet token' WHERE id = %s", [lead.pk])
+    client = key_client(["leads:read", "phi:read"])
+    client.raise_request_exception = False
+    with caplog.at_level(logging.INFO):
+        assert client.get("/api/integrations/crm/leads/ann.hidden@bücher.de").status_code == 500
+    django_line = next(r for r in caplog.records if r.name == "django.request")
+    assert django_line.getMessage() == "Internal Server Error: /api/integrations/crm/leads/<email>"
+    text = caplog.text + " ".join(str(r.__dict__) for r in caplog.records)
+    assert "ann.hidden" not in text

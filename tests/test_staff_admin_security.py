@@ -247,3 +247,17 @@ def test_a_staff_user_who_may_change_groups_cannot_add_a_permission_they_lack(cl
         "You can grant only permissions you hold yourself; a superuser can grant auth.delete_user."
     ]
     assert not group.permissions.filter(pk=delete_user.pk).exists()
+
+
+def test_a_change_to_a_groups_permissions_is_audited(client, administrator):
+    """Who put which permissions in a role is what an escalation review asks: the group admin,
+    taken over to guard grants, wrote no audit row (the user admin writes one per change)."""
+    from django.contrib.auth.models import Permission
+
+    administrator.user_permissions.add(Permission.objects.get(codename="change_group"))
+    group = Group.objects.get(name="Sales")
+    held = Permission.objects.get(content_type__app_label="auth", codename="view_user")
+    response = client.post(f"/admin/auth/group/{group.pk}/change/", {"name": group.name, "permissions": [held.pk]})
+    assert response.status_code == 302, response.content[:2000]
+    row = AuditEvent.objects.get(object_type="auth.group", object_id=str(group.pk), action="admin.update")
+    assert row.actor_id == str(administrator.pk) and "permissions" in row.changes

@@ -5,6 +5,7 @@ contact edits, app events) and the relay task, to the loopback webhook receiver.
 
 import datetime as dt
 import json
+import threading
 
 import pytest
 from django.utils import timezone
@@ -14,6 +15,7 @@ from crm_platform.models import OutboxMessage
 from integrations.relay import WITHHELD
 from integrations.tasks import inbox_apply, outbox_relay
 from integrations.tests.conftest import verified
+from tests.support import other_connection, wait_until
 
 pytestmark = pytest.mark.django_db
 
@@ -103,3 +105,61 @@ def test_an_erasure_still_reaches_the_endpoints_of_a_restricted_contact(make_end
     outbox_relay()
     assert [kind for kind, _ in _received(receiver, secret)] == ["contact.deleted"]
     assert "gone@example.com" not in json.dumps([r.body.decode() for r in receiver.requests])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_change_still_being_written_when_the_restriction_is_lifted_reaches_the_endpoints(
+    make_endpoint, receiver, staff, system_actor
+):
+    """A change made while restricted, in a transaction that commits only after the lift (an
+    inbox batch, a slow request): its own message is withheld, being produced while restricted,
+    and the lift's catch-up read the contact without waiting for it, so the endpoints never
+    heard of the change. The lift now waits for the contact's row and reads it afresh."""
+    from django.db import connection, transaction
+
+    from contacts.services import contact_update
+
+    _, secret = make_endpoint()
+    person = ContactFactory(email="paused@example.com", first_name="Ann")
+    _restrict(staff, person)
+    written, release, errors = threading.Event(), threading.Event(), []
+
+    def in_thread(work):
+        def run():
+            try:
+                work()
+            except BaseException as exc:  # re-raised in the test's thread
+                errors.append(exc)
+            finally:
+                connection.close()
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        return thread
+
+    def change():
+        with transaction.atomic():
+            contact_update(contact=person, actor=system_actor, first_name="Anna")
+            written.set()
+            release.wait(10)
+
+    writer = in_thread(change)
+    assert written.wait(10)
+    lifter = in_thread(lambda: _lift(staff, person))
+    with other_connection(autocommit=True) as watcher:  # the lift ends, or waits for the change
+
+        def lift_ended_or_waits():
+            waiting = (
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+            return not lifter.is_alive() or watcher.execute(waiting).fetchone()[0]
+
+        wait_until(lift_ended_or_waits)
+    release.set()
+    writer.join()
+    lifter.join()
+    assert not errors, errors
+    outbox_relay()
+
+    [(kind, data)] = _received(receiver, secret)
+    assert (kind, data["id"], data["first_name"]) == ("contact.updated", person.pk, "Anna")

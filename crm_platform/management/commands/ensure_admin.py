@@ -18,8 +18,8 @@ from crm_platform.roles import ADMINISTRATOR
 class Command(BaseCommand):
     help = (
         "Create the superuser `admin` and print its login. A new admin's password is ADMIN_PASSWORD, else the "
-        "one generated on the first run and kept in .data/admin_password. An existing admin keeps its password "
-        "(one changed in the admin stays) unless --reset-password is given."
+        "one generated on the first run and kept in .data/admin_password. An existing admin that is an active "
+        "superuser keeps its password (one changed in the admin stays) unless --reset-password is given."
     )
 
     def add_arguments(self, parser):
@@ -38,12 +38,16 @@ class Command(BaseCommand):
             created = user is None
             if created:
                 user = User(username=username, email=email)
+            # Only an active superuser keeps its password. An account of that name that is not
+            # one (added by someone who may add users, or deactivated by a superuser) is made
+            # one with ADMIN_PASSWORD, else whoever set its password would hold every permission.
+            promoted = not created and not (user.is_superuser and user.is_active)
             flags = {"is_staff": True, "is_superuser": True, "is_active": True}
             changed = {name: True for name, value in flags.items() if getattr(user, name) != value}
             for name, value in flags.items():
                 setattr(user, name, value)
             password = None
-            if created or reset_password:
+            if created or reset_password or promoted:
                 password = os.environ.get("ADMIN_PASSWORD") or self._stored_password()
                 try:  # the policy staff passwords meet in the admin (AUTH_PASSWORD_VALIDATORS)
                     validate_password(password, user)
