@@ -16,7 +16,7 @@ from datetime import datetime
 
 from django.apps import apps
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -271,23 +271,53 @@ def is_restricted(contact_id: int) -> bool:
 
 
 def restricted_when(moments: Mapping[Hashable, tuple[int, datetime]]) -> set[Hashable]:
-    """Of these (contact id, moment) pairs, by key, the ones whose contact is restricted now or
-    was at that moment (a restriction lifted since). One query, whatever the count: the outbox
-    relay asks it for each batch of messages (key: the message, moment: when it was produced)."""
+    """Of these (contact id, moment) pairs, by key, the ones whose person is restricted now or
+    was at that moment (a restriction lifted since). The person is the contact and every
+    contact it was merged into: a merge moves the restriction to the survivor (consents_merge)
+    while the merged-away contact's messages may still be queued. Two queries, whatever the
+    count: the outbox relay asks it for each batch of messages (key: the message, moment: when
+    it was produced)."""
     if not moments:
         return set()
     oldest = min(at for _, at in moments.values())
+    people = _survivors({contact_id for contact_id, _ in moments.values()})
     spans: dict[int, list[tuple[datetime, datetime | None]]] = defaultdict(list)
     for contact_id, placed_at, lifted_at in ProcessingRestriction.objects.filter(
         Q(lifted_at__isnull=True) | Q(lifted_at__gt=oldest),
-        contact_id__in={contact_id for contact_id, _ in moments.values()},
+        contact_id__in=set().union(*people.values()),
     ).values_list("contact_id", "placed_at", "lifted_at"):
         spans[contact_id].append((placed_at, lifted_at))
     return {
         key
         for key, (contact_id, at) in moments.items()
-        if any(lifted is None or placed <= at < lifted for placed, lifted in spans.get(contact_id, ()))
+        if any(
+            lifted is None or placed <= at < lifted
+            for person in people[contact_id]
+            for placed, lifted in spans.get(person, ())
+        )
     }
+
+
+def _survivors(contact_ids: set[int]) -> dict[int, set[int]]:
+    """{contact id: itself and every contact its merges lead to} (one recursive query over the
+    merged-away ones; a contact never merged costs one primary key probe)."""
+    found = {contact_id: {contact_id} for contact_id in contact_ids}
+    subject = subject_model()
+    if subject.merged_into is None:
+        return found
+    model = apps.get_model(subject.model_label)
+    table, merged = model._meta.db_table, model._meta.get_field(subject.merged_into).column
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH RECURSIVE chain(origin, id) AS ("  # noqa: S608 - names from the model
+            f"SELECT c.id, c.{merged} FROM {table} c WHERE c.id = ANY(%s) AND c.{merged} IS NOT NULL "
+            f"UNION SELECT chain.origin, c.{merged} FROM chain JOIN {table} c ON c.id = chain.id "
+            f"WHERE c.{merged} IS NOT NULL) SELECT origin, id FROM chain",
+            [sorted(contact_ids)],
+        )
+        for origin, survivor in cursor.fetchall():
+            found[origin].add(survivor)
+    return found
 
 
 # ----------------------------------------------------------------------------- can_process

@@ -95,6 +95,28 @@ def test_a_delivery_queued_before_the_restriction_is_not_retried_after_it(make_e
     assert SyncEvent.objects.get(outbox_message=row).status == "dead"
 
 
+def test_a_merge_does_not_let_a_restricted_contacts_queued_changes_out(make_endpoint, receiver, staff):
+    """A merge moves the loser's restriction to the survivor, while the loser's change may still
+    be queued for retry under the loser's id: the person is still restricted."""
+    make_endpoint()
+    survivor = ContactFactory(email="keep@example.com", first_name="Ann")
+    loser = ContactFactory(email="loser@example.com", first_name="Ann")
+    receiver.default = 503
+    assert staff.patch(f"/api/v1/contacts/{loser.pk}", {"first_name": "Anne"}, format="json").status_code == 200
+    outbox_relay()
+    _restrict(staff, loser)
+    merged = staff.post(f"/api/v1/contacts/{survivor.pk}/merge", {"loser": loser.pk}, format="json")
+    assert merged.status_code == 200, merged.content
+    receiver.requests.clear()
+    receiver.default = 200
+    OutboxMessage.objects.filter(status="failed").update(next_attempt_at=timezone.now() - dt.timedelta(seconds=1))
+    outbox_relay()
+
+    assert "loser@example.com" not in json.dumps([r.body.decode() for r in receiver.requests])
+    row = OutboxMessage.objects.get(parent__isnull=False, object_id=str(loser.pk), topic="contact.updated")
+    assert (row.status, row.last_error) == ("dead", WITHHELD)
+
+
 def test_an_erasure_still_reaches_the_endpoints_of_a_restricted_contact(make_endpoint, receiver, staff):
     """contact.deleted is the one message a restriction never holds back: the providers holding a
     copy must delete it (Art. 17/19)."""
