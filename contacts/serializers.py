@@ -46,6 +46,12 @@ CONTACT_FIELDS = [
 ]
 
 
+CLV_HELP = (
+    "Customer lifetime value in the reporting currency (the server's CRM_REPORTING_CURRENCY, USD unless set), "
+    "from the contact's paid orders in that currency only: orders in other currencies are not added in (there "
+    "is no exchange rate). Recomputed nightly."
+)
+
 # ContactOutput's fields as database columns, for lists read with .values().
 CONTACT_ROW_COLUMNS = [
     {"company": "company_id", "owner": "owner_id", "merged_into": "merged_into_id"}.get(f, f) for f in CONTACT_FIELDS
@@ -66,6 +72,7 @@ class ContactOutput(serializers.ModelSerializer):
         model = Contact
         fields = CONTACT_FIELDS
         read_only_fields = CONTACT_FIELDS
+        extra_kwargs = {"clv": {"help_text": CLV_HELP}}
 
 
 class ContactInput(serializers.Serializer):

@@ -386,6 +386,15 @@ HUBSPOT_CLIENT_SECRET = env("HUBSPOT_CLIENT_SECRET", default="")
 # Admin bulk actions on more rows than this are queued as background jobs (bulk queue).
 ADMIN_BULK_INLINE_LIMIT = env.int("ADMIN_BULK_INLINE_LIMIT", default=5000)
 
+# --------------------------------------------------------------------------- reporting
+# The currency contacts' lifetime values (CLV) are in: they count the paid orders in it only, as
+# there is no exchange rate here to bring other currencies' orders into it.
+CRM_REPORTING_CURRENCY = env("CRM_REPORTING_CURRENCY", default="USD").strip().upper()
+if not (len(CRM_REPORTING_CURRENCY) == 3 and CRM_REPORTING_CURRENCY.isascii() and CRM_REPORTING_CURRENCY.isalpha()):
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured("CRM_REPORTING_CURRENCY is a three-letter ISO 4217 code (e.g. USD).")
+
 # --------------------------------------------------------------------------- outbox and webhooks
 # Outbound webhooks may target private, loopback or link-local addresses only when this is on
 # (development and tests); in production such endpoints are refused (SSRF).

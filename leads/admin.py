@@ -249,6 +249,15 @@ class DealForm(forms.ModelForm):
         if "stage" in self.fields:
             self.fields["stage"].queryset = Stage.objects.select_related("pipeline")
             self.fields["stage"].label_from_instance = lambda s: f"{s.pipeline.name}: {s.name}"
+        if "currency" in self.fields and self.instance.pk is None:
+            # A new deal left without one takes its pipeline's (deal_create), not the model's USD.
+            self.fields["currency"].required = False
+            self.fields["currency"].help_text = "Empty: the pipeline's currency."
+            if "currency" not in (kwargs.get("initial") or {}):
+                self.initial["currency"] = ""
+
+    def clean_currency(self):
+        return self.cleaned_data["currency"] or None  # None: the pipeline's
 
     def clean(self):
         data = super().clean()

@@ -145,7 +145,9 @@ class DealListApi(generics.ListAPIView):
 
         name = serializers.CharField(max_length=200)
         amount = serializers.DecimalField(max_digits=12, decimal_places=2, min_value=0, required=False)
-        currency = serializers.CharField(min_length=3, max_length=3, required=False)
+        currency = serializers.CharField(
+            min_length=3, max_length=3, required=False, help_text="ISO 4217 code; default: the pipeline's currency."
+        )
         close_date = serializers.DateField(required=False, allow_null=True)
         pipeline = serializers.PrimaryKeyRelatedField(queryset=Pipeline.objects.all(), required=False)
         stage = serializers.CharField(max_length=50, required=False, help_text="Stage key (e.g. proposal) or id.")

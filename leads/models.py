@@ -111,7 +111,7 @@ class Pipeline(models.Model):
     is_default = models.BooleanField(default=False)
     currency = models.CharField(
         max_length=3,
-        default="USD",  # a deal's own default
+        default="USD",
         validators=[RegexValidator(r"\A[A-Z]{3}\Z", "A three-letter ISO 4217 code, in capitals.")],
         help_text="The currency of the stats' headline amounts: deals in other currencies are "
         "reported beside them, per currency, never added in.",
@@ -160,11 +160,13 @@ class Stage(models.Model):
 
 class Deal(models.Model):
     name = models.CharField(max_length=200)
-    # deal_pipeline_stage_idx starts with pipeline.
+    # deal_pipeline_stage_cur_idx starts with pipeline.
     pipeline = models.ForeignKey(Pipeline, on_delete=models.PROTECT, related_name="deals", db_index=False)
     # deal_stage_entered_idx starts with stage.
     stage = models.ForeignKey(Stage, on_delete=models.PROTECT, related_name="deals", db_index=False)
     amount = models.DecimalField(max_digits=12, decimal_places=2, default=Decimal("0"))
+    # deal_create gives a deal its pipeline's currency when none is named; USD here only for rows
+    # written around it.
     currency = models.CharField(max_length=3, default="USD")
     close_date = models.DateField(null=True, blank=True)
     owner = models.ForeignKey(
@@ -173,7 +175,7 @@ class Deal(models.Model):
         blank=True,
         on_delete=models.SET_NULL,
         related_name="owned_deals",
-        db_index=False,  # deal_owner_idx
+        db_index=False,  # deal_owner_stage_cur_idx
     )
     contact = models.ForeignKey(
         "contacts.Contact",
@@ -197,9 +199,14 @@ class Deal(models.Model):
         ordering = ["-id"]
         constraints = [models.CheckConstraint(condition=Q(amount__gte=0), name="deal_amount_non_negative")]
         indexes = [
-            # Pipeline stats: GROUP BY stage within a pipeline, amounts read from the index.
-            models.Index(fields=["pipeline", "stage"], include=["amount"], name="deal_pipeline_stage_idx"),
-            models.Index(fields=["owner", "pipeline", "stage"], include=["amount"], name="deal_owner_idx"),
+            # Pipeline stats: GROUP BY stage and currency within a pipeline (and an owner), amounts
+            # and currencies read from the index alone (an index-only scan).
+            models.Index(
+                fields=["pipeline", "stage"], include=["amount", "currency"], name="deal_pipeline_stage_cur_idx"
+            ),
+            models.Index(
+                fields=["owner", "pipeline", "stage"], include=["amount", "currency"], name="deal_owner_stage_cur_idx"
+            ),
             # The newest arrivals of a stage (the pipeline board), deals sitting in a stage too long.
             models.Index(fields=["stage", "-stage_entered_at"], name="deal_stage_entered_idx"),
             models.Index(fields=["created_at"], name="deal_created_idx"),

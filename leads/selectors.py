@@ -212,7 +212,10 @@ def _pipeline_scan(pipeline: Pipeline, stages: list[Stage], *, owner, since, unt
         deals = deals.filter(created_at__lt=until)
         moves = moves.filter(at__lt=until)
     totals: dict[int, dict[str, dict]] = defaultdict(dict)
-    for row in deals.order_by().values("stage_id", "currency").annotate(count=Count("id"), amount=Sum("amount")):
+    # COUNT(*), not COUNT(id): the id is not in deal_owner_stage_cur_idx, which holds all else the
+    # owner's figures need (an index-only scan).
+    grouped = deals.order_by().values("stage_id", "currency").annotate(count=Count("*"), amount=Sum("amount"))
+    for row in grouped:
         totals[row["stage_id"]][row["currency"]] = {"count": row["count"], "amount": row["amount"]}
     avg_days = {
         row["from_stage_id"]: row["days"]
@@ -508,18 +511,21 @@ def profile_rule_q(rule: ScoringRule) -> Q:
 def clv_row_batches(
     *,
     lifetime_years: Decimal,
+    currency: str,
     now: dt.datetime,
     contact_ids: Iterable[int] | None = None,
     size: int = 5000,
 ) -> Iterator[list[tuple[int, Decimal]]]:
-    """(contact id, CLV) in batches, computed in SQL from paid orders:
+    """(contact id, CLV in `currency`) in batches, computed in SQL from the paid orders in
+    `currency`:
 
         CLV = average order value * purchase frequency * expected lifetime (years)
 
     where purchase frequency = paid orders per year since the first paid order (that span
     counted as at least a month). Then (contact id, 0) for contacts holding a CLV but no paid
-    order any more (refunded, cancelled). Amounts are summed as recorded, whatever their
-    currency."""
+    order in `currency` any more (refunded, cancelled). Orders in other currencies are left out
+    entirely (their amounts, their count, their dates): with no exchange rate, adding them would
+    mix currencies in one figure."""
     ids = sorted(set(contact_ids)) if contact_ids is not None else None
     only = " AND o.contact_id = ANY(%(ids)s::bigint[])" if ids is not None else ""
     sql = f"""
@@ -531,21 +537,24 @@ def clv_row_batches(
                          1.0 / 12))
                    * %(lifetime)s, 2), 9999999999.99)
         FROM contacts_order o
-        WHERE o.status = 'paid' AND o.contact_id > %(after)s{only}
+        WHERE o.status = 'paid' AND o.currency = %(currency)s AND o.contact_id > %(after)s{only}
         GROUP BY o.contact_id
         ORDER BY o.contact_id
         LIMIT %(size)s
     """  # noqa: S608 - the fragment is a literal above; values are parameters
-    yield from _keyset(sql, {"now": now, "lifetime": lifetime_years, "ids": ids, "size": size})
+    yield from _keyset(sql, {"now": now, "lifetime": lifetime_years, "currency": currency, "ids": ids, "size": size})
     only = " AND c.id = ANY(%(ids)s::bigint[])" if ids is not None else ""
     sql = f"""
         SELECT c.id, 0::numeric FROM contacts_contact c
         WHERE c.clv <> 0 AND c.id > %(after)s{only}
-          AND NOT EXISTS (SELECT 1 FROM contacts_order o WHERE o.contact_id = c.id AND o.status = 'paid')
+          AND NOT EXISTS (
+              SELECT 1 FROM contacts_order o
+              WHERE o.contact_id = c.id AND o.status = 'paid' AND o.currency = %(currency)s
+          )
         ORDER BY c.id
         LIMIT %(size)s
     """  # noqa: S608 - the fragment is a literal above; values are parameters
-    yield from _keyset(sql, {"ids": ids, "size": size})
+    yield from _keyset(sql, {"currency": currency, "ids": ids, "size": size})
 
 
 def _keyset(sql: str, params: dict[str, Any]) -> Iterator[list[tuple[int, Decimal]]]:

@@ -145,6 +145,36 @@ def test_deals_go_through_the_default_pipeline_with_their_history():
     assert all(row["avg_days_in_stage"] is not None for row in stats["stages"] if not row["is_won"] | row["is_lost"])
 
 
+def test_generated_deals_are_in_their_pipelines_currency():
+    """They were USD whatever the pipeline's currency, so a euro pipeline's stats headlined 0."""
+    from django.db.models import Sum
+
+    from leads.models import Deal, Pipeline
+    from leads.selectors import pipeline_stats
+
+    pipeline = Pipeline.objects.get(is_default=True)
+    Pipeline.objects.filter(pk=pipeline.pk).update(currency="EUR")
+    generate("--contacts", "100", "--deals", "200")
+
+    deals = Deal.objects.filter(name__startswith="gen-deal-")
+    assert set(deals.values_list("currency", flat=True)) == {"EUR"}
+    totals = pipeline_stats(pipeline=Pipeline.objects.get(pk=pipeline.pk))["totals"]
+    assert totals["amount"] == deals.aggregate(sum=Sum("amount"))["sum"] > 0
+    assert [part["currency"] for part in totals["by_currency"]] == ["EUR"]
+
+
+def test_generated_orders_are_in_the_reporting_currency_so_they_make_clvs(settings, system_actor):
+    from leads.services import clv_recompute
+
+    settings.CRM_REPORTING_CURRENCY = "EUR"
+    generate("--contacts", "300", "--orders", "200")
+
+    orders = Order.objects.filter(external_id__startswith="gen-order-")
+    assert set(orders.values_list("currency", flat=True)) == {"EUR"}
+    buyers = set(orders.filter(status="paid").values_list("contact_id", flat=True))
+    assert clv_recompute(actor=system_actor) == len(buyers) > 0
+
+
 def test_activities_need_generated_contacts():
     with pytest.raises(CommandError, match="No generated contacts"):
         generate("--activities", "10")

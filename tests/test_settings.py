@@ -84,6 +84,7 @@ def test_db_prepared_statements_is_read_from_the_environment(value, expected):
         ("API_THROTTLE_APP_USER_RATE", "lots", "app_user"),
         ("IDEMPOTENCY_TTL_DAYS", "0", "IDEMPOTENCY_TTL_DAYS"),
         ("DB_IDLE_IN_TRANSACTION_TIMEOUT", "-1", "DB_IDLE_IN_TRANSACTION_TIMEOUT"),
+        ("CRM_REPORTING_CURRENCY", "dollars", "CRM_REPORTING_CURRENCY"),
     ],
 )
 def test_a_mistyped_limit_stops_the_process_at_start_not_each_request(name, value, named):

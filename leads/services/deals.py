@@ -82,11 +82,17 @@ def deal_create(
     **fields: Any,
 ) -> Deal:
     """Open a deal in `stage` (default: the first stage of `pipeline`, default: the default
-    pipeline). Entering the stage records history and fires its enabled automations, as a move
-    would. ValidationError for bad fields or a stage of another pipeline."""
+    pipeline), in `currency` (default, or None: the pipeline's). Entering the stage records
+    history and fires its enabled automations, as a move would. ValidationError for bad fields
+    or a stage of another pipeline."""
+    if fields.get("currency") is None:
+        fields.pop("currency", None)
     cleaned = _clean({"name": name, "amount": amount, **fields})
     if pipeline is None:
         pipeline = stage.pipeline if stage is not None else default_pipeline()
+    # Not the model's USD: a deal given no currency is in its pipeline's, the one whose amounts
+    # that pipeline's stats headline.
+    cleaned.setdefault("currency", pipeline.currency)
     if stage is None:
         stage = pipeline.stages.order_by("order", "id").first()
         if stage is None:

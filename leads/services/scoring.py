@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from django.conf import settings
 from django.utils import timezone
 
 from contacts.models import Contact
@@ -39,10 +40,18 @@ def lead_score_recompute(*, contact: Contact, actor: Actor) -> tuple[int, list[d
 
 
 def clv_recompute(*, actor: Actor, contact_ids: Iterable[int] | None = None, batch_size: int = BATCH) -> int:
-    """Recompute customer lifetime values from paid orders (see selectors.clv_row_batches),
-    with the expected lifetime staff set in CLV settings. Returns how many contacts changed."""
+    """Recompute customer lifetime values from the paid orders in CRM_REPORTING_CURRENCY (see
+    selectors.clv_row_batches), with the expected lifetime staff set in CLV settings. Returns
+    how many contacts changed."""
     lifetime = clv_settings_get().expected_lifetime_years
+    batches = clv_row_batches(
+        lifetime_years=lifetime,
+        currency=settings.CRM_REPORTING_CURRENCY,
+        now=timezone.now(),
+        contact_ids=contact_ids,
+        size=batch_size,
+    )
     changed = 0
-    for rows in clv_row_batches(lifetime_years=lifetime, now=timezone.now(), contact_ids=contact_ids, size=batch_size):
+    for rows in batches:
         changed += contacts_set_clv(rows=rows, actor=actor)
     return changed

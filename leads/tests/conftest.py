@@ -3,7 +3,7 @@ from django.contrib.auth import get_user_model
 
 from contacts.services import contact_upsert
 from crm_platform.models import StaffProfile
-from leads.models import LeadAssignmentRule, Pipeline
+from leads.models import LeadAssignmentRule, Pipeline, Stage
 
 
 @pytest.fixture
@@ -40,6 +40,14 @@ def pipeline(db):
 @pytest.fixture
 def stages(pipeline):
     return {stage.key: stage for stage in pipeline.stages.all()}
+
+
+@pytest.fixture
+def euro_pipeline(db):
+    """A second pipeline, reported in euros, with one open stage (`first`)."""
+    europe = Pipeline.objects.create(name="Europe", currency="EUR")
+    Stage.objects.create(pipeline=europe, key="first", name="First", order=1, probability="0.1")
+    return europe
 
 
 @pytest.fixture

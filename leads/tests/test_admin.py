@@ -180,6 +180,24 @@ def test_adding_a_deal_in_the_admin_goes_through_the_service(admin_client, lead,
     assert OutboxMessage.objects.filter(topic="deal.created", object_id=str(deal.pk)).exists()
 
 
+def test_a_deal_added_in_the_admin_without_a_currency_takes_its_pipelines(admin_client, euro_pipeline):
+    """The add form offered USD, the model's default, whatever the pipeline: a deal added in a
+    euro pipeline was a USD deal unless staff noticed. The field now starts empty, empty meaning
+    the pipeline's currency; one typed in wins."""
+    form = admin_client.get(f"{DEALS}add/").content.decode()
+    field = re.search(r'<input[^>]*name="currency"[^>]*>', form).group(0)
+    assert 'value="USD"' not in field and "required" not in field, field
+    assert "Empty: the pipeline's currency." in form
+    first = euro_pipeline.stages.get()
+    for name, typed, kept in (("in euros", "", "EUR"), ("in pounds", "gbp", "GBP")):
+        response = admin_client.post(
+            f"{DEALS}add/",
+            {"name": name, "pipeline": euro_pipeline.pk, "stage": first.pk, "amount": "5", "currency": typed},
+        )
+        assert response.status_code == 302, response.content.decode()[:2000]
+        assert Deal.objects.get(name=name).currency == kept
+
+
 def test_changing_the_stage_in_the_deal_form_moves_it(admin_client, deal, stages):
     response = admin_client.post(
         f"{DEALS}{deal.pk}/change/",

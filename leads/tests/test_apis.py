@@ -415,3 +415,101 @@ def test_pipeline_stats_never_add_amounts_in_two_currencies(key_client, system_a
     data = client.get(url).json()
     assert (data["currency"], data["totals"]["amount"], data["totals"]["weighted_amount"]) == ("EUR", "290.00", "90.00")
     assert client.get("/api/v1/pipelines").json()["results"][0]["currency"] == "EUR"
+
+
+def test_pipeline_stats_of_an_owner_read_amounts_and_currencies_from_the_index_alone(
+    key_client, system_actor, stages, make_staff, pipeline
+):
+    """Stats by owner group the owner's deals by stage and currency: deal_owner_idx held the
+    amount but not the currency, so each deal was read from the table too (an Index Scan, no
+    longer index-only, since amounts are per currency). Its successor holds both."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from tests.support import index_plans
+
+    rep, other = make_staff("rep"), make_staff("other")
+    deal_create(actor=system_actor, name="usd", amount=100, owner=rep)
+    deal_create(actor=system_actor, name="eur", amount=250, currency="EUR", owner=rep)
+    Deal.objects.bulk_create(  # many pages of other owners' deals, so an index is worth reading
+        Deal(name=f"fill {n}", pipeline=pipeline, stage=stages["appointment"], amount=n % 13, owner=other)
+        for n in range(2000)
+    )
+    with connection.cursor() as cursor:  # statistics of these rows, not an earlier test's empty table
+        cursor.execute("ANALYZE leads_deal")
+    client = key_client(["deals:read"])
+    with CaptureQueriesContext(connection) as captured:
+        response = client.get(f"/api/v1/pipelines/{pipeline.pk}/stats", {"owner": rep.pk})
+    assert response.status_code == 200, response.content
+    assert [(p["currency"], p["amount"]) for p in response.json()["totals"]["by_currency"]] == [
+        ("EUR", "250.00"),
+        ("USD", "100.00"),
+    ]
+    queries = [q["sql"] for q in captured.captured_queries]
+    [grouping] = [sql for sql in queries if 'FROM "leads_deal"' in sql and "GROUP BY" in sql]
+    [plan] = index_plans([grouping])
+    scans = [node for node in _nodes(plan) if node["Node Type"].endswith("Scan")]
+    assert [(node["Node Type"], node["Index Name"]) for node in scans] == [
+        ("Index Only Scan", "deal_owner_stage_cur_idx")
+    ], plan
+
+
+def _nodes(plan):
+    yield plan
+    for child in plan.get("Plans", ()):
+        yield from _nodes(child)
+
+
+def test_a_deal_opened_without_a_currency_takes_its_pipelines(key_client, euro_pipeline, pipeline):
+    """A deal opened in a euro pipeline without a currency was a USD deal, left out of that
+    pipeline's headline amounts. A currency given still wins."""
+    client = key_client(["deals:write", "deals:read"])
+
+    def opened(**body):
+        response = client.post(DEALS, {"name": "deal", "amount": "10", **body}, format="json")
+        assert response.status_code == 201, response.content
+        assert Deal.objects.get(pk=response.json()["id"]).currency == response.json()["currency"]
+        return response.json()
+
+    assert opened(pipeline=euro_pipeline.pk)["currency"] == "EUR"
+    assert opened(pipeline=euro_pipeline.pk, stage="first")["currency"] == "EUR"
+    assert opened(pipeline=euro_pipeline.pk, currency="gbp")["currency"] == "GBP"
+    assert opened()["currency"] == "USD"  # the default pipeline's
+    Pipeline.objects.filter(pk=pipeline.pk).update(currency="CHF")
+    assert opened()["currency"] == "CHF"
+    assert opened(stage="appointment", currency="USD")["currency"] == "USD"
+    stats = client.get(f"/api/v1/pipelines/{euro_pipeline.pk}/stats").json()
+    assert (stats["currency"], stats["totals"]["count"], stats["totals"]["amount"]) == ("EUR", 3, "20.00")
+    refused = client.post(DEALS, {"name": "deal", "currency": None}, format="json")
+    assert refused.status_code == 400 and "currency" in error(refused)["fields"]
+
+
+def test_clv_counts_only_the_orders_in_the_reporting_currency(key_client, make_contact, client, settings):
+    """CLV averaged a contact's 100 USD and 900 EUR orders into one figure (36,000 "dollars").
+    It counts the paid orders in CRM_REPORTING_CURRENCY only; a contact who paid in other
+    currencies alone holds none, and one who held a CLV drops to 0 when the currency changes."""
+    from leads.tasks import clv_recompute_all
+
+    both, euros_only = make_contact("both@example.com"), make_contact("euros@example.com")
+    writer = key_client(["contacts:write"])
+    day_ago = (timezone.now() - dt.timedelta(days=1)).isoformat()
+    for contact, amount, currency in ((both, "100", "usd"), (both, "900", "EUR"), (euros_only, "900", "EUR")):
+        body = {"contact": contact.pk, "amount": amount, "currency": currency, "paid_at": day_ago}
+        assert writer.post("/api/v1/orders", body, format="json").status_code == 201
+
+    reader = key_client(["contacts:read"])
+
+    def clv(contact):
+        response = reader.get(f"/api/v1/contacts/{contact.pk}")
+        assert response.status_code == 200, response.content
+        return response.json()["clv"]
+
+    settings.CRM_REPORTING_CURRENCY = "EUR"
+    clv_recompute_all.apply().get()
+    assert (clv(both), clv(euros_only)) == ("32400.00", "32400.00")  # 900 * 12 a year * 3 years
+    settings.CRM_REPORTING_CURRENCY = "USD"
+    assert clv_recompute_all.apply().get() == 2
+    assert (clv(both), clv(euros_only)) == ("3600.00", "0.00")  # 100 * 12 * 3; no USD order
+    schema = client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    described = schema["components"]["schemas"]["ContactOutput"]["properties"]["clv"]["description"]
+    assert "CRM_REPORTING_CURRENCY" in described and "not added in" in described

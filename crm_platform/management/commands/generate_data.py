@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from itertools import accumulate, islice
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection, transaction
@@ -201,7 +202,7 @@ class Command(BaseCommand):
             first=last + 1,
             total=missing,
             batch=ORDER_BATCH,
-            make=lambda number: order_batch(seed, number, clock, pool),
+            make=lambda number: order_batch(seed, number, clock, pool, settings.CRM_REPORTING_CURRENCY),
         )
 
     # -- deals (leads app) ----------------------------------------------------------------------
@@ -228,7 +229,7 @@ class Command(BaseCommand):
         if missing <= 0:
             self.stdout.write(f"deals: {existing:,} generated already, none to add")
             return
-        plan = DealPlan(pipeline_id=pipeline.pk, stages=stages, owners=self._staff_ids())
+        plan = DealPlan(pipeline_id=pipeline.pk, currency=pipeline.currency, stages=stages, owners=self._staff_ids())
         self._load(
             "deals",
             "leads_deal",
@@ -589,8 +590,9 @@ ORDER_STATUSES = weighted_pool({"paid": 90, "refunded": 6, "cancelled": 4}, 100)
 SKUS = ("plan-monthly", "plan-quarterly", "plan-annual", "starter-kit", "consultation")
 
 
-def order_batch(seed: int, first: int, clock: Clock, pool: ContactPool) -> Iterator[str]:
-    """COPY lines (ORDER_COLUMNS) for orders numbered first .. first+ORDER_BATCH-1, for paying contacts."""
+def order_batch(seed: int, first: int, clock: Clock, pool: ContactPool, currency: str) -> Iterator[str]:
+    """COPY lines (ORDER_COLUMNS) for orders numbered first .. first+ORDER_BATCH-1, for paying
+    contacts, in `currency` (the reporting one: CLV counts no other)."""
     rng = random.Random(f"{seed}:orders:{first}")
     rand = rng.random
     text = clock.text
@@ -604,7 +606,7 @@ def order_batch(seed: int, first: int, clock: Clock, pool: ContactPool) -> Itera
         # Order.items is encrypted at rest (compliance/fields.py): COPY writes the token.
         items = encrypt(f'[{{"sku": "{SKUS[int(rand() * len(SKUS))]}", "quantity": 1, "price": {price}}}]')
         paid_at = NULL if status == "cancelled" else at
-        yield (f"{pool.ids[index]}\t{ORDER_PREFIX}{number}\t{price}\tUSD\t{status}\t{paid_at}\t{items}\t{at}\n")
+        yield (f"{pool.ids[index]}\t{ORDER_PREFIX}{number}\t{price}\t{currency}\t{status}\t{paid_at}\t{items}\t{at}\n")
 
 
 DEAL_COLUMNS = (
@@ -616,11 +618,12 @@ DEAL_PLANS = weighted_pool({"": 50, "monthly": 25, "quarterly": 10, "annual": 15
 
 
 class DealPlan:
-    """What deals are generated into: the pipeline, its stages (open ones weighted towards the
-    start, closed ones a third of all), and the staff who own them."""
+    """What deals are generated into: the pipeline and its currency (as deal_create gives a deal
+    named without one), its stages (open ones weighted towards the start, closed ones a third of
+    all), and the staff who own them."""
 
-    def __init__(self, *, pipeline_id: int, stages: list, owners: list[int]):
-        self.pipeline_id, self.owners = pipeline_id, owners
+    def __init__(self, *, pipeline_id: int, currency: str, stages: list, owners: list[int]):
+        self.pipeline_id, self.currency, self.owners = pipeline_id, currency, owners
         open_stages = [s for s in stages if not (s.is_won or s.is_lost)]
         weights = {s.pk: 2.0 * (len(open_stages) - i) for i, s in enumerate(open_stages)}
         closed = [s for s in stages if s.is_won or s.is_lost]
@@ -649,7 +652,7 @@ def deal_batch(seed: int, first: int, clock: Clock, pool: ContactPool, plan: Dea
         close_date = (clock.start.date() + dt.timedelta(days=close_day)).isoformat()
         owner = plan.owners[int(rand() * n_owners)] if n_owners else NULL
         yield (
-            f"{DEAL_PREFIX}{number}\t{plan.pipeline_id}\t{stage}\t{PRICES[int(rand() * len(PRICES))]}\tUSD\t"
-            f"{close_date}\t{owner}\t{pool.ids[index]}\t{NULL}\t{deal_plan}\t{text(created)}\t{text(entered)}\t"
-            f"{text(entered)}\n"
+            f"{DEAL_PREFIX}{number}\t{plan.pipeline_id}\t{stage}\t{PRICES[int(rand() * len(PRICES))]}\t"
+            f"{plan.currency}\t{close_date}\t{owner}\t{pool.ids[index]}\t{NULL}\t{deal_plan}\t{text(created)}\t"
+            f"{text(entered)}\t{text(entered)}\n"
         )
