@@ -274,18 +274,20 @@ def restricted_when(moments: Mapping[Hashable, tuple[int, datetime]]) -> set[Has
     """Of these (contact id, moment) pairs, by key, the ones whose person is restricted now or
     was at that moment (a restriction lifted since). The person is the contact and every
     contact it was merged into: a merge moves the restriction to the survivor (consents_merge)
-    while the merged-away contact's messages may still be queued. Two queries, whatever the
-    count: the outbox relay asks it for each batch of messages (key: the message, moment: when
-    it was produced)."""
+    while the merged-away contact's messages may still be queued. The outbox relay asks it for
+    each batch of messages (key: the message, moment: when it was produced): one small query
+    when nobody was restricted since the oldest moment, three otherwise, whatever the count."""
     if not moments:
         return set()
     oldest = min(at for _, at in moments.values())
+    relevant = ProcessingRestriction.objects.filter(Q(lifted_at__isnull=True) | Q(lifted_at__gt=oldest))
+    if not relevant.exists():  # the common case, one small query: nobody restricted lately
+        return set()
     people = _survivors({contact_id for contact_id, _ in moments.values()})
     spans: dict[int, list[tuple[datetime, datetime | None]]] = defaultdict(list)
-    for contact_id, placed_at, lifted_at in ProcessingRestriction.objects.filter(
-        Q(lifted_at__isnull=True) | Q(lifted_at__gt=oldest),
-        contact_id__in=set().union(*people.values()),
-    ).values_list("contact_id", "placed_at", "lifted_at"):
+    for contact_id, placed_at, lifted_at in relevant.filter(contact_id__in=set().union(*people.values())).values_list(
+        "contact_id", "placed_at", "lifted_at"
+    ):
         spans[contact_id].append((placed_at, lifted_at))
     return {
         key
