@@ -455,7 +455,7 @@ class EventInput(serializers.Serializer):
     source = serializers.ChoiceField(choices=["app", "crm", "marketing"], required=False, default="app")
 
 
-_SOURCES = frozenset(EventInput().fields["source"].choices)
+EVENT_SOURCES = frozenset(EventInput().fields["source"].choices)
 APP_SOURCE = "app"
 OTHER_SOURCE_REFUSED = (
     'Only a key with the scope "events:sources" may send events as source "{source}" (an outside CRM or '
@@ -536,7 +536,7 @@ def _event_fast(data: Any, received_at: dt.datetime | None) -> Event | None:
     source, occurred_at = data.get("source", "app"), data.get("occurred_at")
     if not (isinstance(kind, str) and isinstance(source, str) and isinstance(properties, dict)):
         return None
-    if kind not in EVENT_TYPES or source not in _SOURCES:
+    if kind not in EVENT_TYPES or source not in EVENT_SOURCES:
         return None
     if not isinstance(user, dict) or not user.keys() <= _USER_KEYS:
         return None

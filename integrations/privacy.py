@@ -9,13 +9,15 @@ from typing import Any
 from django.db.models import Q, QuerySet
 
 from contacts.models import Contact
+from integrations.inbound import EVENT_SOURCES
 from integrations.models import INBOX_APPLIED_NAMED, InboundEvent, SyncEvent
 
 
 def sync_events_about(contact_ids: list[int]) -> QuerySet:
-    """The sync log's rows about the person: by our contact id, or by their app user id (an
-    inbound event names the user by it). The rest of the log holds ids and digests only.
-    Answered by the object id and external id indexes."""
+    """The sync log's rows about the person: by our contact id, or by their app user id on the
+    rows of inbound events (which name the user by it; a provider's row holds the provider's
+    own id there, another space: HubSpot's object 7001 is not app user "7001"). The rest of the
+    log holds ids and digests only. Answered by the object id and external id indexes."""
     external_ids = list(
         Contact._base_manager.filter(pk__in=contact_ids, external_id__isnull=False).values_list(
             "external_id", flat=True
@@ -23,7 +25,7 @@ def sync_events_about(contact_ids: list[int]) -> QuerySet:
     )
     match = Q(object_type="contacts.contact", object_id__in=[str(pk) for pk in contact_ids])
     if external_ids:
-        match |= Q(external_id__in=external_ids)
+        match |= Q(external_id__in=external_ids, provider__in=EVENT_SOURCES)
     return SyncEvent.objects.filter(match)
 
 

@@ -124,6 +124,25 @@ def test_export_holds_the_events_the_app_sent_about_the_person_and_their_sync_lo
     assert "u-88" not in json.dumps(tables) and "someone.else" not in json.dumps(tables)
 
 
+def test_a_providers_record_under_an_id_equal_to_the_persons_app_user_id_is_not_theirs(
+    gdpr, client, settings, django_capture_on_commit_callbacks
+):
+    """HubSpot's object ids and the app's user ids are separate spaces: the sync log's record of
+    HubSpot deleting its object 7001 is not about the person whose app user id is "7001". It
+    was in their export, and erasing them deleted it."""
+    from integrations.models import SyncEvent
+    from integrations.tests.test_hubspot_webhooks import SECRET, _deletion, post
+
+    settings.HUBSPOT_CLIENT_SECRET = SECRET
+    person = ContactFactory(email="same.digits@example.com", external_id="7001")
+    assert post(client, [_deletion(7001)]).json()["unknown"] == 1  # HubSpot's 7001: nobody we know
+
+    tables = _download(gdpr, _export(gdpr, person, django_capture_on_commit_callbacks))["tables"]
+    assert tables.get("integrations.syncevent", []) == []  # a table with no rows is left out
+    assert gdpr.post(f"/api/v1/contacts/{person.pk}/erase", HTTP_IDEMPOTENCY_KEY="erase-7001").status_code == 200
+    assert SyncEvent.objects.filter(provider="hubspot", external_id="7001").exists()
+
+
 def test_a_forged_or_expired_link_is_refused(gdpr, person, django_capture_on_commit_callbacks, settings):
     bundle_id = _export(gdpr, person, django_capture_on_commit_callbacks)
     assert gdpr.get("/api/v1/exports/download/not-a-token").status_code == 404
