@@ -216,7 +216,17 @@ class OrderListApi(generics.ListAPIView):
     filterset_fields = ["contact", "status"]
     queryset = Order.objects.all()
 
-    @extend_schema(request=s.OrderInput, responses={200: s.OrderOutput, 201: s.OrderOutput})
+    @extend_schema(
+        request=s.OrderInput,
+        responses={
+            200: s.OrderOutput,  # its external id recorded before, with the same amount and currency
+            201: s.OrderOutput,
+            409: error_response(
+                "The external id is another contact's order, or was recorded with another amount or currency "
+                "(code order_differs, the fields named)."
+            ),
+        },
+    )
     @idempotent()
     def post(self, request):
         data = _input(s.OrderInput, request)
@@ -231,7 +241,17 @@ class SubscriptionListApi(generics.ListAPIView):
     filterset_fields = ["contact", "status"]
     queryset = Subscription.objects.all()
 
-    @extend_schema(request=s.SubscriptionInput, responses={200: s.SubscriptionOutput, 201: s.SubscriptionOutput})
+    @extend_schema(
+        request=s.SubscriptionInput,
+        responses={
+            200: s.SubscriptionOutput,  # its external id started before, with the same plan, amount and currency
+            201: s.SubscriptionOutput,
+            409: error_response(
+                "The external id is another contact's subscription, or was started with another plan, amount or "
+                "currency (code subscription_differs, the fields named)."
+            ),
+        },
+    )
     @idempotent()
     def post(self, request):
         data = _input(s.SubscriptionInput, request)

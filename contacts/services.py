@@ -1010,7 +1010,9 @@ def order_record(
         if external_id:
             existing = Order.objects.select_for_update().filter(external_id=external_id).first()
             if existing is not None:
-                return _order_again(existing, contact=contact, status=status, actor=actor), False
+                return _order_again(
+                    existing, contact=contact, amount=amount, currency=currency.upper(), status=status, actor=actor
+                ), False
         try:
             with transaction.atomic():
                 order = Order.objects.create(
@@ -1022,8 +1024,11 @@ def order_record(
                     items=items or [],
                     external_id=external_id or None,
                 )
-        except IntegrityError:  # the same order, recorded by a concurrent request
-            return Order.objects.get(external_id=external_id), False
+        except IntegrityError:  # the same order id, recorded by a concurrent request (for another contact?)
+            existing = Order.objects.select_for_update().get(external_id=external_id)
+            return _order_again(
+                existing, contact=contact, amount=amount, currency=currency.upper(), status=status, actor=actor
+            ), False
         audit_record(actor=actor, action="order.create", obj=order, changes={"amount": str(amount), "status": status})
         outbox_publish(
             topic="order.created",
@@ -1048,13 +1053,29 @@ def order_record(
 _ORDER_MOVES = {Order.Status.PAID: {Order.Status.REFUNDED, Order.Status.CANCELLED}}
 
 
-def _order_again(order: Order, *, contact: Contact, status: str, actor: Actor) -> Order:
+ORDER_DIFFERS = "order_differs"  # ConflictError code: the order id again, with another amount or currency
+
+
+def _order_again(order: Order, *, contact: Contact, amount: Decimal, currency: str, status: str, actor: Actor) -> Order:
     """An order recorded again under its external id (the row locked): the same order, as it
     is; or its refund or cancellation, applied. A paid order that went back to the contact's
     totals leaves them (lifetime value counts paid orders only). ConflictError for another
-    contact's order or a move no order makes (refunded back to paid)."""
+    contact's order, for another amount or currency (code ORDER_DIFFERS: a correction, or the
+    sender's bug, is not the order we have; compared under the lock, so two requests racing
+    cannot both pass), or a move no order makes (refunded back to paid)."""
     if order.contact_id != contact.pk:
         raise ConflictError(f"Order {order.external_id} belongs to another contact.", code="order_conflict")
+    differs = {
+        name: [f"Order {order.external_id} was recorded with {name} {recorded}."]
+        for name, sent, recorded in (("amount", amount, order.amount), ("currency", currency, order.currency))
+        if sent != recorded
+    }
+    if differs:
+        raise ConflictError(
+            f"Order {order.external_id} was recorded with another {' and '.join(differs)}.",
+            fields=differs,
+            code=ORDER_DIFFERS,
+        )
     if status == order.status:
         return order
     if status not in _ORDER_MOVES.get(order.status, ()):
@@ -1073,6 +1094,9 @@ def _order_again(order: Order, *, contact: Contact, status: str, actor: Actor) -
     return order
 
 
+SUBSCRIPTION_DIFFERS = "subscription_differs"  # ConflictError code: its id again, with other values
+
+
 def subscription_start(
     *,
     contact: Contact,
@@ -1084,7 +1108,9 @@ def subscription_start(
     renews_at: dt.datetime | None = None,
     external_id: str | None = None,
 ) -> tuple[Subscription, bool]:
-    """Start a subscription (idempotent on external_id) and apply `subscription_started`."""
+    """Start a subscription (idempotent on external_id) and apply `subscription_started`.
+    ConflictError for another contact's subscription id, or (code SUBSCRIPTION_DIFFERS) for
+    one recorded with another plan, amount or currency."""
     if not plan or not str(plan).strip():
         raise ValidationError({"plan": ["A subscription needs a plan."]})
     if not is_currency_code(currency):
@@ -1104,16 +1130,15 @@ def subscription_start(
                     raise ConflictError(
                         f"Subscription {external_id} belongs to another contact.", code="subscription_conflict"
                     )
-                if subscription_awaits_start(existing):  # its cancellation came first: filled in, still cancelled
-                    existing.plan = str(plan).strip()[:100]
-                    existing.amount, existing.currency = Decimal(str(amount)), currency.upper()
-                    existing.started_at = min(started_at, existing.cancelled_at or started_at)
-                    existing.renews_at = renews_at  # as any started one has: its start is now heard
-                    existing.save(update_fields=["plan", "amount", "currency", "started_at", "renews_at"])
-                    audit_record(
-                        actor=actor, action="subscription.start", obj=existing, changes={"plan": existing.plan}
-                    )
-                return existing, False
+                return _subscription_again(
+                    existing,
+                    plan=plan,
+                    amount=amount,
+                    currency=currency,
+                    started_at=started_at,
+                    renews_at=renews_at,
+                    actor=actor,
+                ), False
         try:
             with transaction.atomic():
                 subscription = Subscription.objects.create(
@@ -1125,8 +1150,21 @@ def subscription_start(
                     renews_at=renews_at,
                     external_id=external_id or None,
                 )
-        except IntegrityError:  # the same subscription, recorded by a concurrent request
-            return Subscription.objects.get(external_id=external_id), False
+        except IntegrityError:  # the same subscription id, recorded by a concurrent request
+            existing = Subscription.objects.get(external_id=external_id)
+            if existing.contact_id != contact.pk:
+                raise ConflictError(
+                    f"Subscription {external_id} belongs to another contact.", code="subscription_conflict"
+                ) from None
+            return _subscription_again(
+                existing,
+                plan=plan,
+                amount=amount,
+                currency=currency,
+                started_at=started_at,
+                renews_at=renews_at,
+                actor=actor,
+            ), False
         audit_record(actor=actor, action="subscription.start", obj=subscription, changes={"plan": subscription.plan})
         outbox_publish(
             topic="subscription.started",
@@ -1137,6 +1175,37 @@ def subscription_start(
         contact.refresh_from_db(fields=["lifecycle_stage"])
         lifecycle_apply_event(contact=contact, event_type="subscription_started", actor=actor, occurred_at=started_at)
     return subscription, True
+
+
+def _subscription_again(
+    existing: Subscription, *, plan: str, amount, currency: str, started_at, renews_at, actor: Actor
+) -> Subscription:
+    """A subscription started again under its external id (the contact locked): one its
+    cancellation recorded first is filled in (still cancelled); then, as for orders, another
+    plan, amount or currency is not the subscription we have (ConflictError, code
+    SUBSCRIPTION_DIFFERS)."""
+    external_id = existing.external_id
+    sent = {"plan": str(plan).strip()[:100], "amount": Decimal(str(amount)), "currency": currency.upper()}
+    if subscription_awaits_start(existing):  # its cancellation came first: filled in, still cancelled
+        existing.plan, existing.amount, existing.currency = sent["plan"], sent["amount"], sent["currency"]
+        existing.started_at = min(started_at, existing.cancelled_at or started_at)
+        existing.renews_at = renews_at  # as any started one has: its start is now heard
+        existing.save(update_fields=["plan", "amount", "currency", "started_at", "renews_at"])
+        audit_record(actor=actor, action="subscription.start", obj=existing, changes={"plan": existing.plan})
+    # As for orders: the same id started again with another plan, amount or currency is not
+    # the subscription we have (compared under the contact's lock).
+    differs = {
+        name: [f"Subscription {external_id} was recorded with {name} {getattr(existing, name)}."]
+        for name, value in sent.items()
+        if getattr(existing, name) != value
+    }
+    if differs:
+        raise ConflictError(
+            f"Subscription {external_id} was recorded with another {' and '.join(differs)}.",
+            fields=differs,
+            code=SUBSCRIPTION_DIFFERS,
+        )
+    return existing
 
 
 # The plan of a subscription whose cancellation arrived before its start (events out of order).

@@ -16,6 +16,7 @@ Outcome each. The API's routes check events (`event_parse`) and queue them in th
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ from compliance.services import audit_record
 from compliance.suppression import digest as identifier_digest
 from compliance.suppression import suppression_lift
 from contacts import services as contacts
-from contacts.models import Activity, Contact, Order
+from contacts.models import Activity, Contact
 from crm_platform.actor import Actor
 from crm_platform.errors import ConflictError
 from integrations import sync
@@ -193,22 +194,31 @@ ORDER_DIFFERS = "This order was recorded with another amount or currency; it is 
 
 def on_order_placed(event: Event, actor: Actor, contact: Contact | None) -> dict:
     p = event.properties
-    currency = p.get("currency", "USD")
-    known = Order.objects.filter(external_id=p["order_id"]).values_list("amount", "currency").first()
-    if known is not None and known != (p["amount"], currency.upper()):
-        # The same order id with another amount (a correction, or the sender's bug) is not the
-        # order we have: failed, for the sender and staff to see, not "applied" unchanged.
-        raise ValidationError({"properties.order_id": [ORDER_DIFFERS]})
-    order, created = contacts.order_record(
-        contact=contact,
-        amount=p["amount"],
-        currency=currency,
-        items=p.get("items", []),
-        external_id=p["order_id"],
-        paid_at=event.occurred_at,
-        actor=actor,
-    )
+    # The same order id with another amount (a correction, or the sender's bug) is not the
+    # order we have: failed, for the sender and staff to see, not "applied" unchanged.
+    with _differs_as("properties.order_id", contacts.ORDER_DIFFERS, ORDER_DIFFERS):
+        order, created = contacts.order_record(
+            contact=contact,
+            amount=p["amount"],
+            currency=p.get("currency", "USD"),
+            items=p.get("items", []),
+            external_id=p["order_id"],
+            paid_at=event.occurred_at,
+            actor=actor,
+        )
     return {"contact": contact.pk, "order": order.pk, "created": created}
+
+
+@contextlib.contextmanager
+def _differs_as(field: str, code: str, message: str):
+    """The service's ConflictError `code` (its id again with other values) as this event's field
+    error; any other conflict as it is."""
+    try:
+        yield
+    except ConflictError as exc:
+        if exc.code != code:
+            raise
+        raise ValidationError({field: [message.format(fields=_listed(list(exc.fields)))]}) from None
 
 
 def _listed(names: list[str]) -> str:
@@ -221,23 +231,19 @@ SUBSCRIPTION_DIFFERS = "This subscription was recorded with another {fields}; it
 
 def on_subscription_started(event: Event, actor: Actor, contact: Contact | None) -> dict:
     p = event.properties
-    plan, amount, currency = p["plan"], p.get("amount", Decimal("0")), p.get("currency", "USD")
-    subscription, created = contacts.subscription_start(
-        contact=contact,
-        plan=plan,
-        amount=amount,
-        currency=currency,
-        started_at=event.occurred_at,
-        external_id=p["subscription_id"],
-        actor=actor,
-    )
     # As for orders: the same subscription id started again with another plan, amount or
-    # currency is not the subscription we have. Compared with what the service returns (under
-    # its lock; one recorded by its cancellation first has just been filled in from this event).
-    sent = {"plan": plan.strip()[:100], "amount": amount, "currency": currency.upper()}
-    differs = [name for name, value in sent.items() if getattr(subscription, name) != value]
-    if differs:
-        raise ValidationError({"properties.subscription_id": [SUBSCRIPTION_DIFFERS.format(fields=_listed(differs))]})
+    # currency is not the subscription we have (one recorded by its cancellation first is
+    # filled in from this event instead).
+    with _differs_as("properties.subscription_id", contacts.SUBSCRIPTION_DIFFERS, SUBSCRIPTION_DIFFERS):
+        subscription, created = contacts.subscription_start(
+            contact=contact,
+            plan=p["plan"],
+            amount=p.get("amount", Decimal("0")),
+            currency=p.get("currency", "USD"),
+            started_at=event.occurred_at,
+            external_id=p["subscription_id"],
+            actor=actor,
+        )
     return {"contact": contact.pk, "subscription": subscription.pk, "created": created}
 
 

@@ -1,3 +1,5 @@
+from decimal import Decimal
+
 import pytest
 from django.utils import timezone
 
@@ -212,6 +214,28 @@ def test_orders_and_subscriptions(writer):
     assert contact.lifecycle_stage == "subscriber"
     cancelled = writer.post(f"/api/v1/subscriptions/{sub.json()['id']}/cancel")
     assert cancelled.json()["status"] == "cancelled"
+
+
+def test_an_order_or_subscription_sent_again_under_its_id_with_other_values_is_a_409(writer):
+    """Sent again as it was, it answers 200 with the row; with another amount, currency or plan
+    it answered 200 with the first values, as if recorded. It is not the order we have."""
+    from contacts.models import Order, Subscription
+
+    contact = ContactFactory(lifecycle_stage="patient")
+    first = {"contact": contact.pk, "amount": "49.00", "currency": "EUR", "external_id": "o-9"}
+    assert writer.post("/api/v1/orders", first, format="json").status_code == 201
+    again = writer.post("/api/v1/orders", {**first, "amount": "94.00", "currency": "usd"}, format="json")
+    assert again.status_code == 409, again.content
+    error = again.json()["error"]
+    assert error["code"] == "order_differs" and set(error["fields"]) == {"amount", "currency"}
+    assert Order.objects.get(external_id="o-9").amount == Decimal("49.00")
+
+    start = {"contact": contact.pk, "plan": "monthly", "amount": "20.00", "external_id": "s-9"}
+    assert writer.post("/api/v1/subscriptions", start, format="json").status_code == 201
+    assert writer.post("/api/v1/subscriptions", start, format="json").status_code == 200
+    other = writer.post("/api/v1/subscriptions", {**start, "plan": "yearly"}, format="json")
+    assert other.status_code == 409 and other.json()["error"]["fields"].keys() == {"plan"}
+    assert Subscription.objects.get(external_id="s-9").plan == "monthly"
 
 
 def test_contact_list_queries_are_bounded(reader, django_assert_max_num_queries):
