@@ -14,7 +14,7 @@ from django.utils import timezone
 from crm_platform import services
 from crm_platform.actor import Actor
 from crm_platform.admin_tools import AuditedAdminMixin, _audit
-from crm_platform.api.scopes import scope_choices
+from crm_platform.api.scopes import not_grantable, not_grantable_message, scope_choices
 from crm_platform.models import ApiKey, StaffProfile
 
 admin.site.site_header = settings.ADMIN_SITE_HEADER
@@ -43,6 +43,22 @@ class ApiKeyForm(forms.ModelForm):
                 if field not in self.errors:
                     self.add_error(field, errors)
         return data
+
+
+class _GrantableScopesOnly:
+    """A non-superuser gives a key only scopes they hold themselves (api.scopes.not_grantable).
+    The key's scopes are checked as saved, those it already had too: an editor who may not give
+    them does not change (expiry, allowed IPs) a key that holds more than they do; removing
+    scopes down to theirs still works."""
+
+    editor = None
+
+    def clean_scopes(self):
+        scopes = self.cleaned_data["scopes"]
+        refused = not_grantable(self.editor, scopes)
+        if refused:
+            raise ValidationError(not_grantable_message(refused))
+        return scopes
 
 
 class StatusFilter(admin.SimpleListFilter):
@@ -85,6 +101,9 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         return self.readonly_fields if obj else []
 
+    def get_form(self, request, obj=None, **kwargs):
+        return _for_editor(super().get_form(request, obj, **kwargs), _GrantableScopesOnly, request.user)
+
     def save_model(self, request, obj, form, change):
         actor = Actor.from_request(request)
         data = {name: form.cleaned_data[name] for name in ApiKeyForm.Meta.fields}
@@ -122,6 +141,11 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def rotate_key(self, request, queryset):
         if queryset.count() != 1:
             self.message_user(request, "Select exactly one key to rotate.", messages.ERROR)
+            return None
+        # The successor is shown to whoever rotates: as good as making a key with these scopes.
+        refused = not_grantable(request.user, queryset.get().scopes)
+        if refused:
+            self.message_user(request, not_grantable_message(refused), messages.ERROR)
             return None
         overlap = timezone.timedelta(hours=settings.API_KEY_ROTATION_OVERLAP_HOURS)
         try:

@@ -198,6 +198,42 @@ def test_ensure_admin_keeps_only_an_active_superusers_password(client, monkeypat
     assert client.login(username="admin", password="correct-horse-battery-staple")
 
 
+@pytest.mark.django_db(transaction=True)
+def test_two_ensure_admin_runs_at_once_both_end_with_the_login(monkeypatch):
+    """Two `make run`s at once, no admin yet: both found none and both inserted one; the second
+    insert failed on the unique username with an IntegrityError traceback. Each run here is held
+    (pre_save of the new account) until the other has found no admin too."""
+    import io
+    import threading
+
+    from django.db.models.signals import pre_save
+
+    from tests.support import race
+
+    monkeypatch.setenv("ADMIN_PASSWORD", "correct-horse-battery-staple")
+    User = get_user_model()
+    both_read = threading.Barrier(2, timeout=20)
+
+    def hold_the_insert(sender, instance, **kwargs):
+        if instance._state.adding and instance.username == "admin":
+            both_read.wait()
+
+    def run(n):
+        out = io.StringIO()
+        call_command("ensure_admin", stdout=out)
+        return out.getvalue().strip()
+
+    pre_save.connect(hold_the_insert, sender=User)
+    try:
+        outs = race(2, run)
+    finally:
+        pre_save.disconnect(hold_the_insert, sender=User)
+    assert outs == ["Admin login: admin / correct-horse-battery-staple"] * 2
+    admin = User.objects.get(username="admin")
+    assert admin.is_superuser and admin.check_password("correct-horse-battery-staple")
+    assert AuditEvent.objects.filter(action="staff.create").count() == 1
+
+
 def test_ensure_admin_reset_password_sets_admin_password_again(client, monkeypatch, capsys):
     monkeypatch.setenv("ADMIN_PASSWORD", "correct-horse-battery-staple")
     call_command("ensure_admin")

@@ -70,6 +70,42 @@ def unknown_scopes(scopes) -> list[str]:
     return sorted(set(scopes) - SCOPES.keys())
 
 
+def not_grantable(user, scopes) -> dict[str, str]:
+    """The scopes among `scopes` that `user` may not give a key, each with what they lack.
+
+    A superuser gives any. Anyone else gives only the scopes they hold themselves, as the API
+    reads their session (has_scope): the permission a scope names. A scope that names none is
+    for superusers, and `admin` needs every scope it grants: else a key would hand the person
+    who made it (and sees it once) more than their role does."""
+    if user.is_superuser:
+        return {}
+    held = user.get_all_permissions()
+
+    def lacking(scope: str) -> str | None:
+        if scope == ADMIN:
+            missing = [s for s in SCOPES if s not in (ADMIN, PHI_READ) and lacking(s)]
+            if not missing:
+                return None
+            more = len(missing) - 5
+            listed = ", ".join(missing[:5]) + (f" and {more} more" if more > 0 else "")
+            return f"it grants every scope but phi:read, and you do not hold {listed}"
+        permission = SCOPES[scope].staff_permission
+        if permission is None:
+            return "no staff permission stands for it: superusers only"
+        return None if permission in held else f"you lack {permission}"
+
+    reasons = {scope: lacking(scope) for scope in sorted(set(scopes)) if scope in SCOPES}
+    return {scope: reason for scope, reason in reasons.items() if reason}
+
+
+def not_grantable_message(refused: dict[str, str]) -> str:
+    return (
+        "You can give a key only scopes you hold yourself; a superuser can give "
+        + "; ".join(f"“{scope}” ({reason})" for scope, reason in refused.items())
+        + "."
+    )
+
+
 def grants(held, required: str) -> bool:
     """Whether a set of held scopes grants `required`. `admin` grants all but phi:read."""
     if required in held:

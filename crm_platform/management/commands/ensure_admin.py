@@ -8,7 +8,7 @@ from django.contrib.auth.models import Group
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from compliance.services import audit_record
 from crm_platform.actor import Actor
@@ -32,6 +32,19 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, username, email, reset_password, **options):
+        try:
+            user, password = self._ensure(username, email, reset_password)
+        except IntegrityError:
+            # Another run (two `make run`s at once) created the admin between our read and our
+            # insert: this run rolled back, and now finds that account (waiting for its row) and
+            # goes on as any run that finds one.
+            user, password = self._ensure(username, email, reset_password)
+        self._print_login(username, user, password)
+
+    def _ensure(self, username, email, reset_password):
+        """Make `username` an active superuser in the Administrator group, in one transaction.
+        Returns the user and the password set (None: kept). Raises IntegrityError when another
+        run created the user after this one found none."""
         User = get_user_model()
         with transaction.atomic():
             user = User.objects.select_for_update().filter(username=username).first()
@@ -63,6 +76,9 @@ class Command(BaseCommand):
             if created or changed:
                 action = "staff.create" if created else "staff.password_reset" if password else "staff.update"
                 audit_record(actor=Actor.system("manage.py ensure_admin"), action=action, obj=user, changes=changed)
+        return user, password
+
+    def _print_login(self, username, user, password):
         if password is None:
             # `make run` prints this: name the password only while it is still the one that logs in.
             password = os.environ.get("ADMIN_PASSWORD") or self._stored_password(create=False)
