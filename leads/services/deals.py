@@ -11,8 +11,15 @@ from django.utils import timezone
 
 from compliance.services import audit_record
 from contacts import lifecycle
-from contacts.services import contact_survivor, is_currency_code, lifecycle_transition, subscription_start
+from contacts.services import (
+    SUBSCRIPTION_DIFFERS,
+    contact_survivor,
+    is_currency_code,
+    lifecycle_transition,
+    subscription_start,
+)
 from crm_platform.actor import Actor
+from crm_platform.errors import ConflictError
 from crm_platform.locking import locked_row
 from crm_platform.models import StaffProfile
 from crm_platform.outbox import outbox_publish
@@ -254,15 +261,21 @@ def _contact_active_customer(*, deal: Deal, stage: Stage, actor: Actor) -> bool:
 def _create_subscription(*, deal: Deal, stage: Stage, actor: Actor) -> bool:
     if deal.contact is None or not deal.plan:
         return False
-    # Keyed by the deal: winning it again after a reopening does not start a second subscription.
-    _, created = subscription_start(
-        contact=deal.contact,
-        plan=deal.plan,
-        amount=deal.amount,
-        currency=deal.currency,
-        external_id=f"deal-{deal.pk}",
-        actor=actor,
-    )
+    # Keyed by the deal: winning it again after a reopening does not start a second subscription,
+    # whatever was repriced meanwhile (the first win's subscription stands; staff change it).
+    try:
+        _, created = subscription_start(
+            contact=deal.contact,
+            plan=deal.plan,
+            amount=deal.amount,
+            currency=deal.currency,
+            external_id=f"deal-{deal.pk}",
+            actor=actor,
+        )
+    except ConflictError as exc:
+        if exc.code != SUBSCRIPTION_DIFFERS:
+            raise
+        return False
     return created
 
 

@@ -269,6 +269,23 @@ def test_move_by_key_fires_automations(key_client, system_actor, make_contact):
     assert OutboxMessage.objects.filter(topic="onboarding.requested").exists()
 
 
+def test_winning_again_after_the_amount_changed_keeps_the_first_subscription(key_client, system_actor, make_contact):
+    """The subscription a win starts is keyed by the deal; reopened, repriced and won again, the
+    deal still moves (the service's "another amount" conflict is not the move's business) and
+    the subscription stays the first one."""
+    contact = make_contact("repriced@example.com")
+    deal = deal_create(actor=system_actor, name="Repriced", amount=10, contact=contact, plan="Premium")
+    client = key_client(["deals:write"])
+    for stage in ("closedwon", "negotiation"):
+        assert client.post(f"{DEALS}/{deal.pk}/move", {"stage": stage}, format="json").status_code == 200
+    assert client.patch(f"{DEALS}/{deal.pk}", {"amount": "25.00"}, format="json").status_code == 200
+    response = client.post(f"{DEALS}/{deal.pk}/move", {"stage": "closedwon"}, format="json")
+    assert response.status_code == 200, response.content
+    assert response.json()["stage"]["key"] == "closedwon"
+    [subscription] = Subscription.objects.filter(contact=contact)
+    assert subscription.amount == 10
+
+
 def test_move_by_id_and_the_refusals(key_client, system_actor, stages):
     deal = deal_create(actor=system_actor, name="M", amount=1)
     client = key_client(["deals:write"])
