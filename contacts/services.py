@@ -5,6 +5,7 @@ transaction, writes its audit row there, and raises ValidationError (400) or Con
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import math
 from collections.abc import Callable, Iterable
@@ -1005,14 +1006,15 @@ def order_record(
     if not is_currency_code(currency):
         raise ValidationError({"currency": ["A three-letter ISO 4217 code."]})
     contact = contact_survivor(contact)  # an order sent under a merged-away contact's id is the survivor's
+    again = functools.partial(
+        _order_again, contact=contact, amount=amount, currency=currency.upper(), status=status, actor=actor
+    )
     with transaction.atomic():
         row_held(Contact, contact.pk)
         if external_id:
             existing = Order.objects.select_for_update().filter(external_id=external_id).first()
             if existing is not None:
-                return _order_again(
-                    existing, contact=contact, amount=amount, currency=currency.upper(), status=status, actor=actor
-                ), False
+                return again(existing), False
         try:
             with transaction.atomic():
                 order = Order.objects.create(
@@ -1025,10 +1027,7 @@ def order_record(
                     external_id=external_id or None,
                 )
         except IntegrityError:  # the same order id, recorded by a concurrent request (for another contact?)
-            existing = Order.objects.select_for_update().get(external_id=external_id)
-            return _order_again(
-                existing, contact=contact, amount=amount, currency=currency.upper(), status=status, actor=actor
-            ), False
+            return again(Order.objects.select_for_update().get(external_id=external_id)), False
         audit_record(actor=actor, action="order.create", obj=order, changes={"amount": str(amount), "status": status})
         outbox_publish(
             topic="order.created",
@@ -1121,24 +1120,22 @@ def subscription_start(
         renews_at = renews_at or started_at + dt.timedelta(days=30)
     except OverflowError:  # a start in the last month of year 9999
         raise ValidationError({"started_at": ["Too late for a renewal 30 days after it; give renews_at."]}) from None
+    again = functools.partial(
+        _subscription_again,
+        contact=contact,
+        plan=plan,
+        amount=amount,
+        currency=currency,
+        started_at=started_at,
+        renews_at=renews_at,
+        actor=actor,
+    )
     with transaction.atomic():
         row_held(Contact, contact.pk)
         if external_id:
             existing = Subscription.objects.filter(external_id=external_id).first()
             if existing is not None:
-                if existing.contact_id != contact.pk:
-                    raise ConflictError(
-                        f"Subscription {external_id} belongs to another contact.", code="subscription_conflict"
-                    )
-                return _subscription_again(
-                    existing,
-                    plan=plan,
-                    amount=amount,
-                    currency=currency,
-                    started_at=started_at,
-                    renews_at=renews_at,
-                    actor=actor,
-                ), False
+                return again(existing), False
         try:
             with transaction.atomic():
                 subscription = Subscription.objects.create(
@@ -1151,20 +1148,7 @@ def subscription_start(
                     external_id=external_id or None,
                 )
         except IntegrityError:  # the same subscription id, recorded by a concurrent request
-            existing = Subscription.objects.get(external_id=external_id)
-            if existing.contact_id != contact.pk:
-                raise ConflictError(
-                    f"Subscription {external_id} belongs to another contact.", code="subscription_conflict"
-                ) from None
-            return _subscription_again(
-                existing,
-                plan=plan,
-                amount=amount,
-                currency=currency,
-                started_at=started_at,
-                renews_at=renews_at,
-                actor=actor,
-            ), False
+            return again(Subscription.objects.get(external_id=external_id)), False
         audit_record(actor=actor, action="subscription.start", obj=subscription, changes={"plan": subscription.plan})
         outbox_publish(
             topic="subscription.started",
@@ -1178,13 +1162,15 @@ def subscription_start(
 
 
 def _subscription_again(
-    existing: Subscription, *, plan: str, amount, currency: str, started_at, renews_at, actor: Actor
+    existing: Subscription, *, contact: Contact, plan: str, amount, currency: str, started_at, renews_at, actor: Actor
 ) -> Subscription:
-    """A subscription started again under its external id (the contact locked): one its
-    cancellation recorded first is filled in (still cancelled); then, as for orders, another
-    plan, amount or currency is not the subscription we have (ConflictError, code
-    SUBSCRIPTION_DIFFERS)."""
+    """A subscription started again under its external id (the contact locked): ConflictError
+    when it is another contact's; one its cancellation recorded first is filled in (still
+    cancelled); then, as for orders, another plan, amount or currency is not the subscription
+    we have (ConflictError, code SUBSCRIPTION_DIFFERS)."""
     external_id = existing.external_id
+    if existing.contact_id != contact.pk:
+        raise ConflictError(f"Subscription {external_id} belongs to another contact.", code="subscription_conflict")
     sent = {"plan": str(plan).strip()[:100], "amount": Decimal(str(amount)), "currency": currency.upper()}
     if subscription_awaits_start(existing):  # its cancellation came first: filled in, still cancelled
         existing.plan, existing.amount, existing.currency = sent["plan"], sent["amount"], sent["currency"]
