@@ -910,6 +910,9 @@ def note_create(*, contact: Contact, body: str, actor: Actor, author=None) -> No
 TICKET_SLA_HOURS = {"urgent": 4, "high": 24, "normal": 72, "low": 168}
 
 
+TICKET_DIFFERS = "ticket_differs"  # ConflictError code: the contact's ticket id again, with other content
+
+
 def ticket_create(
     *,
     contact: Contact,
@@ -922,23 +925,30 @@ def ticket_create(
 ) -> Ticket:
     """Open a ticket; its SLA due time follows from its priority. Idempotent on the contact's
     `external_id` (the app's id for it): the contact's ticket with that id, as it is, when
-    there is one."""
+    there is one; ConflictError (code TICKET_DIFFERS) when it has another subject or body (the
+    priority is not compared: staff triage changes it after the fact)."""
     if priority not in Ticket.Priority.values:
         raise ValidationError({"priority": [f"One of {', '.join(Ticket.Priority.values)}."]})
     if not subject or not subject.strip():
         raise ValidationError({"subject": ["A ticket needs a subject."]})
     contact = contact_survivor(contact)  # as for orders: a ticket sent under a merged-away contact's id
+    sent = {"subject": subject.strip()[:200], "body": body}
+
+    def again(existing: Ticket) -> Ticket:
+        _refuse_other_values("Ticket", existing, sent, TICKET_DIFFERS)
+        return existing
+
     with transaction.atomic():
         row_held(Contact, contact.pk)
         if external_id:
             existing = Ticket.objects.filter(contact=contact, external_id=external_id).first()
             if existing is not None:
-                return existing
+                return again(existing)
         try:
             with transaction.atomic():
                 ticket = Ticket.objects.create(
                     contact=contact,
-                    subject=subject.strip()[:200],
+                    subject=sent["subject"],
                     body=body,
                     priority=priority,
                     owner=owner,
@@ -948,7 +958,7 @@ def ticket_create(
         except IntegrityError:  # the same ticket, opened by a concurrent request
             if not external_id:
                 raise
-            return Ticket.objects.get(contact=contact, external_id=external_id)
+            return again(Ticket.objects.get(contact=contact, external_id=external_id))
         audit_record(actor=actor, action="ticket.create", obj=ticket, changes={"priority": priority})
         outbox_publish(
             topic="ticket.created",
@@ -1055,6 +1065,20 @@ _ORDER_MOVES = {Order.Status.PAID: {Order.Status.REFUNDED, Order.Status.CANCELLE
 ORDER_DIFFERS = "order_differs"  # ConflictError code: the order id again, with another amount or currency
 
 
+def _refuse_other_values(noun: str, recorded: Any, sent: dict[str, Any], code: str) -> None:
+    """ConflictError `code`, naming each field, when an object sent again under its external id
+    carries values other than the ones recorded (`sent`: field -> value as the row keeps it):
+    a correction or the sender's bug is not the object we have. The caller holds the lock."""
+    label = f"{noun} {recorded.external_id}"
+    differs = {
+        name: [f"{label} was recorded with {name} {getattr(recorded, name)}."]
+        for name, value in sent.items()
+        if getattr(recorded, name) != value
+    }
+    if differs:
+        raise ConflictError(f"{label} was recorded with another {' and '.join(differs)}.", fields=differs, code=code)
+
+
 def _order_again(order: Order, *, contact: Contact, amount: Decimal, currency: str, status: str, actor: Actor) -> Order:
     """An order recorded again under its external id (the row locked): the same order, as it
     is; or its refund or cancellation, applied. A paid order that went back to the contact's
@@ -1064,17 +1088,7 @@ def _order_again(order: Order, *, contact: Contact, amount: Decimal, currency: s
     cannot both pass), or a move no order makes (refunded back to paid)."""
     if order.contact_id != contact.pk:
         raise ConflictError(f"Order {order.external_id} belongs to another contact.", code="order_conflict")
-    differs = {
-        name: [f"Order {order.external_id} was recorded with {name} {recorded}."]
-        for name, sent, recorded in (("amount", amount, order.amount), ("currency", currency, order.currency))
-        if sent != recorded
-    }
-    if differs:
-        raise ConflictError(
-            f"Order {order.external_id} was recorded with another {' and '.join(differs)}.",
-            fields=differs,
-            code=ORDER_DIFFERS,
-        )
+    _refuse_other_values("Order", order, {"amount": amount, "currency": currency}, ORDER_DIFFERS)
     if status == order.status:
         return order
     if status not in _ORDER_MOVES.get(order.status, ()):
@@ -1180,17 +1194,7 @@ def _subscription_again(
         audit_record(actor=actor, action="subscription.start", obj=existing, changes={"plan": existing.plan})
     # As for orders: the same id started again with another plan, amount or currency is not
     # the subscription we have (compared under the contact's lock).
-    differs = {
-        name: [f"Subscription {external_id} was recorded with {name} {getattr(existing, name)}."]
-        for name, value in sent.items()
-        if getattr(existing, name) != value
-    }
-    if differs:
-        raise ConflictError(
-            f"Subscription {external_id} was recorded with another {' and '.join(differs)}.",
-            fields=differs,
-            code=SUBSCRIPTION_DIFFERS,
-        )
+    _refuse_other_values("Subscription", existing, sent, SUBSCRIPTION_DIFFERS)
     return existing
 
 

@@ -196,7 +196,7 @@ def on_order_placed(event: Event, actor: Actor, contact: Contact | None) -> dict
     p = event.properties
     # The same order id with another amount (a correction, or the sender's bug) is not the
     # order we have: failed, for the sender and staff to see, not "applied" unchanged.
-    with _differs_as("properties.order_id", contacts.ORDER_DIFFERS, ORDER_DIFFERS):
+    with _conflict_as("properties.order_id", contacts.ORDER_DIFFERS, ORDER_DIFFERS):
         order, created = contacts.order_record(
             contact=contact,
             amount=p["amount"],
@@ -210,9 +210,9 @@ def on_order_placed(event: Event, actor: Actor, contact: Contact | None) -> dict
 
 
 @contextlib.contextmanager
-def _differs_as(field: str, code: str, message: str):
-    """The service's ConflictError `code` (its id again with other values) as this event's field
-    error; any other conflict as it is."""
+def _conflict_as(field: str, code: str, message: str):
+    """The service's ConflictError `code` as this event's field error (`message`; `{fields}`:
+    the fields the conflict names); any other conflict as it is."""
     try:
         yield
     except ConflictError as exc:
@@ -234,7 +234,7 @@ def on_subscription_started(event: Event, actor: Actor, contact: Contact | None)
     # As for orders: the same subscription id started again with another plan, amount or
     # currency is not the subscription we have (one recorded by its cancellation first is
     # filled in from this event instead).
-    with _differs_as("properties.subscription_id", contacts.SUBSCRIPTION_DIFFERS, SUBSCRIPTION_DIFFERS):
+    with _conflict_as("properties.subscription_id", contacts.SUBSCRIPTION_DIFFERS, SUBSCRIPTION_DIFFERS):
         subscription, created = contacts.subscription_start(
             contact=contact,
             plan=p["plan"],
@@ -250,7 +250,7 @@ def on_subscription_started(event: Event, actor: Actor, contact: Contact | None)
 def on_subscription_cancelled(event: Event, actor: Actor, contact: Contact | None) -> dict:
     # Unknown yet (its start not arrived: events out of order) it is recorded cancelled, and
     # the start fills it in later without making it active.
-    try:
+    with _conflict_as("properties.subscription_id", "subscription_conflict", "This subscription is another user's."):
         subscription = contacts.subscription_cancel_by_external_id(
             contact=contact,
             external_id=event.properties["subscription_id"],
@@ -258,10 +258,6 @@ def on_subscription_cancelled(event: Event, actor: Actor, contact: Contact | Non
             at=event.occurred_at,
             actor=actor,
         )
-    except ConflictError as exc:
-        if exc.code != "subscription_conflict":
-            raise
-        raise ValidationError({"properties.subscription_id": ["This subscription is another user's."]}) from None
     return {"contact": contact.pk, "subscription": subscription.pk}
 
 
@@ -270,22 +266,17 @@ TICKET_DIFFERS = "This ticket was recorded with another {fields}; it is not appl
 
 def on_ticket(event: Event, actor: Actor, contact: Contact | None) -> dict:
     p = event.properties
-    subject, body = p["subject"], p.get("body", "")
-    ticket = contacts.ticket_create(
-        contact=contact,
-        subject=subject,
-        body=body,
-        priority=p.get("priority", "normal"),
-        external_id=p.get("ticket_id"),
-        actor=actor,
-    )
     # As for orders: the contact's ticket id again with another subject or body is not the
-    # ticket we have. The priority is not compared: staff triage changes it after the fact.
-    differs = [
-        name for name, value in (("subject", subject.strip()[:200]), ("body", body)) if getattr(ticket, name) != value
-    ]
-    if differs:
-        raise ValidationError({"properties.ticket_id": [TICKET_DIFFERS.format(fields=_listed(differs))]})
+    # ticket we have.
+    with _conflict_as("properties.ticket_id", contacts.TICKET_DIFFERS, TICKET_DIFFERS):
+        ticket = contacts.ticket_create(
+            contact=contact,
+            subject=p["subject"],
+            body=p.get("body", ""),
+            priority=p.get("priority", "normal"),
+            external_id=p.get("ticket_id"),
+            actor=actor,
+        )
     return {"contact": contact.pk, "ticket": ticket.pk}
 
 
