@@ -14,7 +14,7 @@ from django.utils import timezone
 from crm_platform import services
 from crm_platform.actor import Actor
 from crm_platform.admin_tools import AuditedAdminMixin, _audit
-from crm_platform.api.scopes import not_grantable, not_grantable_message, scope_choices
+from crm_platform.api.scopes import first_few, not_grantable, not_grantable_message, scope_choices
 from crm_platform.models import ApiKey, StaffProfile
 
 admin.site.site_header = settings.ADMIN_SITE_HEADER
@@ -179,9 +179,7 @@ def _labels(permissions) -> set[str]:
 def _lacking(editor, permissions) -> str:
     """The labels of `permissions` (a Permission queryset) that `editor` does not hold, as a
     list to show (the first few); empty when they hold them all."""
-    missing = sorted(_labels(permissions) - editor.get_all_permissions())
-    more = len(missing) - 5
-    return ", ".join(missing[:5]) + (f" and {more} more" if more > 0 else "")
+    return first_few(sorted(_labels(permissions) - editor.get_all_permissions()))
 
 
 def _not_yours(editor, account) -> str | None:

@@ -70,6 +70,12 @@ def unknown_scopes(scopes) -> list[str]:
     return sorted(set(scopes) - SCOPES.keys())
 
 
+def first_few(names: list[str], shown: int = 5) -> str:
+    """Names to show in a refusal: the first `shown`, then how many more ("a, b and 3 more")."""
+    more = len(names) - shown
+    return ", ".join(names[:shown]) + (f" and {more} more" if more > 0 else "")
+
+
 def not_grantable(user, scopes) -> dict[str, str]:
     """The scopes among `scopes` that `user` may not give a key, each with what they lack.
 
@@ -86,9 +92,7 @@ def not_grantable(user, scopes) -> dict[str, str]:
             missing = [s for s in SCOPES if s not in (ADMIN, PHI_READ) and lacking(s)]
             if not missing:
                 return None
-            more = len(missing) - 5
-            listed = ", ".join(missing[:5]) + (f" and {more} more" if more > 0 else "")
-            return f"it grants every scope but phi:read, and you do not hold {listed}"
+            return f"it grants every scope but phi:read, and you do not hold {first_few(missing)}"
         permission = SCOPES[scope].staff_permission
         if permission is None:
             return "no staff permission stands for it: superusers only"
