@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 from kombu import Exchange, Queue
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -28,8 +29,6 @@ if DEBUG:
     SECRET_KEY = env("DJANGO_SECRET_KEY", default="dev-only-insecure-secret-key-change-me-0123456789")
     ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
 else:
-    from django.core.exceptions import ImproperlyConfigured
-
     SECRET_KEY = env("DJANGO_SECRET_KEY")
     ALLOWED_HOSTS = [host.strip() for host in env.list("DJANGO_ALLOWED_HOSTS") if host.strip()]
     # Set but empty (`DJANGO_SECRET_KEY=` left in a .env) is as good as unset: Django would start
@@ -59,8 +58,6 @@ if DEBUG:
     FIELD_ENCRYPTION_KEYS = FIELD_ENCRYPTION_KEYS or [_derived_key("field-encryption")]
     FIELD_HMAC_KEY = FIELD_HMAC_KEY or _derived_key("field-hmac")
 else:
-    from django.core.exceptions import ImproperlyConfigured
-
     for _name, _value in (("FIELD_ENCRYPTION_KEYS", FIELD_ENCRYPTION_KEYS), ("FIELD_HMAC_KEY", FIELD_HMAC_KEY.strip())):
         if not _value:
             raise ImproperlyConfigured(
@@ -74,7 +71,6 @@ def _check_fernet_keys(keys: list[str]) -> None:
     the process at start instead of failing the first write of a medical field. Names the
     position, never the value."""
     from cryptography.fernet import Fernet
-    from django.core.exceptions import ImproperlyConfigured
 
     for position, key in enumerate(keys, start=1):
         try:
@@ -180,8 +176,6 @@ if env.bool("DB_KEEPALIVES", default=True):
 # 0: not sent (the server's or the role's setting applies; PgBouncer refuses `options`).
 DB_IDLE_IN_TRANSACTION_TIMEOUT = env.int("DB_IDLE_IN_TRANSACTION_TIMEOUT", default=120)
 if DB_IDLE_IN_TRANSACTION_TIMEOUT < 0:
-    from django.core.exceptions import ImproperlyConfigured
-
     raise ImproperlyConfigured("DB_IDLE_IN_TRANSACTION_TIMEOUT is in seconds, 0 or more (0: not set).")
 if DB_IDLE_IN_TRANSACTION_TIMEOUT and "idle_in_transaction_session_timeout" not in _db_options.get("options", ""):
     _idle = f"-c idle_in_transaction_session_timeout={DB_IDLE_IN_TRANSACTION_TIMEOUT}s"
@@ -306,8 +300,6 @@ REST_FRAMEWORK = {
 def _check_rates(rates: dict[str, str]) -> None:
     """Each rate read as the throttles read it (crm_platform.rates), so a mistyped one stops the
     process at start instead of failing every request; empty: no limit."""
-    from django.core.exceptions import ImproperlyConfigured
-
     from crm_platform.rates import parse_rate
 
     for name, rate in rates.items():
@@ -332,8 +324,6 @@ API_KEY_ROTATION_OVERLAP_HOURS = env.int("API_KEY_ROTATION_OVERLAP_HOURS", defau
 # seconds (its process died) may be taken over by a retry.
 IDEMPOTENCY_TTL_DAYS = env.int("IDEMPOTENCY_TTL_DAYS", default=7)
 if IDEMPOTENCY_TTL_DAYS < 1:  # CONTRACTS.md: keys are kept at least 24 hours
-    from django.core.exceptions import ImproperlyConfigured
-
     raise ImproperlyConfigured("IDEMPOTENCY_TTL_DAYS must be at least 1 (keys are kept at least 24 hours).")
 IDEMPOTENCY_IN_FLIGHT_SECONDS = env.int("IDEMPOTENCY_IN_FLIGHT_SECONDS", default=300)
 
@@ -391,8 +381,6 @@ ADMIN_BULK_INLINE_LIMIT = env.int("ADMIN_BULK_INLINE_LIMIT", default=5000)
 # there is no exchange rate here to bring other currencies' orders into it.
 CRM_REPORTING_CURRENCY = env("CRM_REPORTING_CURRENCY", default="USD").strip().upper()
 if not (len(CRM_REPORTING_CURRENCY) == 3 and CRM_REPORTING_CURRENCY.isascii() and CRM_REPORTING_CURRENCY.isalpha()):
-    from django.core.exceptions import ImproperlyConfigured
-
     raise ImproperlyConfigured("CRM_REPORTING_CURRENCY is a three-letter ISO 4217 code (e.g. USD).")
 
 # --------------------------------------------------------------------------- outbox and webhooks
