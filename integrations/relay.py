@@ -73,7 +73,8 @@ def _contact_of(message: OutboxMessage) -> int | None:
 
 
 def _withheld(messages) -> set[int]:
-    """The ids of these messages to send nowhere (WITHHELD). One query."""
+    """The ids of these messages to send nowhere (WITHHELD): compliance.restricted_when, one
+    small query while nobody was restricted lately."""
     moments = {}
     for message in messages:
         if message.topic not in SENT_WHEN_RESTRICTED and (contact_id := _contact_of(message)) is not None:
